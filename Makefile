@@ -1,0 +1,44 @@
+# SigVerify: `make run` and `make test` set everything up from a fresh clone.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PROTO_OUT := services/proto
+
+.PHONY: setup run test bench proto proto-check lint clean stack-down
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.lock
+	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+# Generated code is committed; `proto` regenerates it, `proto-check` fails on drift.
+proto: setup
+	bash deploy/gen-proto.sh $(BIN)/python $(PROTO_OUT)
+
+proto-check: setup
+	bash deploy/gen-proto.sh $(BIN)/python $$(mktemp -d) --check $(PROTO_OUT)
+
+run: setup
+	$(BIN)/sigverify demo
+
+test: setup proto-check
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/sigverify demo --voters 300000 --bench
+
+lint: setup
+	$(BIN)/ruff check services tests
+	$(BIN)/mypy services/common services/intake services/matching services/dedupe services/tally services/cli
+
+stack-down:
+	$(BIN)/sigverify stack down
+
+clean:
+	-$(BIN)/sigverify stack down
+	rm -rf .sigverify

@@ -1,0 +1,1 @@
+"""The ``sigverify`` command: for county clerks, campaign staff, ops engineers and admins."""

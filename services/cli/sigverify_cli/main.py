@@ -1,0 +1,361 @@
+"""``sigverify``: the command line for clerks, campaign staff, ops engineers and admins.
+
+    sigverify stack up|down|status
+    sigverify roll load roll.csv
+    sigverify petition create --id ID --title T --required N --deadline YYYY-MM-DD
+    sigverify submit batch.csv --petition ID --county NAME [--key KEY]
+    sigverify batch show BATCH_ID
+    sigverify wait --petition ID [--timeout S]
+    sigverify tally --petition ID [--json]
+    sigverify results export --petition ID --out results.csv
+    sigverify demo                      (what `make run` runs)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from sigverify.intake.v1 import intake_pb2, intake_pb2_grpc
+from sigverify.tally.v1 import tally_pb2, tally_pb2_grpc
+from sigverify_cli import client, stack
+from sigverify_cli.client import CliError, Endpoints
+from sigverify_common.convert import reason_from_pb, status_from_pb
+
+console = Console(stderr=False)
+err = Console(stderr=True)
+
+EXPORT_COLUMNS = ("signature_id", "batch_id", "county", "line", "status", "reason", "voter_id",
+                  "score")
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=err, transient=False,
+                    disable=not err.is_terminal and os.environ.get("SIGVERIFY_PROGRESS") != "1")
+
+
+# -- stack -------------------------------------------------------------------------------------
+
+def cmd_stack(args: argparse.Namespace) -> int:
+    home = client.home()
+    if args.action == "up":
+        state = stack.up(home, os.environ, lambda m: err.print(f"[dim]{m}[/dim]"))
+        _print_stack(state)
+        return 0
+    if args.action == "down":
+        if not stack.down(home, lambda m: err.print(f"[dim]{m}[/dim]")):
+            err.print("no stack is running from", home)
+        return 0
+    state = stack.StackState.load(home)
+    if state is None:
+        console.print(f"no stack recorded under {home}")
+        return 1
+    _print_stack(state)
+    return 0 if all(stack.pid_alive(p.pid) for p in state.services.values()) else 1
+
+
+def _print_stack(state: stack.StackState) -> None:
+    t = Table(title=f"SigVerify stack ({state.home})")
+    for col in ("service", "pid", "gRPC", "metrics", "state"):
+        t.add_column(col)
+    for name, p in state.services.items():
+        alive = stack.pid_alive(p.pid)
+        status = ("SERVING" if stack.healthy(state.addr(name)) else "NOT_SERVING") if alive else "down"
+        t.add_row(name, str(p.pid), state.addr(name), f"127.0.0.1:{p.metrics_port}", status)
+    console.print(t)
+    console.print(f"database: {'embedded' if state.pg_data else 'external'} "
+                  f"({state.database_url.rsplit('@', 1)[-1]})")
+    console.print(f"broker:   {'tansu (embedded)' if state.broker_pid else 'external'} "
+                  f"({state.kafka_bootstrap_servers})")
+
+
+# -- roll ----------------------------------------------------------------------------------------
+
+async def roll_load(path: Path, database_url: str) -> int:
+    import asyncpg
+
+    from sigverify_matching.roll import load_roll
+
+    if not database_url:
+        raise CliError("no database: set DATABASE_URL or run 'sigverify stack up'")
+    if not path.exists():
+        raise CliError(f"{path}: no such file")
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    try:
+        started = time.perf_counter()
+        with _progress() as prog:
+            task = prog.add_task(f"loading {path.name}", total=None)
+            result = await load_roll(pool, path, lambda n: prog.update(task, completed=n))
+        secs = time.perf_counter() - started
+    finally:
+        await pool.close()
+    console.print(f"roll version {result.version}: {result.rows:,} voters loaded in {secs:.1f}s "
+                  f"({result.rows / max(secs, 1e-9):,.0f} rows/s), {len(result.errors)} rejected")
+    for line, field, reason in result.errors[:20]:
+        console.print(f"  line {line}: {field}: {reason}")
+    if len(result.errors) > 20:
+        console.print(f"  ... and {len(result.errors) - 20} more")
+    return 0
+
+
+# -- petitions, batches ------------------------------------------------------------------------
+
+async def petition_create(ep: Endpoints, args: argparse.Namespace) -> int:
+    async with grpc.aio.insecure_channel(ep.intake) as ch:
+        p = await intake_pb2_grpc.IntakeServiceStub(ch).CreatePetition(
+            intake_pb2.CreatePetitionRequest(petition_id=args.id, title=args.title,
+                                             required_signatures=args.required,
+                                             deadline=args.deadline), timeout=30)
+    console.print(f"petition {p.petition_id}: {p.title!r}, {p.required_signatures:,} valid "
+                  f"signatures required by {p.deadline}")
+    return 0
+
+
+def print_receipt(r: intake_pb2.BatchReceipt, path: str = "") -> None:
+    note = " (resubmission: first receipt returned, nothing counted again)" if r.resubmission else ""
+    console.print(f"batch {r.batch_id} {path} county={r.county}: {r.rows_received} rows, "
+                  f"{r.signatures_accepted} signatures accepted ({r.incomplete} incomplete), "
+                  f"{len(r.rejected)} rejected{note}")
+    for e in r.rejected:
+        where = f"line {e.line}" if e.line else f"record {e.record}"
+        console.print(f"  rejected {where}: {e.field}: {e.reason}")
+
+
+async def submit(ep: Endpoints, args: argparse.Namespace) -> int:
+    async with grpc.aio.insecure_channel(ep.intake) as ch:
+        for name in args.files:
+            path = Path(name)
+            if not path.exists():
+                raise CliError(f"{path}: no such file")
+            with _progress() as prog:
+                task = prog.add_task(f"submitting {path.name}", total=None)
+                receipt = await client.submit_batch(
+                    ch, path, args.petition, args.county, args.key if len(args.files) == 1 else "",
+                    progress=lambda n: prog.update(task, completed=n))
+            print_receipt(receipt, str(path))
+    return 0
+
+
+async def batch_show(ep: Endpoints, args: argparse.Namespace) -> int:
+    async with grpc.aio.insecure_channel(ep.intake) as ch:
+        r = await intake_pb2_grpc.IntakeServiceStub(ch).GetBatch(
+            intake_pb2.GetBatchRequest(batch_id=args.batch_id), timeout=30)
+    print_receipt(r)
+    return 0
+
+
+# -- tally, wait, export -----------------------------------------------------------------------
+
+def reason_counts(c: tally_pb2.Counts) -> dict[str, int]:
+    return {reason_from_pb(rc.reason).value: rc.count for rc in c.invalid_by_reason}
+
+
+def counts_dict(c: tally_pb2.Counts) -> dict[str, Any]:
+    return {"received": c.received, "verified": c.verified, "valid": c.valid,
+            "invalid": c.invalid, "review": c.review, "pending": c.pending,
+            "duplicates": c.duplicates, "invalid_by_reason": reason_counts(c)}
+
+
+def tally_dict(t: tally_pb2.Tally) -> dict[str, Any]:
+    return {
+        "petition_id": t.petition_id, "title": t.title, "required": t.required_signatures,
+        "deadline": t.deadline, "days_to_deadline": t.days_to_deadline,
+        "progress_percent": t.progress_percent, "rows_rejected": t.rows_rejected,
+        "as_of": t.as_of, "total": counts_dict(t.total),
+        "by_county": {g.key: counts_dict(g.counts) for g in t.by_county},
+        "by_batch": {g.key: counts_dict(g.counts) for g in t.by_batch},
+        "by_circulator": {g.key: counts_dict(g.counts) for g in t.by_circulator},
+    }
+
+
+def print_tally(t: tally_pb2.Tally) -> None:
+    c = t.total
+    console.print(f"[bold]{t.title}[/bold] ({t.petition_id}): {c.valid:,} valid of "
+                  f"{t.required_signatures:,} required ({t.progress_percent:.2f} %), deadline "
+                  f"{t.deadline} ({t.days_to_deadline} days)")
+    console.print(f"received {c.received:,}; verified {c.verified:,}: valid {c.valid:,}, "
+                  f"invalid {c.invalid:,}, review {c.review:,}; pending {c.pending:,}; "
+                  f"unreadable rows rejected at intake {t.rows_rejected:,}")
+    reasons = Table(title="invalid by reason")
+    reasons.add_column("reason")
+    reasons.add_column("count", justify="right")
+    for rc in c.invalid_by_reason:
+        reasons.add_row(reason_from_pb(rc.reason).value, f"{rc.count:,}")
+    console.print(reasons)
+    counties = Table(title="by county")
+    for col in ("county", "received", "valid", "invalid", "review", "duplicates", "pending",
+                "valid %"):
+        counties.add_column(col, justify="left" if col == "county" else "right")
+    for g in t.by_county:
+        k = g.counts
+        pct = 100.0 * k.valid / k.verified if k.verified else 0.0
+        counties.add_row(g.key, f"{k.received:,}", f"{k.valid:,}", f"{k.invalid:,}",
+                         f"{k.review:,}", f"{k.duplicates:,}", f"{k.pending:,}", f"{pct:.1f}")
+    console.print(counties)
+
+
+async def tally_cmd(ep: Endpoints, args: argparse.Namespace) -> int:
+    async with grpc.aio.insecure_channel(ep.tally) as ch:
+        t = await client.get_tally(ch, args.petition)
+    if args.json:
+        console.print_json(json.dumps(tally_dict(t)))
+    else:
+        print_tally(t)
+    return 0
+
+
+async def wait_done(ep: Endpoints, petition: str, timeout: float) -> tally_pb2.Tally:
+    end = time.monotonic() + timeout
+    async with grpc.aio.insecure_channel(ep.tally) as ch:
+        with _progress() as prog:
+            task = prog.add_task(f"verifying {petition}", total=None)
+            while True:
+                t = await client.get_tally(ch, petition)
+                prog.update(task, completed=t.total.verified, total=t.total.received or None)
+                if t.total.received > 0 and t.total.pending == 0:
+                    return t
+                if time.monotonic() > end:
+                    raise CliError(f"timed out after {timeout:.0f}s: {t.total.pending:,} of "
+                                   f"{t.total.received:,} signatures still pending")
+                await asyncio.sleep(0.5)
+
+
+async def wait_cmd(ep: Endpoints, args: argparse.Namespace) -> int:
+    t = await wait_done(ep, args.petition, args.timeout)
+    console.print(f"all {t.total.received:,} signatures of {args.petition} verified: "
+                  f"{t.total.valid:,} valid, {t.total.invalid:,} invalid, {t.total.review:,} "
+                  "in review")
+    return 0
+
+
+async def export_results(ep: Endpoints, petition: str, out: Path) -> int:
+    n = 0
+    async with grpc.aio.insecure_channel(ep.tally) as ch:
+        stub = tally_pb2_grpc.TallyServiceStub(ch)
+        tmp = out.with_name(out.name + ".part")
+        with tmp.open("w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(EXPORT_COLUMNS)
+            async for r in stub.ListResults(tally_pb2.ListResultsRequest(petition_id=petition),
+                                            timeout=600):
+                w.writerow((r.signature_id, r.batch_id, r.county, r.line,
+                            status_from_pb(r.status).value, reason_from_pb(r.reason).value,
+                            r.voter_id, f"{r.score:.2f}"))
+                n += 1
+        tmp.replace(out)
+    return n
+
+
+async def export_cmd(ep: Endpoints, args: argparse.Namespace) -> int:
+    n = await export_results(ep, args.petition, Path(args.out))
+    console.print(f"{n:,} signature results written to {args.out}")
+    return 0
+
+
+# -- entry point -------------------------------------------------------------------------------
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sigverify", description="Petition signature verification")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("stack", help="start, stop or show the local stack")
+    s.add_argument("action", choices=("up", "down", "status"))
+
+    r = sub.add_parser("roll", help="voter roll administration")
+    rs = r.add_subparsers(dest="action", required=True)
+    rl = rs.add_parser("load", help="load a voter roll CSV as the new roll version")
+    rl.add_argument("file")
+
+    pe = sub.add_parser("petition", help="petitions")
+    ps = pe.add_subparsers(dest="action", required=True)
+    pc = ps.add_parser("create", help="create a petition")
+    pc.add_argument("--id", required=True)
+    pc.add_argument("--title", default="")
+    pc.add_argument("--required", type=int, required=True, help="valid signatures required")
+    pc.add_argument("--deadline", required=True, help="YYYY-MM-DD")
+
+    sb = sub.add_parser("submit", help="submit batch CSV file(s) of one county")
+    sb.add_argument("files", nargs="+")
+    sb.add_argument("--petition", required=True)
+    sb.add_argument("--county", required=True)
+    sb.add_argument("--key", default="", help="client batch key (default: the content decides)")
+
+    b = sub.add_parser("batch", help="batches")
+    bs = b.add_subparsers(dest="action", required=True)
+    bsh = bs.add_parser("show", help="show a batch receipt")
+    bsh.add_argument("batch_id")
+
+    w = sub.add_parser("wait", help="wait until every received signature is verified")
+    w.add_argument("--petition", required=True)
+    w.add_argument("--timeout", type=float, default=600)
+
+    t = sub.add_parser("tally", help="show a petition's tally")
+    t.add_argument("--petition", required=True)
+    t.add_argument("--json", action="store_true")
+
+    re_ = sub.add_parser("results", help="per-signature results")
+    rss = re_.add_subparsers(dest="action", required=True)
+    rex = rss.add_parser("export", help="export every signature's result as CSV")
+    rex.add_argument("--petition", required=True)
+    rex.add_argument("--out", required=True)
+
+    d = sub.add_parser("demo", help="generate data, run it through the stack, compare with truth")
+    d.add_argument("--voters", type=int, default=100_000)
+    d.add_argument("--signatures", type=int, default=20_000)
+    d.add_argument("--seed", type=int, default=7)
+    d.add_argument("--keep-up", action="store_true", help="leave the stack running afterwards")
+    d.add_argument("--bench", action="store_true", help="print throughput figures")
+    return p
+
+
+def _endpoint_command(fn: Callable[[Endpoints, argparse.Namespace], Awaitable[int]]
+                      ) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        return asyncio.run(fn(Endpoints.discover(), args))
+    return run
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    if args.command == "stack":
+        return cmd_stack(args)
+    if args.command == "roll":
+        state = stack.StackState.load(client.home())
+        url = os.environ.get("DATABASE_URL") or (state.database_url if state else "")
+        return asyncio.run(roll_load(Path(args.file), url))
+    if args.command == "demo":
+        from sigverify_cli.demo import run_demo
+        return run_demo(args)
+    table: dict[str, Callable[[Endpoints, argparse.Namespace], Awaitable[int]]] = {
+        "petition": petition_create, "submit": submit, "batch": batch_show, "wait": wait_cmd,
+        "tally": tally_cmd, "results": export_cmd,
+    }
+    return _endpoint_command(table[args.command])(args)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    try:
+        code = dispatch(args)
+    except (CliError, stack.StackError) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        code = 2
+    except grpc.aio.AioRpcError as exc:
+        err.print(f"[red]error:[/red] {exc.code().name}: {exc.details()}")
+        code = 1
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)

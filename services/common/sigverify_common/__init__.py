@@ -1,0 +1,1 @@
+"""Code shared by every SigVerify service: config, database, Kafka, gRPC serving, logging."""

@@ -1,0 +1,51 @@
+"""Mapping between the shared vocabulary and the protobuf enums (used at the edges only)."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from sigverify.common.v1 import common_pb2
+from sigverify_common.vocab import Decision, Reason, Source, Status
+
+
+def reason_to_pb(reason: Reason) -> common_pb2.Reason.ValueType:
+    return common_pb2.Reason.Value(f"REASON_{reason.value}")
+
+
+def reason_from_pb(value: int) -> Reason:
+    name = common_pb2.Reason.Name(value).removeprefix("REASON_")
+    return Reason(name)
+
+
+def status_to_pb(status: Status) -> common_pb2.SignatureStatus.ValueType:
+    return common_pb2.SignatureStatus.Value(f"SIGNATURE_STATUS_{status.value}")
+
+
+def status_from_pb(value: int) -> Status:
+    return Status(common_pb2.SignatureStatus.Name(value).removeprefix("SIGNATURE_STATUS_"))
+
+
+def decision_to_pb(decision: Decision) -> common_pb2.MatchDecision.ValueType:
+    return common_pb2.MatchDecision.Value(f"MATCH_DECISION_{decision.value}")
+
+
+def decision_from_pb(value: int) -> Decision:
+    return Decision(common_pb2.MatchDecision.Name(value).removeprefix("MATCH_DECISION_"))
+
+
+def source_to_pb(source: Source) -> common_pb2.SignatureSource.ValueType:
+    return common_pb2.SignatureSource.Value(f"SIGNATURE_SOURCE_{source.value.upper()}")
+
+
+def source_from_pb(value: int) -> Source:
+    if value == common_pb2.SIGNATURE_SOURCE_UNSPECIFIED:
+        return Source.PAPER
+    return Source(common_pb2.SignatureSource.Name(value).removeprefix("SIGNATURE_SOURCE_").lower())
+
+
+def date_text(d: date | None) -> str:
+    return d.isoformat() if d else ""
+
+
+def parse_date_text(text: str) -> date | None:
+    return date.fromisoformat(text) if text else None

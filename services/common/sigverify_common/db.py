@@ -1,0 +1,54 @@
+"""PostgreSQL access: pools and per-schema migrations applied at start.
+
+Each service owns one schema and its migrations live in ``<package>/migrations/NNNN_verb_noun.sql``.
+Migrations run under an advisory lock, once each, recorded in ``<schema>.schema_migrations``.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import logging
+import zlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def open_pool(url: str, *, min_size: int = 1, max_size: int = 8) -> AsyncIterator[asyncpg.Pool]:
+    pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, command_timeout=60)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+def migration_files(package: str) -> list[tuple[str, str]]:
+    root = importlib.resources.files(package).joinpath("migrations")
+    files = sorted((p.name, p.read_text(encoding="utf-8")) for p in root.iterdir() if p.name.endswith(".sql"))
+    return files
+
+
+async def migrate(pool: asyncpg.Pool, schema: str, package: str) -> int:
+    """Apply the package's migrations not yet applied to ``schema``; returns how many ran."""
+    applied = 0
+    lock_key = zlib.crc32(f"sigverify-migrate-{schema}".encode())
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key)
+        await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        await conn.execute(
+            f'CREATE TABLE IF NOT EXISTS "{schema}".schema_migrations '
+            "(name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {r["name"] for r in await conn.fetch(f'SELECT name FROM "{schema}".schema_migrations')}
+        for name, sql in migration_files(package):
+            if name in done:
+                continue
+            log.info("applying migration %s.%s", schema, name)
+            await conn.execute(sql)
+            await conn.execute(f'INSERT INTO "{schema}".schema_migrations (name) VALUES ($1)', name)
+            applied += 1
+    return applied

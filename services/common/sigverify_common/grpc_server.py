@@ -1,0 +1,153 @@
+"""gRPC serving: one error interceptor, truthful health, reflection, graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
+
+import asyncpg
+import grpc
+from aiokafka.client import AIOKafkaClient
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from sigverify_common import metrics
+from sigverify_common.errors import SigVerifyError
+
+log = logging.getLogger(__name__)
+
+
+def _status(exc: SigVerifyError) -> grpc.StatusCode:
+    return getattr(grpc.StatusCode, exc.grpc_status, grpc.StatusCode.INTERNAL)
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Maps ``SigVerifyError`` subclasses to their declared status; records latency."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None:
+            return None
+        method = details.method.rsplit("/", 1)[-1]
+        ser = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary:
+            fn = handler.unary_unary
+
+            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                start = time.perf_counter()
+                try:
+                    return await fn(request, context)
+                except SigVerifyError as exc:
+                    await context.abort(_status(exc), str(exc))
+                finally:
+                    metrics.RPC_LATENCY.labels(method).observe(time.perf_counter() - start)
+
+            return grpc.unary_unary_rpc_method_handler(unary, **ser)
+        if handler.stream_unary:
+            sfn = handler.stream_unary
+
+            async def stream_unary(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+                start = time.perf_counter()
+                try:
+                    return await sfn(requests, context)
+                except SigVerifyError as exc:
+                    await context.abort(_status(exc), str(exc))
+                finally:
+                    metrics.RPC_LATENCY.labels(method).observe(time.perf_counter() - start)
+
+            return grpc.stream_unary_rpc_method_handler(stream_unary, **ser)
+        if handler.unary_stream:
+            ufn = handler.unary_stream
+
+            async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                try:
+                    async for item in ufn(request, context):
+                        yield item
+                except SigVerifyError as exc:
+                    await context.abort(_status(exc), str(exc))
+
+            return grpc.unary_stream_rpc_method_handler(unary_stream, **ser)
+        return handler
+
+
+class HealthMonitor:
+    """Sets gRPC health from real checks of Postgres and the broker, every few seconds."""
+
+    def __init__(self, servicer: health.aio.HealthServicer, services: Sequence[str],
+                 pool: asyncpg.Pool, bootstrap: str, interval: float = 2.0) -> None:
+        self._servicer = servicer
+        self._services = ["", *services]
+        self._pool = pool
+        self._bootstrap = bootstrap
+        self._interval = interval
+        self.serving = False
+
+    async def _check_db(self) -> bool:
+        try:
+            async with asyncio.timeout(3):
+                await self._pool.fetchval("SELECT 1")
+            return True
+        except (asyncpg.PostgresError, OSError, asyncio.TimeoutError, asyncpg.InterfaceError):
+            return False
+
+    async def _check_kafka(self, client: AIOKafkaClient) -> bool:
+        try:
+            async with asyncio.timeout(3):
+                await client.fetch_all_metadata()
+            return True
+        except Exception:  # noqa: BLE001 - any failure to reach the broker means not serving
+            return False
+
+    async def set_all(self, status: int) -> None:
+        for name in self._services:
+            await self._servicer.set(name, status)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        client = AIOKafkaClient(bootstrap_servers=self._bootstrap, request_timeout_ms=5000)
+        try:
+            with contextlib.suppress(Exception):
+                await client.bootstrap()
+            while not stop.is_set():
+                ok = await self._check_db() and await self._check_kafka(client)
+                if ok != self.serving:
+                    log.info("health: %s", "SERVING" if ok else "NOT_SERVING")
+                self.serving = ok
+                metrics.HEALTHY.set(1 if ok else 0)
+                await self.set_all(
+                    health_pb2.HealthCheckResponse.SERVING if ok
+                    else health_pb2.HealthCheckResponse.NOT_SERVING
+                )
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self._interval)
+        finally:
+            await client.close()
+
+
+def build_server(port: int) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
+    """A server with the error interceptor and health (every service starts NOT_SERVING)."""
+    server = grpc.aio.server(
+        interceptors=[ErrorInterceptor()],
+        options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)],
+    )
+    servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    bound = server.add_insecure_port(f"0.0.0.0:{port}")
+    return server, servicer, bound
+
+
+def enable_reflection(server: grpc.aio.Server, service_names: Sequence[str]) -> None:
+    health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+    reflection.enable_server_reflection(
+        [*service_names, health_name, reflection.SERVICE_NAME], server
+    )

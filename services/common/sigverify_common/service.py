@@ -1,0 +1,111 @@
+"""How every service starts, runs and stops.
+
+``run_service`` composes the resources as async context managers (pool, producer, gRPC
+server), runs the service's loops in a TaskGroup, and on SIGTERM/SIGINT: reports
+NOT_SERVING, stops the gRPC server with a grace period, lets the loops finish their
+current batch, drains the outbox, and closes everything in reverse order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+
+import asyncpg
+import grpc
+from aiokafka import AIOKafkaProducer
+
+from sigverify_common import db, kafka, logs, metrics
+from sigverify_common.config import ServiceConfig
+from sigverify_common.grpc_server import HealthMonitor, build_server, enable_reflection
+
+log = logging.getLogger(__name__)
+
+Loop = Callable[[asyncio.Event], Awaitable[None]]
+
+
+@dataclass
+class Runtime:
+    """What a service's own code gets to build its servicers and loops from."""
+
+    config: ServiceConfig
+    pool: asyncpg.Pool
+    stop: asyncio.Event
+    producer: AIOKafkaProducer | None = None
+    outbox: kafka.OutboxPublisher | None = None
+    loops: list[Loop] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    schema: str
+    migrations_package: str
+    publishes: bool
+    #: Registers servicers on the server; returns their full names (for reflection/health).
+    setup: Callable[[Runtime, grpc.aio.Server], Awaitable[Sequence[str]]]
+
+
+async def _connect(url: str, stop: asyncio.Event) -> asyncpg.Pool:
+    attempt = 0
+    while True:
+        try:
+            return await asyncpg.create_pool(url, min_size=1, max_size=8, command_timeout=60)
+        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+            attempt += 1
+            if stop.is_set() or attempt > 60:
+                raise
+            log.warning("database not reachable (%s); retrying", exc.__class__.__name__)
+            await asyncio.sleep(1.0)
+
+
+async def run_service(spec: ServiceSpec, config: ServiceConfig) -> None:
+    logs.configure(spec.name, config.log_level)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    metrics.serve(config.metrics_port)
+
+    async with AsyncExitStack() as stack:
+        pool = await _connect(config.database_url, stop)
+        stack.push_async_callback(pool.close)
+        await db.migrate(pool, spec.schema, spec.migrations_package)
+        await kafka.ensure_topics(config.kafka_bootstrap_servers, config.topic_partitions)
+        rt = Runtime(config=config, pool=pool, stop=stop)
+        if spec.publishes:
+            rt.producer = await stack.enter_async_context(
+                kafka.open_producer(config.kafka_bootstrap_servers)
+            )
+            rt.outbox = kafka.OutboxPublisher(pool, rt.producer, spec.schema)
+            rt.loops.append(rt.outbox.run)
+
+        server, health_servicer, port = build_server(config.grpc_port)
+        names = await spec.setup(rt, server)
+        enable_reflection(server, names)
+        monitor = HealthMonitor(health_servicer, names, pool, config.kafka_bootstrap_servers)
+        await server.start()
+        log.info("%s serving gRPC on port %d", spec.name, port)
+
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(monitor.run(stop))
+                for body in rt.loops:
+                    tg.create_task(body(stop))
+                tg.create_task(_shutdown_when(stop, server, health_servicer, config))
+        finally:
+            stop.set()
+        log.info("%s stopped", spec.name)
+
+
+async def _shutdown_when(stop: asyncio.Event, server: grpc.aio.Server,
+                         health_servicer: object, config: ServiceConfig) -> None:
+    await stop.wait()
+    log.info("shutting down: NOT_SERVING, stopping gRPC with %.1fs grace",
+             config.shutdown_grace_seconds)
+    await health_servicer.enter_graceful_shutdown()  # type: ignore[attr-defined]
+    await server.stop(config.shutdown_grace_seconds)

@@ -1,0 +1,1 @@
+"""Dedupe: one counted signature per voter per petition; publishes final statuses."""

@@ -1,0 +1,1 @@
+"""Intake: county clerks' batches in, validated rows stored, events out through the outbox."""

@@ -1,0 +1,54 @@
+"""Intake's edge: protobuf messages to and from domain values."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+from sigverify.common.v1 import common_pb2
+from sigverify.events.v1 import events_pb2
+from sigverify.intake.v1 import intake_pb2
+from sigverify_common.convert import date_text, source_to_pb
+from sigverify_common.topics import SIGNATURE_RECEIVED
+from sigverify_intake.domain import Validated
+from sigverify_intake.repository import PetitionRow, Receipt
+
+
+def receipt_to_pb(r: Receipt) -> intake_pb2.BatchReceipt:
+    return intake_pb2.BatchReceipt(
+        batch_id=str(r.batch_id), petition_id=r.petition_id, county=r.county,
+        client_batch_key=r.client_batch_key, content_sha256=r.content_sha256,
+        rows_received=r.rows_received, signatures_accepted=r.signatures_accepted,
+        incomplete=r.incomplete,
+        rejected=[intake_pb2.RowError(line=e.line, record=e.record, field=e.field, reason=e.reason)
+                  for e in r.rejected],
+        resubmission=r.resubmission, received_at=r.received_at.isoformat(),
+    )
+
+
+def petition_to_pb(p: PetitionRow) -> intake_pb2.Petition:
+    return intake_pb2.Petition(
+        petition_id=p.petition_id, title=p.title, required_signatures=p.required_signatures,
+        deadline=p.deadline.isoformat(), created_at=p.created_at.isoformat(),
+    )
+
+
+def signature_events(
+    batch_id: uuid.UUID, petition_id: str, county: str, ids: Sequence[uuid.UUID],
+    validated: Validated, seq_of: dict[uuid.UUID, int],
+) -> list[tuple[str, bytes, bytes]]:
+    """One SignatureReceived outbox row per stored signature, keyed by signature id."""
+    rows = []
+    for sid, s in zip(ids, validated.signatures, strict=True):
+        event = events_pb2.SignatureReceived(
+            event_id=str(uuid.uuid4()), signature_id=str(sid), petition_id=petition_id,
+            batch_id=str(batch_id), county=county, line=s.line, circulator_id=s.circulator_id,
+            source=source_to_pb(s.source), incomplete=s.incomplete, received_seq=seq_of[sid],
+            printed=common_pb2.PrintedSignature(
+                first_name=s.first_name, middle_name=s.middle_name, last_name=s.last_name,
+                street=s.street, unit=s.unit, city=s.city, zip=s.zip, county=county,
+                signed_on=date_text(s.signed_on), birth_date=date_text(s.birth_date),
+            ),
+        )
+        rows.append((SIGNATURE_RECEIVED.name, str(sid).encode(), SIGNATURE_RECEIVED.encode(event)))
+    return rows

@@ -1,0 +1,172 @@
+"""Intake's Postgres schema: petitions, batches, signatures and the outbox."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+
+import asyncpg
+
+from sigverify_common import kafka
+from sigverify_common.errors import AlreadyExists, FailedPrecondition, NotFound
+from sigverify_intake.domain import RowError, Validated
+
+SCHEMA = "intake"
+
+
+@dataclass(frozen=True, slots=True)
+class PetitionRow:
+    petition_id: str
+    title: str
+    required_signatures: int
+    deadline: date
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    batch_id: uuid.UUID
+    petition_id: str
+    county: str
+    client_batch_key: str
+    content_sha256: str
+    rows_received: int
+    signatures_accepted: int
+    incomplete: int
+    rejected: tuple[RowError, ...]
+    resubmission: bool
+    received_at: datetime
+
+
+def _petition(r: asyncpg.Record) -> PetitionRow:
+    return PetitionRow(r["petition_id"], r["title"], r["required_signatures"], r["deadline"],
+                       r["created_at"])
+
+
+async def create_petition(pool: asyncpg.Pool, petition_id: str, title: str, required: int,
+                          deadline: date) -> PetitionRow:
+    """Create a petition; creating the same one again returns it, a different one is refused."""
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow(
+            "INSERT INTO intake.petitions (petition_id, title, required_signatures, deadline) "
+            "VALUES ($1, $2, $3, $4) ON CONFLICT (petition_id) DO NOTHING RETURNING *",
+            petition_id, title, required, deadline,
+        )
+        if row is not None:
+            return _petition(row)
+        existing = await get_petition(pool, petition_id)
+        if (existing.title, existing.required_signatures, existing.deadline) != (title, required, deadline):
+            raise AlreadyExists(f"petition {petition_id!r} exists with other settings")
+        return existing
+
+
+async def get_petition(pool: asyncpg.Pool, petition_id: str) -> PetitionRow:
+    row = await pool.fetchrow("SELECT * FROM intake.petitions WHERE petition_id = $1", petition_id)
+    if row is None:
+        raise NotFound(f"no petition {petition_id!r}")
+    return _petition(row)
+
+
+def _receipt(r: asyncpg.Record, resubmission: bool) -> Receipt:
+    rejected = tuple(RowError(**e) for e in json.loads(r["rejected"]))
+    return Receipt(r["batch_id"], r["petition_id"], r["county"], r["client_batch_key"] or "",
+                   r["content_sha256"], r["rows_received"], r["signatures_accepted"],
+                   r["incomplete"], rejected, resubmission, r["received_at"])
+
+
+async def find_batch(conn: asyncpg.Connection | asyncpg.Pool, petition_id: str, client_key: str,
+                     digest: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT * FROM intake.batches WHERE petition_id = $1 AND "
+        "(content_sha256 = $2 OR ($3 <> '' AND client_batch_key = $3)) ORDER BY received_at LIMIT 1",
+        petition_id, digest, client_key,
+    )
+
+
+async def get_batch(pool: asyncpg.Pool, batch_id: uuid.UUID) -> Receipt:
+    row = await pool.fetchrow("SELECT * FROM intake.batches WHERE batch_id = $1", batch_id)
+    if row is None:
+        raise NotFound(f"no batch {batch_id}")
+    return _receipt(row, resubmission=False)
+
+
+#: (batch id, petition, county, signature ids, validated rows, receipt order by id) -> outbox rows
+EventEncoder = Callable[
+    [uuid.UUID, str, str, Sequence[uuid.UUID], Validated, dict[uuid.UUID, int]],
+    list[tuple[str, bytes, bytes]],
+]
+
+SIGNATURE_COLUMNS = (
+    "signature_id", "batch_id", "petition_id", "county", "line", "circulator_id", "source",
+    "first_name", "middle_name", "last_name", "street", "unit", "city", "zip", "signed_on",
+    "birth_date", "incomplete",
+)
+
+
+async def store_batch(
+    pool: asyncpg.Pool,
+    *,
+    petition_id: str,
+    county: str,
+    client_key: str,
+    filename: str,
+    digest: str,
+    validated: Validated,
+    encode_events: EventEncoder,
+) -> Receipt:
+    """Store the batch, its signatures and their events in one transaction.
+
+    Returns the first receipt when the same batch (key or content) was stored before.
+    """
+    async with pool.acquire() as conn:
+        try:
+            async with conn.transaction():
+                if await conn.fetchval(
+                    "SELECT 1 FROM intake.petitions WHERE petition_id = $1", petition_id
+                ) is None:
+                    raise FailedPrecondition(f"no petition {petition_id!r}: create it first")
+                existing = await find_batch(conn, petition_id, client_key, digest)
+                if existing is not None:
+                    return _receipt(existing, resubmission=True)
+                batch_id = uuid.uuid4()
+                rejected = json.dumps([
+                    {"line": e.line, "record": e.record, "field": e.field, "reason": e.reason}
+                    for e in validated.rejected
+                ])
+                batch = await conn.fetchrow(
+                    "INSERT INTO intake.batches (batch_id, petition_id, county, client_batch_key, "
+                    "content_sha256, filename, rows_received, signatures_accepted, incomplete, "
+                    "rejected) VALUES ($1, $2, $3, NULLIF($4, ''), $5, $6, $7, $8, $9, $10::jsonb) "
+                    "RETURNING *",
+                    batch_id, petition_id, county, client_key, digest, filename,
+                    validated.rows_received, len(validated.signatures), validated.incomplete,
+                    rejected,
+                )
+                ids = [uuid.uuid4() for _ in validated.signatures]
+                await conn.copy_records_to_table(
+                    "signatures", schema_name=SCHEMA, columns=SIGNATURE_COLUMNS,
+                    records=[
+                        (sid, batch_id, petition_id, county, s.line, s.circulator_id,
+                         s.source.value, s.first_name, s.middle_name, s.last_name, s.street,
+                         s.unit, s.city, s.zip, s.signed_on, s.birth_date, s.incomplete)
+                        for sid, s in zip(ids, validated.signatures, strict=True)
+                    ],
+                )
+                seqs = await conn.fetch(
+                    "SELECT signature_id, received_seq FROM intake.signatures WHERE batch_id = $1",
+                    batch_id,
+                )
+                seq_of = {r["signature_id"]: r["received_seq"] for r in seqs}
+                events = encode_events(batch_id, petition_id, county, ids, validated, seq_of)
+                await kafka.enqueue(conn, SCHEMA, events)
+                return _receipt(batch, resubmission=False)
+        except asyncpg.UniqueViolationError:
+            # A concurrent submission of the same batch won: answer with its receipt.
+            existing = await find_batch(conn, petition_id, client_key, digest)
+            if existing is None:
+                raise
+            return _receipt(existing, resubmission=True)
+

@@ -1,0 +1,41 @@
+"""Run the matching service: ``python -m sigverify_matching``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import grpc
+
+from sigverify.matching.v1 import matching_pb2, matching_pb2_grpc
+from sigverify_common.kafka import BatchConsumer
+from sigverify_common.service import Runtime, ServiceSpec, run_service
+from sigverify_common.topics import SIGNATURE_RECEIVED
+from sigverify_matching.config import Config
+from sigverify_matching.consumer import Deadlines, MatchHandler, RollIndex
+from sigverify_matching.service import MatchingService
+
+
+async def setup(rt: Runtime, server: grpc.aio.Server) -> Sequence[str]:
+    assert isinstance(rt.config, Config)
+    roll = RollIndex(rt.pool)
+    consumer = BatchConsumer(
+        bootstrap=rt.config.kafka_bootstrap_servers, topic=SIGNATURE_RECEIVED, group="matching",
+        handler=MatchHandler(rt.pool, roll, rt.outbox, rt.config.match), max_records=1000,
+    )
+    rt.loops.append(consumer.run)
+    matching_pb2_grpc.add_MatchingServiceServicer_to_server(
+        MatchingService(roll, Deadlines(rt.pool), rt.config.match), server)
+    return [matching_pb2.DESCRIPTOR.services_by_name["MatchingService"].full_name]
+
+
+SPEC = ServiceSpec(name="matching", schema="matching", migrations_package="sigverify_matching",
+                   publishes=True, setup=setup)
+
+
+def main() -> None:
+    asyncio.run(run_service(SPEC, Config.from_env()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""The matcher at work: the roll index, SignatureReceived in, SignatureMatched out."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from datetime import date
+
+import asyncpg
+from prometheus_client import Counter, Gauge, Histogram
+
+from sigverify.events.v1 import events_pb2
+from sigverify_common import kafka
+from sigverify_common.errors import Unavailable
+from sigverify_common.kafka import DeadLetter, Delivered
+from sigverify_common.vocab import Decision, Reason
+from sigverify_matching import convert
+from sigverify_matching.domain import MatchConfig, MatchResult, SignatureInput, VoterRecord
+from sigverify_matching.index import CandidateIndex
+
+log = logging.getLogger(__name__)
+SCHEMA = "matching"
+
+DECISIONS = Counter("sigverify_match_decisions_total", "Matcher outcomes", ["decision", "reason"])
+MATCH_SECONDS = Histogram("sigverify_match_batch_seconds", "Time to match one polled batch")
+ROLL_SIZE = Gauge("sigverify_roll_voters", "Voters in the loaded candidate index")
+
+INCOMPLETE = MatchResult(decision=Decision.NO_MATCH, reason=Reason.INCOMPLETE, voter_id="",
+                         score=0.0, candidates=())
+
+
+class RollIndex:
+    """The candidate index of the active roll version, rebuilt when a new version is active."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self.version = 0
+        self.index: CandidateIndex | None = None
+        self._lock = asyncio.Lock()
+
+    async def current(self) -> tuple[int, CandidateIndex]:
+        active = await self._pool.fetchval(
+            "SELECT max(version) FROM matching.roll_versions WHERE state = 'active'")
+        if active is None:
+            raise Unavailable("no voter roll is loaded yet (sigverify roll load)")
+        if active != self.version or self.index is None:
+            async with self._lock:
+                if active != self.version or self.index is None:
+                    await self._build(active)
+        assert self.index is not None
+        return self.version, self.index
+
+    async def _build(self, version: int) -> None:
+        started = time.perf_counter()
+        async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read",
+                                                                   readonly=True):
+            rows = await conn.fetch(
+                "SELECT voter_id, first_name, middle_name, last_name, suffix, birth_date, street, "
+                "unit, city, zip, county, status, registered_on FROM matching.voters "
+                "WHERE version = $1", version)
+        voters = [VoterRecord(**dict(r)) for r in rows]
+        del rows
+        self.index = await asyncio.to_thread(CandidateIndex.build, voters)
+        self.version = version
+        ROLL_SIZE.set(len(voters))
+        log.info("candidate index for roll version %d: %d voters in %.1fs", version, len(voters),
+                 time.perf_counter() - started)
+
+
+class Deadlines:
+    """Petition deadlines read from intake's table (cached; petitions are rarely created)."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self._cache: dict[str, date] = {}
+
+    async def get(self, petition_ids: set[str]) -> dict[str, date]:
+        missing = [p for p in petition_ids if p not in self._cache]
+        if missing:
+            for r in await self._pool.fetch(
+                "SELECT petition_id, deadline FROM intake.petitions WHERE petition_id = ANY($1)",
+                missing,
+            ):
+                self._cache[r["petition_id"]] = r["deadline"]
+        return {p: self._cache[p] for p in petition_ids if p in self._cache}
+
+
+class MatchHandler:
+    def __init__(self, pool: asyncpg.Pool, roll: RollIndex, outbox: kafka.OutboxPublisher | None,
+                 config: MatchConfig) -> None:
+        self._pool = pool
+        self._roll = roll
+        self._outbox = outbox
+        self._deadlines = Deadlines(pool)
+        self._config = config
+
+    async def __call__(self, batch: Sequence[Delivered[events_pb2.SignatureReceived]],
+                       dead: Sequence[DeadLetter]) -> None:
+        version, index = await self._roll.current()
+        messages = list({d.message.signature_id: d.message for d in batch}.values())
+        done = {
+            str(r["signature_id"]) for r in await self._pool.fetch(
+                "SELECT signature_id FROM matching.decisions WHERE signature_id = ANY($1::uuid[])",
+                [m.signature_id for m in messages])
+        }
+        todo = [m for m in messages if m.signature_id not in done]
+        deadlines = await self._deadlines.get({m.petition_id for m in todo})
+        complete = [m for m in todo if not m.incomplete]
+        inputs = [convert.signature_input(m, deadlines.get(m.petition_id)) for m in complete]
+        started = time.perf_counter()
+        matched = await asyncio.to_thread(index.match_many, inputs, self._config) if inputs else []
+        MATCH_SECONDS.observe(time.perf_counter() - started)
+        results = dict(zip((m.signature_id for m in complete), matched, strict=True))
+        decided = [(m, results.get(m.signature_id, INCOMPLETE)) for m in todo]
+        async with self._pool.acquire() as conn, conn.transaction():
+            await kafka.write_dead_letters(conn, SCHEMA, dead)
+            inserted = {
+                str(r["signature_id"]) for r in await conn.fetch(
+                    "INSERT INTO matching.decisions (signature_id, petition_id, decision, reason, "
+                    "voter_id, score, candidates, roll_version) SELECT * FROM unnest($1::uuid[], "
+                    "$2::text[], $3::text[], $4::text[], $5::text[], $6::float8[], $7::jsonb[], "
+                    "$8::bigint[]) ON CONFLICT (signature_id) DO NOTHING RETURNING signature_id",
+                    [m.signature_id for m, _ in decided], [m.petition_id for m, _ in decided],
+                    [r.decision.value for _, r in decided], [r.reason.value for _, r in decided],
+                    [r.voter_id for _, r in decided], [r.score for _, r in decided],
+                    [json.dumps([asdict(c) for c in r.candidates]) for _, r in decided],
+                    [version] * len(decided),
+                )
+            }
+            events = [convert.matched_event(m, r) for m, r in decided if m.signature_id in inserted]
+            await kafka.enqueue(conn, SCHEMA, events)
+        for _, r in decided:
+            DECISIONS.labels(r.decision.value, r.reason.value).inc()
+        if events and self._outbox is not None:
+            self._outbox.wake.set()
+
+

@@ -1,0 +1,1 @@
+"""Tally: final status per signature and the counts clerks, campaigns and ops watch."""

@@ -1,0 +1,62 @@
+"""Tally's edge: events in, Tally and SignatureResult messages out."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import asyncpg
+
+from sigverify.events.v1 import events_pb2
+from sigverify.tally.v1 import tally_pb2
+from sigverify_common.convert import reason_from_pb, reason_to_pb, status_from_pb, status_to_pb
+from sigverify_common.vocab import Reason, Status
+from sigverify_tally.domain import Counts, days_to_deadline, progress_percent
+from sigverify_tally.repository import ResultRow, TallySnapshot
+
+
+def result_from_event(e: events_pb2.SignatureVerified) -> ResultRow:
+    return ResultRow(
+        signature_id=uuid.UUID(e.signature_id), petition_id=e.petition_id,
+        batch_id=uuid.UUID(e.batch_id), county=e.county, line=e.line,
+        circulator_id=e.circulator_id, status=status_from_pb(e.status),
+        reason=reason_from_pb(e.reason), voter_id=e.voter_id, score=e.score, revision=e.revision,
+    )
+
+
+def counts_to_pb(c: Counts) -> tally_pb2.Counts:
+    return tally_pb2.Counts(
+        received=c.received, verified=c.verified, valid=c.valid, invalid=c.invalid,
+        review=c.review, pending=c.pending, duplicates=c.duplicates,
+        invalid_by_reason=[
+            tally_pb2.ReasonCount(reason=reason_to_pb(r), count=n)
+            for r, n in sorted(c.by_reason.items(), key=lambda kv: (-kv[1], kv[0].value))
+        ],
+    )
+
+
+def tally_to_pb(s: TallySnapshot, now: datetime | None = None) -> tally_pb2.Tally:
+    now = now or datetime.now(UTC)
+
+    def groups(d: dict[str, Counts]) -> list[tally_pb2.GroupCounts]:
+        return [tally_pb2.GroupCounts(key=k, counts=counts_to_pb(v)) for k, v in sorted(d.items())]
+
+    return tally_pb2.Tally(
+        petition_id=s.petition.petition_id, title=s.petition.title,
+        required_signatures=s.petition.required, deadline=s.petition.deadline.isoformat(),
+        days_to_deadline=days_to_deadline(s.petition.deadline, now.date()),
+        total=counts_to_pb(s.total),
+        progress_percent=progress_percent(s.total.valid, s.petition.required),
+        by_county=groups(s.by_county), by_batch=groups(s.by_batch),
+        by_circulator=groups(s.by_circulator), rows_rejected=s.rows_rejected,
+        as_of=now.isoformat(),
+    )
+
+
+def result_to_pb(r: asyncpg.Record) -> tally_pb2.SignatureResult:
+    return tally_pb2.SignatureResult(
+        signature_id=str(r["signature_id"]), batch_id=str(r["batch_id"]), county=r["county"],
+        line=r["line"], status=status_to_pb(Status(r["status"])),
+        reason=reason_to_pb(Reason(r["reason"])), voter_id=r["voter_id"], score=r["score"],
+        circulator_id=r["circulator_id"],
+    )

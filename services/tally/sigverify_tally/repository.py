@@ -1,0 +1,111 @@
+"""Tally's Postgres access: applying verified events and reading counts.
+
+Reads intake's tables (petitions, signatures, batches) for the raw counts; writes only
+its own schema.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import date
+
+import asyncpg
+
+from sigverify_common.errors import NotFound
+from sigverify_common.vocab import Reason, Status
+from sigverify_tally.domain import Counts, fold, total
+
+
+@dataclass(frozen=True, slots=True)
+class ResultRow:
+    signature_id: uuid.UUID
+    petition_id: str
+    batch_id: uuid.UUID
+    county: str
+    line: int
+    circulator_id: str
+    status: Status
+    reason: Reason
+    voter_id: str
+    score: float
+    revision: int
+
+
+async def apply_results(conn: asyncpg.Connection, rows: Sequence[ResultRow]) -> None:
+    """Upsert keeping the highest revision of each signature."""
+    latest: dict[uuid.UUID, ResultRow] = {}
+    for r in rows:
+        if r.signature_id not in latest or latest[r.signature_id].revision < r.revision:
+            latest[r.signature_id] = r
+    await conn.executemany(
+        "INSERT INTO tally.results (signature_id, petition_id, batch_id, county, line, "
+        "circulator_id, status, reason, voter_id, score, revision) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) "
+        "ON CONFLICT (signature_id) DO UPDATE SET status = EXCLUDED.status, "
+        "reason = EXCLUDED.reason, voter_id = EXCLUDED.voter_id, score = EXCLUDED.score, "
+        "revision = EXCLUDED.revision, updated_at = now() "
+        "WHERE tally.results.revision < EXCLUDED.revision",
+        [(r.signature_id, r.petition_id, r.batch_id, r.county, r.line, r.circulator_id,
+          r.status.value, r.reason.value, r.voter_id, r.score, r.revision)
+         for r in latest.values()],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PetitionInfo:
+    petition_id: str
+    title: str
+    required: int
+    deadline: date
+
+
+@dataclass(frozen=True, slots=True)
+class TallySnapshot:
+    petition: PetitionInfo
+    total: Counts
+    by_county: dict[str, Counts]
+    by_batch: dict[str, Counts]
+    by_circulator: dict[str, Counts]
+    rows_rejected: int
+
+
+GROUPS = {"county": "county", "batch": "batch_id::text", "circulator": "circulator_id"}
+
+
+async def snapshot(pool: asyncpg.Pool, petition_id: str) -> TallySnapshot:
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        p = await conn.fetchrow("SELECT * FROM intake.petitions WHERE petition_id = $1", petition_id)
+        if p is None:
+            raise NotFound(f"no petition {petition_id!r}")
+        groups: dict[str, dict[str, Counts]] = {}
+        for name, expr in GROUPS.items():
+            received = await conn.fetch(
+                f"SELECT {expr} AS k, count(*) AS n FROM intake.signatures "  # noqa: S608
+                "WHERE petition_id = $1 GROUP BY 1", petition_id)
+            statuses = await conn.fetch(
+                f"SELECT {expr} AS k, status, reason, count(*) AS n FROM tally.results "  # noqa: S608
+                "WHERE petition_id = $1 GROUP BY 1, 2, 3", petition_id)
+            groups[name] = fold(
+                ((r["k"], r["n"]) for r in received),
+                ((r["k"], Status(r["status"]), Reason(r["reason"]), r["n"]) for r in statuses),
+            )
+        rejected = await conn.fetchval(
+            "SELECT coalesce(sum(jsonb_array_length(rejected)), 0) FROM intake.batches "
+            "WHERE petition_id = $1", petition_id)
+    return TallySnapshot(
+        petition=PetitionInfo(p["petition_id"], p["title"], p["required_signatures"], p["deadline"]),
+        total=total(groups["county"].values()),
+        by_county=groups["county"], by_batch=groups["batch"], by_circulator=groups["circulator"],
+        rows_rejected=int(rejected),
+    )
+
+
+async def results(pool: asyncpg.Pool, petition_id: str) -> AsyncIterator[asyncpg.Record]:
+    async with pool.acquire() as conn, conn.transaction(readonly=True):
+        async for r in conn.cursor(
+            "SELECT * FROM tally.results WHERE petition_id = $1 ORDER BY county, batch_id, line",
+            petition_id, prefetch=2000,
+        ):
+            yield r

@@ -1,0 +1,71 @@
+"""TallyService (gRPC) and the SignatureVerified consumer."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Sequence
+
+import asyncpg
+import grpc
+
+from sigverify.events.v1 import events_pb2
+from sigverify.tally.v1 import tally_pb2, tally_pb2_grpc
+from sigverify_common import kafka
+from sigverify_common.errors import InvalidArgument
+from sigverify_common.kafka import DeadLetter, Delivered
+from sigverify_tally import convert, repository
+
+log = logging.getLogger(__name__)
+
+
+class TallyHandler:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def __call__(self, batch: Sequence[Delivered[events_pb2.SignatureVerified]],
+                       dead: Sequence[DeadLetter]) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            await kafka.write_dead_letters(conn, "tally", dead)
+            await repository.apply_results(conn, [convert.result_from_event(d.message) for d in batch])
+
+
+class TallyService(tally_pb2_grpc.TallyServiceServicer):
+    def __init__(self, pool: asyncpg.Pool, stop: asyncio.Event) -> None:
+        self._pool = pool
+        self._stop = stop
+
+    async def GetTally(  # noqa: N802
+        self, request: tally_pb2.GetTallyRequest, context: grpc.aio.ServicerContext
+    ) -> tally_pb2.Tally:
+        if not request.petition_id:
+            raise InvalidArgument("petition_id is required")
+        return convert.tally_to_pb(await repository.snapshot(self._pool, request.petition_id))
+
+    async def WatchTally(  # noqa: N802
+        self, request: tally_pb2.WatchTallyRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[tally_pb2.Tally]:
+        if not request.petition_id:
+            raise InvalidArgument("petition_id is required")
+        interval = max(0.2, (request.min_interval_ms or 1000) / 1000)
+        last: bytes | None = None
+        while not self._stop.is_set():
+            tally = convert.tally_to_pb(await repository.snapshot(self._pool, request.petition_id))
+            fingerprint = tally_pb2.Tally(
+                total=tally.total, by_county=tally.by_county, rows_rejected=tally.rows_rejected
+            ).SerializeToString(deterministic=True)
+            if fingerprint != last:
+                last = fingerprint
+                yield tally
+            try:
+                await asyncio.wait_for(self._stop.wait(), interval)
+            except TimeoutError:
+                pass
+
+    async def ListResults(  # noqa: N802
+        self, request: tally_pb2.ListResultsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[tally_pb2.SignatureResult]:
+        if not request.petition_id:
+            raise InvalidArgument("petition_id is required")
+        async for row in repository.results(self._pool, request.petition_id):
+            yield convert.result_to_pb(row)

@@ -1,0 +1,79 @@
+"""Small async helpers the integration tests share (real gRPC calls to the live stack)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from pathlib import Path
+
+import grpc
+
+from sigverify.intake.v1 import intake_pb2, intake_pb2_grpc
+from sigverify.tally.v1 import tally_pb2, tally_pb2_grpc
+from sigverify_cli import client, stack
+from sigverify_common.convert import reason_from_pb, status_from_pb
+
+
+def new_petition_id() -> str:
+    return f"p-{uuid.uuid4().hex[:10]}"
+
+
+async def create_petition(state: stack.StackState, petition_id: str, required: int = 100,
+                          deadline: str = "2017-07-25") -> intake_pb2.Petition:
+    async with grpc.aio.insecure_channel(state.addr("intake")) as ch:
+        p: intake_pb2.Petition = await intake_pb2_grpc.IntakeServiceStub(ch).CreatePetition(
+            intake_pb2.CreatePetitionRequest(petition_id=petition_id, title="test",
+                                             required_signatures=required, deadline=deadline),
+            timeout=30)
+        return p
+
+
+async def submit(state: stack.StackState, path: Path, petition_id: str, county: str,
+                 key: str = "") -> intake_pb2.BatchReceipt:
+    async with grpc.aio.insecure_channel(state.addr("intake")) as ch:
+        return await client.submit_batch(ch, path, petition_id, county, key)
+
+
+async def tally(state: stack.StackState, petition_id: str) -> tally_pb2.Tally:
+    async with grpc.aio.insecure_channel(state.addr("tally")) as ch:
+        return await client.get_tally(ch, petition_id)
+
+
+async def wait_verified(state: stack.StackState, petition_id: str, expected: int,
+                        timeout: float = 180) -> tally_pb2.Tally:
+    """Wait until ``expected`` signatures are received and none is pending."""
+    end = time.monotonic() + timeout
+    while True:
+        t = await tally(state, petition_id)
+        if t.total.received >= expected and t.total.pending == 0:
+            return t
+        if time.monotonic() > end:
+            raise AssertionError(f"not verified in {timeout}s: received {t.total.received}, "
+                                 f"pending {t.total.pending}, expected {expected}")
+        await asyncio.sleep(0.3)
+
+
+async def results_by_batch(state: stack.StackState, petition_id: str
+                           ) -> dict[tuple[str, int], tuple[str, str, str]]:
+    """(batch id, line) -> (status, reason, voter id) for every verified signature."""
+    out: dict[tuple[str, int], tuple[str, str, str]] = {}
+    async with grpc.aio.insecure_channel(state.addr("tally")) as ch:
+        stub = tally_pb2_grpc.TallyServiceStub(ch)
+        async for r in stub.ListResults(tally_pb2.ListResultsRequest(petition_id=petition_id),
+                                        timeout=60):
+            out[(r.batch_id, r.line)] = (status_from_pb(r.status).value,
+                                         reason_from_pb(r.reason).value, r.voter_id)
+    return out
+
+
+async def results(state: stack.StackState, petition_id: str) -> dict[int, tuple[str, str, str]]:
+    """line -> (status, reason, voter id) for a single-batch petition."""
+    return {line: v for (_, line), v in (await results_by_batch(state, petition_id)).items()}
+
+
+def reason_counts(t: tally_pb2.Tally) -> dict[str, int]:
+    counts = {reason_from_pb(rc.reason).value: rc.count for rc in t.total.invalid_by_reason}
+    counts["VALID"] = t.total.valid
+    counts["REVIEW"] = t.total.review
+    return counts

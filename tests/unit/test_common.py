@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import pytest
+
+from sigverify.common.v1 import common_pb2
+from sigverify.events.v1 import events_pb2
+from sigverify_common import convert
+from sigverify_common.config import ServiceConfig
+from sigverify_common.errors import ConfigError
+from sigverify_common.topics import SIGNATURE_RECEIVED
+from sigverify_common.vocab import Decision, Reason, Source, Status, canonical_county, status_for
+
+ENV = {"DATABASE_URL": "postgresql://x/y", "KAFKA_BOOTSTRAP_SERVERS": "k:9092",
+       "GRPC_PORT": "50051", "METRICS_PORT": "9101"}
+
+
+def test_every_reason_status_decision_and_source_maps_both_ways() -> None:
+    for r in Reason:
+        assert convert.reason_from_pb(convert.reason_to_pb(r)) is r
+    for s in Status:
+        assert convert.status_from_pb(convert.status_to_pb(s)) is s
+    for d in Decision:
+        assert convert.decision_from_pb(convert.decision_to_pb(d)) is d
+    for src in Source:
+        assert convert.source_from_pb(convert.source_to_pb(src)) is src
+    assert len(Reason) == len(common_pb2.Reason.keys()) - 1
+
+
+def test_status_for_reason() -> None:
+    assert status_for(Reason.MATCHED) is Status.VALID
+    assert status_for(Reason.PENDING_REVIEW) is Status.REVIEW
+    assert status_for(Reason.DUPLICATE) is Status.INVALID
+
+
+def test_config_reads_env_and_names_what_is_missing() -> None:
+    c = ServiceConfig.from_env(ENV)
+    assert (c.grpc_port, c.metrics_port) == (50051, 9101)
+    for name in ServiceConfig.REQUIRED_ENV:
+        with pytest.raises(ConfigError, match=name):
+            ServiceConfig.from_env({k: v for k, v in ENV.items() if k != name})
+    with pytest.raises(ConfigError, match="GRPC_PORT"):
+        ServiceConfig.from_env({**ENV, "GRPC_PORT": "high"})
+
+
+def test_topic_decoding_refuses_garbage() -> None:
+    msg = events_pb2.SignatureReceived(signature_id="s1", line=3)
+    assert SIGNATURE_RECEIVED.decode(SIGNATURE_RECEIVED.encode(msg)) == msg
+    with pytest.raises(ValueError, match="undecodable"):
+        SIGNATURE_RECEIVED.decode(b"\xff\xff\xff")
+    with pytest.raises(ValueError):
+        SIGNATURE_RECEIVED.decode(None)
+
+
+def test_county_names_have_one_spelling() -> None:
+    assert canonical_county("  los   ANGELES ") == "Los Angeles"
