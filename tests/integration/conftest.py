@@ -30,7 +30,7 @@ def _local_server_answers() -> bool:
     async def probe() -> bool:
         try:
             conn = await asyncpg.connect(LOCAL_ADMIN_URL, timeout=3)
-        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError):
+        except (TimeoutError, OSError, asyncpg.PostgresError):
             return False
         await conn.close()
         return True

@@ -20,7 +20,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -60,12 +60,12 @@ def cmd_stack(args: argparse.Namespace) -> int:
         if not stack.down(home, lambda m: err.print(f"[dim]{m}[/dim]")):
             err.print("no stack is running from", home)
         return 0
-    state = stack.StackState.load(home)
-    if state is None:
+    recorded = stack.StackState.load(home)
+    if recorded is None:
         console.print(f"no stack recorded under {home}")
         return 1
-    _print_stack(state)
-    return 0 if all(stack.pid_alive(p.pid) for p in state.services.values()) else 1
+    _print_stack(recorded)
+    return 0 if all(stack.pid_alive(p.pid) for p in recorded.services.values()) else 1
 
 
 def _print_stack(state: stack.StackState) -> None:
@@ -143,9 +143,13 @@ async def submit(ep: Endpoints, args: argparse.Namespace) -> int:
                 raise CliError(f"{path}: no such file")
             with _progress() as prog:
                 task = prog.add_task(f"submitting {path.name}", total=None)
+
+                def advance(n: int, task: Any = task, prog: Progress = prog) -> None:
+                    prog.update(task, completed=n)
+
                 receipt = await client.submit_batch(
                     ch, path, args.petition, args.county, args.key if len(args.files) == 1 else "",
-                    progress=lambda n: prog.update(task, completed=n))
+                    progress=advance)
             print_receipt(receipt, str(path))
     return 0
 
@@ -322,7 +326,7 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _endpoint_command(fn: Callable[[Endpoints, argparse.Namespace], Awaitable[int]]
+def _endpoint_command(fn: Callable[[Endpoints, argparse.Namespace], Coroutine[Any, Any, int]]
                       ) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         return asyncio.run(fn(Endpoints.discover(), args))
@@ -339,7 +343,7 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from sigverify_cli.demo import run_demo
         return run_demo(args)
-    table: dict[str, Callable[[Endpoints, argparse.Namespace], Awaitable[int]]] = {
+    table: dict[str, Callable[[Endpoints, argparse.Namespace], Coroutine[Any, Any, int]]] = {
         "petition": petition_create, "submit": submit, "batch": batch_show, "wait": wait_cmd,
         "tally": tally_cmd, "results": export_cmd,
     }

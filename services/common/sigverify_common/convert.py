@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 from datetime import date
+from typing import Any
 
 from sigverify.common.v1 import common_pb2
 from sigverify_common.vocab import Decision, Reason, Source, Status
+
+
+def _name(enum: Any, value: int, prefix: str) -> str:
+    """The enum value's name without its prefix (ValueError for an unknown number)."""
+    return str(enum.Name(value)).removeprefix(prefix)
 
 
 def reason_to_pb(reason: Reason) -> common_pb2.Reason.ValueType:
@@ -13,7 +19,7 @@ def reason_to_pb(reason: Reason) -> common_pb2.Reason.ValueType:
 
 
 def reason_from_pb(value: int) -> Reason:
-    name = common_pb2.Reason.Name(value).removeprefix("REASON_")
+    name = _name(common_pb2.Reason, value, "REASON_")
     return Reason(name)
 
 
@@ -22,7 +28,7 @@ def status_to_pb(status: Status) -> common_pb2.SignatureStatus.ValueType:
 
 
 def status_from_pb(value: int) -> Status:
-    return Status(common_pb2.SignatureStatus.Name(value).removeprefix("SIGNATURE_STATUS_"))
+    return Status(_name(common_pb2.SignatureStatus, value, "SIGNATURE_STATUS_"))
 
 
 def decision_to_pb(decision: Decision) -> common_pb2.MatchDecision.ValueType:
@@ -30,7 +36,7 @@ def decision_to_pb(decision: Decision) -> common_pb2.MatchDecision.ValueType:
 
 
 def decision_from_pb(value: int) -> Decision:
-    return Decision(common_pb2.MatchDecision.Name(value).removeprefix("MATCH_DECISION_"))
+    return Decision(_name(common_pb2.MatchDecision, value, "MATCH_DECISION_"))
 
 
 def source_to_pb(source: Source) -> common_pb2.SignatureSource.ValueType:
@@ -40,7 +46,7 @@ def source_to_pb(source: Source) -> common_pb2.SignatureSource.ValueType:
 def source_from_pb(value: int) -> Source:
     if value == common_pb2.SIGNATURE_SOURCE_UNSPECIFIED:
         return Source.PAPER
-    return Source(common_pb2.SignatureSource.Name(value).removeprefix("SIGNATURE_SOURCE_").lower())
+    return Source(_name(common_pb2.SignatureSource, value, "SIGNATURE_SOURCE_").lower())
 
 
 def date_text(d: date | None) -> str:

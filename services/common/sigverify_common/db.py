@@ -13,8 +13,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import asyncpg
+import asyncpg.pool
 
 log = logging.getLogger(__name__)
+
+#: A connection, whether acquired from a pool or opened directly.
+Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
 
 @asynccontextmanager

@@ -25,18 +25,21 @@ def _status(exc: SigVerifyError) -> grpc.StatusCode:
     return getattr(grpc.StatusCode, exc.grpc_status, grpc.StatusCode.INTERNAL)
 
 
-class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
     """Maps ``SigVerifyError`` subclasses to their declared status; records latency."""
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
         details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Any:
         handler = await continuation(details)
         if handler is None:
             return None
-        method = details.method.rsplit("/", 1)[-1]
+        method = str(details.method).rsplit("/", 1)[-1]
         ser = {
             "request_deserializer": handler.request_deserializer,
             "response_serializer": handler.response_serializer,
@@ -44,7 +47,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if handler.unary_unary:
             fn = handler.unary_unary
 
-            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            async def unary(request: Any, context: Context) -> Any:
                 start = time.perf_counter()
                 try:
                     return await fn(request, context)
@@ -57,7 +60,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if handler.stream_unary:
             sfn = handler.stream_unary
 
-            async def stream_unary(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+            async def stream_unary(requests: Any, context: Context) -> Any:
                 start = time.perf_counter()
                 try:
                     return await sfn(requests, context)
@@ -70,7 +73,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if handler.unary_stream:
             ufn = handler.unary_stream
 
-            async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            async def unary_stream(request: Any, context: Context) -> AsyncIterator[Any]:
                 try:
                     async for item in ufn(request, context):
                         yield item
@@ -98,7 +101,7 @@ class HealthMonitor:
             async with asyncio.timeout(3):
                 await self._pool.fetchval("SELECT 1")
             return True
-        except (asyncpg.PostgresError, OSError, asyncio.TimeoutError, asyncpg.InterfaceError):
+        except (TimeoutError, asyncpg.PostgresError, OSError, asyncpg.InterfaceError):
             return False
 
     async def _check_kafka(self, client: AIOKafkaClient) -> bool:

@@ -25,6 +25,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from google.protobuf.message import Message
 
 from sigverify_common import metrics
+from sigverify_common.db import Conn
 from sigverify_common.errors import SigVerifyError
 from sigverify_common.topics import ALL_TOPICS, Topic
 
@@ -209,7 +210,7 @@ class BatchConsumer(Generic[M]):
                 metrics.CONSUMER_LAG.labels(self._group, tp.topic, str(tp.partition)).set(max(0, end - pos))
 
 
-async def write_dead_letters(conn: asyncpg.Connection, schema: str, dead: Sequence[DeadLetter]) -> None:
+async def write_dead_letters(conn: Conn, schema: str, dead: Sequence[DeadLetter]) -> None:
     if not dead:
         return
     await conn.executemany(
@@ -222,7 +223,7 @@ async def write_dead_letters(conn: asyncpg.Connection, schema: str, dead: Sequen
 
 
 async def enqueue(
-    conn: asyncpg.Connection, schema: str, rows: Sequence[tuple[str, bytes, bytes]]
+    conn: Conn, schema: str, rows: Sequence[tuple[str, bytes, bytes]]
 ) -> None:
     """Write (topic, key, value) rows to the schema's outbox, inside the caller's transaction."""
     if rows:
@@ -250,7 +251,7 @@ class OutboxPublisher:
         while not stop.is_set():
             try:
                 sent = await self.publish_once()
-            except (asyncpg.PostgresError, OSError, KafkaError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, asyncpg.PostgresError, OSError, KafkaError) as exc:
                 log.warning("outbox publish failed (%s); retrying", exc.__class__.__name__)
                 sent = 0
                 await asyncio.sleep(1.0)

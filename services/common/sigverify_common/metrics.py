@@ -8,7 +8,8 @@ CONSUMED = Counter("sigverify_consumed_records_total", "Kafka records applied", 
 PUBLISHED = Counter("sigverify_published_records_total", "Outbox rows published", ["schema"])
 DEAD_LETTERS = Counter("sigverify_dead_letters_total", "Undecodable records set aside", ["group"])
 HANDLER_RETRIES = Counter("sigverify_handler_retries_total", "Batches retried after an error", ["group"])
-CONSUMER_LAG = Gauge("sigverify_consumer_lag", "Records behind the partition end", ["group", "topic", "partition"])
+CONSUMER_LAG = Gauge("sigverify_consumer_lag", "Records behind the partition end",
+                     ["group", "topic", "partition"])
 RPC_LATENCY = Histogram("sigverify_rpc_seconds", "gRPC handler latency", ["method"])
 HEALTHY = Gauge("sigverify_healthy", "1 when the service reports SERVING")
 

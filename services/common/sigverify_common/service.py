@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from typing import Any
 
 import asyncpg
 import grpc
@@ -25,7 +26,7 @@ from sigverify_common.grpc_server import HealthMonitor, build_server, enable_ref
 
 log = logging.getLogger(__name__)
 
-Loop = Callable[[asyncio.Event], Awaitable[None]]
+Loop = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 
 @dataclass
@@ -55,7 +56,7 @@ async def _connect(url: str, stop: asyncio.Event) -> asyncpg.Pool:
     while True:
         try:
             return await asyncpg.create_pool(url, min_size=1, max_size=8, command_timeout=60)
-        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
             attempt += 1
             if stop.is_set() or attempt > 60:
                 raise

@@ -11,6 +11,7 @@ import asyncpg
 from sigverify.events.v1 import events_pb2
 from sigverify_common import kafka
 from sigverify_common.convert import parse_date_text, reason_from_pb, reason_to_pb, status_to_pb
+from sigverify_common.db import Conn
 from sigverify_common.kafka import DeadLetter, Delivered
 from sigverify_common.topics import SIGNATURE_VERIFIED
 from sigverify_common.vocab import Reason, Status
@@ -33,7 +34,7 @@ class DedupeHandler:
         if published and self._outbox is not None:
             self._outbox.wake.set()
 
-    async def _apply(self, conn: asyncpg.Connection,
+    async def _apply(self, conn: Conn,
                      messages: Sequence[events_pb2.SignatureMatched]) -> int:
         fresh = {m.signature_id: m for m in messages}
         if not fresh:

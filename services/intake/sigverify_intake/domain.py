@@ -134,7 +134,8 @@ def validate(columns: Sequence[str], rows: Sequence[tuple[int, Sequence[str]]]) 
         if "name" in row and not (row.get("first_name") or row.get("last_name")):
             first, middle, last = _split_name(row["name"])
         else:
-            first, middle, last = row.get("first_name", ""), row.get("middle_name", ""), row.get("last_name", "")
+            first = row.get("first_name", "")
+            middle, last = row.get("middle_name", ""), row.get("last_name", "")
         incomplete = not (first or last) or not row.get("street", "")
         out.signatures.append(Signature(
             line=line, first_name=first, middle_name=middle, last_name=last,

@@ -11,6 +11,7 @@ from datetime import date, datetime
 import asyncpg
 
 from sigverify_common import kafka
+from sigverify_common.db import Conn
 from sigverify_common.errors import AlreadyExists, FailedPrecondition, NotFound
 from sigverify_intake.domain import RowError, Validated
 
@@ -77,7 +78,7 @@ def _receipt(r: asyncpg.Record, resubmission: bool) -> Receipt:
                    r["incomplete"], rejected, resubmission, r["received_at"])
 
 
-async def find_batch(conn: asyncpg.Connection | asyncpg.Pool, petition_id: str, client_key: str,
+async def find_batch(conn: Conn | asyncpg.Pool, petition_id: str, client_key: str,
                      digest: str) -> asyncpg.Record | None:
     return await conn.fetchrow(
         "SELECT * FROM intake.batches WHERE petition_id = $1 AND "
@@ -162,6 +163,7 @@ async def store_batch(
                 seq_of = {r["signature_id"]: r["received_seq"] for r in seqs}
                 events = encode_events(batch_id, petition_id, county, ids, validated, seq_of)
                 await kafka.enqueue(conn, SCHEMA, events)
+                assert batch is not None
                 return _receipt(batch, resubmission=False)
         except asyncpg.UniqueViolationError:
             # A concurrent submission of the same batch won: answer with its receipt.

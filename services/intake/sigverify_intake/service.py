@@ -6,6 +6,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 from datetime import date
+from typing import Any
 
 import asyncpg
 import grpc
@@ -24,9 +25,9 @@ class IntakeService(intake_pb2_grpc.IntakeServiceServicer):
         self._pool = pool
         self._outbox = outbox
 
-    async def SubmitBatch(  # noqa: N802 - gRPC method name
+    async def SubmitBatch(
         self, request_iterator: AsyncIterator[intake_pb2.SubmitBatchRequest],
-        context: grpc.aio.ServicerContext,
+        context: grpc.aio.ServicerContext[Any, Any],
     ) -> intake_pb2.BatchReceipt:
         header: intake_pb2.BatchHeader | None = None
         rows: list[tuple[int, list[str]]] = []
@@ -64,8 +65,8 @@ class IntakeService(intake_pb2_grpc.IntakeServiceServicer):
         )
         return convert.receipt_to_pb(receipt)
 
-    async def GetBatch(  # noqa: N802
-        self, request: intake_pb2.GetBatchRequest, context: grpc.aio.ServicerContext
+    async def GetBatch(
+        self, request: intake_pb2.GetBatchRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> intake_pb2.BatchReceipt:
         try:
             batch_id = uuid.UUID(request.batch_id)
@@ -73,8 +74,8 @@ class IntakeService(intake_pb2_grpc.IntakeServiceServicer):
             raise InvalidArgument(f"batch_id {request.batch_id!r} is not a UUID") from None
         return convert.receipt_to_pb(await repository.get_batch(self._pool, batch_id))
 
-    async def CreatePetition(  # noqa: N802
-        self, request: intake_pb2.CreatePetitionRequest, context: grpc.aio.ServicerContext
+    async def CreatePetition(
+        self, request: intake_pb2.CreatePetitionRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> intake_pb2.Petition:
         pid = request.petition_id.strip()
         if not pid:
@@ -90,7 +91,7 @@ class IntakeService(intake_pb2_grpc.IntakeServiceServicer):
         )
         return convert.petition_to_pb(row)
 
-    async def GetPetition(  # noqa: N802
-        self, request: intake_pb2.GetPetitionRequest, context: grpc.aio.ServicerContext
+    async def GetPetition(
+        self, request: intake_pb2.GetPetitionRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> intake_pb2.Petition:
         return convert.petition_to_pb(await repository.get_petition(self._pool, request.petition_id))

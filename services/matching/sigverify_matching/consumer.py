@@ -19,7 +19,7 @@ from sigverify_common.errors import Unavailable
 from sigverify_common.kafka import DeadLetter, Delivered
 from sigverify_common.vocab import Decision, Reason
 from sigverify_matching import convert
-from sigverify_matching.domain import MatchConfig, MatchResult, SignatureInput, VoterRecord
+from sigverify_matching.domain import MatchConfig, MatchResult, VoterRecord
 from sigverify_matching.index import CandidateIndex
 
 log = logging.getLogger(__name__)

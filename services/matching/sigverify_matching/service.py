@@ -21,8 +21,8 @@ class MatchingService(matching_pb2_grpc.MatchingServiceServicer):
         self._deadlines = deadlines
         self._config = config
 
-    async def MatchSignature(  # noqa: N802
-        self, request: matching_pb2.MatchSignatureRequest, context: grpc.aio.ServicerContext
+    async def MatchSignature(
+        self, request: matching_pb2.MatchSignatureRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> matching_pb2.MatchSignatureResponse:
         p = request.printed
         if not (p.first_name or p.last_name) or not p.street or not p.county:

@@ -13,6 +13,7 @@ from datetime import date
 
 import asyncpg
 
+from sigverify_common.db import Conn
 from sigverify_common.errors import NotFound
 from sigverify_common.vocab import Reason, Status
 from sigverify_tally.domain import Counts, fold, total
@@ -33,7 +34,7 @@ class ResultRow:
     revision: int
 
 
-async def apply_results(conn: asyncpg.Connection, rows: Sequence[ResultRow]) -> None:
+async def apply_results(conn: Conn, rows: Sequence[ResultRow]) -> None:
     """Upsert keeping the highest revision of each signature."""
     latest: dict[uuid.UUID, ResultRow] = {}
     for r in rows:

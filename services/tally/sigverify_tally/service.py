@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import asyncpg
 import grpc
@@ -35,15 +36,15 @@ class TallyService(tally_pb2_grpc.TallyServiceServicer):
         self._pool = pool
         self._stop = stop
 
-    async def GetTally(  # noqa: N802
-        self, request: tally_pb2.GetTallyRequest, context: grpc.aio.ServicerContext
+    async def GetTally(
+        self, request: tally_pb2.GetTallyRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> tally_pb2.Tally:
         if not request.petition_id:
             raise InvalidArgument("petition_id is required")
         return convert.tally_to_pb(await repository.snapshot(self._pool, request.petition_id))
 
-    async def WatchTally(  # noqa: N802
-        self, request: tally_pb2.WatchTallyRequest, context: grpc.aio.ServicerContext
+    async def WatchTally(
+        self, request: tally_pb2.WatchTallyRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[tally_pb2.Tally]:
         if not request.petition_id:
             raise InvalidArgument("petition_id is required")
@@ -62,8 +63,8 @@ class TallyService(tally_pb2_grpc.TallyServiceServicer):
             except TimeoutError:
                 pass
 
-    async def ListResults(  # noqa: N802
-        self, request: tally_pb2.ListResultsRequest, context: grpc.aio.ServicerContext
+    async def ListResults(
+        self, request: tally_pb2.ListResultsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[tally_pb2.SignatureResult]:
         if not request.petition_id:
             raise InvalidArgument("petition_id is required")
