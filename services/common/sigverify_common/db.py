@@ -56,3 +56,7 @@ async def migrate(pool: asyncpg.Pool, schema: str, package: str) -> int:
             await conn.execute(f'INSERT INTO "{schema}".schema_migrations (name) VALUES ($1)', name)
             applied += 1
     return applied
+
+
+async def table_exists(conn: Conn | asyncpg.Pool, qualified: str) -> bool:
+    return bool(await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", qualified))

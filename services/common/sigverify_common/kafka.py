@@ -69,6 +69,21 @@ async def ensure_topics(bootstrap: str, partitions: int, timeout: float = 60.0) 
             await admin.close()
 
 
+async def topic_is_empty(bootstrap: str, topic: str) -> bool:
+    """True when no record was ever written to ``topic`` (a new broker, or one that forgot)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic) or set()
+        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
+        return all(offset == 0 for offset in ends.values())
+    finally:
+        await consumer.stop()
+
+
 @asynccontextmanager
 async def open_producer(bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
     producer = AIOKafkaProducer(

@@ -49,6 +49,12 @@ class ServiceSpec:
     publishes: bool
     #: Registers servicers on the server; returns their full names (for reflection/health).
     setup: Callable[[Runtime, grpc.aio.Server], Awaitable[Sequence[str]]]
+    #: The topic the service publishes to, and how to re-publish, from its own tables, what
+    #: the next stage has not applied yet. Run at start when that topic is empty: the broker
+    #: is new or forgot its data (tansu keeps nothing across restarts), while Postgres, the
+    #: record of truth, still knows which work is unfinished.
+    output_topic: str = ""
+    redrive: Callable[[Runtime], Awaitable[int]] | None = None
 
 
 async def _connect(url: str, stop: asyncio.Event) -> asyncpg.Pool:
@@ -84,6 +90,13 @@ async def run_service(spec: ServiceSpec, config: ServiceConfig) -> None:
             )
             rt.outbox = kafka.OutboxPublisher(pool, rt.producer, spec.schema)
             rt.loops.append(rt.outbox.run)
+            if spec.redrive is not None and await kafka.topic_is_empty(
+                config.kafka_bootstrap_servers, spec.output_topic
+            ):
+                redriven = await spec.redrive(rt)
+                if redriven:
+                    log.warning("%s was empty: re-published %d unfinished event(s) from the "
+                                "database", spec.output_topic, redriven)
 
         server, health_servicer, port = build_server(config.grpc_port)
         names = await spec.setup(rt, server)

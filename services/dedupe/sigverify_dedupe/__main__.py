@@ -9,9 +9,10 @@ import grpc
 
 from sigverify_common.kafka import BatchConsumer
 from sigverify_common.service import Runtime, ServiceSpec, run_service
-from sigverify_common.topics import SIGNATURE_MATCHED
+from sigverify_common.topics import SIGNATURE_MATCHED, SIGNATURE_VERIFIED
 from sigverify_dedupe.config import Config
 from sigverify_dedupe.consumer import DedupeHandler
+from sigverify_dedupe.consumer import redrive as consumer_redrive
 
 
 async def setup(rt: Runtime, server: grpc.aio.Server) -> Sequence[str]:
@@ -23,8 +24,13 @@ async def setup(rt: Runtime, server: grpc.aio.Server) -> Sequence[str]:
     return []  # dedupe serves only health and reflection
 
 
+async def redrive(rt: Runtime) -> int:
+    return await consumer_redrive(rt.pool)
+
+
 SPEC = ServiceSpec(name="dedupe", schema="dedupe", migrations_package="sigverify_dedupe",
-                   publishes=True, setup=setup)
+                   publishes=True, setup=setup, output_topic=SIGNATURE_VERIFIED.name,
+                   redrive=redrive)
 
 
 def main() -> None:

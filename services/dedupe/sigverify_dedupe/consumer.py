@@ -11,7 +11,7 @@ import asyncpg
 from sigverify.events.v1 import events_pb2
 from sigverify_common import kafka
 from sigverify_common.convert import parse_date_text, reason_from_pb, reason_to_pb, status_to_pb
-from sigverify_common.db import Conn
+from sigverify_common.db import Conn, table_exists
 from sigverify_common.kafka import DeadLetter, Delivered
 from sigverify_common.topics import SIGNATURE_VERIFIED
 from sigverify_common.vocab import Reason, Status
@@ -100,7 +100,7 @@ class DedupeHandler:
             [sid for sid, _, _ in changed], [s.value for _, s, _ in changed],
             [r.value for _, _, r in changed],
         )
-        events = [self._event(r) for r in revisions]
+        events = [self.event(r) for r in revisions]
         await kafka.enqueue(conn, SCHEMA, events)
         corrected = len(changed) - len(new)
         if corrected > 0:
@@ -108,7 +108,7 @@ class DedupeHandler:
         return len(events)
 
     @staticmethod
-    def _event(r: asyncpg.Record) -> tuple[str, bytes, bytes]:
+    def event(r: asyncpg.Record) -> tuple[str, bytes, bytes]:
         event = events_pb2.SignatureVerified(
             event_id=str(uuid.uuid4()), signature_id=str(r["signature_id"]),
             petition_id=r["petition_id"], batch_id=str(r["batch_id"]), county=r["county"],
@@ -118,3 +118,22 @@ class DedupeHandler:
         )
         return (SIGNATURE_VERIFIED.name, str(r["signature_id"]).encode(),
                 SIGNATURE_VERIFIED.encode(event))
+
+
+async def redrive(pool: asyncpg.Pool) -> int:
+    """Re-publish SignatureVerified for every status tally does not have at its revision."""
+    applied = ("EXISTS (SELECT 1 FROM tally.results t WHERE t.signature_id = s.signature_id "
+               "AND t.revision >= s.revision)")
+    if not await table_exists(pool, "tally.results"):
+        applied = "FALSE"
+    total, after = 0, 0
+    while True:
+        rows = await pool.fetch(
+            f"SELECT * FROM dedupe.signatures s WHERE revision > $1 AND NOT {applied} "  # noqa: S608
+            "ORDER BY revision LIMIT 5000", after)
+        if not rows:
+            return total
+        async with pool.acquire() as conn, conn.transaction():
+            await kafka.enqueue(conn, SCHEMA, [DedupeHandler.event(r) for r in rows])
+        total += len(rows)
+        after = rows[-1]["revision"]

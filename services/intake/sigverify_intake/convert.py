@@ -10,7 +10,7 @@ from sigverify.events.v1 import events_pb2
 from sigverify.intake.v1 import intake_pb2
 from sigverify_common.convert import date_text, source_to_pb
 from sigverify_common.topics import SIGNATURE_RECEIVED
-from sigverify_intake.domain import Validated
+from sigverify_intake.domain import Signature, Validated
 from sigverify_intake.repository import PetitionRow, Receipt
 
 
@@ -33,22 +33,25 @@ def petition_to_pb(p: PetitionRow) -> intake_pb2.Petition:
     )
 
 
+def received_event(sid: uuid.UUID, batch_id: uuid.UUID, petition_id: str, county: str,
+                   seq: int, s: Signature) -> tuple[str, bytes, bytes]:
+    """The SignatureReceived outbox row of one stored signature, keyed by signature id."""
+    event = events_pb2.SignatureReceived(
+        event_id=str(uuid.uuid4()), signature_id=str(sid), petition_id=petition_id,
+        batch_id=str(batch_id), county=county, line=s.line, circulator_id=s.circulator_id,
+        source=source_to_pb(s.source), incomplete=s.incomplete, received_seq=seq,
+        printed=common_pb2.PrintedSignature(
+            first_name=s.first_name, middle_name=s.middle_name, last_name=s.last_name,
+            street=s.street, unit=s.unit, city=s.city, zip=s.zip, county=county,
+            signed_on=date_text(s.signed_on), birth_date=date_text(s.birth_date),
+        ),
+    )
+    return SIGNATURE_RECEIVED.name, str(sid).encode(), SIGNATURE_RECEIVED.encode(event)
+
+
 def signature_events(
     batch_id: uuid.UUID, petition_id: str, county: str, ids: Sequence[uuid.UUID],
     validated: Validated, seq_of: dict[uuid.UUID, int],
 ) -> list[tuple[str, bytes, bytes]]:
-    """One SignatureReceived outbox row per stored signature, keyed by signature id."""
-    rows = []
-    for sid, s in zip(ids, validated.signatures, strict=True):
-        event = events_pb2.SignatureReceived(
-            event_id=str(uuid.uuid4()), signature_id=str(sid), petition_id=petition_id,
-            batch_id=str(batch_id), county=county, line=s.line, circulator_id=s.circulator_id,
-            source=source_to_pb(s.source), incomplete=s.incomplete, received_seq=seq_of[sid],
-            printed=common_pb2.PrintedSignature(
-                first_name=s.first_name, middle_name=s.middle_name, last_name=s.last_name,
-                street=s.street, unit=s.unit, city=s.city, zip=s.zip, county=county,
-                signed_on=date_text(s.signed_on), birth_date=date_text(s.birth_date),
-            ),
-        )
-        rows.append((SIGNATURE_RECEIVED.name, str(sid).encode(), SIGNATURE_RECEIVED.encode(event)))
-    return rows
+    return [received_event(sid, batch_id, petition_id, county, seq_of[sid], s)
+            for sid, s in zip(ids, validated.signatures, strict=True)]

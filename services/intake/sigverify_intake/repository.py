@@ -11,9 +11,10 @@ from datetime import date, datetime
 import asyncpg
 
 from sigverify_common import kafka
-from sigverify_common.db import Conn
+from sigverify_common.db import Conn, table_exists
 from sigverify_common.errors import AlreadyExists, FailedPrecondition, NotFound
-from sigverify_intake.domain import RowError, Validated
+from sigverify_common.vocab import Source
+from sigverify_intake.domain import RowError, Signature, Validated
 
 SCHEMA = "intake"
 
@@ -172,3 +173,27 @@ async def store_batch(
                 raise
             return _receipt(existing, resubmission=True)
 
+
+
+async def unfinished(pool: asyncpg.Pool, limit: int, after_seq: int) -> list[asyncpg.Record]:
+    """Stored signatures that matching has not decided yet (in receipt order, a page)."""
+    decided = "EXISTS (SELECT 1 FROM matching.decisions d WHERE d.signature_id = s.signature_id)"
+    if not await table_exists(pool, "matching.decisions"):
+        decided = "FALSE"
+    return await pool.fetch(
+        f"SELECT * FROM intake.signatures s WHERE received_seq > $1 AND NOT {decided} "  # noqa: S608
+        "ORDER BY received_seq LIMIT $2", after_seq, limit)
+
+
+def signature_of(r: asyncpg.Record) -> Signature:
+    return Signature(
+        line=r["line"], first_name=r["first_name"], middle_name=r["middle_name"],
+        last_name=r["last_name"], street=r["street"], unit=r["unit"], city=r["city"],
+        zip=r["zip"], signed_on=r["signed_on"], birth_date=r["birth_date"],
+        circulator_id=r["circulator_id"], source=Source(r["source"]), incomplete=r["incomplete"],
+    )
+
+
+async def enqueue_rows(pool: asyncpg.Pool, rows: Sequence[tuple[str, bytes, bytes]]) -> None:
+    async with pool.acquire() as conn, conn.transaction():
+        await kafka.enqueue(conn, SCHEMA, rows)

@@ -10,9 +10,10 @@ import grpc
 from sigverify.matching.v1 import matching_pb2, matching_pb2_grpc
 from sigverify_common.kafka import BatchConsumer
 from sigverify_common.service import Runtime, ServiceSpec, run_service
-from sigverify_common.topics import SIGNATURE_RECEIVED
+from sigverify_common.topics import SIGNATURE_MATCHED, SIGNATURE_RECEIVED
 from sigverify_matching.config import Config
 from sigverify_matching.consumer import Deadlines, MatchHandler, RollIndex
+from sigverify_matching.consumer import redrive as consumer_redrive
 from sigverify_matching.service import MatchingService
 
 
@@ -29,8 +30,13 @@ async def setup(rt: Runtime, server: grpc.aio.Server) -> Sequence[str]:
     return [matching_pb2.DESCRIPTOR.services_by_name["MatchingService"].full_name]
 
 
+async def redrive(rt: Runtime) -> int:
+    return await consumer_redrive(rt.pool)
+
+
 SPEC = ServiceSpec(name="matching", schema="matching", migrations_package="sigverify_matching",
-                   publishes=True, setup=setup)
+                   publishes=True, setup=setup, output_topic=SIGNATURE_MATCHED.name,
+                   redrive=redrive)
 
 
 def main() -> None:

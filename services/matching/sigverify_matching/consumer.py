@@ -15,6 +15,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from sigverify.events.v1 import events_pb2
 from sigverify_common import kafka
+from sigverify_common.db import table_exists
 from sigverify_common.errors import Unavailable
 from sigverify_common.kafka import DeadLetter, Delivered
 from sigverify_common.vocab import Decision, Reason
@@ -139,3 +140,24 @@ class MatchHandler:
             self._outbox.wake.set()
 
 
+
+
+async def redrive(pool: asyncpg.Pool) -> int:
+    """Re-publish SignatureMatched for every decision dedupe has not applied yet."""
+    applied = "EXISTS (SELECT 1 FROM dedupe.signatures x WHERE x.signature_id = d.signature_id)"
+    if not await table_exists(pool, "dedupe.signatures"):
+        applied = "FALSE"
+    total, after = 0, 0
+    while True:
+        rows = await pool.fetch(
+            "SELECT d.*, s.batch_id, s.county, s.line, s.circulator_id, s.signed_on, "  # noqa: S608
+            "s.source, s.received_seq FROM matching.decisions d "
+            "JOIN intake.signatures s USING (signature_id) "
+            f"WHERE s.received_seq > $1 AND NOT {applied} ORDER BY s.received_seq LIMIT 5000",
+            after)
+        if not rows:
+            return total
+        async with pool.acquire() as conn, conn.transaction():
+            await kafka.enqueue(conn, SCHEMA, [convert.matched_event_from_row(r) for r in rows])
+        total += len(rows)
+        after = rows[-1]["received_seq"]

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import uuid
+from collections.abc import Mapping
 from datetime import date
+from typing import Any
 
 from sigverify.common.v1 import common_pb2
 from sigverify.events.v1 import events_pb2
 from sigverify.matching.v1 import matching_pb2
-from sigverify_common.convert import decision_to_pb, parse_date_text, reason_to_pb
+from sigverify_common.convert import (
+    date_text,
+    decision_to_pb,
+    parse_date_text,
+    reason_to_pb,
+    source_to_pb,
+)
 from sigverify_common.topics import SIGNATURE_MATCHED
+from sigverify_common.vocab import Decision, Reason, Source
 from sigverify_matching.domain import MatchResult, ScoredCandidate, SignatureInput
 
 
@@ -50,3 +60,20 @@ def response_to_pb(r: MatchResult, version: int) -> matching_pb2.MatchSignatureR
         decision=decision_to_pb(r.decision), reason=reason_to_pb(r.reason), voter_id=r.voter_id,
         score=r.score, candidates=[candidate_to_pb(c) for c in r.candidates], roll_version=version,
     )
+
+
+def matched_event_from_row(r: Mapping[str, Any]) -> tuple[str, bytes, bytes]:
+    """Rebuild a SignatureMatched from a stored decision joined with intake's signature row."""
+    received = events_pb2.SignatureReceived(
+        signature_id=str(r["signature_id"]), petition_id=r["petition_id"],
+        batch_id=str(r["batch_id"]), county=r["county"], line=r["line"],
+        circulator_id=r["circulator_id"], source=source_to_pb(Source(r["source"])),
+        received_seq=r["received_seq"],
+        printed=common_pb2.PrintedSignature(signed_on=date_text(r["signed_on"])),
+    )
+    result = MatchResult(
+        decision=Decision(r["decision"]), reason=Reason(r["reason"]), voter_id=r["voter_id"],
+        score=r["score"],
+        candidates=tuple(ScoredCandidate(**c) for c in json.loads(r["candidates"])),
+    )
+    return matched_event(received, result)
