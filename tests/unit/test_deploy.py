@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
+from sigverify_common.grpc_server import LIVENESS
+
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 K8S_DIR = ROOT / "deploy" / "k8s"
@@ -309,8 +311,11 @@ def test_k8s_probes_grpc_health_on_its_grpc_port(service: str) -> None:
             f"k8s {service}: {probe_name} probes port {probe['grpc'].get('port')}, "
             f"but GRPC_PORT is {env['GRPC_PORT']}"
         )
-        assert probe["grpc"].get("service", "") == "", (
-            f"k8s {service}: {probe_name} must check overall health (service name \"\")"
+        # Readiness follows Postgres and Kafka (overall health, name ""); liveness only asks
+        # whether the process runs, so a dependency outage does not restart every pod.
+        want = LIVENESS if probe_name == "livenessProbe" else ""
+        assert probe["grpc"].get("service", "") == want, (
+            f"k8s {service}: {probe_name} must check health service name {want!r}"
         )
     startup = c.get("startupProbe")
     if startup:

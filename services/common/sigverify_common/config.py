@@ -61,6 +61,7 @@ class ServiceConfig:
     log_level: str = "INFO"
     shutdown_grace_seconds: float = 5.0
     topic_partitions: int = 6
+    topic_replication: int = 1
 
     @classmethod
     def base_from_env(cls, env: Mapping[str, str] | None = None) -> dict[str, object]:
@@ -73,6 +74,7 @@ class ServiceConfig:
             "log_level": e.get("LOG_LEVEL", "INFO").upper(),
             "shutdown_grace_seconds": float_var(e, "SHUTDOWN_GRACE_SECONDS", 5.0),
             "topic_partitions": int_var(e, "TOPIC_PARTITIONS", 6),
+            "topic_replication": int_var(e, "TOPIC_REPLICATION", 1),
         }
 
     @classmethod

@@ -84,8 +84,17 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         return handler
 
 
+#: Health service name that reports SERVING while the process runs, whatever its dependencies:
+#: for liveness probes, so an outage of Postgres or Kafka makes pods unready, not restarted.
+LIVENESS = "liveness"
+
+
 class HealthMonitor:
-    """Sets gRPC health from real checks of Postgres and the broker, every few seconds."""
+    """Sets gRPC health from real checks of Postgres and the broker, every few seconds.
+
+    The overall name "" and each service's name report readiness (NOT_SERVING when either
+    dependency is unreachable, and during shutdown).
+    """
 
     def __init__(self, servicer: health.aio.HealthServicer, services: Sequence[str],
                  pool: asyncpg.Pool, bootstrap: str, interval: float = 2.0) -> None:
@@ -145,6 +154,11 @@ def build_server(port: int) -> tuple[grpc.aio.Server, health.aio.HealthServicer,
     )
     servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    # The servicer starts out answering SERVING for ""; until the first real check it must
+    # not. No watcher exists yet, so setting the initial statuses directly is safe.
+    initial = servicer._server_status
+    initial[""] = health_pb2.HealthCheckResponse.NOT_SERVING
+    initial[LIVENESS] = health_pb2.HealthCheckResponse.SERVING
     bound = server.add_insecure_port(f"0.0.0.0:{port}")
     return server, servicer, bound
 

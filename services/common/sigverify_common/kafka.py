@@ -43,7 +43,8 @@ def is_retriable(exc: BaseException) -> bool:
     )
 
 
-async def ensure_topics(bootstrap: str, partitions: int, timeout: float = 60.0) -> None:
+async def ensure_topics(bootstrap: str, partitions: int, replication: int = 1,
+                        timeout: float = 60.0) -> None:
     """Create the pipeline's topics if they do not exist (idempotent, retried until the broker answers)."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
@@ -52,7 +53,7 @@ async def ensure_topics(bootstrap: str, partitions: int, timeout: float = 60.0) 
             await admin.start()
             existing = set(await admin.list_topics())
             missing = [
-                NewTopic(t.name, num_partitions=partitions, replication_factor=1)
+                NewTopic(t.name, num_partitions=partitions, replication_factor=replication)
                 for t in ALL_TOPICS
                 if t.name not in existing
             ]

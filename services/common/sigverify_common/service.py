@@ -82,7 +82,8 @@ async def run_service(spec: ServiceSpec, config: ServiceConfig) -> None:
         pool = await _connect(config.database_url, stop)
         stack.push_async_callback(pool.close)
         await db.migrate(pool, spec.schema, spec.migrations_package)
-        await kafka.ensure_topics(config.kafka_bootstrap_servers, config.topic_partitions)
+        await kafka.ensure_topics(config.kafka_bootstrap_servers, config.topic_partitions,
+                                 config.topic_replication)
         rt = Runtime(config=config, pool=pool, stop=stop)
         if spec.publishes:
             rt.producer = await stack.enter_async_context(

@@ -1,0 +1,1 @@
+"""SigVerify matching: a printed petition signature against the voter roll."""

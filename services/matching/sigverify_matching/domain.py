@@ -1,0 +1,640 @@
+"""The matching core: normalisation, field scoring, eligibility and the decision.
+
+Pure: no I/O, no generated types. ``index.CandidateIndex`` finds candidates; this module
+says how alike a signature and a voter are and what that means.
+
+Scoring is in the spirit of Fellegi-Sunter: every compared field adds an agreement weight
+(or, when it disagrees, a negative one; partial agreement interpolates), and the score is
+the summed weight over the most it could have been, as 0..100. Fields missing on either side
+are neutral (neither counted nor charged). A birth date, when both sides have one, weighs
+heavily either way. The unit, the city and the county never change the score: a wrong or
+missing unit and a missing city are tolerated by law (2 CCR 20931), and the county is a
+question of eligibility that ``decide`` asks separately.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from functools import lru_cache
+from sys import intern
+
+import jellyfish
+import usaddress
+from nicknames import NickNamer
+from rapidfuzz.distance import OSA, Indel, JaroWinkler
+from scourgify.address_constants import (
+    CITY_ABBRS,
+    DIRECTIONAL_REPLACEMENTS,
+    OCCUPANCY_TYPE_ABBREVIATIONS,
+    STREET_TYPE_ABBREVIATIONS,
+)
+from unidecode import unidecode
+
+from sigverify_common.vocab import Decision, Reason
+
+# ---------------------------------------------------------------------------------------
+# The interface
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class VoterRecord:
+    """One row of the voter roll, raw strings as in the CSV."""
+
+    voter_id: str
+    first_name: str
+    middle_name: str
+    last_name: str
+    suffix: str
+    birth_date: date | None
+    street: str
+    unit: str
+    city: str
+    zip: str
+    county: str
+    status: str  # "ACTIVE" | "INACTIVE" | "CANCELLED"
+    registered_on: date | None
+
+
+@dataclass(frozen=True, slots=True)
+class SignatureInput:
+    """One signature as printed on the petition (``county`` is the section's county)."""
+
+    first_name: str
+    middle_name: str
+    last_name: str
+    street: str
+    unit: str
+    city: str
+    zip: str
+    county: str
+    signed_on: date | None
+    birth_date: date | None = None
+    deadline: date | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredCandidate:
+    voter_id: str
+    county: str
+    score: float  # 0..100
+    field_scores: dict[str, float]  # first, middle, last, suffix, address, zip, birth_date
+
+
+@dataclass(frozen=True, slots=True)
+class MatchResult:
+    decision: Decision
+    reason: Reason
+    voter_id: str  # "" when no voter
+    score: float
+    candidates: tuple[ScoredCandidate, ...]  # best first, at most max_candidates
+
+
+@dataclass(frozen=True, slots=True)
+class MatchConfig:
+    # An exact name and address scores 100; one small slip (a name typo of one letter in a
+    # long name, a zip with one wrong digit, a middle initial for a middle name) stays above
+    # 85. A household member with another first name, or the same name at another address,
+    # scores about 45 at most; a first name one letter off in a short name ("JOHN"/"JOAN")
+    # about 52. Between 60 and 85 lie the cases a person should look at (one-letter first
+    # names in long names, a contradicting middle name, a wholly wrong zip).
+    accept_threshold: float = 85.0
+    review_threshold: float = 60.0
+    max_candidates: int = 5
+
+
+# ---------------------------------------------------------------------------------------
+# Text and names
+# ---------------------------------------------------------------------------------------
+
+_NON_ALNUM = re.compile(r"[^A-Z0-9]+")
+_APOSTROPHES = re.compile(r"['`]")
+
+
+@lru_cache(maxsize=1 << 16)
+def normalize_text(text: str) -> str:
+    """ASCII (unidecode), upper case, apostrophes dropped, other punctuation a space."""
+    s = _APOSTROPHES.sub("", unidecode(text or "").upper())
+    return intern(" ".join(_NON_ALNUM.sub(" ", s).split()))
+
+
+SUFFIXES = {
+    "JR": "JR", "JUNIOR": "JR", "SR": "SR", "SENIOR": "SR", "II": "II", "2ND": "II",
+    "III": "III", "3RD": "III", "IV": "IV", "4TH": "IV",
+}
+
+
+def normalize_suffix(text: str) -> str:
+    s = normalize_text(text).replace(" ", "")
+    return SUFFIXES.get(s, s)
+
+
+_NICKNAMER = NickNamer()
+
+
+@lru_cache(maxsize=1 << 15)
+def first_name_keys(name: str) -> frozenset[str]:
+    """The name and the canonical names it is a nickname of ("BOB" -> {BOB, ROBERT, ...}).
+
+    Two first names are equivalent when their keys meet: BOB ~ ROBERT, BOB ~ ROB (both
+    ROBERT), LIZ ~ ELIZABETH, but not CHRISTOPHER ~ CHRISTINA.
+    """
+    if not name:
+        return frozenset()
+    keys = {name}
+    keys.update(intern(normalize_text(c).replace(" ", "")) for c in _NICKNAMER.canonicals_of(name))
+    return frozenset(keys)
+
+
+@lru_cache(maxsize=1 << 16)
+def phonetic(name: str) -> str:
+    """Metaphone of a normalised (spaceless) name; "" for none."""
+    return intern(jellyfish.metaphone(name)) if name else ""
+
+
+@lru_cache(maxsize=1 << 15)
+def first_name_codes(name: str) -> tuple[str, ...]:
+    """Phonetic codes of a first name and its canonical forms (the blocking keys)."""
+    return tuple(sorted({phonetic(k) for k in first_name_keys(name)}))
+
+
+@dataclass(frozen=True, slots=True)
+class PersonName:
+    first: str  # first token ("ROBERT")
+    middle: str  # first middle token, maybe an initial ("J")
+    last: str  # spaceless ("DELACRUZ"), suffix removed
+    last_parts: frozenset[str]  # its tokens ({"DE", "LA", "CRUZ"}) for double surnames
+    suffix: str  # "JR", "SR", "II", ... or ""
+
+    @property
+    def first_keys(self) -> frozenset[str]:
+        return first_name_keys(self.first)
+
+    @property
+    def first_codes(self) -> tuple[str, ...]:
+        return first_name_codes(self.first)
+
+    @property
+    def last_code(self) -> str:
+        return phonetic(self.last)
+
+
+@lru_cache(maxsize=1 << 16)
+def person_name(first: str, middle: str, last: str, suffix: str = "") -> PersonName:
+    """Normalised name parts. Extra words of the first name join the middle name ("JOHN Q");
+    a trailing JR/SR/II/III/IV of the last name becomes the suffix."""
+    f = normalize_text(first).split()
+    m = normalize_text(middle).split()
+    ln = normalize_text(last).split()
+    sfx = normalize_suffix(suffix)
+    while len(ln) > 1 and ln[-1] in SUFFIXES:
+        sfx = sfx or SUFFIXES[ln[-1]]
+        ln.pop()
+    if len(f) > 1:
+        m = f[1:] + m
+        f = f[:1]
+    return PersonName(
+        first=intern(f[0]) if f else "",
+        middle=intern(m[0]) if m else "",
+        last=intern("".join(ln)),
+        last_parts=frozenset(ln),
+        suffix=intern(sfx),
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Addresses
+# ---------------------------------------------------------------------------------------
+
+_DIRECTIONS = {**DIRECTIONAL_REPLACEMENTS, **{v: v for v in DIRECTIONAL_REPLACEMENTS.values()}}
+_STREET_TYPES = STREET_TYPE_ABBREVIATIONS
+# Name words written both ways ("SAINT JAMES" / "ST JAMES", "MOUNT" / "MT"), from scourgify.
+_NAME_WORDS = {v: k for k, v in CITY_ABBRS.items() if k != "VA"}
+_ORDINALS = {
+    "FIRST": "1ST", "SECOND": "2ND", "THIRD": "3RD", "FOURTH": "4TH", "FIFTH": "5TH",
+    "SIXTH": "6TH", "SEVENTH": "7TH", "EIGHTH": "8TH", "NINTH": "9TH", "TENTH": "10TH",
+}
+_UNIT_WORDS = frozenset(OCCUPANCY_TYPE_ABBREVIATIONS) | frozenset(
+    OCCUPANCY_TYPE_ABBREVIATIONS.values()) | {"NO", "NUM", "NUMBER", "APT", "STE", "UNIT"}
+_STREET_CHARS = re.compile(r"[^A-Z0-9#/ ]+")
+_HOUSE_LETTER = re.compile(r"^(\d+)-([A-Z])\b")
+_UNIT_TAIL = re.compile(
+    r"\s*(?:#|\b(?:APT|APARTMENT|UNIT|STE|SUITE|SPC|SPACE|RM|ROOM|LOT|TRLR|NO)\b)\s*#?\s*"
+    r"([A-Z]? ?\d+ ?[A-Z]?|[A-Z])$")
+_HOUSE = re.compile(r"^(\d+)([A-Z])?(?:\s+\d+/\d+)?(?:\s+|$)(.*)$")
+_UNIT_LABELS = frozenset({"OccupancyType", "OccupancyIdentifier", "SubaddressType",
+                          "SubaddressIdentifier"})
+_NAME_LABELS = ("StreetNamePreModifier", "StreetNamePreType", "StreetName", "USPSBoxType",
+                "USPSBoxID", "USPSBoxGroupType", "USPSBoxGroupID", "LandmarkName",
+                "BuildingName")
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    house: str  # house number, digits only ("123"; a fraction or letter dropped); "" if none
+    name: str  # street name, spaceless ("MAIN", "STJAMES", "AVENUEB")
+    direction: str  # pre- or post-directional, abbreviated ("N"), or ""
+    street_type: str  # USPS suffix ("ST", "AVE") or ""
+    unit: str  # unit identifier only ("4" for "Apt 4", "#4", "Unit 4"); "" if none
+    zip: str  # five digits or ""
+
+    def render(self) -> str:
+        """The normalised street line ("123 N MAIN ST #4")."""
+        parts = [self.house, self.direction, self.name, self.street_type]
+        line = " ".join(p for p in parts if p)
+        return f"{line} #{self.unit}" if self.unit else line
+
+
+def normalize_unit(text: str) -> str:
+    """The unit identifier alone: "Apt 4", "#4", "Unit 4", "apt. #4" -> "4"."""
+    s = unidecode(text or "").upper().replace("#", " ")
+    words = [w for w in _NON_ALNUM.sub(" ", s).split() if w not in _UNIT_WORDS]
+    return intern("".join(words))
+
+
+@lru_cache(maxsize=1 << 18)
+def _parse_street(rest: str) -> tuple[str, str, str, str]:
+    """(name, direction, type, unit) of a street line without its house number (memoised:
+    usaddress is the slow part, and one street serves many houses)."""
+    labelled: dict[str, list[str]] = {}
+    for token, label in usaddress.parse("1 " + rest)[1:]:
+        labelled.setdefault(label, []).append(token.strip(",").replace("#", ""))
+    name_words = [w for lab in _NAME_LABELS for w in labelled.get(lab, ())]
+    if not name_words:  # nothing usaddress calls a name: keep what is not a unit
+        name_words = [w for lab, ws in labelled.items() if lab not in _UNIT_LABELS for w in ws]
+    name = "".join(_NAME_WORDS.get(w, _ORDINALS.get(w, _DIRECTIONS.get(w, w)))
+                   for w in name_words)
+    direction = " ".join(
+        _DIRECTIONS.get(w, w)
+        for lab in ("StreetNamePreDirectional", "StreetNamePostDirectional")
+        for w in labelled.get(lab, ())
+    )
+    stype = " ".join(_STREET_TYPES.get(w, w) for w in labelled.get("StreetNamePostType", ()))
+    unit = normalize_unit(" ".join(labelled.get("OccupancyIdentifier", ())
+                                   or labelled.get("SubaddressIdentifier", ())))
+    return intern(name), intern(direction), intern(stype), unit
+
+
+def normalize_zip(text: str) -> str:
+    digits = "".join(c for c in (text or "") if c.isdigit())
+    return intern(digits[:5]) if len(digits) >= 5 else ""
+
+
+@lru_cache(maxsize=1 << 17)
+def normalize_address(street: str, unit: str = "", zip_code: str = "") -> Address:
+    """Normalise a street line: "123 North Main Street" and "123 N MAIN ST" are one address;
+    "Apt 4", "#4", "Unit 4" one unit (a unit written into the street line counts too)."""
+    s = _HOUSE_LETTER.sub(r"\1\2", unidecode(street or "").upper())
+    s = " ".join(_STREET_CHARS.sub(" ", s.replace(".", "")).split())
+    street_unit = ""
+    tail = _UNIT_TAIL.search(s)
+    if tail:
+        street_unit, s = normalize_unit(tail.group(1)), s[: tail.start()]
+    house, letter, rest = "", "", s
+    m = _HOUSE.match(s)
+    if m:
+        house, letter, rest = m.group(1).lstrip("0") or "0", m.group(2) or "", m.group(3)
+    rest = rest.replace("/", " ")
+    name, direction, stype, parsed_unit = _parse_street(rest) if rest else ("", "", "", "")
+    return Address(
+        house=intern(house), name=name, direction=direction, street_type=stype,
+        unit=normalize_unit(unit) or street_unit or parsed_unit or letter,
+        zip=normalize_zip(zip_code),
+    )
+
+
+def normalize_county(text: str) -> str:
+    words = normalize_text(text).split()
+    if len(words) > 1 and words[-1] == "COUNTY":
+        words.pop()
+    return intern(" ".join(words))
+
+
+# ---------------------------------------------------------------------------------------
+# Prepared records
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedVoter:
+    record: VoterRecord
+    name: PersonName
+    address: Address
+    county: str  # normalised
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedSignature:
+    input: SignatureInput
+    name: PersonName
+    swapped: PersonName  # first and last exchanged (printed in the wrong boxes)
+    address: Address
+    county: str
+
+
+def prepare_voter(v: VoterRecord) -> PreparedVoter:
+    return PreparedVoter(
+        record=v,
+        name=person_name(v.first_name or "", v.middle_name or "", v.last_name or "",
+                         v.suffix or ""),
+        address=normalize_address(v.street or "", v.unit or "", v.zip or ""),
+        county=normalize_county(v.county or ""),
+    )
+
+
+def prepare_signature(s: SignatureInput) -> PreparedSignature:
+    name = person_name(s.first_name, s.middle_name, s.last_name)
+    swapped = person_name(s.last_name, s.middle_name, s.first_name)
+    if swapped.suffix == "" and name.suffix:
+        swapped = PersonName(swapped.first, swapped.middle, swapped.last, swapped.last_parts,
+                             name.suffix)
+    return PreparedSignature(
+        input=s, name=name, swapped=swapped,
+        address=normalize_address(s.street, s.unit, s.zip), county=normalize_county(s.county),
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Field comparison and the score
+# ---------------------------------------------------------------------------------------
+
+# (agreement weight, disagreement weight); similarities between (lo, hi) interpolate.
+W_LAST = (10.0, -6.0)
+W_FIRST = (8.0, -10.0)
+W_FIRST_INITIAL = 4.0  # an initial for a first name agrees, but weakly
+W_MIDDLE = (3.0, -4.0)
+W_MIDDLE_INITIAL = 2.0
+W_ADDRESS = (8.0, -8.0)
+W_ZIP = (2.0, -2.0)
+W_ZIP_ONE_DIGIT = 0.5
+W_BIRTH = (10.0, -20.0)
+W_SUFFIX = (2.0, -8.0)
+W_SUFFIX_ONLY_VOTER = -1.0  # "JOHN SMITH" prefers the father to "JOHN SMITH JR"
+W_SUFFIX_ONLY_SIGNATURE = -2.0
+W_UNIT = 0.3  # a tie-breaker only: a wrong or missing unit is tolerated
+W_SWAPPED = 0.5  # first and last names in each other's boxes
+
+FIRST_RANGE = (0.70, 0.90)  # OSA similarity: one letter in four disagrees, in ten agrees
+LAST_RANGE = (0.82, 0.94)  # Jaro-Winkler similarity
+ADDRESS_RANGE = (0.60, 0.85)
+
+STRONG_FIRST = 0.85  # "same person by name"
+STRONG_LAST = 0.90
+ADDRESS_AGREES = 0.85  # address agreement for a MATCH
+ADDRESS_DIFFERS = 0.60  # below this an address is "clearly different"
+AMBIGUITY_MARGIN = 1.0  # two acceptable voters this close: a person decides
+
+
+def _lerp(sim: float, lo: float, hi: float, weights: tuple[float, float]) -> float:
+    agree, disagree = weights
+    if sim >= hi:
+        return agree
+    if sim <= lo:
+        return disagree
+    return disagree + (agree - disagree) * (sim - lo) / (hi - lo)
+
+
+def first_similarity(a: str, b: str) -> float:
+    """0..1; nicknames agree fully; an initial agrees with a name it begins (0.9)."""
+    if a == b:
+        return 1.0
+    if not a or not b:
+        return 0.0
+    if len(a) == 1 or len(b) == 1:
+        return 0.9 if a[0] == b[0] else 0.0
+    if first_name_keys(a) & first_name_keys(b):
+        return 1.0
+    return OSA.normalized_similarity(a, b)
+
+
+def last_similarity(a: PersonName, b: PersonName) -> float:
+    if a.last == b.last:
+        return 1.0
+    if not a.last or not b.last:
+        return 0.0
+    sim = JaroWinkler.normalized_similarity(a.last, b.last)
+    if sim < 0.93 and len(a.last) > 2 and phonetic(a.last) == phonetic(b.last):
+        sim = 0.93  # SMITH / SMYTH
+    if sim < 0.92 and (a.last in b.last_parts or b.last in a.last_parts):
+        sim = 0.92  # GARCIA / GARCIA LOPEZ
+    return sim
+
+
+def address_similarity(a: Address, b: Address) -> float:
+    """0..1. Another house number is another address (0). Abbreviations are normalised
+    away; a missing directional or street type costs nothing, a contradicting one a lot."""
+    if a.house != b.house and a.house and b.house:
+        return 0.0
+    if not a.name or not b.name:
+        return 0.0
+    sim = 1.0 if a.name == b.name else Indel.normalized_similarity(a.name, b.name)
+    if a.direction and b.direction and a.direction != b.direction:
+        sim *= 0.5  # N MAIN and S MAIN are two streets
+    if a.street_type and b.street_type and a.street_type != b.street_type:
+        sim *= 0.85
+    if a.house != b.house:  # one side has no house number
+        sim *= 0.7
+    return sim
+
+
+def zip_similarity(a: str, b: str) -> float | None:
+    if not a or not b:
+        return None
+    if a == b:
+        return 1.0
+    return 0.5 if sum(x != y for x, y in zip(a, b, strict=True)) == 1 else 0.0
+
+
+def birth_similarity(a: date | None, b: date | None) -> float | None:
+    if a is None or b is None:
+        return None
+    if a == b:
+        return 1.0
+    if a.year == b.year and ((a.month, a.day) == (b.day, b.month) or a.month == b.month
+                             or a.day == b.day):
+        return 0.5  # day and month swapped, or one of them misread
+    return 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """A signature against one voter: the score, per-field similarities, and the facts the
+    decision needs."""
+
+    voter: PreparedVoter
+    score: float
+    field_scores: dict[str, float] = field(hash=False)
+    first: float  # 0..1
+    last: float
+    address: float
+    birth_conflict: bool
+    suffix_conflict: bool
+
+    @property
+    def name_strong(self) -> bool:
+        """The same person by name (an initial for the first name is enough)."""
+        return (self.first >= STRONG_FIRST and self.last >= STRONG_LAST
+                and not self.birth_conflict and not self.suffix_conflict)
+
+    @property
+    def full_name_strong(self) -> bool:
+        """The same person by full name (no initials): evidence enough to say where a person
+        is registered when the address does not agree."""
+        return self.name_strong and self.first >= 0.95
+
+    def candidate(self) -> ScoredCandidate:
+        v = self.voter.record
+        return ScoredCandidate(voter_id=v.voter_id, county=v.county, score=self.score,
+                               field_scores=dict(self.field_scores))
+
+
+def compare_names(sig: PersonName, voter: PersonName) -> tuple[float, float, float,
+                                                              dict[str, float], float, bool]:
+    """(weight, max weight, first sim, field scores, last sim, suffix conflict)."""
+    w = wmax = 0.0
+    fs: dict[str, float] = {}
+    last = last_similarity(sig, voter)
+    w += _lerp(last, *LAST_RANGE, W_LAST)
+    wmax += W_LAST[0]
+    fs["last"] = round(100 * last, 1)
+    first = first_similarity(sig.first, voter.first)
+    if sig.first and voter.first:
+        initial = (len(sig.first) == 1 or len(voter.first) == 1) and first > 0
+        w += W_FIRST_INITIAL if initial else _lerp(first, *FIRST_RANGE, W_FIRST)
+        wmax += W_FIRST[0]
+        fs["first"] = round(100 * first, 1)
+    if sig.middle and voter.middle:
+        wmax += W_MIDDLE[0]
+        if sig.middle == voter.middle:
+            w += W_MIDDLE[0]
+            fs["middle"] = 100.0
+        elif (len(sig.middle) == 1 or len(voter.middle) == 1) and sig.middle[0] == voter.middle[0]:
+            w += W_MIDDLE_INITIAL
+            fs["middle"] = 90.0
+        else:
+            msim = first_similarity(sig.middle, voter.middle)
+            w += _lerp(msim, *FIRST_RANGE, W_MIDDLE)
+            fs["middle"] = round(100 * msim, 1)
+    conflict = False
+    if sig.suffix and voter.suffix:
+        wmax += W_SUFFIX[0]
+        conflict = sig.suffix != voter.suffix
+        w += W_SUFFIX[1] if conflict else W_SUFFIX[0]
+        fs["suffix"] = 0.0 if conflict else 100.0
+    elif voter.suffix:
+        w += W_SUFFIX_ONLY_VOTER
+    elif sig.suffix:
+        w += W_SUFFIX_ONLY_SIGNATURE
+    return w, wmax, first, fs, last, conflict
+
+
+def compare(sig: PreparedSignature, voter: PreparedVoter) -> Comparison:
+    """Score a signature against a voter (0..100), trying the names swapped as well."""
+    w, wmax, first, fs, last, conflict = compare_names(sig.name, voter.name)
+    if sig.swapped.last != sig.name.last and (first < STRONG_FIRST or last < STRONG_LAST):
+        sw = compare_names(sig.swapped, voter.name)
+        if sw[0] - W_SWAPPED > w:
+            w, wmax, first, fs, last, conflict = sw
+            w -= W_SWAPPED
+    sa, va = sig.address, voter.address
+    addr = address_similarity(sa, va)
+    w += _lerp(addr, *ADDRESS_RANGE, W_ADDRESS)
+    wmax += W_ADDRESS[0]
+    fs["address"] = round(100 * addr, 1)
+    if sa.unit and sa.unit == va.unit and addr >= ADDRESS_AGREES:
+        w += W_UNIT
+    zsim = zip_similarity(sa.zip, va.zip)
+    if zsim is not None:
+        wmax += W_ZIP[0]
+        w += W_ZIP_ONE_DIGIT if zsim == 0.5 else W_ZIP[0] if zsim == 1.0 else W_ZIP[1]
+        fs["zip"] = 100 * zsim
+    bsim = birth_similarity(sig.input.birth_date, voter.record.birth_date)
+    if bsim is not None and bsim != 0.5:  # a date half right (day/month swapped) is neutral
+        wmax += W_BIRTH[0]
+        w += W_BIRTH[0] if bsim == 1.0 else W_BIRTH[1]
+        fs["birth_date"] = 100 * bsim
+    score = round(100 * min(1.0, max(0.0, w / wmax)), 2)
+    return Comparison(voter=voter, score=score, field_scores=fs, first=first, last=last,
+                      address=addr, birth_conflict=bsim == 0.0, suffix_conflict=conflict)
+
+
+# ---------------------------------------------------------------------------------------
+# Eligibility and the decision
+# ---------------------------------------------------------------------------------------
+
+_STATUS_RANK = {"ACTIVE": 0, "INACTIVE": 1, "CANCELLED": 2}
+
+
+def eligibility(voter: VoterRecord, sig: SignatureInput) -> Reason:
+    """The reason for a signature matched to this voter."""
+    status = (voter.status or "").strip().upper()
+    if status == "CANCELLED":
+        return Reason.VOTER_CANCELLED
+    if status == "INACTIVE":
+        return Reason.VOTER_INACTIVE
+    if sig.signed_on and voter.registered_on and sig.signed_on < voter.registered_on:
+        return Reason.SIGNED_BEFORE_REGISTRATION
+    if sig.deadline and sig.signed_on and sig.signed_on > sig.deadline:
+        return Reason.SIGNED_AFTER_DEADLINE
+    return Reason.MATCHED
+
+
+def _order(c: Comparison) -> tuple[float, int, str]:
+    status = _STATUS_RANK.get((c.voter.record.status or "").strip().upper(), 3)
+    return (-c.score, status, c.voter.record.voter_id)
+
+
+def decide(sig: PreparedSignature, comparisons: Sequence[Comparison], config: MatchConfig,
+           crowded: bool = False) -> MatchResult:
+    """The decision over the compared candidates (``crowded``: the name is so common that
+    not every voter of that name was compared)."""
+    ranked = sorted(comparisons, key=_order)
+    shown = tuple(c.candidate() for c in ranked[: max(0, config.max_candidates)])
+
+    def result(decision: Decision, reason: Reason, c: Comparison | None) -> MatchResult:
+        return MatchResult(decision=decision, reason=reason,
+                           voter_id=c.voter.record.voter_id if c else "",
+                           score=c.score if c else (ranked[0].score if ranked else 0.0),
+                           candidates=shown)
+
+    county = sig.county
+    # 1. The signer's own registration in the section's county.
+    here = [c for c in ranked if c.voter.county == county and c.name_strong
+            and c.address >= ADDRESS_AGREES and c.score >= config.accept_threshold]
+    if here:
+        best = here[0]
+        rank = _STATUS_RANK.get(best.voter.record.status.strip().upper(), 3)
+        rival = next((c for c in here[1:]
+                      if _STATUS_RANK.get(c.voter.record.status.strip().upper(), 3) == rank), None)
+        if rival is not None and best.score - rival.score < AMBIGUITY_MARGIN:
+            return result(Decision.REVIEW, Reason.PENDING_REVIEW, best)  # Jr or Sr? twins?
+        return result(Decision.MATCH, eligibility(best.voter.record, sig.input), best)
+    strong = [c for c in ranked if c.name_strong]
+    strong_here = [c for c in strong if c.voter.county == county]
+    # 2. Registered, at this address, in another county; or by full name only elsewhere.
+    there = [c for c in strong if c.voter.county != county and c.address >= ADDRESS_AGREES
+             and c.score >= config.review_threshold]
+    if there:
+        return result(Decision.NO_MATCH, Reason.WRONG_COUNTY, there[0])
+    # A candidate at the signer's own address worth a look beats a namesake elsewhere.
+    at_address = any(c.address >= ADDRESS_AGREES and c.score >= config.review_threshold
+                     for c in ranked)
+    if (not strong_here and not crowded and not at_address and len(strong) == 1
+            and strong[0].full_name_strong):
+        return result(Decision.NO_MATCH, Reason.WRONG_COUNTY, strong[0])
+    # 3. Registered in this county at another address: only when the name is unique here.
+    if (not crowded and not at_address and len(strong_here) == 1
+            and strong_here[0].full_name_strong
+            and strong_here[0].address < ADDRESS_DIFFERS):
+        return result(Decision.NO_MATCH, Reason.ADDRESS_MISMATCH, strong_here[0])
+    # 4. Close enough for a person to look at.
+    for c in ranked:
+        if c.score < config.review_threshold:
+            break
+        if c.name_strong and c.address < ADDRESS_DIFFERS:
+            continue  # a namesake elsewhere is no evidence that this signer is registered
+        return result(Decision.REVIEW, Reason.PENDING_REVIEW, c)
+    return result(Decision.NO_MATCH, Reason.NOT_REGISTERED, None)
