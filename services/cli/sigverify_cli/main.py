@@ -8,6 +8,7 @@
     sigverify wait --petition ID [--timeout S]
     sigverify tally --petition ID [--json]
     sigverify results export --petition ID --out results.csv
+    sigverify explain SIGNATURE_ID      [--json]
     sigverify demo                      (what `make run` runs)
 """
 
@@ -30,10 +31,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from sigverify.intake.v1 import intake_pb2, intake_pb2_grpc
+from sigverify.matching.v1 import matching_pb2, matching_pb2_grpc
 from sigverify.tally.v1 import tally_pb2, tally_pb2_grpc
 from sigverify_cli import client, stack
 from sigverify_cli.client import CliError, Endpoints
-from sigverify_common.convert import reason_from_pb, status_from_pb
+from sigverify_common.convert import decision_from_pb, reason_from_pb, status_from_pb
 
 console = Console(stderr=False, width=None if sys.stdout.isatty() else 110)
 err = Console(stderr=True)
@@ -270,6 +272,53 @@ async def export_cmd(ep: Endpoints, args: argparse.Namespace) -> int:
     return 0
 
 
+async def explain_cmd(ep: Endpoints, args: argparse.Namespace) -> int:
+    async with grpc.aio.insecure_channel(ep.matching) as mch:
+        x = await matching_pb2_grpc.MatchingServiceStub(mch).ExplainSignature(
+            matching_pb2.ExplainSignatureRequest(signature_id=args.signature_id), timeout=30)
+    final = None
+    async with grpc.aio.insecure_channel(ep.tally) as tch:
+        try:
+            final = await tally_pb2_grpc.TallyServiceStub(tch).GetResult(
+                tally_pb2.GetResultRequest(signature_id=args.signature_id), timeout=30)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+    if args.json:
+        console.print_json(json.dumps({
+            "signature_id": x.signature_id, "petition_id": x.petition_id,
+            "status": status_from_pb(final.status).value if final else None,
+            "final_reason": reason_from_pb(final.reason).value if final else None,
+            "decision": decision_from_pb(x.decision).value, "reason": reason_from_pb(x.reason).value,
+            "voter_id": x.voter_id, "score": round(x.score, 2), "roll_version": x.roll_version,
+            "decided_at": x.decided_at,
+            "thresholds": {"accept": x.accept_threshold, "review": x.review_threshold},
+            "candidates": [{"voter_id": c.voter_id, "county": c.county, "score": round(c.score, 2),
+                            "field_scores": {k: round(v, 1) for k, v in c.field_scores.items()}}
+                           for c in x.candidates],
+        }))
+        return 0
+    console.print(f"signature {x.signature_id} (petition {x.petition_id})")
+    if final is not None:
+        console.print(f"final status: [bold]{status_from_pb(final.status).value}[/bold] "
+                      f"{reason_from_pb(final.reason).value}")
+    else:
+        console.print("final status: not verified yet")
+    console.print(f"matcher: {decision_from_pb(x.decision).value}, reason "
+                  f"{reason_from_pb(x.reason).value}, voter {x.voter_id or '-'}, score {x.score:.1f} "
+                  f"(accept at {x.accept_threshold:g}, review from {x.review_threshold:g}); roll "
+                  f"version {x.roll_version}, decided {x.decided_at}")
+    fields = sorted({k for c in x.candidates for k in c.field_scores})
+    t = Table(title="candidates considered (best first)")
+    for col in ("voter", "county", "score", *fields):
+        t.add_column(col, justify="left" if col in ("voter", "county") else "right")
+    for c in x.candidates:
+        t.add_row(c.voter_id, c.county, f"{c.score:.1f}",
+                  *(f"{c.field_scores[f]:.0f}" if f in c.field_scores else "-" for f in fields))
+    console.print(t if x.candidates else "no candidate came near")
+    return 0
+
+
 # -- entry point -------------------------------------------------------------------------------
 
 def parser() -> argparse.ArgumentParser:
@@ -317,6 +366,10 @@ def parser() -> argparse.ArgumentParser:
     rex.add_argument("--petition", required=True)
     rex.add_argument("--out", required=True)
 
+    ex = sub.add_parser("explain", help="why a signature was decided as it was")
+    ex.add_argument("signature_id")
+    ex.add_argument("--json", action="store_true")
+
     d = sub.add_parser("demo", help="generate data, run it through the stack, compare with truth")
     d.add_argument("--voters", type=int, default=100_000)
     d.add_argument("--signatures", type=int, default=20_000)
@@ -345,7 +398,7 @@ def dispatch(args: argparse.Namespace) -> int:
         return run_demo(args)
     table: dict[str, Callable[[Endpoints, argparse.Namespace], Coroutine[Any, Any, int]]] = {
         "petition": petition_create, "submit": submit, "batch": batch_show, "wait": wait_cmd,
-        "tally": tally_cmd, "results": export_cmd,
+        "tally": tally_cmd, "results": export_cmd, "explain": explain_cmd,
     }
     return _endpoint_command(table[args.command])(args)
 

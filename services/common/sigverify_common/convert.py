@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import date
 from typing import Any
 
 from sigverify.common.v1 import common_pb2
+from sigverify_common.errors import InvalidArgument
 from sigverify_common.vocab import Decision, Reason, Source, Status
 
 
@@ -47,6 +49,13 @@ def source_from_pb(value: int) -> Source:
     if value == common_pb2.SIGNATURE_SOURCE_UNSPECIFIED:
         return Source.PAPER
     return Source(_name(common_pb2.SignatureSource, value, "SIGNATURE_SOURCE_").lower())
+
+
+def parse_uuid(text: str, what: str = "signature_id") -> uuid.UUID:
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise InvalidArgument(f"{what} {text!r} is not a UUID") from None
 
 
 def date_text(d: date | None) -> str:

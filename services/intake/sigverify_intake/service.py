@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import AsyncIterator
 from datetime import date
 from typing import Any
@@ -13,6 +12,7 @@ import grpc
 
 from sigverify.intake.v1 import intake_pb2, intake_pb2_grpc
 from sigverify_common import kafka
+from sigverify_common.convert import parse_uuid
 from sigverify_common.errors import InvalidArgument
 from sigverify_common.vocab import canonical_county
 from sigverify_intake import convert, domain, repository
@@ -68,10 +68,7 @@ class IntakeService(intake_pb2_grpc.IntakeServiceServicer):
     async def GetBatch(
         self, request: intake_pb2.GetBatchRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> intake_pb2.BatchReceipt:
-        try:
-            batch_id = uuid.UUID(request.batch_id)
-        except ValueError:
-            raise InvalidArgument(f"batch_id {request.batch_id!r} is not a UUID") from None
+        batch_id = parse_uuid(request.batch_id, "batch_id")
         return convert.receipt_to_pb(await repository.get_batch(self._pool, batch_id))
 
     async def CreatePetition(

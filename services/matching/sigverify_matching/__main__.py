@@ -26,7 +26,7 @@ async def setup(rt: Runtime, server: grpc.aio.Server) -> Sequence[str]:
     )
     rt.loops.append(consumer.run)
     matching_pb2_grpc.add_MatchingServiceServicer_to_server(
-        MatchingService(roll, Deadlines(rt.pool), rt.config.match), server)
+        MatchingService(rt.pool, roll, Deadlines(rt.pool), rt.config.match), server)
     return [matching_pb2.DESCRIPTOR.services_by_name["MatchingService"].full_name]
 
 

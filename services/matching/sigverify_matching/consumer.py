@@ -35,39 +35,59 @@ INCOMPLETE = MatchResult(decision=Decision.NO_MATCH, reason=Reason.INCOMPLETE, v
 
 
 class RollIndex:
-    """The candidate index of the active roll version, rebuilt when a new version is active."""
+    """The candidate index of the active roll version.
+
+    The first index is built before matching starts. When a newer roll version becomes
+    active, its index is built in the background while matching goes on with the current
+    one, and swapped in when ready; decisions record which version made them.
+    """
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
         self.version = 0
         self.index: CandidateIndex | None = None
-        self._lock = asyncio.Lock()
+        self._building: asyncio.Task[None] | None = None
+        self._building_version = 0
 
     async def current(self) -> tuple[int, CandidateIndex]:
         active = await self._pool.fetchval(
             "SELECT max(version) FROM matching.roll_versions WHERE state = 'active'")
         if active is None:
             raise Unavailable("no voter roll is loaded yet (sigverify roll load)")
-        if active != self.version or self.index is None:
-            async with self._lock:
-                if active != self.version or self.index is None:
-                    await self._build(active)
-        assert self.index is not None
+        if active != self.version:
+            task = self._start_build(active)
+            if self.index is None:
+                await asyncio.shield(task)
+        if self.index is None:
+            raise Unavailable("the candidate index is not built yet")
         return self.version, self.index
+
+    def _start_build(self, version: int) -> asyncio.Task[None]:
+        if self._building is None or self._building.done() or self._building_version != version:
+            self._building_version = version
+            self._building = asyncio.create_task(self._build(version), name=f"roll-index-{version}")
+        return self._building
 
     async def _build(self, version: int) -> None:
         started = time.perf_counter()
-        async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read",
-                                                                   readonly=True):
-            rows = await conn.fetch(
-                "SELECT voter_id, first_name, middle_name, last_name, suffix, birth_date, street, "
-                "unit, city, zip, county, status, registered_on FROM matching.voters "
-                "WHERE version = $1", version)
-        voters = [VoterRecord(**dict(r)) for r in rows]
-        del rows
-        self.index = await asyncio.to_thread(CandidateIndex.build, voters)
-        self.version = version
-        ROLL_SIZE.set(len(voters))
+        try:
+            async with self._pool.acquire() as conn, conn.transaction(
+                isolation="repeatable_read", readonly=True
+            ):
+                rows = await conn.fetch(
+                    "SELECT voter_id, first_name, middle_name, last_name, suffix, birth_date, "
+                    "street, unit, city, zip, county, status, registered_on FROM matching.voters "
+                    "WHERE version = $1", version)
+            voters = [VoterRecord(**dict(r)) for r in rows]
+            del rows
+            index = await asyncio.to_thread(CandidateIndex.build, voters)
+        except (asyncpg.PostgresError, OSError) as exc:
+            log.warning("building the index of roll version %d failed (%s); will retry", version,
+                        exc.__class__.__name__)
+            return
+        if version >= self.version:
+            self.index, self.version = index, version
+            ROLL_SIZE.set(len(voters))
         log.info("candidate index for roll version %d: %d voters in %.1fs", version, len(voters),
                  time.perf_counter() - started)
 

@@ -20,7 +20,7 @@ from sigverify_common.convert import (
 )
 from sigverify_common.topics import SIGNATURE_MATCHED
 from sigverify_common.vocab import Decision, Reason, Source
-from sigverify_matching.domain import MatchResult, ScoredCandidate, SignatureInput
+from sigverify_matching.domain import MatchConfig, MatchResult, ScoredCandidate, SignatureInput
 
 
 def printed_input(p: common_pb2.PrintedSignature, deadline: date | None) -> SignatureInput:
@@ -62,6 +62,21 @@ def response_to_pb(r: MatchResult, version: int) -> matching_pb2.MatchSignatureR
     )
 
 
+def candidates_from_json(text: str) -> tuple[ScoredCandidate, ...]:
+    return tuple(ScoredCandidate(**c) for c in json.loads(text))
+
+
+def explanation_to_pb(r: Mapping[str, Any], config: MatchConfig) -> matching_pb2.Explanation:
+    return matching_pb2.Explanation(
+        signature_id=str(r["signature_id"]), petition_id=r["petition_id"],
+        decision=decision_to_pb(Decision(r["decision"])), reason=reason_to_pb(Reason(r["reason"])),
+        voter_id=r["voter_id"], score=r["score"],
+        candidates=[candidate_to_pb(c) for c in candidates_from_json(r["candidates"])],
+        roll_version=r["roll_version"], decided_at=r["decided_at"].isoformat(),
+        accept_threshold=config.accept_threshold, review_threshold=config.review_threshold,
+    )
+
+
 def matched_event_from_row(r: Mapping[str, Any]) -> tuple[str, bytes, bytes]:
     """Rebuild a SignatureMatched from a stored decision joined with intake's signature row."""
     received = events_pb2.SignatureReceived(
@@ -74,6 +89,6 @@ def matched_event_from_row(r: Mapping[str, Any]) -> tuple[str, bytes, bytes]:
     result = MatchResult(
         decision=Decision(r["decision"]), reason=Reason(r["reason"]), voter_id=r["voter_id"],
         score=r["score"],
-        candidates=tuple(ScoredCandidate(**c) for c in json.loads(r["candidates"])),
+        candidates=candidates_from_json(r["candidates"]),
     )
     return matched_event(received, result)

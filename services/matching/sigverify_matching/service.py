@@ -6,10 +6,12 @@ import asyncio
 from dataclasses import replace
 from typing import Any
 
+import asyncpg
 import grpc
 
 from sigverify.matching.v1 import matching_pb2, matching_pb2_grpc
-from sigverify_common.errors import InvalidArgument
+from sigverify_common.convert import parse_uuid
+from sigverify_common.errors import InvalidArgument, NotFound
 from sigverify_common.vocab import canonical_county
 from sigverify_matching import convert
 from sigverify_matching.consumer import Deadlines, RollIndex
@@ -17,10 +19,23 @@ from sigverify_matching.domain import MatchConfig
 
 
 class MatchingService(matching_pb2_grpc.MatchingServiceServicer):
-    def __init__(self, roll: RollIndex, deadlines: Deadlines, config: MatchConfig) -> None:
+    def __init__(self, pool: asyncpg.Pool, roll: RollIndex, deadlines: Deadlines,
+                 config: MatchConfig) -> None:
+        self._pool = pool
         self._roll = roll
         self._deadlines = deadlines
         self._config = config
+
+    async def ExplainSignature(
+        self, request: matching_pb2.ExplainSignatureRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> matching_pb2.Explanation:
+        sid = parse_uuid(request.signature_id)
+        row = await self._pool.fetchrow(
+            "SELECT * FROM matching.decisions WHERE signature_id = $1", sid)
+        if row is None:
+            raise NotFound(f"no match decision for signature {sid} (yet)")
+        return convert.explanation_to_pb(row, self._config)
 
     async def MatchSignature(
         self, request: matching_pb2.MatchSignatureRequest, context: grpc.aio.ServicerContext[Any, Any]

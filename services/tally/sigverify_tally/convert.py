@@ -58,5 +58,5 @@ def result_to_pb(r: asyncpg.Record) -> tally_pb2.SignatureResult:
         signature_id=str(r["signature_id"]), batch_id=str(r["batch_id"]), county=r["county"],
         line=r["line"], status=status_to_pb(Status(r["status"])),
         reason=reason_to_pb(Reason(r["reason"])), voter_id=r["voter_id"], score=r["score"],
-        circulator_id=r["circulator_id"],
+        circulator_id=r["circulator_id"], petition_id=r["petition_id"], revision=r["revision"],
     )

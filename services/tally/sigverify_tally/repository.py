@@ -103,6 +103,13 @@ async def snapshot(pool: asyncpg.Pool, petition_id: str) -> TallySnapshot:
     )
 
 
+async def result(pool: asyncpg.Pool, signature_id: uuid.UUID) -> asyncpg.Record:
+    row = await pool.fetchrow("SELECT * FROM tally.results WHERE signature_id = $1", signature_id)
+    if row is None:
+        raise NotFound(f"no verified result for signature {signature_id} (yet)")
+    return row
+
+
 async def results(pool: asyncpg.Pool, petition_id: str) -> AsyncIterator[asyncpg.Record]:
     async with pool.acquire() as conn, conn.transaction(readonly=True):
         async for r in conn.cursor(

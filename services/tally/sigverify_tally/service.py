@@ -13,6 +13,7 @@ import grpc
 from sigverify.events.v1 import events_pb2
 from sigverify.tally.v1 import tally_pb2, tally_pb2_grpc
 from sigverify_common import kafka
+from sigverify_common.convert import parse_uuid
 from sigverify_common.errors import InvalidArgument
 from sigverify_common.kafka import DeadLetter, Delivered
 from sigverify_tally import convert, repository
@@ -62,6 +63,11 @@ class TallyService(tally_pb2_grpc.TallyServiceServicer):
                 await asyncio.wait_for(self._stop.wait(), interval)
             except TimeoutError:
                 pass
+
+    async def GetResult(
+        self, request: tally_pb2.GetResultRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> tally_pb2.SignatureResult:
+        return convert.result_to_pb(await repository.result(self._pool, parse_uuid(request.signature_id)))
 
     async def ListResults(
         self, request: tally_pb2.ListResultsRequest, context: grpc.aio.ServicerContext[Any, Any]

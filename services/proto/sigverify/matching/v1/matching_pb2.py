@@ -25,17 +25,21 @@ _sym_db = _symbol_database.Default()
 from sigverify.common.v1 import common_pb2 as sigverify_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$sigverify/matching/v1/matching.proto\x12\x15sigverify.matching.v1\x1a sigverify/common/v1/common.proto\"|\n\x15MatchSignatureRequest\x12\x36\n\x07printed\x18\x01 \x01(\x0b\x32%.sigverify.common.v1.PrintedSignature\x12\x13\n\x0bpetition_id\x18\x02 \x01(\t\x12\x16\n\x0emax_candidates\x18\x03 \x01(\x05\"\xe6\x01\n\x16MatchSignatureResponse\x12\x34\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0e\x32\".sigverify.common.v1.MatchDecision\x12+\n\x06reason\x18\x02 \x01(\x0e\x32\x1b.sigverify.common.v1.Reason\x12\x10\n\x08voter_id\x18\x03 \x01(\t\x12\r\n\x05score\x18\x04 \x01(\x01\x12\x32\n\ncandidates\x18\x05 \x03(\x0b\x32\x1e.sigverify.common.v1.Candidate\x12\x14\n\x0croll_version\x18\x06 \x01(\x03\x32\x80\x01\n\x0fMatchingService\x12m\n\x0eMatchSignature\x12,.sigverify.matching.v1.MatchSignatureRequest\x1a-.sigverify.matching.v1.MatchSignatureResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$sigverify/matching/v1/matching.proto\x12\x15sigverify.matching.v1\x1a sigverify/common/v1/common.proto\"/\n\x17\x45xplainSignatureRequest\x12\x14\n\x0csignature_id\x18\x01 \x01(\t\"\xce\x02\n\x0b\x45xplanation\x12\x14\n\x0csignature_id\x18\x01 \x01(\t\x12\x13\n\x0bpetition_id\x18\x02 \x01(\t\x12\x34\n\x08\x64\x65\x63ision\x18\x03 \x01(\x0e\x32\".sigverify.common.v1.MatchDecision\x12+\n\x06reason\x18\x04 \x01(\x0e\x32\x1b.sigverify.common.v1.Reason\x12\x10\n\x08voter_id\x18\x05 \x01(\t\x12\r\n\x05score\x18\x06 \x01(\x01\x12\x32\n\ncandidates\x18\x07 \x03(\x0b\x32\x1e.sigverify.common.v1.Candidate\x12\x14\n\x0croll_version\x18\x08 \x01(\x03\x12\x12\n\ndecided_at\x18\t \x01(\t\x12\x18\n\x10\x61\x63\x63\x65pt_threshold\x18\n \x01(\x01\x12\x18\n\x10review_threshold\x18\x0b \x01(\x01\"|\n\x15MatchSignatureRequest\x12\x36\n\x07printed\x18\x01 \x01(\x0b\x32%.sigverify.common.v1.PrintedSignature\x12\x13\n\x0bpetition_id\x18\x02 \x01(\t\x12\x16\n\x0emax_candidates\x18\x03 \x01(\x05\"\xe6\x01\n\x16MatchSignatureResponse\x12\x34\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0e\x32\".sigverify.common.v1.MatchDecision\x12+\n\x06reason\x18\x02 \x01(\x0e\x32\x1b.sigverify.common.v1.Reason\x12\x10\n\x08voter_id\x18\x03 \x01(\t\x12\r\n\x05score\x18\x04 \x01(\x01\x12\x32\n\ncandidates\x18\x05 \x03(\x0b\x32\x1e.sigverify.common.v1.Candidate\x12\x14\n\x0croll_version\x18\x06 \x01(\x03\x32\xe8\x01\n\x0fMatchingService\x12m\n\x0eMatchSignature\x12,.sigverify.matching.v1.MatchSignatureRequest\x1a-.sigverify.matching.v1.MatchSignatureResponse\x12\x66\n\x10\x45xplainSignature\x12..sigverify.matching.v1.ExplainSignatureRequest\x1a\".sigverify.matching.v1.Explanationb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sigverify.matching.v1.matching_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MATCHSIGNATUREREQUEST']._serialized_start=97
-  _globals['_MATCHSIGNATUREREQUEST']._serialized_end=221
-  _globals['_MATCHSIGNATURERESPONSE']._serialized_start=224
-  _globals['_MATCHSIGNATURERESPONSE']._serialized_end=454
-  _globals['_MATCHINGSERVICE']._serialized_start=457
-  _globals['_MATCHINGSERVICE']._serialized_end=585
+  _globals['_EXPLAINSIGNATUREREQUEST']._serialized_start=97
+  _globals['_EXPLAINSIGNATUREREQUEST']._serialized_end=144
+  _globals['_EXPLANATION']._serialized_start=147
+  _globals['_EXPLANATION']._serialized_end=481
+  _globals['_MATCHSIGNATUREREQUEST']._serialized_start=483
+  _globals['_MATCHSIGNATUREREQUEST']._serialized_end=607
+  _globals['_MATCHSIGNATURERESPONSE']._serialized_start=610
+  _globals['_MATCHSIGNATURERESPONSE']._serialized_end=840
+  _globals['_MATCHINGSERVICE']._serialized_start=843
+  _globals['_MATCHINGSERVICE']._serialized_end=1075
 # @@protoc_insertion_point(module_scope)

@@ -20,6 +20,75 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class ExplainSignatureRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SIGNATURE_ID_FIELD_NUMBER: _builtins.int
+    signature_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        signature_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["signature_id", b"signature_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExplainSignatureRequest: _TypeAlias = ExplainSignatureRequest  # noqa: Y015
+
+@_typing.final
+class Explanation(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SIGNATURE_ID_FIELD_NUMBER: _builtins.int
+    PETITION_ID_FIELD_NUMBER: _builtins.int
+    DECISION_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    VOTER_ID_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    CANDIDATES_FIELD_NUMBER: _builtins.int
+    ROLL_VERSION_FIELD_NUMBER: _builtins.int
+    DECIDED_AT_FIELD_NUMBER: _builtins.int
+    ACCEPT_THRESHOLD_FIELD_NUMBER: _builtins.int
+    REVIEW_THRESHOLD_FIELD_NUMBER: _builtins.int
+    signature_id: _builtins.str
+    petition_id: _builtins.str
+    decision: _common_pb2.MatchDecision.ValueType
+    reason: _common_pb2.Reason.ValueType
+    voter_id: _builtins.str
+    score: _builtins.float
+    roll_version: _builtins.int
+    decided_at: _builtins.str
+    accept_threshold: _builtins.float
+    review_threshold: _builtins.float
+    @_builtins.property
+    def candidates(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Candidate]: ...
+    def __init__(
+        self,
+        *,
+        signature_id: _builtins.str = ...,
+        petition_id: _builtins.str = ...,
+        decision: _common_pb2.MatchDecision.ValueType = ...,
+        reason: _common_pb2.Reason.ValueType = ...,
+        voter_id: _builtins.str = ...,
+        score: _builtins.float = ...,
+        candidates: _abc.Iterable[_common_pb2.Candidate] | None = ...,
+        roll_version: _builtins.int = ...,
+        decided_at: _builtins.str = ...,
+        accept_threshold: _builtins.float = ...,
+        review_threshold: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept_threshold", b"accept_threshold", "candidates", b"candidates", "decided_at", b"decided_at", "decision", b"decision", "petition_id", b"petition_id", "reason", b"reason", "review_threshold", b"review_threshold", "roll_version", b"roll_version", "score", b"score", "signature_id", b"signature_id", "voter_id", b"voter_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Explanation: _TypeAlias = Explanation  # noqa: Y015
+
+@_typing.final
 class MatchSignatureRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

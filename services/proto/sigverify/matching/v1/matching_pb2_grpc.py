@@ -40,6 +40,11 @@ class MatchingServiceStub:
                 request_serializer=sigverify_dot_matching_dot_v1_dot_matching__pb2.MatchSignatureRequest.SerializeToString,
                 response_deserializer=sigverify_dot_matching_dot_v1_dot_matching__pb2.MatchSignatureResponse.FromString,
                 _registered_method=True)
+        self.ExplainSignature = channel.unary_unary(
+                '/sigverify.matching.v1.MatchingService/ExplainSignature',
+                request_serializer=sigverify_dot_matching_dot_v1_dot_matching__pb2.ExplainSignatureRequest.SerializeToString,
+                response_deserializer=sigverify_dot_matching_dot_v1_dot_matching__pb2.Explanation.FromString,
+                _registered_method=True)
 
 
 class MatchingServiceServicer:
@@ -52,6 +57,14 @@ class MatchingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExplainSignature(self, request, context):
+        """Why the matcher decided as it did for a stored signature: its candidates and their
+        per-field scores.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MatchingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -59,6 +72,11 @@ def add_MatchingServiceServicer_to_server(servicer, server):
                     servicer.MatchSignature,
                     request_deserializer=sigverify_dot_matching_dot_v1_dot_matching__pb2.MatchSignatureRequest.FromString,
                     response_serializer=sigverify_dot_matching_dot_v1_dot_matching__pb2.MatchSignatureResponse.SerializeToString,
+            ),
+            'ExplainSignature': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExplainSignature,
+                    request_deserializer=sigverify_dot_matching_dot_v1_dot_matching__pb2.ExplainSignatureRequest.FromString,
+                    response_serializer=sigverify_dot_matching_dot_v1_dot_matching__pb2.Explanation.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -89,6 +107,33 @@ class MatchingService:
             '/sigverify.matching.v1.MatchingService/MatchSignature',
             sigverify_dot_matching_dot_v1_dot_matching__pb2.MatchSignatureRequest.SerializeToString,
             sigverify_dot_matching_dot_v1_dot_matching__pb2.MatchSignatureResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExplainSignature(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sigverify.matching.v1.MatchingService/ExplainSignature',
+            sigverify_dot_matching_dot_v1_dot_matching__pb2.ExplainSignatureRequest.SerializeToString,
+            sigverify_dot_matching_dot_v1_dot_matching__pb2.Explanation.FromString,
             options,
             channel_credentials,
             insecure,

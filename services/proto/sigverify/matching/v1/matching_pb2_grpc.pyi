@@ -34,6 +34,10 @@ class MatchingServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> MatchingServiceAsyncStub: ...
     MatchSignature: _grpc.UnaryUnaryMultiCallable[_matching_pb2.MatchSignatureRequest, _matching_pb2.MatchSignatureResponse]
+    ExplainSignature: _grpc.UnaryUnaryMultiCallable[_matching_pb2.ExplainSignatureRequest, _matching_pb2.Explanation]
+    """Why the matcher decided as it did for a stored signature: its candidates and their
+    per-field scores.
+    """
 
 @_typing.type_check_only
 class MatchingServiceAsyncStub(MatchingServiceStub):
@@ -41,6 +45,10 @@ class MatchingServiceAsyncStub(MatchingServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     MatchSignature: _aio.UnaryUnaryMultiCallable[_matching_pb2.MatchSignatureRequest, _matching_pb2.MatchSignatureResponse]  # type: ignore[assignment]
+    ExplainSignature: _aio.UnaryUnaryMultiCallable[_matching_pb2.ExplainSignatureRequest, _matching_pb2.Explanation]  # type: ignore[assignment]
+    """Why the matcher decided as it did for a stored signature: its candidates and their
+    per-field scores.
+    """
 
 class MatchingServiceServicer(metaclass=_abc_1.ABCMeta):
     """Matches printed signatures against the loaded voter roll."""
@@ -51,5 +59,15 @@ class MatchingServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _matching_pb2.MatchSignatureRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_matching_pb2.MatchSignatureResponse, _abc.Awaitable[_matching_pb2.MatchSignatureResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ExplainSignature(
+        self,
+        request: _matching_pb2.ExplainSignatureRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_matching_pb2.Explanation, _abc.Awaitable[_matching_pb2.Explanation]]:
+        """Why the matcher decided as it did for a stored signature: its candidates and their
+        per-field scores.
+        """
 
 def add_MatchingServiceServicer_to_server(servicer: MatchingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

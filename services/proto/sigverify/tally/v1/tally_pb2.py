@@ -25,29 +25,31 @@ _sym_db = _symbol_database.Default()
 from sigverify.common.v1 import common_pb2 as sigverify_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1esigverify/tally/v1/tally.proto\x12\x12sigverify.tally.v1\x1a sigverify/common/v1/common.proto\"&\n\x0fGetTallyRequest\x12\x13\n\x0bpetition_id\x18\x01 \x01(\t\"A\n\x11WatchTallyRequest\x12\x13\n\x0bpetition_id\x18\x01 \x01(\t\x12\x17\n\x0fmin_interval_ms\x18\x02 \x01(\x05\")\n\x12ListResultsRequest\x12\x13\n\x0bpetition_id\x18\x01 \x01(\t\"I\n\x0bReasonCount\x12+\n\x06reason\x18\x01 \x01(\x0e\x32\x1b.sigverify.common.v1.Reason\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"\xbd\x01\n\x06\x43ounts\x12\x10\n\x08received\x18\x01 \x01(\x03\x12\x10\n\x08verified\x18\x02 \x01(\x03\x12\r\n\x05valid\x18\x03 \x01(\x03\x12\x0f\n\x07invalid\x18\x04 \x01(\x03\x12\x0e\n\x06review\x18\x05 \x01(\x03\x12\x0f\n\x07pending\x18\x06 \x01(\x03\x12\x12\n\nduplicates\x18\x07 \x01(\x03\x12:\n\x11invalid_by_reason\x18\x08 \x03(\x0b\x32\x1f.sigverify.tally.v1.ReasonCount\"F\n\x0bGroupCounts\x12\x0b\n\x03key\x18\x01 \x01(\t\x12*\n\x06\x63ounts\x18\x02 \x01(\x0b\x32\x1a.sigverify.tally.v1.Counts\"\xfe\x02\n\x05Tally\x12\x13\n\x0bpetition_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x1b\n\x13required_signatures\x18\x03 \x01(\x03\x12\x10\n\x08\x64\x65\x61\x64line\x18\x04 \x01(\t\x12\x18\n\x10\x64\x61ys_to_deadline\x18\x05 \x01(\x03\x12)\n\x05total\x18\x06 \x01(\x0b\x32\x1a.sigverify.tally.v1.Counts\x12\x18\n\x10progress_percent\x18\x07 \x01(\x01\x12\x32\n\tby_county\x18\x08 \x03(\x0b\x32\x1f.sigverify.tally.v1.GroupCounts\x12\x31\n\x08\x62y_batch\x18\t \x03(\x0b\x32\x1f.sigverify.tally.v1.GroupCounts\x12\x36\n\rby_circulator\x18\n \x03(\x0b\x32\x1f.sigverify.tally.v1.GroupCounts\x12\x15\n\rrows_rejected\x18\x0b \x01(\x03\x12\r\n\x05\x61s_of\x18\x0c \x01(\t\"\xf2\x01\n\x0fSignatureResult\x12\x14\n\x0csignature_id\x18\x01 \x01(\t\x12\x10\n\x08\x62\x61tch_id\x18\x02 \x01(\t\x12\x0e\n\x06\x63ounty\x18\x03 \x01(\t\x12\x0c\n\x04line\x18\x04 \x01(\x03\x12\x34\n\x06status\x18\x05 \x01(\x0e\x32$.sigverify.common.v1.SignatureStatus\x12+\n\x06reason\x18\x06 \x01(\x0e\x32\x1b.sigverify.common.v1.Reason\x12\x10\n\x08voter_id\x18\x07 \x01(\t\x12\r\n\x05score\x18\x08 \x01(\x01\x12\x15\n\rcirculator_id\x18\t \x01(\t2\x8a\x02\n\x0cTallyService\x12J\n\x08GetTally\x12#.sigverify.tally.v1.GetTallyRequest\x1a\x19.sigverify.tally.v1.Tally\x12P\n\nWatchTally\x12%.sigverify.tally.v1.WatchTallyRequest\x1a\x19.sigverify.tally.v1.Tally0\x01\x12\\\n\x0bListResults\x12&.sigverify.tally.v1.ListResultsRequest\x1a#.sigverify.tally.v1.SignatureResult0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1esigverify/tally/v1/tally.proto\x12\x12sigverify.tally.v1\x1a sigverify/common/v1/common.proto\"(\n\x10GetResultRequest\x12\x14\n\x0csignature_id\x18\x01 \x01(\t\"&\n\x0fGetTallyRequest\x12\x13\n\x0bpetition_id\x18\x01 \x01(\t\"A\n\x11WatchTallyRequest\x12\x13\n\x0bpetition_id\x18\x01 \x01(\t\x12\x17\n\x0fmin_interval_ms\x18\x02 \x01(\x05\")\n\x12ListResultsRequest\x12\x13\n\x0bpetition_id\x18\x01 \x01(\t\"I\n\x0bReasonCount\x12+\n\x06reason\x18\x01 \x01(\x0e\x32\x1b.sigverify.common.v1.Reason\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"\xbd\x01\n\x06\x43ounts\x12\x10\n\x08received\x18\x01 \x01(\x03\x12\x10\n\x08verified\x18\x02 \x01(\x03\x12\r\n\x05valid\x18\x03 \x01(\x03\x12\x0f\n\x07invalid\x18\x04 \x01(\x03\x12\x0e\n\x06review\x18\x05 \x01(\x03\x12\x0f\n\x07pending\x18\x06 \x01(\x03\x12\x12\n\nduplicates\x18\x07 \x01(\x03\x12:\n\x11invalid_by_reason\x18\x08 \x03(\x0b\x32\x1f.sigverify.tally.v1.ReasonCount\"F\n\x0bGroupCounts\x12\x0b\n\x03key\x18\x01 \x01(\t\x12*\n\x06\x63ounts\x18\x02 \x01(\x0b\x32\x1a.sigverify.tally.v1.Counts\"\xfe\x02\n\x05Tally\x12\x13\n\x0bpetition_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x1b\n\x13required_signatures\x18\x03 \x01(\x03\x12\x10\n\x08\x64\x65\x61\x64line\x18\x04 \x01(\t\x12\x18\n\x10\x64\x61ys_to_deadline\x18\x05 \x01(\x03\x12)\n\x05total\x18\x06 \x01(\x0b\x32\x1a.sigverify.tally.v1.Counts\x12\x18\n\x10progress_percent\x18\x07 \x01(\x01\x12\x32\n\tby_county\x18\x08 \x03(\x0b\x32\x1f.sigverify.tally.v1.GroupCounts\x12\x31\n\x08\x62y_batch\x18\t \x03(\x0b\x32\x1f.sigverify.tally.v1.GroupCounts\x12\x36\n\rby_circulator\x18\n \x03(\x0b\x32\x1f.sigverify.tally.v1.GroupCounts\x12\x15\n\rrows_rejected\x18\x0b \x01(\x03\x12\r\n\x05\x61s_of\x18\x0c \x01(\t\"\x99\x02\n\x0fSignatureResult\x12\x14\n\x0csignature_id\x18\x01 \x01(\t\x12\x10\n\x08\x62\x61tch_id\x18\x02 \x01(\t\x12\x0e\n\x06\x63ounty\x18\x03 \x01(\t\x12\x0c\n\x04line\x18\x04 \x01(\x03\x12\x34\n\x06status\x18\x05 \x01(\x0e\x32$.sigverify.common.v1.SignatureStatus\x12+\n\x06reason\x18\x06 \x01(\x0e\x32\x1b.sigverify.common.v1.Reason\x12\x10\n\x08voter_id\x18\x07 \x01(\t\x12\r\n\x05score\x18\x08 \x01(\x01\x12\x15\n\rcirculator_id\x18\t \x01(\t\x12\x13\n\x0bpetition_id\x18\n \x01(\t\x12\x10\n\x08revision\x18\x0b \x01(\x03\x32\xe2\x02\n\x0cTallyService\x12J\n\x08GetTally\x12#.sigverify.tally.v1.GetTallyRequest\x1a\x19.sigverify.tally.v1.Tally\x12P\n\nWatchTally\x12%.sigverify.tally.v1.WatchTallyRequest\x1a\x19.sigverify.tally.v1.Tally0\x01\x12\\\n\x0bListResults\x12&.sigverify.tally.v1.ListResultsRequest\x1a#.sigverify.tally.v1.SignatureResult0\x01\x12V\n\tGetResult\x12$.sigverify.tally.v1.GetResultRequest\x1a#.sigverify.tally.v1.SignatureResultb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sigverify.tally.v1.tally_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GETTALLYREQUEST']._serialized_start=88
-  _globals['_GETTALLYREQUEST']._serialized_end=126
-  _globals['_WATCHTALLYREQUEST']._serialized_start=128
-  _globals['_WATCHTALLYREQUEST']._serialized_end=193
-  _globals['_LISTRESULTSREQUEST']._serialized_start=195
-  _globals['_LISTRESULTSREQUEST']._serialized_end=236
-  _globals['_REASONCOUNT']._serialized_start=238
-  _globals['_REASONCOUNT']._serialized_end=311
-  _globals['_COUNTS']._serialized_start=314
-  _globals['_COUNTS']._serialized_end=503
-  _globals['_GROUPCOUNTS']._serialized_start=505
-  _globals['_GROUPCOUNTS']._serialized_end=575
-  _globals['_TALLY']._serialized_start=578
-  _globals['_TALLY']._serialized_end=960
-  _globals['_SIGNATURERESULT']._serialized_start=963
-  _globals['_SIGNATURERESULT']._serialized_end=1205
-  _globals['_TALLYSERVICE']._serialized_start=1208
-  _globals['_TALLYSERVICE']._serialized_end=1474
+  _globals['_GETRESULTREQUEST']._serialized_start=88
+  _globals['_GETRESULTREQUEST']._serialized_end=128
+  _globals['_GETTALLYREQUEST']._serialized_start=130
+  _globals['_GETTALLYREQUEST']._serialized_end=168
+  _globals['_WATCHTALLYREQUEST']._serialized_start=170
+  _globals['_WATCHTALLYREQUEST']._serialized_end=235
+  _globals['_LISTRESULTSREQUEST']._serialized_start=237
+  _globals['_LISTRESULTSREQUEST']._serialized_end=278
+  _globals['_REASONCOUNT']._serialized_start=280
+  _globals['_REASONCOUNT']._serialized_end=353
+  _globals['_COUNTS']._serialized_start=356
+  _globals['_COUNTS']._serialized_end=545
+  _globals['_GROUPCOUNTS']._serialized_start=547
+  _globals['_GROUPCOUNTS']._serialized_end=617
+  _globals['_TALLY']._serialized_start=620
+  _globals['_TALLY']._serialized_end=1002
+  _globals['_SIGNATURERESULT']._serialized_start=1005
+  _globals['_SIGNATURERESULT']._serialized_end=1286
+  _globals['_TALLYSERVICE']._serialized_start=1289
+  _globals['_TALLYSERVICE']._serialized_end=1643
 # @@protoc_insertion_point(module_scope)

@@ -20,6 +20,25 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class GetResultRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SIGNATURE_ID_FIELD_NUMBER: _builtins.int
+    signature_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        signature_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["signature_id", b"signature_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetResultRequest: _TypeAlias = GetResultRequest  # noqa: Y015
+
+@_typing.final
 class GetTallyRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -240,6 +259,8 @@ class SignatureResult(_message.Message):
     VOTER_ID_FIELD_NUMBER: _builtins.int
     SCORE_FIELD_NUMBER: _builtins.int
     CIRCULATOR_ID_FIELD_NUMBER: _builtins.int
+    PETITION_ID_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
     signature_id: _builtins.str
     batch_id: _builtins.str
     county: _builtins.str
@@ -249,6 +270,8 @@ class SignatureResult(_message.Message):
     voter_id: _builtins.str
     score: _builtins.float
     circulator_id: _builtins.str
+    petition_id: _builtins.str
+    revision: _builtins.int
     def __init__(
         self,
         *,
@@ -261,10 +284,12 @@ class SignatureResult(_message.Message):
         voter_id: _builtins.str = ...,
         score: _builtins.float = ...,
         circulator_id: _builtins.str = ...,
+        petition_id: _builtins.str = ...,
+        revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "circulator_id", b"circulator_id", "county", b"county", "line", b"line", "reason", b"reason", "score", b"score", "signature_id", b"signature_id", "status", b"status", "voter_id", b"voter_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "circulator_id", b"circulator_id", "county", b"county", "line", b"line", "petition_id", b"petition_id", "reason", b"reason", "revision", b"revision", "score", b"score", "signature_id", b"signature_id", "status", b"status", "voter_id", b"voter_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -50,6 +50,11 @@ class TallyServiceStub:
                 request_serializer=sigverify_dot_tally_dot_v1_dot_tally__pb2.ListResultsRequest.SerializeToString,
                 response_deserializer=sigverify_dot_tally_dot_v1_dot_tally__pb2.SignatureResult.FromString,
                 _registered_method=True)
+        self.GetResult = channel.unary_unary(
+                '/sigverify.tally.v1.TallyService/GetResult',
+                request_serializer=sigverify_dot_tally_dot_v1_dot_tally__pb2.GetResultRequest.SerializeToString,
+                response_deserializer=sigverify_dot_tally_dot_v1_dot_tally__pb2.SignatureResult.FromString,
+                _registered_method=True)
 
 
 class TallyServiceServicer:
@@ -76,6 +81,13 @@ class TallyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetResult(self, request, context):
+        """One signature's final status.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TallyServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -92,6 +104,11 @@ def add_TallyServiceServicer_to_server(servicer, server):
             'ListResults': grpc.unary_stream_rpc_method_handler(
                     servicer.ListResults,
                     request_deserializer=sigverify_dot_tally_dot_v1_dot_tally__pb2.ListResultsRequest.FromString,
+                    response_serializer=sigverify_dot_tally_dot_v1_dot_tally__pb2.SignatureResult.SerializeToString,
+            ),
+            'GetResult': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetResult,
+                    request_deserializer=sigverify_dot_tally_dot_v1_dot_tally__pb2.GetResultRequest.FromString,
                     response_serializer=sigverify_dot_tally_dot_v1_dot_tally__pb2.SignatureResult.SerializeToString,
             ),
     }
@@ -176,6 +193,33 @@ class TallyService:
             target,
             '/sigverify.tally.v1.TallyService/ListResults',
             sigverify_dot_tally_dot_v1_dot_tally__pb2.ListResultsRequest.SerializeToString,
+            sigverify_dot_tally_dot_v1_dot_tally__pb2.SignatureResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetResult(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sigverify.tally.v1.TallyService/GetResult',
+            sigverify_dot_tally_dot_v1_dot_tally__pb2.GetResultRequest.SerializeToString,
             sigverify_dot_tally_dot_v1_dot_tally__pb2.SignatureResult.FromString,
             options,
             channel_credentials,

@@ -38,6 +38,8 @@ class TallyServiceStub:
     """Sends the current tally, then a new one whenever it changes."""
     ListResults: _grpc.UnaryStreamMultiCallable[_tally_pb2.ListResultsRequest, _tally_pb2.SignatureResult]
     """Every signature of a petition with its final status (the results export)."""
+    GetResult: _grpc.UnaryUnaryMultiCallable[_tally_pb2.GetResultRequest, _tally_pb2.SignatureResult]
+    """One signature's final status."""
 
 @_typing.type_check_only
 class TallyServiceAsyncStub(TallyServiceStub):
@@ -49,6 +51,8 @@ class TallyServiceAsyncStub(TallyServiceStub):
     """Sends the current tally, then a new one whenever it changes."""
     ListResults: _aio.UnaryStreamMultiCallable[_tally_pb2.ListResultsRequest, _tally_pb2.SignatureResult]  # type: ignore[assignment]
     """Every signature of a petition with its final status (the results export)."""
+    GetResult: _aio.UnaryUnaryMultiCallable[_tally_pb2.GetResultRequest, _tally_pb2.SignatureResult]  # type: ignore[assignment]
+    """One signature's final status."""
 
 class TallyServiceServicer(metaclass=_abc_1.ABCMeta):
     """Counts of verified signatures per petition."""
@@ -75,5 +79,13 @@ class TallyServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_tally_pb2.SignatureResult], _abc.AsyncIterator[_tally_pb2.SignatureResult]]:
         """Every signature of a petition with its final status (the results export)."""
+
+    @_abc_1.abstractmethod
+    def GetResult(
+        self,
+        request: _tally_pb2.GetResultRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tally_pb2.SignatureResult, _abc.Awaitable[_tally_pb2.SignatureResult]]:
+        """One signature's final status."""
 
 def add_TallyServiceServicer_to_server(servicer: TallyServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
