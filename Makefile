@@ -30,7 +30,7 @@ test: setup proto-check
 	$(BIN)/python -m pytest -q
 
 bench: setup
-	$(BIN)/sigverify demo --voters 300000 --bench
+	$(BIN)/sigverify bench
 
 lint: setup
 	$(BIN)/ruff check services tests

@@ -2,7 +2,8 @@
 the four services as processes.
 
 PostgreSQL: ``SIGVERIFY_TEST_DATABASE_URL`` if set; else a fresh database on the local
-server at 127.0.0.1:5432 when one answers; else the embedded server from the wheel.
+server at 127.0.0.1:5432 when one answers (unless ``SIGVERIFY_TEST_EMBEDDED_PG=1``); else
+the embedded server from the wheel, as on a machine with no PostgreSQL.
 The broker is always a tansu started for the session.
 """
 
@@ -59,7 +60,7 @@ def live_stack(stack_home: Path) -> Iterator[stack.StackState]:
     created_db = ""
     if os.environ.get("SIGVERIFY_TEST_DATABASE_URL"):
         env["DATABASE_URL"] = os.environ["SIGVERIFY_TEST_DATABASE_URL"]
-    elif _local_server_answers():
+    elif os.environ.get("SIGVERIFY_TEST_EMBEDDED_PG") != "1" and _local_server_answers():
         created_db = f"sigverify_test_{uuid.uuid4().hex[:10]}"
         stack.ensure_database(LOCAL_ADMIN_URL, created_db)
         env["DATABASE_URL"] = f"postgresql://postgres@127.0.0.1:5432/{created_db}"

@@ -18,7 +18,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -236,18 +236,20 @@ def service_env(state: StackState, name: str, proc: ServiceProc,
 
 
 def spawn_service(state: StackState, name: str, extra_env: Mapping[str, str] | None = None,
-                  ports: ServiceProc | None = None) -> ServiceProc:
+                  ports: ServiceProc | None = None, instance: str = "") -> ServiceProc:
+    """Start service ``name`` as a process; ``instance`` names a further replica ("matching-2")."""
+    key = instance or name
     logdir = Path(state.home) / "logs"
     proc = ServiceProc(pid=0, grpc_port=ports.grpc_port if ports else free_port(),
                        metrics_port=ports.metrics_port if ports else free_port(),
-                       log=str(logdir / f"{name}.log"))
+                       log=str(logdir / f"{key}.log"))
     proc.pid = _spawn([sys.executable, "-m", f"sigverify_{name}"], Path(proc.log),
                       service_env(state, name, proc, extra_env))
-    state.services[name] = proc
+    state.services[key] = proc
     return proc
 
 
-def wait_healthy(state: StackState, names: tuple[str, ...], timeout: float = 120) -> None:
+def wait_healthy(state: StackState, names: Sequence[str], timeout: float = 120) -> None:
     end = time.monotonic() + timeout
     pending = list(names)
     while pending:

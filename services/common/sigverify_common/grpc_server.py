@@ -104,6 +104,10 @@ class HealthMonitor:
         self._bootstrap = bootstrap
         self._interval = interval
         self.serving = False
+        # Every name answers NOT_SERVING (not NOT_FOUND) until the first check has run.
+        for name in self._services:
+            servicer._server_status.setdefault(  # noqa: SLF001
+                name, health_pb2.HealthCheckResponse.NOT_SERVING)
 
     async def _check_db(self) -> bool:
         try:
