@@ -50,16 +50,22 @@ class DedupeHandler:
             return 0
         # Lock the voters touched, in a stable order, so replicas never interleave on one voter.
         voters = sorted({(m.petition_id, m.voter_id) for m in new if m.voter_id})
-        for petition_id, voter_id in voters:
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-                               f"{petition_id}\x1f{voter_id}")
-        await conn.executemany(
+        # One statement takes the locks, in sorted order (the subquery fixes the order).
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) "
+            "FROM (SELECT k FROM unnest($1::text[]) AS k ORDER BY k) AS keys",
+            [f"{p}\x1f{v}" for p, v in voters])
+        await conn.execute(
             "INSERT INTO dedupe.signatures (signature_id, petition_id, batch_id, county, line, "
             "circulator_id, voter_id, signed_on, received_seq, match_reason, score, status, "
-            "reason, revision) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, '', '', 0)",
-            [(uuid.UUID(m.signature_id), m.petition_id, uuid.UUID(m.batch_id), m.county, m.line,
-              m.circulator_id, m.voter_id, parse_date_text(m.signed_on), m.received_seq,
-              reason_from_pb(m.reason).value, m.score) for m in new],
+            "reason, revision) SELECT *, '', '', 0 FROM unnest($1::uuid[], $2::text[], "
+            "$3::uuid[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::date[], "
+            "$9::bigint[], $10::text[], $11::float8[])",
+            [uuid.UUID(m.signature_id) for m in new], [m.petition_id for m in new],
+            [uuid.UUID(m.batch_id) for m in new], [m.county for m in new],
+            [m.line for m in new], [m.circulator_id for m in new], [m.voter_id for m in new],
+            [parse_date_text(m.signed_on) for m in new], [m.received_seq for m in new],
+            [reason_from_pb(m.reason).value for m in new], [m.score for m in new],
         )
         touched: list[asyncpg.Record] = []
         if voters:

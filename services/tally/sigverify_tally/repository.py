@@ -40,17 +40,20 @@ async def apply_results(conn: Conn, rows: Sequence[ResultRow]) -> None:
     for r in rows:
         if r.signature_id not in latest or latest[r.signature_id].revision < r.revision:
             latest[r.signature_id] = r
-    await conn.executemany(
+    rows = list(latest.values())
+    await conn.execute(
         "INSERT INTO tally.results (signature_id, petition_id, batch_id, county, line, "
         "circulator_id, status, reason, voter_id, score, revision) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) "
+        "SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::bigint[], "
+        "$6::text[], $7::text[], $8::text[], $9::text[], $10::float8[], $11::bigint[]) "
         "ON CONFLICT (signature_id) DO UPDATE SET status = EXCLUDED.status, "
         "reason = EXCLUDED.reason, voter_id = EXCLUDED.voter_id, score = EXCLUDED.score, "
         "revision = EXCLUDED.revision, updated_at = now() "
         "WHERE tally.results.revision < EXCLUDED.revision",
-        [(r.signature_id, r.petition_id, r.batch_id, r.county, r.line, r.circulator_id,
-          r.status.value, r.reason.value, r.voter_id, r.score, r.revision)
-         for r in latest.values()],
+        [r.signature_id for r in rows], [r.petition_id for r in rows], [r.batch_id for r in rows],
+        [r.county for r in rows], [r.line for r in rows], [r.circulator_id for r in rows],
+        [r.status.value for r in rows], [r.reason.value for r in rows],
+        [r.voter_id for r in rows], [r.score for r in rows], [r.revision for r in rows],
     )
 
 
