@@ -14,8 +14,9 @@ question of eligibility that ``decide`` asks separately.
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from functools import lru_cache
@@ -358,6 +359,97 @@ def prepare_signature(s: SignatureInput) -> PreparedSignature:
 
 
 # ---------------------------------------------------------------------------------------
+# What the roll itself says about names and streets
+# ---------------------------------------------------------------------------------------
+
+# A spelling that this many voters per million have (and at least one) is a real name, not a
+# slip of the pen (a statewide roll has its own typos, so one occurrence is not enough there).
+KNOWN_PER_MILLION = 0.5
+
+
+@dataclass(slots=True)
+class RollStats:
+    """Frequencies from the roll itself, for two Fellegi-Sunter questions:
+
+    - is a written spelling a real name (street) or a slip of the pen? "AAMNDA" is in no
+      voter's name, so one edit from AMANDA is a typo and agrees; "JOAN" is a name many voters
+      have, so one edit from JOHN is another person;
+    - how many people would share this name by chance? ``namesakes`` estimates it from the
+      frequency of the first and last name (and the middle name, when both sides agree on
+      it): a rare name is evidence of identity, a common one is not.
+    """
+
+    voters: int = 0
+    given: dict[str, int] = field(default_factory=dict)  # first and full middle names
+    last: dict[str, int] = field(default_factory=dict)
+    initials: dict[str, int] = field(default_factory=dict)  # first letters of middle names
+    streets: set[str] = field(default_factory=set)  # "COUNTY|STREETNAME"
+    # voters per nickname key (first_name_keys): how many a nickname could be ("PAT": every
+    # PATRICIA, PATRICK, PATSY ...); filled by ``finish``
+    given_keys: dict[str, int] = field(default_factory=dict)
+    known_min: int = 1  # see KNOWN_PER_MILLION; set by ``finish``
+
+    def add(self, v: PreparedVoter) -> None:
+        n = v.name
+        self.voters += 1
+        given = self.given
+        if n.first:
+            given[n.first] = given.get(n.first, 0) + 1
+        if len(n.middle) > 1:
+            given[n.middle] = given.get(n.middle, 0) + 1
+        if n.middle:
+            self.initials[n.middle[0]] = self.initials.get(n.middle[0], 0) + 1
+        if n.last:
+            self.last[n.last] = self.last.get(n.last, 0) + 1
+        if v.address.name:
+            self.streets.add(f"{v.county}|{v.address.name}")
+
+    def finish(self) -> RollStats:
+        """Derive the nickname-key counts once every voter is added."""
+        keys: dict[str, int] = {}
+        for name, k in self.given.items():
+            for key in first_name_keys(name):
+                keys[key] = keys.get(key, 0) + k
+        self.given_keys = keys
+        self.known_min = max(1, math.ceil(self.voters * KNOWN_PER_MILLION / 1e6))
+        return self
+
+    @classmethod
+    def of(cls, voters: Iterable[PreparedVoter]) -> RollStats:
+        stats = cls()
+        for v in voters:
+            stats.add(v)
+        return stats.finish()
+
+    def known_given(self, name: str) -> bool:
+        return self.given.get(name, 0) >= self.known_min
+
+    def known_last(self, name: str) -> bool:
+        return self.last.get(name, 0) >= self.known_min
+
+    def known_street(self, county: str, name: str) -> bool:
+        return f"{county}|{name}" in self.streets
+
+    def namesakes(self, voter: PersonName, middle_agrees: str, written_first: str = "") -> float:
+        """Expected number of voters who would bear this name by chance (independence of
+        first, middle and last name); ``middle_agrees``: "full", "initial" or "";
+        ``written_first``: a nickname written for the voter's first name, which any voter
+        whose name it may stand for would match."""
+        n = max(1, self.voters)
+        count = self.given.get(voter.first, 1)
+        if written_first:
+            count = max(count, sum(self.given_keys.get(k, 0) for k in first_name_keys(written_first)))
+        f = count / n
+        lst = self.last.get(voter.last, 1) / n
+        est = n * f * lst
+        if middle_agrees == "full":
+            est *= self.given.get(voter.middle, 1) / n
+        elif middle_agrees == "initial":
+            est *= self.initials.get(voter.middle[:1], 1) / n
+        return est
+
+
+# ---------------------------------------------------------------------------------------
 # Field comparison and the score
 # ---------------------------------------------------------------------------------------
 
@@ -386,6 +478,20 @@ STRONG_LAST = 0.90
 ADDRESS_AGREES = 0.85  # address agreement for a MATCH
 ADDRESS_DIFFERS = 0.60  # below this an address is "clearly different"
 AMBIGUITY_MARGIN = 1.0  # two acceptable voters this close: a person decides
+# A spelling that is no name in the roll, one edit from the voter's: a slip of the pen. Worth
+# most, not all, of an agreement (a first-name typo weighs about 6 of 8).
+TYPO_FIRST = 0.88
+TYPO_LAST = 0.92
+TYPO_STREET = 0.90
+KNOWN_LAST_CAP = 0.89  # two real surnames that look alike (VELASQUEZ/VELAZQUEZ): not strong
+# Expected chance namesakes (RollStats.namesakes) below which a name alone says who someone
+# is: enough to say "registered at another address" or "in another county".
+# Odds: unregistered signers outnumber those registered elsewhere about 2.4 to 1 (DOMAIN.md,
+# Los Angeles 2022: 88,464 not registered against 32,187 + 5,374), and a unique namesake
+# is 1/expected-namesakes times likelier for someone registered; break-even near 0.4. Lean
+# to NOT_REGISTERED, the reason that claims least.
+RARE_NAME = 0.25
+DOMINANCE = 20.0  # likelihood ratio (of expected namesakes) that singles out one namesake
 
 
 def _lerp(sim: float, lo: float, hi: float, weights: tuple[float, float]) -> float:
@@ -397,8 +503,18 @@ def _lerp(sim: float, lo: float, hi: float, weights: tuple[float, float]) -> flo
     return disagree + (agree - disagree) * (sim - lo) / (hi - lo)
 
 
-def first_similarity(a: str, b: str) -> float:
-    """0..1; nicknames agree fully; an initial agrees with a name it begins (0.9)."""
+def _one_edit(a: str, b: str) -> bool:
+    """One substitution, insertion, deletion or transposition of neighbours apart."""
+    return OSA.distance(a, b, score_cutoff=1) <= 1
+
+
+def first_similarity(a: str, b: str, known: bool | None = None) -> float:
+    """0..1; nicknames agree fully; an initial agrees with a name it begins (0.9).
+
+    ``known``: ``a``, the written name, is a real given name of the roll (None: not known).
+    When it is not, one edit from ``b`` is a slip of the pen (TYPO_FIRST); when it is, "JOAN"
+    for "JOHN" is another person and only the edit similarity counts.
+    """
     if a == b:
         return 1.0
     if not a or not b:
@@ -407,30 +523,47 @@ def first_similarity(a: str, b: str) -> float:
         return 0.9 if a[0] == b[0] else 0.0
     if first_name_keys(a) & first_name_keys(b):
         return 1.0
-    return OSA.normalized_similarity(a, b)
+    sim = OSA.normalized_similarity(a, b)
+    if known is False and max(len(a), len(b)) >= 4 and _one_edit(a, b):
+        return max(sim, TYPO_FIRST)
+    return sim
 
 
-def last_similarity(a: PersonName, b: PersonName) -> float:
+def last_similarity(a: PersonName, b: PersonName, known: bool | None = None) -> float:
+    """0..1 (Jaro-Winkler). ``known``: ``a.last`` is a surname of the roll (None: not known).
+    When it is not, one edit or the same sound is a misspelling; two real surnames that
+    merely look or sound alike (CHEN, CHANEY; VELASQUEZ, VELAZQUEZ) are two families."""
     if a.last == b.last:
         return 1.0
     if not a.last or not b.last:
         return 0.0
     sim = JaroWinkler.normalized_similarity(a.last, b.last)
-    if sim < 0.93 and len(a.last) > 2 and phonetic(a.last) == phonetic(b.last):
-        sim = 0.93  # SMITH / SMYTH
+    if known is False and max(len(a.last), len(b.last)) >= 4 and _one_edit(a.last, b.last):
+        sim = max(sim, TYPO_LAST)
+    if known is True:
+        sim = min(sim, KNOWN_LAST_CAP)
+    elif sim < 0.93 and len(a.last) > 2 and phonetic(a.last) == phonetic(b.last):
+        sim = 0.93  # SMYTHE for SMITH
     if sim < 0.92 and (a.last in b.last_parts or b.last in a.last_parts):
         sim = 0.92  # GARCIA / GARCIA LOPEZ
     return sim
 
 
-def address_similarity(a: Address, b: Address) -> float:
+def address_similarity(a: Address, b: Address, known: bool | None = None) -> float:
     """0..1. Another house number is another address (0). Abbreviations are normalised
-    away; a missing directional or street type costs nothing, a contradicting one a lot."""
+    away; a missing directional or street type costs nothing, a contradicting one a lot.
+    ``known``: ``a.name`` is a street of the county (None: not known); when it is not, one
+    edit from ``b.name`` is a misspelling of it."""
     if a.house != b.house and a.house and b.house:
         return 0.0
     if not a.name or not b.name:
         return 0.0
-    sim = 1.0 if a.name == b.name else Indel.normalized_similarity(a.name, b.name)
+    if a.name == b.name:
+        sim = 1.0
+    else:
+        sim = Indel.normalized_similarity(a.name, b.name)
+        if known is False and len(b.name) >= 4 and _one_edit(a.name, b.name):
+            sim = max(sim, TYPO_STREET)
     if a.direction and b.direction and a.direction != b.direction:
         sim *= 0.5  # N MAIN and S MAIN are two streets
     if a.street_type and b.street_type and a.street_type != b.street_type:
@@ -472,6 +605,10 @@ class Comparison:
     address: float
     birth_conflict: bool
     suffix_conflict: bool
+    middle_conflict: bool = False  # two full middle names that are not one name
+    first_spelled: bool = False  # the first name as written (or misspelt), no initial
+    birth_agrees: bool = False
+    namesakes: float = 0.0  # voters expected to bear this name by chance (0: not known)
 
     @property
     def name_strong(self) -> bool:
@@ -481,9 +618,16 @@ class Comparison:
 
     @property
     def full_name_strong(self) -> bool:
-        """The same person by full name (no initials): evidence enough to say where a person
-        is registered when the address does not agree."""
-        return self.name_strong and self.first >= 0.95
+        """The same person by full name: the first name written out (a nickname will do, its
+        rarity is judged by every name it may stand for), no contradicting middle name."""
+        return self.name_strong and self.first_spelled and not self.middle_conflict
+
+    @property
+    def identified(self) -> bool:
+        """The name (with the birth date when there is one) says who this is even at another
+        address: a full-name match on a name rare enough that a chance namesake is unlikely,
+        or an agreeing birth date."""
+        return self.full_name_strong and (self.birth_agrees or self.namesakes < RARE_NAME)
 
     def candidate(self) -> ScoredCandidate:
         v = self.voter.record
@@ -491,33 +635,64 @@ class Comparison:
                                field_scores=dict(self.field_scores))
 
 
-def compare_names(sig: PersonName, voter: PersonName) -> tuple[float, float, float,
-                                                              dict[str, float], float, bool]:
-    """(weight, max weight, first sim, field scores, last sim, suffix conflict)."""
+@dataclass(slots=True)
+class _Names:
+    w: float
+    wmax: float
+    first: float
+    last: float
+    fs: dict[str, float]
+    suffix_conflict: bool
+    middle: str  # "full" / "initial" agreement, "conflict", or ""
+    spelled: bool  # first names alike as spelt (not through an initial or a nickname)
+    nickname: bool  # first names alike through a nickname
+    swapped: bool = False
+
+
+def _known(stats: RollStats | None, test: Callable[[str], bool], written: str) -> bool | None:
+    return None if stats is None else test(written)
+
+
+def compare_names(sig: PersonName, voter: PersonName, stats: RollStats | None = None) -> _Names:
     w = wmax = 0.0
+    spelled = nickname = False
     fs: dict[str, float] = {}
-    last = last_similarity(sig, voter)
+    last = last_similarity(sig, voter, _known(stats, stats.known_last, sig.last)
+                           if stats else None)
     w += _lerp(last, *LAST_RANGE, W_LAST)
     wmax += W_LAST[0]
     fs["last"] = round(100 * last, 1)
-    first = first_similarity(sig.first, voter.first)
+    first = 0.0
     if sig.first and voter.first:
+        first = first_similarity(sig.first, voter.first, _known(
+            stats, stats.known_given, sig.first) if stats else None)
         initial = (len(sig.first) == 1 or len(voter.first) == 1) and first > 0
+        spelled = not initial and (sig.first == voter.first or not (
+            first_name_keys(sig.first) & first_name_keys(voter.first)))
+        nickname = not initial and not spelled
         w += W_FIRST_INITIAL if initial else _lerp(first, *FIRST_RANGE, W_FIRST)
         wmax += W_FIRST[0]
         fs["first"] = round(100 * first, 1)
+    middle = ""
     if sig.middle and voter.middle:
         wmax += W_MIDDLE[0]
         if sig.middle == voter.middle:
             w += W_MIDDLE[0]
             fs["middle"] = 100.0
+            middle = "full" if len(sig.middle) > 1 else "initial"
         elif (len(sig.middle) == 1 or len(voter.middle) == 1) and sig.middle[0] == voter.middle[0]:
             w += W_MIDDLE_INITIAL
             fs["middle"] = 90.0
+            middle = "initial"
         else:
-            msim = first_similarity(sig.middle, voter.middle)
+            msim = first_similarity(sig.middle, voter.middle, _known(
+                stats, stats.known_given, sig.middle) if stats else None)
             w += _lerp(msim, *FIRST_RANGE, W_MIDDLE)
             fs["middle"] = round(100 * msim, 1)
+            if msim >= STRONG_FIRST:
+                middle = "full" if min(len(sig.middle), len(voter.middle)) > 1 else "initial"
+            else:
+                middle = "conflict"
     conflict = False
     if sig.suffix and voter.suffix:
         wmax += W_SUFFIX[0]
@@ -528,19 +703,38 @@ def compare_names(sig: PersonName, voter: PersonName) -> tuple[float, float, flo
         w += W_SUFFIX_ONLY_VOTER
     elif sig.suffix:
         w += W_SUFFIX_ONLY_SIGNATURE
-    return w, wmax, first, fs, last, conflict
+    return _Names(w, wmax, first, last, fs, conflict, middle, spelled, nickname)
 
 
-def compare(sig: PreparedSignature, voter: PreparedVoter) -> Comparison:
-    """Score a signature against a voter (0..100), trying the names swapped as well."""
-    w, wmax, first, fs, last, conflict = compare_names(sig.name, voter.name)
-    if sig.swapped.last != sig.name.last and (first < STRONG_FIRST or last < STRONG_LAST):
-        sw = compare_names(sig.swapped, voter.name)
-        if sw[0] - W_SWAPPED > w:
-            w, wmax, first, fs, last, conflict = sw
-            w -= W_SWAPPED
+def _swap_may_win(swapped: PersonName, voter: PersonName) -> bool:
+    """Whether reading the names swapped can make the last names agree (the swap is only
+    worth scoring then; an upper bound of ``last_similarity``)."""
+    if swapped.last == voter.last:
+        return True
+    if JaroWinkler.normalized_similarity(swapped.last, voter.last) >= STRONG_LAST:
+        return True
+    return (_one_edit(swapped.last, voter.last) or swapped.last in voter.last_parts
+            or voter.last in swapped.last_parts or phonetic(swapped.last) == phonetic(voter.last))
+
+
+def compare(sig: PreparedSignature, voter: PreparedVoter, stats: RollStats | None = None
+            ) -> Comparison:
+    """Score a signature against a voter (0..100), trying the names swapped as well.
+
+    ``stats``: the roll's name and street frequencies (``RollStats``); without them no
+    spelling is taken for a typo and every name counts as rare."""
+    nm = compare_names(sig.name, voter.name, stats)
+    if (sig.swapped.last != sig.name.last and (nm.first < STRONG_FIRST or nm.last < STRONG_LAST)
+            and _swap_may_win(sig.swapped, voter.name)):
+        sw = compare_names(sig.swapped, voter.name, stats)
+        if sw.w - W_SWAPPED > nm.w:
+            nm = sw
+            nm.w -= W_SWAPPED
+            nm.swapped = True
+    w, wmax, fs = nm.w, nm.wmax, nm.fs
     sa, va = sig.address, voter.address
-    addr = address_similarity(sa, va)
+    known_street = stats.known_street(sig.county, sa.name) if stats else None
+    addr = address_similarity(sa, va, known_street)
     w += _lerp(addr, *ADDRESS_RANGE, W_ADDRESS)
     wmax += W_ADDRESS[0]
     fs["address"] = round(100 * addr, 1)
@@ -557,8 +751,16 @@ def compare(sig: PreparedSignature, voter: PreparedVoter) -> Comparison:
         w += W_BIRTH[0] if bsim == 1.0 else W_BIRTH[1]
         fs["birth_date"] = 100 * bsim
     score = round(100 * min(1.0, max(0.0, w / wmax)), 2)
-    return Comparison(voter=voter, score=score, field_scores=fs, first=first, last=last,
-                      address=addr, birth_conflict=bsim == 0.0, suffix_conflict=conflict)
+    namesakes = 0.0
+    if stats is not None:
+        written = (sig.swapped if nm.swapped else sig.name).first if nm.nickname else ""
+        namesakes = stats.namesakes(voter.name, nm.middle if nm.middle != "conflict" else "",
+                                    written)
+    return Comparison(voter=voter, score=score, field_scores=fs, first=nm.first, last=nm.last,
+                      address=addr, birth_conflict=bsim == 0.0, suffix_conflict=nm.suffix_conflict,
+                      middle_conflict=nm.middle == "conflict", birth_agrees=bsim == 1.0,
+                      first_spelled=nm.spelled or nm.nickname,
+                      namesakes=namesakes)
 
 
 # ---------------------------------------------------------------------------------------
@@ -613,23 +815,28 @@ def decide(sig: PreparedSignature, comparisons: Sequence[Comparison], config: Ma
             return result(Decision.REVIEW, Reason.PENDING_REVIEW, best)  # Jr or Sr? twins?
         return result(Decision.MATCH, eligibility(best.voter.record, sig.input), best)
     strong = [c for c in ranked if c.name_strong]
-    strong_here = [c for c in strong if c.voter.county == county]
-    # 2. Registered, at this address, in another county; or by full name only elsewhere.
+    # 2. Registered at this very address, in another county: the address is the evidence.
     there = [c for c in strong if c.voter.county != county and c.address >= ADDRESS_AGREES
              and c.score >= config.review_threshold]
     if there:
         return result(Decision.NO_MATCH, Reason.WRONG_COUNTY, there[0])
-    # A candidate at the signer's own address worth a look beats a namesake elsewhere.
+    # 3. Registered at another address (in this county: ADDRESS_MISMATCH; elsewhere:
+    # WRONG_COUNTY), when the name says who it is: a full-name namesake whose name is rare
+    # enough (or whose birth date agrees) that a chance namesake is unlikely, and whom no
+    # other namesake rivals (another voter of that name counts unless the middle name makes
+    # this one DOMINANCE times likelier). A candidate at the signer's own address worth a
+    # look beats a namesake elsewhere.
     at_address = any(c.address >= ADDRESS_AGREES and c.score >= config.review_threshold
                      for c in ranked)
-    if (not strong_here and not crowded and not at_address and len(strong) == 1
-            and strong[0].full_name_strong):
-        return result(Decision.NO_MATCH, Reason.WRONG_COUNTY, strong[0])
-    # 3. Registered in this county at another address: only when the name is unique here.
-    if (not crowded and not at_address and len(strong_here) == 1
-            and strong_here[0].full_name_strong
-            and strong_here[0].address < ADDRESS_DIFFERS):
-        return result(Decision.NO_MATCH, Reason.ADDRESS_MISMATCH, strong_here[0])
+    full = sorted((c for c in strong if c.full_name_strong), key=lambda c: c.namesakes)
+    if not crowded and not at_address and full and full[0].identified and all(
+            o.namesakes > full[0].namesakes and o.namesakes >= DOMINANCE * full[0].namesakes
+            for o in full[1:]):
+        c = full[0]
+        if c.voter.county != county:
+            return result(Decision.NO_MATCH, Reason.WRONG_COUNTY, c)
+        if c.address < ADDRESS_DIFFERS:
+            return result(Decision.NO_MATCH, Reason.ADDRESS_MISMATCH, c)
     # 4. Close enough for a person to look at.
     for c in ranked:
         if c.score < config.review_threshold:

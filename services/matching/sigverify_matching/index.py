@@ -25,6 +25,7 @@ from sigverify_matching.domain import (
     PersonName,
     PreparedSignature,
     PreparedVoter,
+    RollStats,
     SignatureInput,
     VoterRecord,
     compare,
@@ -66,26 +67,30 @@ def _address_line(p: PreparedVoter) -> str:
 class CandidateIndex:
     """An immutable, thread-safe (read-only after ``build``) index of one roll version."""
 
-    __slots__ = ("_blocks", "_voters")
+    __slots__ = ("_blocks", "_stats", "_voters")
 
-    def __init__(self, voters: list[PreparedVoter], blocks: dict[str, list[int]]) -> None:
+    def __init__(self, voters: list[PreparedVoter], blocks: dict[str, list[int]],
+                 stats: RollStats | None = None) -> None:
         self._voters = voters
         self._blocks = blocks
+        self._stats = stats if stats is not None else RollStats.of(voters)
 
     @classmethod
     def build(cls, voters: Iterable[VoterRecord]) -> CandidateIndex:
         prepared: list[PreparedVoter] = []
         blocks: dict[str, list[int]] = {}
+        stats = RollStats()
         for i, v in enumerate(voters):
             p = prepare_voter(v)
             prepared.append(p)
+            stats.add(p)
             for key in _voter_keys(p):
                 block = blocks.get(key)
                 if block is None:
                     blocks[key] = [i]
                 else:
                     block.append(i)
-        return cls(prepared, blocks)
+        return cls(prepared, blocks, stats.finish())
 
     def __len__(self) -> int:
         return len(self._voters)
@@ -139,7 +144,8 @@ class CandidateIndex:
     def match(self, sig: SignatureInput, config: MatchConfig = _DEFAULT_CONFIG) -> MatchResult:
         prepared = prepare_signature(sig)
         voters, crowded = self.candidates(prepared)
-        return decide(prepared, [compare(prepared, v) for v in voters], config, crowded)
+        stats = self._stats
+        return decide(prepared, [compare(prepared, v, stats) for v in voters], config, crowded)
 
     def match_many(self, sigs: Sequence[SignatureInput],
                    config: MatchConfig = _DEFAULT_CONFIG) -> list[MatchResult]:
