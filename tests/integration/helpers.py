@@ -11,8 +11,15 @@ import grpc
 
 from sigverify.intake.v1 import intake_pb2, intake_pb2_grpc
 from sigverify.tally.v1 import tally_pb2, tally_pb2_grpc
-from sigverify_cli import client, stack
+from sigverify_cli import client, credentials, stack
 from sigverify_common.convert import reason_from_pb, status_from_pb
+
+
+def channel(state: stack.StackState, service: str, token: str | None = None) -> grpc.aio.Channel:
+    """A channel to one of the stack's services carrying ``token`` (default: the stack's
+    admin token; "" for none)."""
+    return credentials.open_channel(state.addr(service),
+                                    state.admin_token() if token is None else token)
 
 
 def new_petition_id() -> str:
@@ -21,7 +28,7 @@ def new_petition_id() -> str:
 
 async def create_petition(state: stack.StackState, petition_id: str, required: int = 100,
                           deadline: str = "2017-07-25") -> intake_pb2.Petition:
-    async with grpc.aio.insecure_channel(state.addr("intake")) as ch:
+    async with channel(state, "intake") as ch:
         p: intake_pb2.Petition = await intake_pb2_grpc.IntakeServiceStub(ch).CreatePetition(
             intake_pb2.CreatePetitionRequest(petition_id=petition_id, title="test",
                                              required_signatures=required, deadline=deadline),
@@ -31,12 +38,12 @@ async def create_petition(state: stack.StackState, petition_id: str, required: i
 
 async def submit(state: stack.StackState, path: Path, petition_id: str, county: str,
                  key: str = "") -> intake_pb2.BatchReceipt:
-    async with grpc.aio.insecure_channel(state.addr("intake")) as ch:
+    async with channel(state, "intake") as ch:
         return await client.submit_batch(ch, path, petition_id, county, key)
 
 
 async def tally(state: stack.StackState, petition_id: str) -> tally_pb2.Tally:
-    async with grpc.aio.insecure_channel(state.addr("tally")) as ch:
+    async with channel(state, "tally") as ch:
         return await client.get_tally(ch, petition_id)
 
 
@@ -58,7 +65,7 @@ async def results_by_batch(state: stack.StackState, petition_id: str
                            ) -> dict[tuple[str, int], tuple[str, str, str]]:
     """(batch id, line) -> (status, reason, voter id) for every verified signature."""
     out: dict[tuple[str, int], tuple[str, str, str]] = {}
-    async with grpc.aio.insecure_channel(state.addr("tally")) as ch:
+    async with channel(state, "tally") as ch:
         stub = tally_pb2_grpc.TallyServiceStub(ch)
         async for r in stub.ListResults(tally_pb2.ListResultsRequest(petition_id=petition_id),
                                         timeout=60):

@@ -12,6 +12,7 @@ import grpc
 
 from sigverify.intake.v1 import intake_pb2, intake_pb2_grpc
 from sigverify.tally.v1 import tally_pb2, tally_pb2_grpc
+from sigverify_cli import credentials
 from sigverify_cli.stack import StackState
 
 CHUNK_ROWS = 500
@@ -31,9 +32,18 @@ class Endpoints:
     matching: str
     tally: str
     database_url: str
+    #: The bearer token every call carries (see ``credentials``).
+    token: str = ""
+    tls: grpc.ChannelCredentials | None = None
+
+    def channel(self, addr: str) -> grpc.aio.Channel:
+        """A channel to one of the services, carrying the token (TLS when configured)."""
+        return credentials.open_channel(addr, self.token, self.tls)
 
     @classmethod
-    def discover(cls) -> Endpoints:
+    def discover(cls, token: str | None = None) -> Endpoints:
+        """Addresses from the environment or the local stack; the token from ``token``
+        (``--token``), else SIGVERIFY_TOKEN, else the local stack's admin token."""
         state = StackState.load(home())
         def pick(env: str, service: str) -> str:
             if os.environ.get(env):
@@ -43,7 +53,8 @@ class Endpoints:
             raise CliError(f"no address for {service}: set {env} or run 'sigverify stack up'")
         db = os.environ.get("DATABASE_URL") or (state.database_url if state else "")
         return cls(pick("INTAKE_ADDR", "intake"), pick("MATCHING_ADDR", "matching"),
-                   pick("TALLY_ADDR", "tally"), db)
+                   pick("TALLY_ADDR", "tally"), db, credentials.resolve_token(token, home()),
+                   credentials.tls_from_env())
 
 
 def read_batch(path: Path) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:

@@ -109,6 +109,11 @@ class StackState:
     def addr(self, service: str) -> str:
         return f"127.0.0.1:{self.services[service].grpc_port}"
 
+    def admin_token(self) -> str:
+        """The local admin token ``up`` wrote to ``<home>/admin-token`` (mode 0600)."""
+        from sigverify_cli.credentials import local_admin_token
+        return local_admin_token(Path(self.home))
+
     def save(self) -> None:
         path = Path(self.home) / "stack.json"
         tmp = path.with_suffix(".tmp")
@@ -187,22 +192,23 @@ def stop_embedded_postgres(data: Path) -> None:
                        check=False, capture_output=True, **_as_pg_user())  # type: ignore[call-overload]
 
 
-def ensure_database(admin_url: str, name: str) -> None:
+async def create_database(admin_url: str, name: str) -> None:
     """Create database ``name`` on the server of ``admin_url`` if it does not exist."""
-    import asyncio
-
     import asyncpg
 
-    async def go() -> None:
-        conn = await asyncpg.connect(admin_url)
-        try:
-            if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
-                with contextlib.suppress(asyncpg.DuplicateDatabaseError):
-                    await conn.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await conn.close()
+    conn = await asyncpg.connect(admin_url)
+    try:
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            with contextlib.suppress(asyncpg.DuplicateDatabaseError):
+                await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
 
-    asyncio.run(go())
+
+def ensure_database(admin_url: str, name: str) -> None:
+    import asyncio
+
+    asyncio.run(create_database(admin_url, name))
 
 
 # -- broker ----------------------------------------------------------------------------------
@@ -330,6 +336,9 @@ def up(home: Path, env: Mapping[str, str], log: Callable[[str], None],
 
         from sigverify_common.kafka import ensure_topics
         asyncio.run(ensure_topics(state.kafka_bootstrap_servers, 6))
+        # The first admin token goes straight into the database (no RPC can make it).
+        from sigverify_cli.credentials import ensure_local_admin
+        asyncio.run(ensure_local_admin(home, state.database_url))
         # intake first: the others read its tables.
         for name in SERVICES:
             log(f"starting {name}")

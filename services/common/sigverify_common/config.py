@@ -42,6 +42,21 @@ def float_var(env: Mapping[str, str], name: str, default: float) -> float:
         raise ConfigError(f"environment variable {name} must be a number, got {raw!r}") from None
 
 
+def tls_from_env(env: Mapping[str, str]) -> dict[str, str]:
+    """GRPC_TLS_CERT and GRPC_TLS_KEY (both or neither), optional GRPC_TLS_CLIENT_CA."""
+    cert, key, ca = (env.get(n, "").strip() for n in ("GRPC_TLS_CERT", "GRPC_TLS_KEY",
+                                                       "GRPC_TLS_CLIENT_CA"))
+    if bool(cert) != bool(key):
+        raise ConfigError("environment variables GRPC_TLS_CERT and GRPC_TLS_KEY go together: "
+                          f"{'GRPC_TLS_KEY' if cert else 'GRPC_TLS_CERT'} is not set")
+    if ca and not cert:
+        raise ConfigError("environment variable GRPC_TLS_CLIENT_CA needs GRPC_TLS_CERT and GRPC_TLS_KEY")
+    for name, path in (("GRPC_TLS_CERT", cert), ("GRPC_TLS_KEY", key), ("GRPC_TLS_CLIENT_CA", ca)):
+        if path and not os.path.isfile(path):
+            raise ConfigError(f"environment variable {name}: no such file {path!r}")
+    return {"tls_cert": cert, "tls_key": key, "tls_client_ca": ca}
+
+
 @dataclass(frozen=True, slots=True)
 class ServiceConfig:
     """What every service needs: its database, the broker, its ports."""
@@ -62,6 +77,13 @@ class ServiceConfig:
     shutdown_grace_seconds: float = 5.0
     topic_partitions: int = 6
     topic_replication: int = 1
+    #: TLS: PEM file paths. Certificate and key together turn TLS on; a client CA on top
+    #: makes it mutual (clients must present a certificate signed by it).
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
+    #: How long a service remembers what a bearer token resolves to (revocation delay).
+    auth_cache_seconds: float = 30.0
 
     @classmethod
     def base_from_env(cls, env: Mapping[str, str] | None = None) -> dict[str, object]:
@@ -75,6 +97,8 @@ class ServiceConfig:
             "shutdown_grace_seconds": float_var(e, "SHUTDOWN_GRACE_SECONDS", 5.0),
             "topic_partitions": int_var(e, "TOPIC_PARTITIONS", 6),
             "topic_replication": int_var(e, "TOPIC_REPLICATION", 1),
+            **tls_from_env(e),
+            "auth_cache_seconds": float_var(e, "AUTH_CACHE_SECONDS", 30.0),
         }
 
     @classmethod

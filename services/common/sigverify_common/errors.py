@@ -6,6 +6,8 @@
     ├── NotFound                the named entity does not exist             NOT_FOUND
     ├── AlreadyExists           creating something that exists differently  ALREADY_EXISTS
     ├── FailedPrecondition      the system is not in a state to do this     FAILED_PRECONDITION
+    ├── Unauthenticated         no valid bearer token                       UNAUTHENTICATED
+    ├── PermissionDenied        the token's role or county does not allow it PERMISSION_DENIED
     └── Unavailable             a dependency (Postgres, Kafka) is down      UNAVAILABLE, retriable
 
 Each class declares its gRPC status code by name (so this module imports no grpc) and
@@ -41,6 +43,14 @@ class AlreadyExists(SigVerifyError):
 
 class FailedPrecondition(SigVerifyError):
     grpc_status = "FAILED_PRECONDITION"
+
+
+class Unauthenticated(SigVerifyError):
+    grpc_status = "UNAUTHENTICATED"
+
+
+class PermissionDenied(SigVerifyError):
+    grpc_status = "PERMISSION_DENIED"
 
 
 class Unavailable(SigVerifyError):

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -44,10 +45,11 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             "request_deserializer": handler.request_deserializer,
             "response_serializer": handler.response_serializer,
         }
-        if handler.unary_unary:
-            fn = handler.unary_unary
+        if handler.unary_unary or handler.stream_unary:
+            # Both take (request or request iterator, context) and return one response.
+            fn = handler.unary_unary or handler.stream_unary
 
-            async def unary(request: Any, context: Context) -> Any:
+            async def single_response(request: Any, context: Context) -> Any:
                 start = time.perf_counter()
                 try:
                     return await fn(request, context)
@@ -56,20 +58,9 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                 finally:
                     metrics.RPC_LATENCY.labels(method).observe(time.perf_counter() - start)
 
-            return grpc.unary_unary_rpc_method_handler(unary, **ser)
-        if handler.stream_unary:
-            sfn = handler.stream_unary
-
-            async def stream_unary(requests: Any, context: Context) -> Any:
-                start = time.perf_counter()
-                try:
-                    return await sfn(requests, context)
-                except SigVerifyError as exc:
-                    await context.abort(_status(exc), str(exc))
-                finally:
-                    metrics.RPC_LATENCY.labels(method).observe(time.perf_counter() - start)
-
-            return grpc.stream_unary_rpc_method_handler(stream_unary, **ser)
+            make = (grpc.unary_unary_rpc_method_handler if handler.unary_unary
+                    else grpc.stream_unary_rpc_method_handler)
+            return make(single_response, **ser)
         if handler.unary_stream:
             ufn = handler.unary_stream
 
@@ -106,7 +97,7 @@ class HealthMonitor:
         self.serving = False
         # Every name answers NOT_SERVING (not NOT_FOUND) until the first check has run.
         for name in self._services:
-            servicer._server_status.setdefault(  # noqa: SLF001
+            servicer._server_status.setdefault(
                 name, health_pb2.HealthCheckResponse.NOT_SERVING)
 
     async def _check_db(self) -> bool:
@@ -150,10 +141,20 @@ class HealthMonitor:
             await client.close()
 
 
-def build_server(port: int) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
-    """A server with the error interceptor and health (every service starts NOT_SERVING)."""
+def server_credentials(cert: str, key: str, client_ca: str = "") -> grpc.ServerCredentials:
+    """TLS from PEM files; with ``client_ca``, mutual TLS (a client certificate is required)."""
+    ca = Path(client_ca).read_bytes() if client_ca else None
+    return grpc.ssl_server_credentials([(Path(key).read_bytes(), Path(cert).read_bytes())],
+                                       root_certificates=ca, require_client_auth=ca is not None)
+
+
+def build_server(port: int, interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+                 credentials: grpc.ServerCredentials | None = None,
+                 ) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
+    """A server with the error interceptor (outermost, then ``interceptors``, e.g. auth) and
+    health (every service starts NOT_SERVING); TLS when ``credentials`` are given."""
     server = grpc.aio.server(
-        interceptors=[ErrorInterceptor()],
+        interceptors=[ErrorInterceptor(), *interceptors],
         options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)],
     )
     servicer = health.aio.HealthServicer()
@@ -163,7 +164,8 @@ def build_server(port: int) -> tuple[grpc.aio.Server, health.aio.HealthServicer,
     initial = servicer._server_status
     initial[""] = health_pb2.HealthCheckResponse.NOT_SERVING
     initial[LIVENESS] = health_pb2.HealthCheckResponse.SERVING
-    bound = server.add_insecure_port(f"0.0.0.0:{port}")
+    bound = (server.add_secure_port(f"0.0.0.0:{port}", credentials) if credentials is not None
+             else server.add_insecure_port(f"0.0.0.0:{port}"))
     return server, servicer, bound
 
 

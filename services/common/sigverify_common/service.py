@@ -20,9 +20,16 @@ import asyncpg
 import grpc
 from aiokafka import AIOKafkaProducer
 
-from sigverify_common import db, kafka, logs, metrics
+from sigverify_common import audit, db, kafka, logs, metrics, tokens
+from sigverify_common.auth import AuthInterceptor
 from sigverify_common.config import ServiceConfig
-from sigverify_common.grpc_server import HealthMonitor, build_server, enable_reflection
+from sigverify_common.grpc_server import (
+    HealthMonitor,
+    build_server,
+    enable_reflection,
+    server_credentials,
+)
+from sigverify_common.tokens import TokenCache
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +46,8 @@ class Runtime:
     producer: AIOKafkaProducer | None = None
     outbox: kafka.OutboxPublisher | None = None
     loops: list[Loop] = field(default_factory=list)
+    #: The server's auth interceptor (its token cache is what a revocation must clear).
+    auth: AuthInterceptor | None = None
 
 
 @dataclass(frozen=True)
@@ -82,6 +91,9 @@ async def run_service(spec: ServiceSpec, config: ServiceConfig) -> None:
         pool = await _connect(config.database_url, stop)
         stack.push_async_callback(pool.close)
         await db.migrate(pool, spec.schema, spec.migrations_package)
+        # Shared by every service: tokens (read by all) and the audit log (appended by all).
+        await db.migrate(pool, tokens.SCHEMA, tokens.MIGRATIONS)
+        await db.migrate(pool, audit.SCHEMA, audit.MIGRATIONS)
         await kafka.ensure_topics(config.kafka_bootstrap_servers, config.topic_partitions,
                                  config.topic_replication)
         rt = Runtime(config=config, pool=pool, stop=stop)
@@ -99,12 +111,16 @@ async def run_service(spec: ServiceSpec, config: ServiceConfig) -> None:
                     log.warning("%s was empty: re-published %d unfinished event(s) from the "
                                 "database", spec.output_topic, redriven)
 
-        server, health_servicer, port = build_server(config.grpc_port)
+        rt.auth = AuthInterceptor(pool, spec.name, TokenCache(pool, config.auth_cache_seconds))
+        tls = (server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca)
+               if config.tls_cert else None)
+        server, health_servicer, port = build_server(config.grpc_port, [rt.auth], tls)
         names = await spec.setup(rt, server)
         enable_reflection(server, names)
         monitor = HealthMonitor(health_servicer, names, pool, config.kafka_bootstrap_servers)
         await server.start()
-        log.info("%s serving gRPC on port %d", spec.name, port)
+        log.info("%s serving gRPC on port %d (%s)", spec.name, port,
+                 "insecure" if tls is None else "mutual TLS" if config.tls_client_ca else "TLS")
 
         try:
             async with asyncio.TaskGroup() as tg:

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from sigverify.common.v1 import common_pb2
 from sigverify.events.v1 import events_pb2
 from sigverify.intake.v1 import intake_pb2
-from sigverify_common.convert import date_text, source_to_pb
+from sigverify_common.convert import date_text, policy_to_pb, source_to_pb
 from sigverify_common.topics import SIGNATURE_RECEIVED
 from sigverify_intake.domain import Signature, Validated
-from sigverify_intake.repository import PetitionRow, Receipt
+from sigverify_intake.repository import PetitionRow, Receipt, signature_of
 
 
 def receipt_to_pb(r: Receipt) -> intake_pb2.BatchReceipt:
@@ -30,6 +31,7 @@ def petition_to_pb(p: PetitionRow) -> intake_pb2.Petition:
     return intake_pb2.Petition(
         petition_id=p.petition_id, title=p.title, required_signatures=p.required_signatures,
         deadline=p.deadline.isoformat(), created_at=p.created_at.isoformat(),
+        duplicate_policy=policy_to_pb(p.duplicate_policy), accept_online=p.accept_online,
     )
 
 
@@ -47,6 +49,12 @@ def received_event(sid: uuid.UUID, batch_id: uuid.UUID, petition_id: str, county
         ),
     )
     return SIGNATURE_RECEIVED.name, str(sid).encode(), SIGNATURE_RECEIVED.encode(event)
+
+
+def received_event_of_row(r: Mapping[str, Any]) -> tuple[str, bytes, bytes]:
+    """The SignatureReceived outbox row of a stored ``intake.signatures`` row."""
+    return received_event(r["signature_id"], r["batch_id"], r["petition_id"], r["county"],
+                          r["received_seq"], signature_of(r))
 
 
 def signature_events(

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import Any
 
 import asyncpg
 
-from sigverify_common import kafka
+from sigverify_common import audit, kafka
 from sigverify_common.db import Conn, table_exists
 from sigverify_common.errors import AlreadyExists, FailedPrecondition, NotFound
-from sigverify_common.vocab import Source
+from sigverify_common.vocab import DuplicatePolicy, Source
 from sigverify_intake.domain import RowError, Signature, Validated
 
 SCHEMA = "intake"
@@ -26,6 +27,8 @@ class PetitionRow:
     required_signatures: int
     deadline: date
     created_at: datetime
+    duplicate_policy: DuplicatePolicy = DuplicatePolicy.KEEP_FIRST
+    accept_online: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,22 +48,31 @@ class Receipt:
 
 def _petition(r: asyncpg.Record) -> PetitionRow:
     return PetitionRow(r["petition_id"], r["title"], r["required_signatures"], r["deadline"],
-                       r["created_at"])
+                       r["created_at"], DuplicatePolicy(r["duplicate_policy"]), r["accept_online"])
 
 
 async def create_petition(pool: asyncpg.Pool, petition_id: str, title: str, required: int,
-                          deadline: date) -> PetitionRow:
+                          deadline: date, actor: str = "system:intake",
+                          policy: DuplicatePolicy = DuplicatePolicy.KEEP_FIRST,
+                          accept_online: bool = False) -> PetitionRow:
     """Create a petition; creating the same one again returns it, a different one is refused."""
-    async with pool.acquire() as conn:
+    async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
-            "INSERT INTO intake.petitions (petition_id, title, required_signatures, deadline) "
-            "VALUES ($1, $2, $3, $4) ON CONFLICT (petition_id) DO NOTHING RETURNING *",
-            petition_id, title, required, deadline,
+            "INSERT INTO intake.petitions (petition_id, title, required_signatures, deadline, "
+            "duplicate_policy, accept_online) VALUES ($1, $2, $3, $4, $5, $6) "
+            "ON CONFLICT (petition_id) DO NOTHING RETURNING *",
+            petition_id, title, required, deadline, policy.value, accept_online,
         )
         if row is not None:
+            await audit.record(conn, actor, "petition.created", petition_id,
+                               {"title": title, "required_signatures": required,
+                                "deadline": deadline.isoformat(), "duplicate_policy": policy.value,
+                                "accept_online": accept_online})
             return _petition(row)
         existing = await get_petition(pool, petition_id)
-        if (existing.title, existing.required_signatures, existing.deadline) != (title, required, deadline):
+        wanted = (title, required, deadline, policy, accept_online)
+        if (existing.title, existing.required_signatures, existing.deadline,
+                existing.duplicate_policy, existing.accept_online) != wanted:
             raise AlreadyExists(f"petition {petition_id!r} exists with other settings")
         return existing
 
@@ -118,6 +130,7 @@ async def store_batch(
     digest: str,
     validated: Validated,
     encode_events: EventEncoder,
+    actor: str = "system:intake",
 ) -> Receipt:
     """Store the batch, its signatures and their events in one transaction.
 
@@ -165,6 +178,11 @@ async def store_batch(
                 events = encode_events(batch_id, petition_id, county, ids, validated, seq_of)
                 await kafka.enqueue(conn, SCHEMA, events)
                 assert batch is not None
+                await audit.record(conn, actor, "batch.received", str(batch_id), {
+                    "petition_id": petition_id, "county": county,
+                    "rows_received": validated.rows_received,
+                    "signatures_accepted": len(validated.signatures),
+                    "incomplete": validated.incomplete, "rows_rejected": len(validated.rejected)})
                 return _receipt(batch, resubmission=False)
         except asyncpg.UniqueViolationError:
             # A concurrent submission of the same batch won: answer with its receipt.
@@ -185,15 +203,10 @@ async def unfinished(pool: asyncpg.Pool, limit: int, after_seq: int) -> list[asy
         "ORDER BY received_seq LIMIT $2", after_seq, limit)
 
 
-def signature_of(r: asyncpg.Record) -> Signature:
+def signature_of(r: Mapping[str, Any]) -> Signature:
     return Signature(
         line=r["line"], first_name=r["first_name"], middle_name=r["middle_name"],
         last_name=r["last_name"], street=r["street"], unit=r["unit"], city=r["city"],
         zip=r["zip"], signed_on=r["signed_on"], birth_date=r["birth_date"],
         circulator_id=r["circulator_id"], source=Source(r["source"]), incomplete=r["incomplete"],
     )
-
-
-async def enqueue_rows(pool: asyncpg.Pool, rows: Sequence[tuple[str, bytes, bytes]]) -> None:
-    async with pool.acquire() as conn, conn.transaction():
-        await kafka.enqueue(conn, SCHEMA, rows)

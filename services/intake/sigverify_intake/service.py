@@ -11,8 +11,8 @@ import asyncpg
 import grpc
 
 from sigverify.intake.v1 import intake_pb2, intake_pb2_grpc
-from sigverify_common import kafka
-from sigverify_common.convert import parse_uuid
+from sigverify_common import auth, kafka
+from sigverify_common.convert import parse_uuid, policy_from_pb
 from sigverify_common.errors import InvalidArgument
 from sigverify_common.vocab import canonical_county
 from sigverify_intake import convert, domain, repository
@@ -36,6 +36,8 @@ class IntakeService(intake_pb2_grpc.IntakeServiceServicer):
                 if header is not None:
                     raise InvalidArgument("a batch has exactly one header")
                 header = part.header
+                # Refuse another county's batch at its header, before reading its rows.
+                auth.require_county(header.county, "submit a batch for")
             elif header is None:
                 raise InvalidArgument("the first message of a batch must be its header")
             else:
@@ -55,6 +57,7 @@ class IntakeService(intake_pb2_grpc.IntakeServiceServicer):
             self._pool, petition_id=petition_id, county=county,
             client_key=header.client_batch_key.strip(), filename=header.filename,
             digest=digest, validated=validated, encode_events=convert.signature_events,
+            actor=auth.actor("system:intake"),
         )
         if self._outbox is not None and not receipt.resubmission:
             self._outbox.wake.set()
@@ -69,7 +72,9 @@ class IntakeService(intake_pb2_grpc.IntakeServiceServicer):
         self, request: intake_pb2.GetBatchRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> intake_pb2.BatchReceipt:
         batch_id = parse_uuid(request.batch_id, "batch_id")
-        return convert.receipt_to_pb(await repository.get_batch(self._pool, batch_id))
+        receipt = await repository.get_batch(self._pool, batch_id)
+        auth.require_county(receipt.county, "read a batch of")
+        return convert.receipt_to_pb(receipt)
 
     async def CreatePetition(
         self, request: intake_pb2.CreatePetitionRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -84,7 +89,9 @@ class IntakeService(intake_pb2_grpc.IntakeServiceServicer):
         except ValueError:
             raise InvalidArgument(f"deadline {request.deadline!r} is not an ISO date") from None
         row = await repository.create_petition(
-            self._pool, pid, request.title.strip() or pid, request.required_signatures, deadline
+            self._pool, pid, request.title.strip() or pid, request.required_signatures, deadline,
+            actor=auth.actor("system:intake"), policy=policy_from_pb(request.duplicate_policy),
+            accept_online=request.accept_online,
         )
         return convert.petition_to_pb(row)
 

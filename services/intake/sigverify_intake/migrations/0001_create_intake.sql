@@ -46,10 +46,3 @@ CREATE TABLE IF NOT EXISTS intake.signatures (
     UNIQUE (batch_id, line)
 );
 CREATE INDEX IF NOT EXISTS signatures_petition ON intake.signatures (petition_id, county);
-
-CREATE TABLE IF NOT EXISTS intake.outbox (
-    id     bigserial PRIMARY KEY,
-    topic  text NOT NULL,
-    key    bytea NOT NULL,
-    value  bytea NOT NULL
-);

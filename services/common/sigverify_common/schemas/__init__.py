@@ -1,0 +1,1 @@
+"""SQL migrations of the schemas every service shares (applied by each at start)."""

@@ -1,0 +1,1 @@
+"""The ``access`` schema: bearer tokens (hashes only)."""

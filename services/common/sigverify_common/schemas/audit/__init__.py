@@ -1,0 +1,1 @@
+"""The ``audit`` schema: the append-only, hash-chained audit log."""

@@ -1,0 +1,172 @@
+"""Roles, the per-RPC policy, tokens and the audit hash chain: the pure parts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from sigverify_cli.credentials import resolve_token
+from sigverify_cli.main import parser
+from sigverify_common import access, audit
+from sigverify_common.access import Identity, Role
+from sigverify_common.config import ServiceConfig
+from sigverify_common.errors import ConfigError
+
+INTAKE, TALLY, MATCHING = access.INTAKE, access.TALLY, access.MATCHING
+
+
+def m(service: str, method: str) -> str:
+    return f"/{service}/{method}"
+
+
+@pytest.mark.parametrize(("method", "roles"), [
+    (m(INTAKE, "SubmitBatch"), {Role.CLERK, Role.ADMIN}),
+    (m(INTAKE, "GetBatch"), {Role.CLERK, Role.OPS, Role.ADMIN}),
+    (m(INTAKE, "GetPetition"), {Role.CLERK, Role.OPS, Role.REVIEWER, Role.ADMIN}),
+    (m(INTAKE, "CreatePetition"), {Role.ADMIN}),
+    (m(TALLY, "GetTally"), {Role.OPS, Role.REVIEWER, Role.ADMIN}),
+    (m(TALLY, "WatchTally"), {Role.OPS, Role.ADMIN}),
+    (m(TALLY, "ListResults"), {Role.OPS, Role.ADMIN}),
+    (m(TALLY, "GetResult"), {Role.OPS, Role.REVIEWER, Role.ADMIN}),
+    (m(MATCHING, "ExplainSignature"), {Role.REVIEWER, Role.ADMIN}),
+    (m(MATCHING, "MatchSignature"), {Role.REVIEWER, Role.ADMIN}),
+    (m(access.REVIEW, "ResolveItem"), {Role.REVIEWER, Role.ADMIN}),
+    (m(access.ACCESS, "CreateToken"), {Role.ADMIN}),
+    (m("sigverify.future.v1.NewService", "DoThing"), {Role.ADMIN}),  # deny by default
+])
+def test_policy_table(method: str, roles: set[Role]) -> None:
+    assert {r for r in Role if access.permits(method, r)} == roles
+
+
+def test_health_and_reflection_are_open_to_everyone() -> None:
+    for method in ("/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch",
+                   "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"):
+        assert access.is_open(method)
+    assert not access.is_open(m(INTAKE, "GetPetition"))
+
+
+def test_a_clerk_is_held_to_their_county() -> None:
+    kern = Identity("tk_1", Role.CLERK, "Kern")
+    assert access.county_refusal(kern, "kern", "submit a batch for") is None
+    refusal = access.county_refusal(kern, "Alameda", "submit a batch for")
+    assert refusal is not None and "Kern" in refusal and "Alameda" in refusal
+    assert access.county_refusal(Identity("tk_2", Role.OPS), "Alameda", "read") is None
+    assert access.county_refusal(None, "Alameda", "read") is None
+    assert access.COUNTY_SCOPED <= {k for k, v in access.POLICY.items() if Role.CLERK in v}
+
+
+def test_grants_need_a_county_for_clerks_only() -> None:
+    assert access.check_grant(Role.CLERK, " los  angeles ") == "Los Angeles"
+    assert access.check_grant(Role.OPS, "") == ""
+    with pytest.raises(ValueError, match="needs a county"):
+        access.check_grant(Role.CLERK, " ")
+    with pytest.raises(ValueError, match="takes no county"):
+        access.check_grant(Role.ADMIN, "Kern")
+
+
+def test_tokens_are_random_prefixed_and_stored_as_sha256() -> None:
+    a, b = access.new_token(), access.new_token()
+    assert a != b and a.startswith("sv_") and len(a) > 40
+    h = access.token_hash(a)
+    assert len(h) == 64 and a not in h and h == access.token_hash(a)
+
+
+def test_bearer_metadata() -> None:
+    assert access.bearer([("authorization", "Bearer sv_x")]) == "sv_x"
+    assert access.bearer([("x-other", "1"), ("Authorization", b"bearer  sv_y ")]) == "sv_y"
+    assert access.bearer([("authorization", "Basic abc")]) is None
+    assert access.bearer([("authorization", "Bearer ")]) is None
+    assert access.bearer([]) is None
+
+
+def _chain(n: int) -> list[audit.Entry]:
+    out: list[audit.Entry] = []
+    prev = audit.GENESIS
+    at = datetime(2017, 5, 1, 12, 0, tzinfo=UTC)
+    for i in range(1, n + 1):
+        detail = {"county": "Kern", "rows": i, "ratio": 0.5, "nested": {"b": [1, 2], "a": None}}
+        t = at + timedelta(seconds=i, microseconds=i)
+        h = audit.entry_hash(prev, i, t, "tk_1", "batch.received", f"b{i}", detail)
+        out.append(audit.Entry(i, t, "tk_1", "batch.received", f"b{i}", detail, prev, h))
+        prev = h
+    return out
+
+
+def test_an_intact_chain_verifies() -> None:
+    chain = _chain(5)
+    r = audit.walk(chain)
+    assert r.ok and r.entries == 5 and r.head_hash == chain[-1].hash
+    assert audit.walk([]).ok
+    # Pages continue where the last one ended.
+    first = audit.walk(chain[:2])
+    assert audit.walk(chain[2:], first.head_hash, first.entries) == r
+
+
+def test_the_hash_does_not_depend_on_key_order_or_timezone() -> None:
+    at = datetime(2017, 5, 1, 12, 0, tzinfo=UTC)
+    pacific = at.astimezone(ZoneInfo("America/Los_Angeles"))
+    assert (audit.entry_hash(audit.GENESIS, 1, at, "a", "x", "s", {"a": 1, "b": 2})
+            == audit.entry_hash(audit.GENESIS, 1, pacific, "a", "x", "s", {"b": 2, "a": 1}))
+    # Floats are kept as text, so they survive jsonb exactly.
+    assert audit.canonical(1, at, "a", "x", "s", {"f": 1e20}).endswith('"f":"1e+20"},"id":1,'
+                                                                       '"subject":"s"}')
+
+
+@pytest.mark.parametrize("tamper", ["detail", "actor", "removed", "swapped", "rehashed"])
+def test_tampering_is_found_at_the_first_broken_entry(tamper: str) -> None:
+    chain = _chain(6)
+    e = chain[2]
+    if tamper == "detail":
+        chain[2] = audit.Entry(e.id, e.at, e.actor, e.action, e.subject, {**e.detail, "rows": 999},
+                               e.prev_hash, e.hash)
+    elif tamper == "actor":
+        chain[2] = audit.Entry(e.id, e.at, "tk_admin", e.action, e.subject, e.detail, e.prev_hash,
+                               e.hash)
+    elif tamper == "removed":
+        del chain[2]
+    elif tamper == "swapped":
+        chain[2], chain[3] = chain[3], chain[2]
+    else:  # content changed and its own hash recomputed: the next link breaks
+        new_hash = audit.entry_hash(e.prev_hash, e.id, e.at, e.actor, e.action, e.subject, {})
+        chain[2] = audit.Entry(e.id, e.at, e.actor, e.action, e.subject, {}, e.prev_hash, new_hash)
+    r = audit.walk(chain)
+    assert not r.ok and r.entries == (3 if tamper == "rehashed" else 2)
+    assert r.first_broken_id == {"detail": 3, "actor": 3}.get(tamper, 4)
+    assert ("altered" if tamper in ("detail", "actor") else "prev_hash") in r.problem
+
+
+def test_tls_configuration_goes_together(tmp_path: Path) -> None:
+    env = {"DATABASE_URL": "postgresql://x/y", "KAFKA_BOOTSTRAP_SERVERS": "k:9092",
+           "GRPC_PORT": "50051", "METRICS_PORT": "9101"}
+    c = ServiceConfig.from_env(env)
+    assert (c.tls_cert, c.auth_cache_seconds) == ("", 30.0)
+    pem = tmp_path / "x.pem"
+    pem.write_text("x")
+    with pytest.raises(ConfigError, match="GRPC_TLS_KEY"):
+        ServiceConfig.from_env({**env, "GRPC_TLS_CERT": str(pem)})
+    with pytest.raises(ConfigError, match="GRPC_TLS_CLIENT_CA"):
+        ServiceConfig.from_env({**env, "GRPC_TLS_CLIENT_CA": str(pem)})
+    with pytest.raises(ConfigError, match="no such file"):
+        ServiceConfig.from_env({**env, "GRPC_TLS_CERT": str(pem), "GRPC_TLS_KEY": "/nope"})
+    c = ServiceConfig.from_env({**env, "GRPC_TLS_CERT": str(pem), "GRPC_TLS_KEY": str(pem),
+                                "AUTH_CACHE_SECONDS": "2"})
+    assert (c.tls_key, c.auth_cache_seconds) == (str(pem), 2.0)
+
+
+def test_the_cli_takes_its_token_from_the_flag_the_environment_or_the_local_stack(
+        tmp_path: Path) -> None:
+    for argv in (["--token", "T", "tally", "--petition", "p"],
+                 ["tally", "--petition", "p", "--token", "T"],
+                 ["token", "create", "--role", "ops", "--token", "T"],
+                 ["submit", "a.csv", "--token", "T", "--petition", "p", "--county", "Kern"]):
+        args = parser().parse_args(argv)
+        assert args.token == "T", argv
+    assert getattr(parser().parse_args(["tally", "--petition", "p"]), "token", None) is None
+    (tmp_path / "admin-token").write_text("sv_local\n")
+    assert resolve_token("sv_flag", tmp_path, {"SIGVERIFY_TOKEN": "sv_env"}) == "sv_flag"
+    assert resolve_token(None, tmp_path, {"SIGVERIFY_TOKEN": "sv_env"}) == "sv_env"
+    assert resolve_token(None, tmp_path, {}) == "sv_local"
+    assert resolve_token(None, tmp_path / "none", {}) == ""
