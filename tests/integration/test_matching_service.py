@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 
 
 async def _first_signature(state: stack.StackState, petition_id: str) -> tally_pb2.SignatureResult:
-    async with grpc.aio.insecure_channel(state.addr("tally")) as ch:
+    async with h.channel(state, "tally") as ch:
         async for r in tally_pb2_grpc.TallyServiceStub(ch).ListResults(
                 tally_pb2.ListResultsRequest(petition_id=petition_id), timeout=30):
             if status_from_pb(r.status).value == "VALID":
@@ -39,7 +39,7 @@ async def test_explain_shows_the_decision_and_its_candidates(
     receipt = await h.submit(live_stack, path, pid, county)
     await h.wait_verified(live_stack, pid, receipt.signatures_accepted)
     result = await _first_signature(live_stack, pid)
-    async with grpc.aio.insecure_channel(live_stack.addr("matching")) as ch:
+    async with h.channel(live_stack, "matching") as ch:
         stub = matching_pb2_grpc.MatchingServiceStub(ch)
         x = await stub.ExplainSignature(
             matching_pb2.ExplainSignatureRequest(signature_id=result.signature_id), timeout=10)
@@ -53,7 +53,7 @@ async def test_explain_shows_the_decision_and_its_candidates(
             await stub.ExplainSignature(matching_pb2.ExplainSignatureRequest(
                 signature_id="00000000-0000-0000-0000-000000000000"), timeout=10)
         assert e.value.code() == grpc.StatusCode.NOT_FOUND
-    async with grpc.aio.insecure_channel(live_stack.addr("tally")) as ch:
+    async with h.channel(live_stack, "tally") as ch:
         got = await tally_pb2_grpc.TallyServiceStub(ch).GetResult(
             tally_pb2.GetResultRequest(signature_id=result.signature_id), timeout=10)
         assert got.line == result.line and got.petition_id == pid
@@ -67,7 +67,7 @@ async def test_match_signature_rpc_finds_a_voter_and_explains_a_stranger(
     printed = common_pb2.PrintedSignature(
         first_name=v["first_name"].lower(), last_name=v["last_name"], street=v["street"],
         zip=v["zip"], county=v["county"].upper(), signed_on="2017-05-01")
-    async with grpc.aio.insecure_channel(live_stack.addr("matching")) as ch:
+    async with h.channel(live_stack, "matching") as ch:
         stub = matching_pb2_grpc.MatchingServiceStub(ch)
         r = await stub.MatchSignature(matching_pb2.MatchSignatureRequest(printed=printed),
                                       timeout=10)

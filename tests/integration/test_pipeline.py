@@ -44,7 +44,7 @@ async def test_batches_flow_through_all_four_services(
 
     # Every decision against the generator's truth: the matcher must be right nearly always.
     got: dict[tuple[str, int], tuple[str, str]] = {}
-    async with grpc.aio.insecure_channel(live_stack.addr("tally")) as ch:
+    async with h.channel(live_stack, "tally") as ch:
         from sigverify.tally.v1 import tally_pb2, tally_pb2_grpc
         from sigverify_common.convert import reason_from_pb, status_from_pb
         async for r in tally_pb2_grpc.TallyServiceStub(ch).ListResults(
@@ -128,7 +128,7 @@ async def test_bad_rows_are_named_and_the_rest_is_counted(
 
 async def test_intake_errors_map_to_grpc_status(live_stack: stack.StackState,
                                                  tmp_path: Path) -> None:
-    async with grpc.aio.insecure_channel(live_stack.addr("intake")) as ch:
+    async with h.channel(live_stack, "intake") as ch:
         stub = intake_pb2_grpc.IntakeServiceStub(ch)
         with pytest.raises(grpc.aio.AioRpcError) as e:
             await stub.GetBatch(intake_pb2.GetBatchRequest(batch_id="nope"), timeout=10)

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -26,7 +26,7 @@ from sigverify_cli.synth import (
     generate,
 )
 
-SMALL = SynthSpec(voters=6_000, signatures=1_200, batch_size=150, seed=11)
+SMALL = SynthSpec(voters=6_000, signatures=1_200, batch_size=150, seed=11, accept_online=True)
 
 ROLL_HEADER = ("voter_id,first_name,middle_name,last_name,suffix,birth_date,street,unit,city,"
                "zip,county,status,registered_on")
@@ -344,3 +344,25 @@ def test_compare_against_the_truth_itself(gen: Generated) -> None:
     assert sum(e for e, _ in acc.by_expected_reason.values()) == SMALL.signatures
     empty = compare(gen.out.truth_csv, {})
     assert empty.agree == 0 and sum(empty.confusion.values()) == SMALL.signatures
+
+
+def test_online_signatures_do_not_count_where_the_petition_refuses_them(
+    tmp_path: Path, gen: Generated
+) -> None:
+    out = generate(tmp_path, replace(SMALL, accept_online=False))
+    truth = list(_rows(out.truth_csv))
+    accepted = {(t["batch_file"], t["line"]): t for t in gen.truth}
+    sources = {(p.name, r["line"]): r["source"] for p, _ in out.batches for r in _rows(p)}
+    changed = 0
+    for t in truth:
+        before = accepted[(t["batch_file"], t["line"])]
+        online = sources[(t["batch_file"], t["line"])] == "online"
+        if before["expected_reason"] in ("MATCHED", "DUPLICATE") and online:
+            assert t["expected_reason"] == "ONLINE_NOT_ACCEPTED"
+            changed += 1
+        elif t["expected_reason"] != before["expected_reason"]:
+            # A paper signature of a voter whose counted signature was online takes the count.
+            assert (before["expected_reason"], t["expected_reason"]) == ("DUPLICATE", "MATCHED")
+    assert changed > 0
+    assert not any(t["expected_status"] == "VALID" and sources[(t["batch_file"], t["line"])]
+                   == "online" for t in truth)

@@ -15,8 +15,6 @@ import os
 import time
 from pathlib import Path
 
-import grpc
-
 from sigverify.intake.v1 import intake_pb2, intake_pb2_grpc
 from sigverify_cli import client, stack
 from sigverify_cli.client import Endpoints
@@ -32,7 +30,7 @@ async def _submit_all(ep: Endpoints, batches: tuple[tuple[Path, str], ...], peti
     sem = asyncio.Semaphore(SUBMIT_CONCURRENCY)
     files: dict[str, str] = {}
     rejected = 0
-    async with grpc.aio.insecure_channel(ep.intake) as ch:
+    async with ep.channel(ep.intake) as ch:
         async def one(path: Path, county: str) -> None:
             nonlocal rejected
             async with sem:
@@ -53,12 +51,13 @@ async def _run(args: argparse.Namespace, ep: Endpoints, workdir: Path) -> int:
     console.print(f"generated {spec.voters:,} voters and {spec.signatures:,} signatures in "
                   f"{len(data.batches)} batches ({time.perf_counter() - t0:.1f}s)")
     await roll_load(data.roll_csv, ep.database_url)
-    async with grpc.aio.insecure_channel(ep.intake) as ch:
+    async with ep.channel(ep.intake) as ch:
         await intake_pb2_grpc.IntakeServiceStub(ch).CreatePetition(
             intake_pb2.CreatePetitionRequest(
                 petition_id=petition_id, title="California independence (demo)",
                 required_signatures=585_407 * spec.signatures // 900_000 or 1,
-                deadline=spec.deadline.isoformat()), timeout=30)
+                deadline=spec.deadline.isoformat(), accept_online=spec.accept_online),
+            timeout=30)
     started = time.perf_counter()
     files = await _submit_all(ep, data.batches, petition_id)
     submitted = time.perf_counter() - started

@@ -7,8 +7,14 @@
     sigverify batch show BATCH_ID
     sigverify wait --petition ID [--timeout S]
     sigverify tally --petition ID [--json]
+    sigverify watch --petition ID [--once]
+    sigverify report --petition ID --out DIR
     sigverify results export --petition ID --out results.csv
     sigverify explain SIGNATURE_ID      [--json]
+    sigverify token create --role clerk|reviewer|ops|admin [--county NAME] [--label TEXT]
+    sigverify token list [--all] | revoke TOKEN_ID | bootstrap
+    sigverify audit verify
+    (every command: --token TOKEN, else $SIGVERIFY_TOKEN, else the local stack's admin token)
     sigverify demo                      (what `make run` runs)
 """
 
@@ -21,7 +27,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +36,23 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from sigverify.access.v1 import access_pb2, access_pb2_grpc
 from sigverify.intake.v1 import intake_pb2, intake_pb2_grpc
 from sigverify.matching.v1 import matching_pb2, matching_pb2_grpc
+from sigverify.review.v1 import review_pb2, review_pb2_grpc
 from sigverify.tally.v1 import tally_pb2, tally_pb2_grpc
 from sigverify_cli import client, stack
 from sigverify_cli.client import CliError, Endpoints
-from sigverify_common.convert import decision_from_pb, reason_from_pb, status_from_pb
+from sigverify_common.access import Role
+from sigverify_common.convert import (
+    decision_from_pb,
+    policy_from_pb,
+    policy_to_pb,
+    reason_from_pb,
+    reason_to_pb,
+    status_from_pb,
+)
+from sigverify_common.vocab import REVIEW_REJECTIONS, DuplicatePolicy, Reason
 
 console = Console(stderr=False, width=None if sys.stdout.isatty() else 110)
 err = Console(stderr=True)
@@ -117,13 +134,17 @@ async def roll_load(path: Path, database_url: str) -> int:
 # -- petitions, batches ------------------------------------------------------------------------
 
 async def petition_create(ep: Endpoints, args: argparse.Namespace) -> int:
-    async with grpc.aio.insecure_channel(ep.intake) as ch:
+    async with ep.channel(ep.intake) as ch:
         p = await intake_pb2_grpc.IntakeServiceStub(ch).CreatePetition(
-            intake_pb2.CreatePetitionRequest(petition_id=args.id, title=args.title,
-                                             required_signatures=args.required,
-                                             deadline=args.deadline), timeout=30)
+            intake_pb2.CreatePetitionRequest(
+                petition_id=args.id, title=args.title, required_signatures=args.required,
+                deadline=args.deadline,
+                duplicate_policy=policy_to_pb(DuplicatePolicy(args.duplicate_policy)),
+                accept_online=args.accept_online), timeout=30)
     console.print(f"petition {p.petition_id}: {p.title!r}, {p.required_signatures:,} valid "
-                  f"signatures required by {p.deadline}")
+                  f"signatures required by {p.deadline}; duplicates "
+                  f"{policy_from_pb(p.duplicate_policy).value}; online signatures "
+                  f"{'count' if p.accept_online else 'do not count'}")
     return 0
 
 
@@ -138,7 +159,7 @@ def print_receipt(r: intake_pb2.BatchReceipt, path: str = "") -> None:
 
 
 async def submit(ep: Endpoints, args: argparse.Namespace) -> int:
-    async with grpc.aio.insecure_channel(ep.intake) as ch:
+    async with ep.channel(ep.intake) as ch:
         for name in args.files:
             path = Path(name)
             if not path.exists():
@@ -157,7 +178,7 @@ async def submit(ep: Endpoints, args: argparse.Namespace) -> int:
 
 
 async def batch_show(ep: Endpoints, args: argparse.Namespace) -> int:
-    async with grpc.aio.insecure_channel(ep.intake) as ch:
+    async with ep.channel(ep.intake) as ch:
         r = await intake_pb2_grpc.IntakeServiceStub(ch).GetBatch(
             intake_pb2.GetBatchRequest(batch_id=args.batch_id), timeout=30)
     print_receipt(r)
@@ -166,8 +187,12 @@ async def batch_show(ep: Endpoints, args: argparse.Namespace) -> int:
 
 # -- tally, wait, export -----------------------------------------------------------------------
 
+def reason_counts_of(rcs: Iterable[tally_pb2.ReasonCount]) -> dict[str, int]:
+    return {reason_from_pb(rc.reason).value: rc.count for rc in rcs}
+
+
 def reason_counts(c: tally_pb2.Counts) -> dict[str, int]:
-    return {reason_from_pb(rc.reason).value: rc.count for rc in c.invalid_by_reason}
+    return reason_counts_of(c.invalid_by_reason)
 
 
 def counts_dict(c: tally_pb2.Counts) -> dict[str, Any]:
@@ -185,7 +210,21 @@ def tally_dict(t: tally_pb2.Tally) -> dict[str, Any]:
         "by_county": {g.key: counts_dict(g.counts) for g in t.by_county},
         "by_batch": {g.key: counts_dict(g.counts) for g in t.by_batch},
         "by_circulator": {g.key: counts_dict(g.counts) for g in t.by_circulator},
+        "flagged_circulators": [check_dict(x) for x in t.flagged_circulators],
+        "circulators": [check_dict(x) for x in t.circulators],
+        "flag_policy": {"test": t.flag_policy.test,
+                        "suspect_reasons": list(t.flag_policy.suspect_reasons),
+                        "min_decided": t.flag_policy.min_decided,
+                        "min_ratio": t.flag_policy.min_ratio, "fdr": t.flag_policy.fdr},
     }
+
+
+def check_dict(x: tally_pb2.CirculatorCheck) -> dict[str, Any]:
+    return {"county": x.county, "circulator_id": x.circulator_id, "counts": counts_dict(x.counts),
+            "decided": x.decided, "suspect": x.suspect,
+            "suspect_by_reason": reason_counts_of(x.suspect_by_reason), "rate": x.rate,
+            "others_rate": x.others_rate, "county_rate": x.county_rate, "p_value": x.p_value,
+            "q_value": x.q_value, "tested": x.tested, "flagged": x.flagged}
 
 
 def print_tally(t: tally_pb2.Tally) -> None:
@@ -212,10 +251,31 @@ def print_tally(t: tally_pb2.Tally) -> None:
         counties.add_row(g.key, f"{k.received:,}", f"{k.valid:,}", f"{k.invalid:,}",
                          f"{k.review:,}", f"{k.duplicates:,}", f"{k.pending:,}", f"{pct:.1f}")
     console.print(counties)
+    print_flags(t)
+
+
+def print_flags(t: tally_pb2.Tally) -> None:
+    tested = sum(1 for x in t.circulators if x.tested)
+    if not t.flagged_circulators:
+        console.print(f"no circulator flagged ({tested} of {len(t.circulators)} circulator-county "
+                      "pairs tested)")
+        return
+    flags = Table(title=f"flagged circulators ({len(t.flagged_circulators)} of {tested} tested): "
+                        "suspect-invalid rate far above the rest of the county")
+    for col in ("county", "circulator", "decided", "suspect", "rate", "rest of county", "p", "q (BH)"):
+        flags.add_column(col, justify="left" if col in ("county", "circulator") else "right")
+    for x in t.flagged_circulators:
+        flags.add_row(x.county, x.circulator_id, f"{x.decided:,}", f"{x.suspect:,}",
+                      f"{100 * x.rate:.1f} %", f"{100 * x.others_rate:.1f} %", f"{x.p_value:.2g}",
+                      f"{x.q_value:.2g}")
+    console.print(flags)
+    console.print(f"[dim]{t.flag_policy.test}; suspect reasons "
+                  f"{', '.join(t.flag_policy.suspect_reasons)}; at least {t.flag_policy.min_decided} "
+                  f"decided, {t.flag_policy.min_ratio:g}x the rest, FDR {t.flag_policy.fdr:g}[/dim]")
 
 
 async def tally_cmd(ep: Endpoints, args: argparse.Namespace) -> int:
-    async with grpc.aio.insecure_channel(ep.tally) as ch:
+    async with ep.channel(ep.tally) as ch:
         t = await client.get_tally(ch, args.petition)
     if args.json:
         console.print_json(json.dumps(tally_dict(t)))
@@ -224,9 +284,39 @@ async def tally_cmd(ep: Endpoints, args: argparse.Namespace) -> int:
     return 0
 
 
+async def watch_cmd(ep: Endpoints, args: argparse.Namespace) -> int:
+    from sigverify_cli.watch import watch
+
+    async with ep.channel(ep.tally) as ch:
+        code = await watch(ch, console, args.petition, once=args.once,
+                           interval_ms=args.interval_ms, timeout=args.for_seconds)
+    if code:
+        err.print("the tally service ended the stream")
+    return code
+
+
+def watch_main(args: argparse.Namespace) -> int:
+    try:
+        return asyncio.run(watch_cmd(Endpoints.discover(getattr(args, "token", None)), args))
+    except KeyboardInterrupt:
+        return 0
+
+
+async def report_cmd(ep: Endpoints, args: argparse.Namespace) -> int:
+    from sigverify_cli.report import write_report
+
+    async with ep.channel(ep.tally) as ch:
+        t = await client.get_tally(ch, args.petition)
+    files = write_report(t, Path(args.out))
+    console.print(f"report for {t.petition_id} ({len(t.by_county)} counties, "
+                  f"{len(t.flagged_circulators)} circulators flagged): {files.counties_csv}, "
+                  f"{files.circulators_csv}, {files.html}")
+    return 0
+
+
 async def wait_done(ep: Endpoints, petition: str, timeout: float) -> tally_pb2.Tally:
     end = time.monotonic() + timeout
-    async with grpc.aio.insecure_channel(ep.tally) as ch:
+    async with ep.channel(ep.tally) as ch:
         with _progress() as prog:
             task = prog.add_task(f"verifying {petition}", total=None)
             while True:
@@ -250,7 +340,7 @@ async def wait_cmd(ep: Endpoints, args: argparse.Namespace) -> int:
 
 async def export_results(ep: Endpoints, petition: str, out: Path) -> int:
     n = 0
-    async with grpc.aio.insecure_channel(ep.tally) as ch:
+    async with ep.channel(ep.tally) as ch:
         stub = tally_pb2_grpc.TallyServiceStub(ch)
         tmp = out.with_name(out.name + ".part")
         with tmp.open("w", newline="", encoding="utf-8") as fh:
@@ -273,11 +363,11 @@ async def export_cmd(ep: Endpoints, args: argparse.Namespace) -> int:
 
 
 async def explain_cmd(ep: Endpoints, args: argparse.Namespace) -> int:
-    async with grpc.aio.insecure_channel(ep.matching) as mch:
+    async with ep.channel(ep.matching) as mch:
         x = await matching_pb2_grpc.MatchingServiceStub(mch).ExplainSignature(
             matching_pb2.ExplainSignatureRequest(signature_id=args.signature_id), timeout=30)
     final = None
-    async with grpc.aio.insecure_channel(ep.tally) as tch:
+    async with ep.channel(ep.tally) as tch:
         try:
             final = await tally_pb2_grpc.TallyServiceStub(tch).GetResult(
                 tally_pb2.GetResultRequest(signature_id=args.signature_id), timeout=30)
@@ -319,10 +409,142 @@ async def explain_cmd(ep: Endpoints, args: argparse.Namespace) -> int:
     return 0
 
 
+# -- tokens, audit -----------------------------------------------------------------------------
+
+def _token_row(t: access_pb2.TokenInfo) -> tuple[str, ...]:
+    role = access_pb2.Role.Name(t.role).removeprefix("ROLE_").lower()
+    return (t.token_id, role, t.county or "-", t.label, t.created_at[:19], t.created_by,
+            t.revoked_at[:19] or "-")
+
+
+async def token_cmd(ep: Endpoints, args: argparse.Namespace) -> int:
+    async with ep.channel(ep.intake) as ch:
+        stub = access_pb2_grpc.AccessServiceStub(ch)
+        if args.action == "create":
+            r = await stub.CreateToken(access_pb2.CreateTokenRequest(
+                role=access_pb2.Role.Value(f"ROLE_{args.role.upper()}"), county=args.county,
+                label=args.label), timeout=30)
+            err.print(f"token {r.info.token_id} ({args.role}"
+                      f"{', ' + r.info.county if r.info.county else ''}); it is shown this once:")
+            print(r.token)
+            return 0
+        if args.action == "revoke":
+            info = await stub.RevokeToken(access_pb2.RevokeTokenRequest(token_id=args.token_id),
+                                          timeout=30)
+            console.print(f"token {info.token_id} revoked at {info.revoked_at}")
+            return 0
+        listed = await stub.ListTokens(access_pb2.ListTokensRequest(include_revoked=args.all),
+                                       timeout=30)
+    t = Table(title="tokens")
+    for col in ("id", "role", "county", "label", "created", "by", "revoked"):
+        t.add_column(col)
+    for info in listed.tokens:
+        t.add_row(*_token_row(info))
+    console.print(t)
+    return 0
+
+
+async def token_bootstrap() -> int:
+    from sigverify_cli.credentials import bootstrap_admin
+
+    url = os.environ.get("DATABASE_URL", "")
+    if not url:
+        raise CliError("token bootstrap writes to the database directly: set DATABASE_URL")
+    secret = await bootstrap_admin(url, "", "system:bootstrap", "bootstrap admin")
+    err.print("admin token created; it is shown this once:")
+    print(secret)
+    return 0
+
+
+async def audit_cmd(ep: Endpoints, args: argparse.Namespace) -> int:
+    async with ep.channel(ep.intake) as ch:
+        r = await access_pb2_grpc.AccessServiceStub(ch).VerifyAuditLog(
+            access_pb2.VerifyAuditLogRequest(), timeout=600)
+    if r.ok:
+        console.print(f"audit log OK: {r.entries:,} entries, chain intact; head {r.head_hash}")
+        return 0
+    console.print(f"[red]audit log BROKEN[/red] at entry {r.first_broken_id} (after {r.entries:,} "
+                  f"good entries): {r.problem}")
+    return 1
+
+
+# -- review ----------------------------------------------------------------------------------
+
+REVIEW_STATES = {1: "pending", 2: "claimed", 3: "resolved"}
+
+
+def print_review_item(item: review_pb2.ReviewItem, full: bool = True) -> None:
+    p = item.printed
+    state = REVIEW_STATES.get(item.state, "?")
+    who = f" by {item.claimed_by}" if state == "claimed" else ""
+    if state == "resolved":
+        who = (f" by {item.resolved_by}: {reason_from_pb(item.reason).value}"
+               + (f" as voter {item.voter_id}" if item.voter_id else ""))
+    console.print(f"[bold]{item.signature_id}[/bold] {item.county} batch {item.batch_id} line "
+                  f"{item.line} (circulator {item.circulator_id or '-'}), score {item.score:.1f}, "
+                  f"{state}{who}")
+    if not full:
+        return
+    console.print(f"  printed: {p.first_name} {p.middle_name} {p.last_name}, {p.street} "
+                  f"{p.unit}, {p.city} {p.zip}; signed {p.signed_on or '-'}")
+    fields = sorted({k for c in item.candidates for k in c.field_scores})
+    t = Table(title="candidates")
+    for col in ("voter", "county", "score", *fields):
+        t.add_column(col, justify="left" if col in ("voter", "county") else "right")
+    for c in item.candidates:
+        t.add_row(c.voter_id, c.county, f"{c.score:.1f}",
+                  *(f"{c.field_scores[f]:.0f}" if f in c.field_scores else "-" for f in fields))
+    console.print(t)
+    if item.note:
+        console.print(f"  note: {item.note}")
+
+
+async def review_cmd(ep: Endpoints, args: argparse.Namespace) -> int:
+    async with ep.channel(ep.matching) as ch:
+        stub = review_pb2_grpc.ReviewServiceStub(ch)
+        if args.action == "list":
+            r = await stub.ListPending(review_pb2.ListPendingRequest(
+                petition_id=args.petition, county=args.county, limit=args.limit,
+                include_claimed=args.include_claimed), timeout=30)
+            console.print(f"{r.total_pending:,} signature(s) awaiting review; showing "
+                          f"{len(r.items)}")
+            for item in r.items:
+                print_review_item(item, full=False)
+            return 0
+        if args.action == "show":
+            print_review_item(await stub.GetReview(
+                review_pb2.GetReviewRequest(signature_id=args.signature_id), timeout=30))
+            return 0
+        if args.action == "claim":
+            print_review_item(await stub.ClaimReview(review_pb2.ClaimReviewRequest(
+                signature_id=args.signature_id, reviewer=args.reviewer), timeout=30), full=False)
+            return 0
+        if bool(args.voter) == bool(args.invalid):
+            raise CliError("resolve with exactly one of --voter VOTER_ID or --invalid REASON")
+        req = review_pb2.ResolveReviewRequest(signature_id=args.signature_id,
+                                              reviewer=args.reviewer, note=args.note)
+        if args.voter:
+            req.voter_id = args.voter
+        else:
+            req.invalid_reason = reason_to_pb(Reason(args.invalid))
+        print_review_item(await stub.ResolveReview(req, timeout=30), full=False)
+    return 0
+
+
 # -- entry point -------------------------------------------------------------------------------
 
+class _Parser(argparse.ArgumentParser):
+    """Every command and subcommand takes ``--token`` (its subparsers are of this class too)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.add_argument("--token", default=argparse.SUPPRESS,
+                          help="bearer token (default: $SIGVERIFY_TOKEN, else the local stack's "
+                               "admin token)")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sigverify", description="Petition signature verification")
+    p = _Parser(prog="sigverify", description="Petition signature verification")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("stack", help="start, stop or show the local stack")
@@ -340,6 +562,11 @@ def parser() -> argparse.ArgumentParser:
     pc.add_argument("--title", default="")
     pc.add_argument("--required", type=int, required=True, help="valid signatures required")
     pc.add_argument("--deadline", required=True, help="YYYY-MM-DD")
+    pc.add_argument("--duplicate-policy", choices=[p.value for p in DuplicatePolicy],
+                    default=DuplicatePolicy.KEEP_FIRST.value,
+                    help="keep-first: the earliest signature of a voter counts; invalidate-all: none")
+    pc.add_argument("--accept-online", action="store_true",
+                    help="online signatures can count (California: they cannot)")
 
     sb = sub.add_parser("submit", help="submit batch CSV file(s) of one county")
     sb.add_argument("files", nargs="+")
@@ -360,15 +587,68 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--petition", required=True)
     t.add_argument("--json", action="store_true")
 
+    wa = sub.add_parser("watch", help="a live view of a petition's tally")
+    wa.add_argument("--petition", required=True)
+    wa.add_argument("--once", action="store_true", help="print one frame and exit")
+    wa.add_argument("--interval-ms", type=int, default=1000, help="fastest update rate")
+    wa.add_argument("--for", dest="for_seconds", type=float, default=86_400,
+                    help="stop watching after this many seconds")
+
+    rp = sub.add_parser("report", help="county report: counties.csv, circulators.csv, report.html")
+    rp.add_argument("--petition", required=True)
+    rp.add_argument("--out", required=True, help="directory to write the files to")
+
     re_ = sub.add_parser("results", help="per-signature results")
     rss = re_.add_subparsers(dest="action", required=True)
     rex = rss.add_parser("export", help="export every signature's result as CSV")
     rex.add_argument("--petition", required=True)
     rex.add_argument("--out", required=True)
 
+    rv = sub.add_parser("review", help="the human review queue")
+    rvs = rv.add_subparsers(dest="action", required=True)
+    rl_ = rvs.add_parser("list", help="signatures awaiting review")
+    rl_.add_argument("--petition", required=True)
+    rl_.add_argument("--county", default="")
+    rl_.add_argument("--limit", type=int, default=50)
+    rl_.add_argument("--include-claimed", action="store_true")
+    for verb in ("show", "claim", "resolve"):
+        vp = rvs.add_parser(verb, help=f"{verb} one signature's review")
+        vp.add_argument("signature_id")
+        vp.add_argument("--reviewer", default=os.environ.get("USER", ""),
+                        help="your name (a token's identity takes precedence)")
+        if verb == "resolve":
+            vp.add_argument("--voter", default="", help="the signer is this voter")
+            vp.add_argument("--invalid", default="",
+                            choices=["", *sorted(r.value for r in REVIEW_REJECTIONS)],
+                            help="the signature is invalid for this reason")
+            vp.add_argument("--note", default="")
+
     ex = sub.add_parser("explain", help="why a signature was decided as it was")
     ex.add_argument("signature_id")
     ex.add_argument("--json", action="store_true")
+
+    be = sub.add_parser("bench", help="measure throughput, memory and accuracy (make bench)")
+    be.add_argument("--voters", type=int, default=1_000_000)
+    be.add_argument("--signatures", type=int, default=100_000)
+    be.add_argument("--batch-size", type=int, default=2_000)
+    be.add_argument("--seed", type=int, default=2017)
+
+    tk = sub.add_parser("token", help="bearer tokens (admins)")
+    tks = tk.add_subparsers(dest="action", required=True)
+    tkc = tks.add_parser("create", help="create a token and print it (once: only its hash is kept)")
+    tkc.add_argument("--role", required=True, choices=[r.value for r in Role])
+    tkc.add_argument("--county", default="", help="the clerk's county (clerks only, required)")
+    tkc.add_argument("--label", default="", help="whom the token is for")
+    tkl = tks.add_parser("list", help="list tokens (never their secrets)")
+    tkl.add_argument("--all", action="store_true", help="include revoked tokens")
+    tkr = tks.add_parser("revoke", help="revoke a token")
+    tkr.add_argument("token_id")
+    tks.add_parser("bootstrap", help="create an admin token directly in the database "
+                   "(DATABASE_URL): the first one of a new deployment")
+
+    au = sub.add_parser("audit", help="the audit log")
+    aus = au.add_subparsers(dest="action", required=True)
+    aus.add_parser("verify", help="check the audit log's hash chain (exit 1 when broken)")
 
     d = sub.add_parser("demo", help="generate data, run it through the stack, compare with truth")
     d.add_argument("--voters", type=int, default=100_000)
@@ -382,7 +662,7 @@ def parser() -> argparse.ArgumentParser:
 def _endpoint_command(fn: Callable[[Endpoints, argparse.Namespace], Coroutine[Any, Any, int]]
                       ) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
-        return asyncio.run(fn(Endpoints.discover(), args))
+        return asyncio.run(fn(Endpoints.discover(getattr(args, "token", None)), args))
     return run
 
 
@@ -393,12 +673,21 @@ def dispatch(args: argparse.Namespace) -> int:
         state = stack.StackState.load(client.home())
         url = os.environ.get("DATABASE_URL") or (state.database_url if state else "")
         return asyncio.run(roll_load(Path(args.file), url))
+    if args.command == "bench":
+        from sigverify_cli.bench import run_bench
+        return run_bench(args)
+    if args.command == "watch":
+        return watch_main(args)
+    if args.command == "token" and args.action == "bootstrap":
+        return asyncio.run(token_bootstrap())
     if args.command == "demo":
         from sigverify_cli.demo import run_demo
         return run_demo(args)
     table: dict[str, Callable[[Endpoints, argparse.Namespace], Coroutine[Any, Any, int]]] = {
         "petition": petition_create, "submit": submit, "batch": batch_show, "wait": wait_cmd,
         "tally": tally_cmd, "results": export_cmd, "explain": explain_cmd,
+        "review": review_cmd,
+        "token": token_cmd, "audit": audit_cmd, "report": report_cmd,
     }
     return _endpoint_command(table[args.command])(args)
 

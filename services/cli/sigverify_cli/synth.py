@@ -123,6 +123,10 @@ class SynthSpec:
     seed: int = 7
     deadline: date = date(2017, 7, 25)
     petition_id: str = "calexit"
+    #: Whether the petition lets online signatures count (California: no). The truth follows
+    #: it: a valid signer's online signature is ONLINE_NOT_ACCEPTED, and still a signature
+    #: for finding duplicates (see sigverify_dedupe.domain).
+    accept_online: bool = False
 
 
 @dataclass(frozen=True)
@@ -961,6 +965,31 @@ def generate(out_dir: Path, spec: SynthSpec = SynthSpec()) -> SynthOutput:
     return _generate(out_dir, spec, MIX)
 
 
+def _final_reasons(rows: Mapping[str, list[list[_Row]]], spec: SynthSpec) -> dict[int, str]:
+    """Each row's expected reason once the petition's rules on duplicates and online
+    signatures are applied (the same rules the dedupe service applies)."""
+    from sigverify_common.vocab import Reason
+    from sigverify_dedupe.domain import Entry, Rules, resolve
+
+    final: dict[int, str] = {}
+    by_voter: dict[str, list[tuple[_Row, Entry]]] = {}
+    seq = 0
+    for county, b in _batch_order(rows, spec.counties):
+        for row in rows[county][b]:
+            seq += 1
+            final[id(row)] = row.reason
+            if row.voter is not None and row.reason in ("MATCHED", "DUPLICATE"):
+                entry = Entry(str(id(row)), Reason.MATCHED, row.signed_on, seq,
+                              row.source == "online")
+                by_voter.setdefault(row.voter.voter_id, []).append((row, entry))
+    rules = Rules(accept_online=spec.accept_online)
+    for group in by_voter.values():
+        decided = resolve((e for _, e in group), rules)
+        for row, entry in group:
+            final[id(row)] = decided[entry.signature_id][1].value
+    return final
+
+
 def _generate(out_dir: Path, spec: SynthSpec, mix: Mapping[str, float]) -> SynthOutput:
     if not spec.counties or len(set(spec.counties)) != len(spec.counties):
         raise ValueError("counties must be non-empty and distinct")
@@ -993,6 +1022,7 @@ def _generate(out_dir: Path, spec: SynthSpec, mix: Mapping[str, float]) -> Synth
                         v.birth.isoformat() if v.birth else "", a.roll_street, a.unit, a.city,
                         a.zip, a.county, v.status, v.registered_on.isoformat()))
     batches: list[tuple[Path, str]] = []
+    final = _final_reasons(petition.rows, spec)
     truth_csv = out_dir / "truth.csv"
     with truth_csv.open("w", newline="", encoding="utf-8") as tfh:
         tw = csv.writer(tfh, lineterminator="\n")
@@ -1008,8 +1038,9 @@ def _generate(out_dir: Path, spec: SynthSpec, mix: Mapping[str, float]) -> Synth
                     w.writerow((line, f["first_name"], f["middle_name"], f["last_name"],
                                 f["street"], f["unit"], f["city"], f["zip"],
                                 row.signed_on.isoformat(), row.circulator, row.source))
-                    status = "VALID" if row.reason == "MATCHED" else "INVALID"
-                    tw.writerow((path.name, line, status, row.reason,
+                    reason = final[id(row)]
+                    status = "VALID" if reason == "MATCHED" else "INVALID"
+                    tw.writerow((path.name, line, status, reason,
                                  row.voter.voter_id if row.voter else "", "+".join(row.noise)))
             batches.append((path, county))
     return SynthOutput(roll_csv, tuple(batches), truth_csv, spec)

@@ -8,7 +8,7 @@ from typing import Any
 
 from sigverify.common.v1 import common_pb2
 from sigverify_common.errors import InvalidArgument
-from sigverify_common.vocab import Decision, Reason, Source, Status
+from sigverify_common.vocab import Decision, DuplicatePolicy, Reason, Source, Status
 
 
 def _name(enum: Any, value: int, prefix: str) -> str:
@@ -56,6 +56,17 @@ def parse_uuid(text: str, what: str = "signature_id") -> uuid.UUID:
         return uuid.UUID(text)
     except ValueError:
         raise InvalidArgument(f"{what} {text!r} is not a UUID") from None
+
+
+def policy_to_pb(policy: DuplicatePolicy) -> common_pb2.DuplicatePolicy.ValueType:
+    return common_pb2.DuplicatePolicy.Value(
+        "DUPLICATE_POLICY_" + policy.name)
+
+
+def policy_from_pb(value: int) -> DuplicatePolicy:
+    if value == common_pb2.DUPLICATE_POLICY_UNSPECIFIED:
+        return DuplicatePolicy.KEEP_FIRST
+    return DuplicatePolicy[_name(common_pb2.DuplicatePolicy, value, "DUPLICATE_POLICY_")]
 
 
 def date_text(d: date | None) -> str:

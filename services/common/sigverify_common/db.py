@@ -36,8 +36,32 @@ def migration_files(package: str) -> list[tuple[str, str]]:
     return files
 
 
+#: Tables every service schema has: the outbox its publisher drains and the dead letters its
+#: consumers set aside (records that could not be decoded).
+COMMON_TABLES = """
+CREATE TABLE IF NOT EXISTS "{schema}".outbox (
+    id     bigserial PRIMARY KEY,
+    topic  text NOT NULL,
+    key    bytea NOT NULL,
+    value  bytea NOT NULL
+);
+CREATE TABLE IF NOT EXISTS "{schema}".dead_letters (
+    topic      text NOT NULL,
+    partition  integer NOT NULL,
+    "offset"   bigint NOT NULL,
+    reason     text NOT NULL,
+    payload    bytea NOT NULL,
+    at         timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (topic, partition, "offset")
+);
+"""
+
+
 async def migrate(pool: asyncpg.Pool, schema: str, package: str) -> int:
-    """Apply the package's migrations not yet applied to ``schema``; returns how many ran."""
+    """Apply the package's migrations not yet applied to ``schema``; returns how many ran.
+
+    The schema's common tables (outbox, dead letters) are created first.
+    """
     applied = 0
     lock_key = zlib.crc32(f"sigverify-migrate-{schema}".encode())
     async with pool.acquire() as conn, conn.transaction():
@@ -47,6 +71,7 @@ async def migrate(pool: asyncpg.Pool, schema: str, package: str) -> int:
             f'CREATE TABLE IF NOT EXISTS "{schema}".schema_migrations '
             "(name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
         )
+        await conn.execute(COMMON_TABLES.format(schema=schema))
         done = {r["name"] for r in await conn.fetch(f'SELECT name FROM "{schema}".schema_migrations')}
         for name, sql in migration_files(package):
             if name in done:

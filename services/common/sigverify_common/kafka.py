@@ -248,6 +248,24 @@ async def enqueue(
         )
 
 
+async def republish(
+    pool: asyncpg.Pool, schema: str, page: Callable[[int], Awaitable[list[asyncpg.Record]]],
+    cursor: str, encode: Callable[[Any], tuple[str, bytes, bytes]],
+) -> int:
+    """Enqueue ``encode(row)`` for every row ``page(after)`` yields, page by page.
+
+    ``page(after)`` returns the next rows whose ``cursor`` column is above ``after``, in
+    that column's order. Used to redrive unfinished work from Postgres.
+    """
+    total, after = 0, 0
+    while rows := await page(after):
+        async with pool.acquire() as conn, conn.transaction():
+            await enqueue(conn, schema, [encode(r) for r in rows])
+        total += len(rows)
+        after = rows[-1][cursor]
+    return total
+
+
 class OutboxPublisher:
     """Sends a schema's outbox rows to Kafka in id order and deletes them once acknowledged.
 

@@ -32,6 +32,9 @@ class Reason(StrEnum):
     DUPLICATE = "DUPLICATE"
     INCOMPLETE = "INCOMPLETE"
     PENDING_REVIEW = "PENDING_REVIEW"
+    ONLINE_NOT_ACCEPTED = "ONLINE_NOT_ACCEPTED"
+    SIGNATURE_MISMATCH = "SIGNATURE_MISMATCH"
+    WITHDRAWN = "WITHDRAWN"
 
 
 class Source(StrEnum):
@@ -51,3 +54,17 @@ def status_for(reason: Reason) -> Status:
 def canonical_county(name: str) -> str:
     """One spelling per county: words capitalised, spaces folded ("los  angeles" -> "Los Angeles")."""
     return " ".join(w.capitalize() for w in name.split())
+
+
+class DuplicatePolicy(StrEnum):
+    """Per petition: which of a voter's several signatures count (states differ)."""
+
+    KEEP_FIRST = "keep-first"
+    INVALIDATE_ALL = "invalidate-all"
+
+
+#: Reasons a reviewer may give when resolving a signature as invalid.
+REVIEW_REJECTIONS = frozenset({
+    Reason.NOT_REGISTERED, Reason.SIGNATURE_MISMATCH, Reason.WITHDRAWN, Reason.ADDRESS_MISMATCH,
+    Reason.WRONG_COUNTY, Reason.INCOMPLETE,
+})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Sequence
 
@@ -10,21 +11,50 @@ import asyncpg
 
 from sigverify.events.v1 import events_pb2
 from sigverify_common import kafka
-from sigverify_common.convert import parse_date_text, reason_from_pb, reason_to_pb, status_to_pb
+from sigverify_common.convert import (
+    parse_date_text,
+    reason_from_pb,
+    reason_to_pb,
+    source_from_pb,
+    status_to_pb,
+)
 from sigverify_common.db import Conn, table_exists
 from sigverify_common.kafka import DeadLetter, Delivered
 from sigverify_common.topics import SIGNATURE_VERIFIED
-from sigverify_common.vocab import Reason, Status
-from sigverify_dedupe.domain import Entry, resolve
+from sigverify_common.vocab import DuplicatePolicy, Reason, Source, Status
+from sigverify_dedupe.domain import Entry, Rules, resolve
 
 log = logging.getLogger(__name__)
 SCHEMA = "dedupe"
+
+
+class PetitionRules:
+    """Each petition's duplicate policy and online acceptance, read from intake's table."""
+
+    TTL = 30.0
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self._cache: dict[str, tuple[float, Rules]] = {}
+
+    async def get(self, conn: Conn, petition_ids: set[str]) -> dict[str, Rules]:
+        now = time.monotonic()
+        stale = [p for p in petition_ids if p not in self._cache or self._cache[p][0] < now]
+        if stale:
+            for r in await conn.fetch(
+                "SELECT petition_id, duplicate_policy, accept_online FROM intake.petitions "
+                "WHERE petition_id = ANY($1::text[])", stale,
+            ):
+                rules = Rules(DuplicatePolicy(r["duplicate_policy"]), r["accept_online"])
+                self._cache[r["petition_id"]] = (now + self.TTL, rules)
+        return {p: self._cache[p][1] if p in self._cache else Rules() for p in petition_ids}
 
 
 class DedupeHandler:
     def __init__(self, pool: asyncpg.Pool, outbox: kafka.OutboxPublisher | None) -> None:
         self._pool = pool
         self._outbox = outbox
+        self._rules = PetitionRules(pool)
 
     async def __call__(self, batch: Sequence[Delivered[events_pb2.SignatureMatched]],
                        dead: Sequence[DeadLetter]) -> None:
@@ -34,65 +64,79 @@ class DedupeHandler:
         if published and self._outbox is not None:
             self._outbox.wake.set()
 
-    async def _apply(self, conn: Conn,
-                     messages: Sequence[events_pb2.SignatureMatched]) -> int:
-        fresh = {m.signature_id: m for m in messages}
+    async def _apply(self, conn: Conn, messages: Sequence[events_pb2.SignatureMatched]) -> int:
+        fresh: dict[str, events_pb2.SignatureMatched] = {}
+        for m in messages:
+            if m.signature_id not in fresh or fresh[m.signature_id].match_revision < m.match_revision:
+                fresh[m.signature_id] = m
         if not fresh:
             return 0
         known = {
-            str(r["signature_id"]) for r in await conn.fetch(
-                "SELECT signature_id FROM dedupe.signatures WHERE signature_id = ANY($1::uuid[])",
-                list(fresh),
-            )
+            str(r["signature_id"]): r for r in await conn.fetch(
+                "SELECT signature_id, petition_id, voter_id, match_revision FROM dedupe.signatures "
+                "WHERE signature_id = ANY($1::uuid[])", list(fresh))
         }
         new = [m for sid, m in fresh.items() if sid not in known]
-        if not new:
+        rematched = [m for sid, m in fresh.items()
+                     if sid in known and m.match_revision > known[sid]["match_revision"]]
+        if not new and not rematched:
             return 0
-        # Lock the voters touched, in a stable order, so replicas never interleave on one voter.
-        voters = sorted({(m.petition_id, m.voter_id) for m in new if m.voter_id})
+        voters = {(m.petition_id, m.voter_id) for m in [*new, *rematched] if m.voter_id}
+        voters |= {(known[m.signature_id]["petition_id"], known[m.signature_id]["voter_id"])
+                   for m in rematched if known[m.signature_id]["voter_id"]}
         # One statement takes the locks, in sorted order (the subquery fixes the order).
         await conn.execute(
             "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) "
             "FROM (SELECT k FROM unnest($1::text[]) AS k ORDER BY k) AS keys",
-            [f"{p}\x1f{v}" for p, v in voters])
-        await conn.execute(
-            "INSERT INTO dedupe.signatures (signature_id, petition_id, batch_id, county, line, "
-            "circulator_id, voter_id, signed_on, received_seq, match_reason, score, status, "
-            "reason, revision) SELECT *, '', '', 0 FROM unnest($1::uuid[], $2::text[], "
-            "$3::uuid[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::date[], "
-            "$9::bigint[], $10::text[], $11::float8[])",
-            [uuid.UUID(m.signature_id) for m in new], [m.petition_id for m in new],
-            [uuid.UUID(m.batch_id) for m in new], [m.county for m in new],
-            [m.line for m in new], [m.circulator_id for m in new], [m.voter_id for m in new],
-            [parse_date_text(m.signed_on) for m in new], [m.received_seq for m in new],
-            [reason_from_pb(m.reason).value for m in new], [m.score for m in new],
-        )
-        touched: list[asyncpg.Record] = []
-        if voters:
-            touched = await conn.fetch(
+            [f"{p}\x1f{v}" for p, v in sorted(voters)])
+        if new:
+            await conn.execute(
+                "INSERT INTO dedupe.signatures (signature_id, petition_id, batch_id, county, line, "
+                "circulator_id, voter_id, signed_on, received_seq, match_reason, score, online, "
+                "match_revision, status, reason, revision) SELECT *, '', '', 0 FROM unnest("
+                "$1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::bigint[], $6::text[], "
+                "$7::text[], $8::date[], $9::bigint[], $10::text[], $11::float8[], $12::bool[], "
+                "$13::bigint[])",
+                [uuid.UUID(m.signature_id) for m in new], [m.petition_id for m in new],
+                [uuid.UUID(m.batch_id) for m in new], [m.county for m in new],
+                [m.line for m in new], [m.circulator_id for m in new], [m.voter_id for m in new],
+                [parse_date_text(m.signed_on) for m in new], [m.received_seq for m in new],
+                [reason_from_pb(m.reason).value for m in new], [m.score for m in new],
+                [source_from_pb(m.source) is Source.ONLINE for m in new],
+                [m.match_revision for m in new],
+            )
+        if rematched:
+            await conn.execute(
+                "UPDATE dedupe.signatures AS s SET voter_id = c.voter_id, match_reason = c.reason, "
+                "score = c.score, match_revision = c.rev FROM unnest($1::uuid[], $2::text[], "
+                "$3::text[], $4::float8[], $5::bigint[]) AS c(id, voter_id, reason, score, rev) "
+                "WHERE s.signature_id = c.id",
+                [uuid.UUID(m.signature_id) for m in rematched], [m.voter_id for m in rematched],
+                [reason_from_pb(m.reason).value for m in rematched],
+                [m.score for m in rematched], [m.match_revision for m in rematched],
+            )
+        touched = [
+            *(await conn.fetch(
                 "SELECT * FROM dedupe.signatures WHERE (petition_id, voter_id) IN "
                 "(SELECT * FROM unnest($1::text[], $2::text[]))",
-                [p for p, _ in voters], [v for _, v in voters],
-            )
-        no_voter = [
-            r for r in await conn.fetch(
+                [p for p, _ in voters], [v for _, v in voters]) if voters else []),
+            *await conn.fetch(
                 "SELECT * FROM dedupe.signatures WHERE signature_id = ANY($1::uuid[]) "
-                "AND voter_id = ''", [m.signature_id for m in new],
-            )
+                "AND voter_id = ''", [m.signature_id for m in [*new, *rematched]]),
         ]
+        rules = await self._rules.get(conn, {r["petition_id"] for r in touched})
         groups: dict[tuple[str, str], list[asyncpg.Record]] = {}
         for r in touched:
-            groups.setdefault((r["petition_id"], r["voter_id"]), []).append(r)
+            key = (r["petition_id"], r["voter_id"] or str(r["signature_id"]))
+            groups.setdefault(key, []).append(r)
         decided: dict[str, tuple[Status, Reason]] = {}
-        for rows in groups.values():
+        for (petition_id, _), rows in groups.items():
             decided.update(resolve(
-                Entry(str(r["signature_id"]), Reason(r["match_reason"]), r["signed_on"],
-                      r["received_seq"]) for r in rows
+                (Entry(str(r["signature_id"]), Reason(r["match_reason"]), r["signed_on"],
+                       r["received_seq"], r["online"]) for r in rows),
+                rules[petition_id],
             ))
-        for r in no_voter:
-            decided.update(resolve([Entry(str(r["signature_id"]), Reason(r["match_reason"]),
-                                          r["signed_on"], r["received_seq"])]))
-        rows_by_id = {str(r["signature_id"]): r for r in [*touched, *no_voter]}
+        rows_by_id = {str(r["signature_id"]): r for r in touched}
         changed = [
             (sid, status, reason) for sid, (status, reason) in decided.items()
             if (rows_by_id[sid]["status"], rows_by_id[sid]["reason"]) != (status.value, reason.value)
@@ -110,7 +154,8 @@ class DedupeHandler:
         await kafka.enqueue(conn, SCHEMA, events)
         corrected = len(changed) - len(new)
         if corrected > 0:
-            log.info("re-resolved %d earlier signature(s) after late duplicates", corrected)
+            log.info("re-resolved %d earlier signature(s) after late duplicates or reviews",
+                     corrected)
         return len(events)
 
     @staticmethod
@@ -132,14 +177,10 @@ async def redrive(pool: asyncpg.Pool) -> int:
                "AND t.revision >= s.revision)")
     if not await table_exists(pool, "tally.results"):
         applied = "FALSE"
-    total, after = 0, 0
-    while True:
-        rows = await pool.fetch(
+
+    async def page(after: int) -> list[asyncpg.Record]:
+        return await pool.fetch(
             f"SELECT * FROM dedupe.signatures s WHERE revision > $1 AND NOT {applied} "  # noqa: S608
             "ORDER BY revision LIMIT 5000", after)
-        if not rows:
-            return total
-        async with pool.acquire() as conn, conn.transaction():
-            await kafka.enqueue(conn, SCHEMA, [DedupeHandler.event(r) for r in rows])
-        total += len(rows)
-        after = rows[-1]["revision"]
+
+    return await kafka.republish(pool, SCHEMA, page, "revision", DedupeHandler.event)

@@ -1,8 +1,16 @@
 """Duplicate resolution: pure.
 
-Among a voter's signatures on one petition that the matcher found countable (reason
-MATCHED), the earliest signed counts (ties broken by order of receipt); the others are
-INVALID with reason DUPLICATE. Re-resolving after every arrival makes the outcome
+One voter, one counted signature per petition. Among a voter's signatures that the matcher
+(or a reviewer) found countable (reason MATCHED):
+
+- ``keep-first``: the earliest signed counts, ties broken by order of receipt; the others
+  are INVALID with reason DUPLICATE.
+- ``invalidate-all``: when the voter signed more than once, none counts (all DUPLICATE).
+
+An online signature on a petition that does not accept them never counts (reason
+ONLINE_NOT_ACCEPTED), yet it is still a signature of that voter: it takes part in finding
+duplicates (under ``invalidate-all`` a voter who signed online and on paper has signed
+twice). Re-resolving a voter's whole group after every arrival makes the outcome
 independent of arrival order, so a late-arriving earlier signature takes the count over.
 """
 
@@ -12,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 
-from sigverify_common.vocab import Reason, Status, status_for
+from sigverify_common.vocab import DuplicatePolicy, Reason, Status, status_for
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,21 +29,37 @@ class Entry:
     match_reason: Reason
     signed_on: date | None
     received_seq: int
+    online: bool = False
 
 
-def resolve(entries: Iterable[Entry]) -> dict[str, tuple[Status, Reason]]:
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """A petition's settings that decide duplicates and online signatures."""
+
+    policy: DuplicatePolicy = DuplicatePolicy.KEEP_FIRST
+    accept_online: bool = False
+
+
+def _order(e: Entry) -> tuple[bool, date, int]:
+    return (e.signed_on is None, e.signed_on or date.min, e.received_seq)
+
+
+def resolve(entries: Iterable[Entry], rules: Rules | None = None) -> dict[str, tuple[Status, Reason]]:
     """Final (status, reason) for each signature of one voter on one petition."""
+    rules = rules or Rules()
     items = list(entries)
-    countable = [e for e in items if e.match_reason is Reason.MATCHED]
-    winner = min(
-        countable,
-        key=lambda e: (e.signed_on is None, e.signed_on or date.min, e.received_seq),
-        default=None,
-    )
+    signed = [e for e in items if e.match_reason is Reason.MATCHED]
+    countable = [e for e in signed if rules.accept_online or not e.online]
+    if rules.policy is DuplicatePolicy.INVALIDATE_ALL:
+        winner = countable[0] if len(signed) == 1 and countable else None
+    else:
+        winner = min(countable, key=_order, default=None)
     out: dict[str, tuple[Status, Reason]] = {}
     for e in items:
         if e.match_reason is not Reason.MATCHED:
             out[e.signature_id] = (status_for(e.match_reason), e.match_reason)
+        elif e not in countable:
+            out[e.signature_id] = (Status.INVALID, Reason.ONLINE_NOT_ACCEPTED)
         elif winner is not None and e.signature_id == winner.signature_id:
             out[e.signature_id] = (Status.VALID, Reason.MATCHED)
         else:

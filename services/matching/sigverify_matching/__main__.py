@@ -8,12 +8,14 @@ from collections.abc import Sequence
 import grpc
 
 from sigverify.matching.v1 import matching_pb2, matching_pb2_grpc
+from sigverify.review.v1 import review_pb2, review_pb2_grpc
 from sigverify_common.kafka import BatchConsumer
 from sigverify_common.service import Runtime, ServiceSpec, run_service
 from sigverify_common.topics import SIGNATURE_MATCHED, SIGNATURE_RECEIVED
 from sigverify_matching.config import Config
 from sigverify_matching.consumer import Deadlines, MatchHandler, RollIndex
 from sigverify_matching.consumer import redrive as consumer_redrive
+from sigverify_matching.review import ReviewService
 from sigverify_matching.service import MatchingService
 
 
@@ -27,7 +29,9 @@ async def setup(rt: Runtime, server: grpc.aio.Server) -> Sequence[str]:
     rt.loops.append(consumer.run)
     matching_pb2_grpc.add_MatchingServiceServicer_to_server(
         MatchingService(rt.pool, roll, Deadlines(rt.pool), rt.config.match), server)
-    return [matching_pb2.DESCRIPTOR.services_by_name["MatchingService"].full_name]
+    review_pb2_grpc.add_ReviewServiceServicer_to_server(ReviewService(rt.pool, rt.outbox), server)
+    return [matching_pb2.DESCRIPTOR.services_by_name["MatchingService"].full_name,
+            review_pb2.DESCRIPTOR.services_by_name["ReviewService"].full_name]
 
 
 async def redrive(rt: Runtime) -> int:

@@ -78,18 +78,22 @@ class RollIndex:
                     "SELECT voter_id, first_name, middle_name, last_name, suffix, birth_date, "
                     "street, unit, city, zip, county, status, registered_on FROM matching.voters "
                     "WHERE version = $1", version)
-            voters = [VoterRecord(**dict(r)) for r in rows]
+            # Record conversion and indexing are CPU work: off the event loop.
+            index = await asyncio.to_thread(_build_index, rows)
             del rows
-            index = await asyncio.to_thread(CandidateIndex.build, voters)
         except (asyncpg.PostgresError, OSError) as exc:
             log.warning("building the index of roll version %d failed (%s); will retry", version,
                         exc.__class__.__name__)
             return
         if version >= self.version:
             self.index, self.version = index, version
-            ROLL_SIZE.set(len(voters))
-        log.info("candidate index for roll version %d: %d voters in %.1fs", version, len(voters),
+            ROLL_SIZE.set(len(index))
+        log.info("candidate index for roll version %d: %d voters in %.1fs", version, len(index),
                  time.perf_counter() - started)
+
+
+def _build_index(rows: list[asyncpg.Record]) -> CandidateIndex:
+    return CandidateIndex.build(VoterRecord(**dict(r)) for r in rows)
 
 
 class Deadlines:
@@ -152,6 +156,14 @@ class MatchHandler:
                     [version] * len(decided),
                 )
             }
+            await conn.execute(
+                "INSERT INTO matching.reviews (signature_id, petition_id, state) "
+                "SELECT id, p, 'pending' FROM unnest($1::uuid[], $2::text[]) AS x(id, p) "
+                "ON CONFLICT DO NOTHING",
+                [m.signature_id for m, r in decided
+                 if r.decision is Decision.REVIEW and m.signature_id in inserted],
+                [m.petition_id for m, r in decided
+                 if r.decision is Decision.REVIEW and m.signature_id in inserted])
             events = [convert.matched_event(m, r) for m, r in decided if m.signature_id in inserted]
             await kafka.enqueue(conn, SCHEMA, events)
         for _, r in decided:
@@ -167,17 +179,13 @@ async def redrive(pool: asyncpg.Pool) -> int:
     applied = "EXISTS (SELECT 1 FROM dedupe.signatures x WHERE x.signature_id = d.signature_id)"
     if not await table_exists(pool, "dedupe.signatures"):
         applied = "FALSE"
-    total, after = 0, 0
-    while True:
-        rows = await pool.fetch(
+
+    async def page(after: int) -> list[asyncpg.Record]:
+        return await pool.fetch(
             "SELECT d.*, s.batch_id, s.county, s.line, s.circulator_id, s.signed_on, "  # noqa: S608
             "s.source, s.received_seq FROM matching.decisions d "
             "JOIN intake.signatures s USING (signature_id) "
             f"WHERE s.received_seq > $1 AND NOT {applied} ORDER BY s.received_seq LIMIT 5000",
             after)
-        if not rows:
-            return total
-        async with pool.acquire() as conn, conn.transaction():
-            await kafka.enqueue(conn, SCHEMA, [convert.matched_event_from_row(r) for r in rows])
-        total += len(rows)
-        after = rows[-1]["received_seq"]
+
+    return await kafka.republish(pool, SCHEMA, page, "received_seq", convert.matched_event_from_row)

@@ -41,7 +41,8 @@ def candidate_to_pb(c: ScoredCandidate) -> common_pb2.Candidate:
                                 field_scores=c.field_scores)
 
 
-def matched_event(m: events_pb2.SignatureReceived, r: MatchResult) -> tuple[str, bytes, bytes]:
+def matched_event(m: events_pb2.SignatureReceived, r: MatchResult, match_revision: int = 0
+                  ) -> tuple[str, bytes, bytes]:
     """The SignatureMatched outbox row, keyed by voter id (signature id when none)."""
     event = events_pb2.SignatureMatched(
         event_id=str(uuid.uuid4()), signature_id=m.signature_id, petition_id=m.petition_id,
@@ -49,7 +50,7 @@ def matched_event(m: events_pb2.SignatureReceived, r: MatchResult) -> tuple[str,
         signed_on=m.printed.signed_on, decision=decision_to_pb(r.decision),
         reason=reason_to_pb(r.reason), voter_id=r.voter_id, score=r.score,
         candidates=[candidate_to_pb(c) for c in r.candidates], source=m.source,
-        received_seq=m.received_seq,
+        received_seq=m.received_seq, match_revision=match_revision,
     )
     key = (r.voter_id or m.signature_id).encode()
     return SIGNATURE_MATCHED.name, key, SIGNATURE_MATCHED.encode(event)
@@ -91,4 +92,4 @@ def matched_event_from_row(r: Mapping[str, Any]) -> tuple[str, bytes, bytes]:
         score=r["score"],
         candidates=candidates_from_json(r["candidates"]),
     )
-    return matched_event(received, result)
+    return matched_event(received, result, r["match_revision"])

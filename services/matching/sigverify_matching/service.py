@@ -35,7 +35,7 @@ class MatchingService(matching_pb2_grpc.MatchingServiceServicer):
             "SELECT * FROM matching.decisions WHERE signature_id = $1", sid)
         if row is None:
             raise NotFound(f"no match decision for signature {sid} (yet)")
-        return convert.explanation_to_pb(row, self._config)
+        return convert.explanation_to_pb(dict(row), self._config)
 
     async def MatchSignature(
         self, request: matching_pb2.MatchSignatureRequest, context: grpc.aio.ServicerContext[Any, Any]

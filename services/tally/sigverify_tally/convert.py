@@ -11,6 +11,7 @@ from sigverify.events.v1 import events_pb2
 from sigverify.tally.v1 import tally_pb2
 from sigverify_common.convert import reason_from_pb, reason_to_pb, status_from_pb, status_to_pb
 from sigverify_common.vocab import Reason, Status
+from sigverify_tally import flags
 from sigverify_tally.domain import Counts, days_to_deadline, progress_percent
 from sigverify_tally.repository import ResultRow, TallySnapshot
 
@@ -28,15 +29,33 @@ def counts_to_pb(c: Counts) -> tally_pb2.Counts:
     return tally_pb2.Counts(
         received=c.received, verified=c.verified, valid=c.valid, invalid=c.invalid,
         review=c.review, pending=c.pending, duplicates=c.duplicates,
-        invalid_by_reason=[
-            tally_pb2.ReasonCount(reason=reason_to_pb(r), count=n)
-            for r, n in sorted(c.by_reason.items(), key=lambda kv: (-kv[1], kv[0].value))
-        ],
+        invalid_by_reason=reasons_to_pb(c.by_reason),
     )
+
+
+def reasons_to_pb(by_reason: dict[Reason, int]) -> list[tally_pb2.ReasonCount]:
+    return [tally_pb2.ReasonCount(reason=reason_to_pb(r), count=n)
+            for r, n in sorted(by_reason.items(), key=lambda kv: (-kv[1], kv[0].value))]
+
+
+def check_to_pb(c: flags.CirculatorCheck) -> tally_pb2.CirculatorCheck:
+    return tally_pb2.CirculatorCheck(
+        county=c.county, circulator_id=c.circulator_id, counts=counts_to_pb(c.counts),
+        decided=c.decided, suspect=c.suspect, suspect_by_reason=reasons_to_pb(c.suspect_by_reason),
+        rate=c.rate, others_rate=c.others_rate, county_rate=c.county_rate, p_value=c.p_value,
+        q_value=c.q_value, tested=c.tested, flagged=c.flagged,
+    )
+
+
+FLAG_POLICY = tally_pb2.FlagPolicy(
+    test=flags.TEST_NAME, suspect_reasons=sorted(flags.SUSPECT_REASONS),
+    min_decided=flags.MIN_DECIDED, min_ratio=flags.MIN_RATIO, fdr=flags.FDR,
+)
 
 
 def tally_to_pb(s: TallySnapshot, now: datetime | None = None) -> tally_pb2.Tally:
     now = now or datetime.now(UTC)
+    checks = flags.check_circulators(s.by_county_circulator)
 
     def groups(d: dict[str, Counts]) -> list[tally_pb2.GroupCounts]:
         return [tally_pb2.GroupCounts(key=k, counts=counts_to_pb(v)) for k, v in sorted(d.items())]
@@ -49,7 +68,8 @@ def tally_to_pb(s: TallySnapshot, now: datetime | None = None) -> tally_pb2.Tall
         progress_percent=progress_percent(s.total.valid, s.petition.required),
         by_county=groups(s.by_county), by_batch=groups(s.by_batch),
         by_circulator=groups(s.by_circulator), rows_rejected=s.rows_rejected,
-        as_of=now.isoformat(),
+        as_of=now.isoformat(), flagged_circulators=[check_to_pb(c) for c in checks if c.flagged],
+        circulators=[check_to_pb(c) for c in checks], flag_policy=FLAG_POLICY,
     )
 
 

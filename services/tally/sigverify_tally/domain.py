@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 from datetime import date
+from typing import TypeVar
 
 from sigverify_common.vocab import Reason, Status
+
+K = TypeVar("K", bound=Hashable)
 
 
 @dataclass(slots=True)
@@ -39,10 +42,10 @@ class Counts:
             self.by_reason[reason] = self.by_reason.get(reason, 0) + n
 
 
-def fold(received: Iterable[tuple[str, int]],
-         statuses: Iterable[tuple[str, Status, Reason, int]]) -> dict[str, Counts]:
+def fold(received: Iterable[tuple[K, int]],
+         statuses: Iterable[tuple[K, Status, Reason, int]]) -> dict[K, Counts]:
     """Counts per group key from (key, received) and (key, status, reason, n) rows."""
-    out: dict[str, Counts] = {}
+    out: dict[K, Counts] = {}
     for key, n in received:
         out.setdefault(key, Counts()).received += n
     for key, status, reason, n in statuses:

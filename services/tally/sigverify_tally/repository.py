@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 
 import asyncpg
@@ -73,6 +73,8 @@ class TallySnapshot:
     by_batch: dict[str, Counts]
     by_circulator: dict[str, Counts]
     rows_rejected: int
+    #: (county, circulator) -> counts: circulators are compared within their county.
+    by_county_circulator: dict[tuple[str, str], Counts] = field(default_factory=dict)
 
 
 GROUPS = {"county": "county", "batch": "batch_id::text", "circulator": "circulator_id"}
@@ -95,6 +97,17 @@ async def snapshot(pool: asyncpg.Pool, petition_id: str) -> TallySnapshot:
                 ((r["k"], r["n"]) for r in received),
                 ((r["k"], Status(r["status"]), Reason(r["reason"]), r["n"]) for r in statuses),
             )
+        received = await conn.fetch(
+            "SELECT county, circulator_id, count(*) AS n FROM intake.signatures "
+            "WHERE petition_id = $1 GROUP BY 1, 2", petition_id)
+        statuses = await conn.fetch(
+            "SELECT county, circulator_id, status, reason, count(*) AS n FROM tally.results "
+            "WHERE petition_id = $1 GROUP BY 1, 2, 3, 4", petition_id)
+        pairs = fold(
+            (((r["county"], r["circulator_id"]), r["n"]) for r in received),
+            (((r["county"], r["circulator_id"]), Status(r["status"]), Reason(r["reason"]), r["n"])
+             for r in statuses),
+        )
         rejected = await conn.fetchval(
             "SELECT coalesce(sum(jsonb_array_length(rejected)), 0) FROM intake.batches "
             "WHERE petition_id = $1", petition_id)
@@ -102,8 +115,19 @@ async def snapshot(pool: asyncpg.Pool, petition_id: str) -> TallySnapshot:
         petition=PetitionInfo(p["petition_id"], p["title"], p["required_signatures"], p["deadline"]),
         total=total(groups["county"].values()),
         by_county=groups["county"], by_batch=groups["batch"], by_circulator=groups["circulator"],
-        rows_rejected=int(rejected),
+        rows_rejected=int(rejected), by_county_circulator=pairs,
     )
+
+
+async def status_counts(pool: asyncpg.Pool) -> list[asyncpg.Record]:
+    """(petition_id, status, reason, n) over every petition (for the metrics gauges)."""
+    return await pool.fetch(
+        "SELECT petition_id, status, reason, count(*) AS n FROM tally.results GROUP BY 1, 2, 3")
+
+
+async def received_counts(pool: asyncpg.Pool) -> list[asyncpg.Record]:
+    """(petition_id, n) signatures stored by intake, per petition."""
+    return await pool.fetch("SELECT petition_id, count(*) AS n FROM intake.signatures GROUP BY 1")
 
 
 async def result(pool: asyncpg.Pool, signature_id: uuid.UUID) -> asyncpg.Record:

@@ -9,6 +9,7 @@ from typing import Any
 
 import asyncpg
 import grpc
+from prometheus_client import Gauge
 
 from sigverify.events.v1 import events_pb2
 from sigverify.tally.v1 import tally_pb2, tally_pb2_grpc
@@ -19,6 +20,52 @@ from sigverify_common.kafka import DeadLetter, Delivered
 from sigverify_tally import convert, repository
 
 log = logging.getLogger(__name__)
+
+SIGNATURES = Gauge("sigverify_tally_signatures",
+                   "Signatures with a final status, per petition, status and reason",
+                   ["petition", "status", "reason"])
+RECEIVED = Gauge("sigverify_tally_received", "Signatures stored by intake, per petition", ["petition"])
+
+
+class MetricsRefresher:
+    """Sets the per-petition gauges from Postgres every ``interval`` seconds.
+
+    A loop rather than a collector run at scrape time: the pool lives on the event loop and
+    prometheus_client scrapes from its own thread.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, interval: float = 15.0) -> None:
+        self._pool = pool
+        self._interval = interval
+        self._seen: set[tuple[str, str, str]] = set()
+        self._seen_received: set[str] = set()
+
+    async def refresh(self) -> None:
+        statuses = await repository.status_counts(self._pool)
+        received = await repository.received_counts(self._pool)
+        now = {(r["petition_id"], r["status"], r["reason"]): int(r["n"]) for r in statuses}
+        for labels, n in now.items():
+            SIGNATURES.labels(*labels).set(n)
+        for stale in self._seen - now.keys():
+            SIGNATURES.remove(*stale)
+        self._seen = set(now)
+        got = {r["petition_id"]: int(r["n"]) for r in received}
+        for petition, n in got.items():
+            RECEIVED.labels(petition).set(n)
+        for stale_petition in self._seen_received - got.keys():
+            RECEIVED.remove(stale_petition)
+        self._seen_received = set(got)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.refresh()
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+                log.warning("refreshing the tally gauges failed (%s)", exc.__class__.__name__)
+            try:
+                await asyncio.wait_for(stop.wait(), self._interval)
+            except TimeoutError:
+                pass
 
 
 class TallyHandler:

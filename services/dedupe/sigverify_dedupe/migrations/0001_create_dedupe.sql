@@ -19,20 +19,3 @@ CREATE TABLE IF NOT EXISTS dedupe.signatures (
 );
 CREATE INDEX IF NOT EXISTS signatures_voter ON dedupe.signatures (petition_id, voter_id)
     WHERE voter_id <> '';
-
-CREATE TABLE IF NOT EXISTS dedupe.dead_letters (
-    topic      text NOT NULL,
-    partition  integer NOT NULL,
-    "offset"   bigint NOT NULL,
-    reason     text NOT NULL,
-    payload    bytea NOT NULL,
-    at         timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (topic, partition, "offset")
-);
-
-CREATE TABLE IF NOT EXISTS dedupe.outbox (
-    id     bigserial PRIMARY KEY,
-    topic  text NOT NULL,
-    key    bytea NOT NULL,
-    value  bytea NOT NULL
-);

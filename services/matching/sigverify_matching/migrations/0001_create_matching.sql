@@ -40,20 +40,3 @@ CREATE TABLE IF NOT EXISTS matching.decisions (
     roll_version  bigint NOT NULL,
     decided_at    timestamptz NOT NULL DEFAULT now()
 );
-
-CREATE TABLE IF NOT EXISTS matching.dead_letters (
-    topic      text NOT NULL,
-    partition  integer NOT NULL,
-    "offset"   bigint NOT NULL,
-    reason     text NOT NULL,
-    payload    bytea NOT NULL,
-    at         timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (topic, partition, "offset")
-);
-
-CREATE TABLE IF NOT EXISTS matching.outbox (
-    id     bigserial PRIMARY KEY,
-    topic  text NOT NULL,
-    key    bytea NOT NULL,
-    value  bytea NOT NULL
-);

@@ -15,13 +15,3 @@ CREATE TABLE IF NOT EXISTS tally.results (
     updated_at     timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS results_petition ON tally.results (petition_id);
-
-CREATE TABLE IF NOT EXISTS tally.dead_letters (
-    topic      text NOT NULL,
-    partition  integer NOT NULL,
-    "offset"   bigint NOT NULL,
-    reason     text NOT NULL,
-    payload    bytea NOT NULL,
-    at         timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (topic, partition, "offset")
-);

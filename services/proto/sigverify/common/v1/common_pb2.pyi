@@ -57,6 +57,11 @@ class _ReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Reason.ValueTy
     REASON_DUPLICATE: _Reason.ValueType  # 9
     REASON_INCOMPLETE: _Reason.ValueType  # 10
     REASON_PENDING_REVIEW: _Reason.ValueType  # 11
+    REASON_ONLINE_NOT_ACCEPTED: _Reason.ValueType  # 12
+    """An online signature on a petition that does not accept them (California)."""
+    REASON_SIGNATURE_MISMATCH: _Reason.ValueType  # 13
+    """Reviewer outcomes."""
+    REASON_WITHDRAWN: _Reason.ValueType  # 14
 
 class Reason(_Reason, metaclass=_ReasonEnumTypeWrapper):
     """Why a signature is (or is not) counted. Names follow the results export."""
@@ -73,7 +78,34 @@ REASON_SIGNED_AFTER_DEADLINE: Reason.ValueType  # 8
 REASON_DUPLICATE: Reason.ValueType  # 9
 REASON_INCOMPLETE: Reason.ValueType  # 10
 REASON_PENDING_REVIEW: Reason.ValueType  # 11
+REASON_ONLINE_NOT_ACCEPTED: Reason.ValueType  # 12
+"""An online signature on a petition that does not accept them (California)."""
+REASON_SIGNATURE_MISMATCH: Reason.ValueType  # 13
+"""Reviewer outcomes."""
+REASON_WITHDRAWN: Reason.ValueType  # 14
 Global___Reason: _TypeAlias = Reason  # noqa: Y015
+
+class _DuplicatePolicy:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DuplicatePolicyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DuplicatePolicy.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DUPLICATE_POLICY_UNSPECIFIED: _DuplicatePolicy.ValueType  # 0
+    DUPLICATE_POLICY_KEEP_FIRST: _DuplicatePolicy.ValueType  # 1
+    """The earliest signed counts (ties by order of receipt); the others are DUPLICATE."""
+    DUPLICATE_POLICY_INVALIDATE_ALL: _DuplicatePolicy.ValueType  # 2
+    """Every signature of a voter who signed twice is invalid."""
+
+class DuplicatePolicy(_DuplicatePolicy, metaclass=_DuplicatePolicyEnumTypeWrapper):
+    """How a petition treats a voter who signed more than once."""
+
+DUPLICATE_POLICY_UNSPECIFIED: DuplicatePolicy.ValueType  # 0
+DUPLICATE_POLICY_KEEP_FIRST: DuplicatePolicy.ValueType  # 1
+"""The earliest signed counts (ties by order of receipt); the others are DUPLICATE."""
+DUPLICATE_POLICY_INVALIDATE_ALL: DuplicatePolicy.ValueType  # 2
+"""Every signature of a voter who signed twice is invalid."""
+Global___DuplicatePolicy: _TypeAlias = DuplicatePolicy  # noqa: Y015
 
 class _MatchDecision:
     ValueType = _typing.NewType("ValueType", _builtins.int)

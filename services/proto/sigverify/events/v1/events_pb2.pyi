@@ -96,6 +96,7 @@ class SignatureMatched(_message.Message):
     CANDIDATES_FIELD_NUMBER: _builtins.int
     SOURCE_FIELD_NUMBER: _builtins.int
     RECEIVED_SEQ_FIELD_NUMBER: _builtins.int
+    MATCH_REVISION_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     signature_id: _builtins.str
     petition_id: _builtins.str
@@ -111,6 +112,10 @@ class SignatureMatched(_message.Message):
     score: _builtins.float
     source: _common_pb2.SignatureSource.ValueType
     received_seq: _builtins.int
+    match_revision: _builtins.int
+    """0 for the matcher's own decision; a reviewer's resolution has a higher revision and
+    replaces the earlier decision of the same signature.
+    """
     @_builtins.property
     def candidates(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Candidate]: ...
     def __init__(
@@ -131,10 +136,11 @@ class SignatureMatched(_message.Message):
         candidates: _abc.Iterable[_common_pb2.Candidate] | None = ...,
         source: _common_pb2.SignatureSource.ValueType = ...,
         received_seq: _builtins.int = ...,
+        match_revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "candidates", b"candidates", "circulator_id", b"circulator_id", "county", b"county", "decision", b"decision", "event_id", b"event_id", "line", b"line", "petition_id", b"petition_id", "reason", b"reason", "received_seq", b"received_seq", "score", b"score", "signature_id", b"signature_id", "signed_on", b"signed_on", "source", b"source", "voter_id", b"voter_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "candidates", b"candidates", "circulator_id", b"circulator_id", "county", b"county", "decision", b"decision", "event_id", b"event_id", "line", b"line", "match_revision", b"match_revision", "petition_id", b"petition_id", "reason", b"reason", "received_seq", b"received_seq", "score", b"score", "signature_id", b"signature_id", "signed_on", b"signed_on", "source", b"source", "voter_id", b"voter_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

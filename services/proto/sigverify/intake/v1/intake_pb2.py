@@ -22,35 +22,36 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from sigverify.common.v1 import common_pb2 as sigverify_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n sigverify/intake/v1/intake.proto\x12\x13sigverify.intake.v1\"\x7f\n\x12SubmitBatchRequest\x12\x32\n\x06header\x18\x01 \x01(\x0b\x32 .sigverify.intake.v1.BatchHeaderH\x00\x12-\n\x04rows\x18\x02 \x01(\x0b\x32\x1d.sigverify.intake.v1.RowChunkH\x00\x42\x06\n\x04part\"o\n\x0b\x42\x61tchHeader\x12\x13\n\x0bpetition_id\x18\x01 \x01(\t\x12\x0e\n\x06\x63ounty\x18\x02 \x01(\t\x12\x18\n\x10\x63lient_batch_key\x18\x03 \x01(\t\x12\x0f\n\x07\x63olumns\x18\x04 \x03(\t\x12\x10\n\x08\x66ilename\x18\x05 \x01(\t\"5\n\x08RowChunk\x12)\n\x04rows\x18\x01 \x03(\x0b\x32\x1b.sigverify.intake.v1.RawRow\"(\n\x06RawRow\x12\x0e\n\x06record\x18\x01 \x01(\x03\x12\x0e\n\x06values\x18\x02 \x03(\t\"G\n\x08RowError\x12\x0c\n\x04line\x18\x01 \x01(\x03\x12\x0e\n\x06record\x18\x02 \x01(\x03\x12\r\n\x05\x66ield\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\x9b\x02\n\x0c\x42\x61tchReceipt\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x13\n\x0bpetition_id\x18\x02 \x01(\t\x12\x0e\n\x06\x63ounty\x18\x03 \x01(\t\x12\x18\n\x10\x63lient_batch_key\x18\x04 \x01(\t\x12\x16\n\x0e\x63ontent_sha256\x18\x05 \x01(\t\x12\x15\n\rrows_received\x18\x06 \x01(\x03\x12\x1b\n\x13signatures_accepted\x18\x07 \x01(\x03\x12\x12\n\nincomplete\x18\x08 \x01(\x03\x12/\n\x08rejected\x18\t \x03(\x0b\x32\x1d.sigverify.intake.v1.RowError\x12\x14\n\x0cresubmission\x18\n \x01(\x08\x12\x13\n\x0breceived_at\x18\x0b \x01(\t\"#\n\x0fGetBatchRequest\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\"q\n\x08Petition\x12\x13\n\x0bpetition_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x1b\n\x13required_signatures\x18\x03 \x01(\x03\x12\x10\n\x08\x64\x65\x61\x64line\x18\x04 \x01(\t\x12\x12\n\ncreated_at\x18\x05 \x01(\t\"j\n\x15\x43reatePetitionRequest\x12\x13\n\x0bpetition_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x1b\n\x13required_signatures\x18\x03 \x01(\x03\x12\x10\n\x08\x64\x65\x61\x64line\x18\x04 \x01(\t\")\n\x12GetPetitionRequest\x12\x13\n\x0bpetition_id\x18\x01 \x01(\t2\xf5\x02\n\rIntakeService\x12[\n\x0bSubmitBatch\x12\'.sigverify.intake.v1.SubmitBatchRequest\x1a!.sigverify.intake.v1.BatchReceipt(\x01\x12S\n\x08GetBatch\x12$.sigverify.intake.v1.GetBatchRequest\x1a!.sigverify.intake.v1.BatchReceipt\x12[\n\x0e\x43reatePetition\x12*.sigverify.intake.v1.CreatePetitionRequest\x1a\x1d.sigverify.intake.v1.Petition\x12U\n\x0bGetPetition\x12\'.sigverify.intake.v1.GetPetitionRequest\x1a\x1d.sigverify.intake.v1.Petitionb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n sigverify/intake/v1/intake.proto\x12\x13sigverify.intake.v1\x1a sigverify/common/v1/common.proto\"\x7f\n\x12SubmitBatchRequest\x12\x32\n\x06header\x18\x01 \x01(\x0b\x32 .sigverify.intake.v1.BatchHeaderH\x00\x12-\n\x04rows\x18\x02 \x01(\x0b\x32\x1d.sigverify.intake.v1.RowChunkH\x00\x42\x06\n\x04part\"o\n\x0b\x42\x61tchHeader\x12\x13\n\x0bpetition_id\x18\x01 \x01(\t\x12\x0e\n\x06\x63ounty\x18\x02 \x01(\t\x12\x18\n\x10\x63lient_batch_key\x18\x03 \x01(\t\x12\x0f\n\x07\x63olumns\x18\x04 \x03(\t\x12\x10\n\x08\x66ilename\x18\x05 \x01(\t\"5\n\x08RowChunk\x12)\n\x04rows\x18\x01 \x03(\x0b\x32\x1b.sigverify.intake.v1.RawRow\"(\n\x06RawRow\x12\x0e\n\x06record\x18\x01 \x01(\x03\x12\x0e\n\x06values\x18\x02 \x03(\t\"G\n\x08RowError\x12\x0c\n\x04line\x18\x01 \x01(\x03\x12\x0e\n\x06record\x18\x02 \x01(\x03\x12\r\n\x05\x66ield\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\x9b\x02\n\x0c\x42\x61tchReceipt\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x13\n\x0bpetition_id\x18\x02 \x01(\t\x12\x0e\n\x06\x63ounty\x18\x03 \x01(\t\x12\x18\n\x10\x63lient_batch_key\x18\x04 \x01(\t\x12\x16\n\x0e\x63ontent_sha256\x18\x05 \x01(\t\x12\x15\n\rrows_received\x18\x06 \x01(\x03\x12\x1b\n\x13signatures_accepted\x18\x07 \x01(\x03\x12\x12\n\nincomplete\x18\x08 \x01(\x03\x12/\n\x08rejected\x18\t \x03(\x0b\x32\x1d.sigverify.intake.v1.RowError\x12\x14\n\x0cresubmission\x18\n \x01(\x08\x12\x13\n\x0breceived_at\x18\x0b \x01(\t\"#\n\x0fGetBatchRequest\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\"\xc8\x01\n\x08Petition\x12\x13\n\x0bpetition_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x1b\n\x13required_signatures\x18\x03 \x01(\x03\x12\x10\n\x08\x64\x65\x61\x64line\x18\x04 \x01(\t\x12\x12\n\ncreated_at\x18\x05 \x01(\t\x12>\n\x10\x64uplicate_policy\x18\x06 \x01(\x0e\x32$.sigverify.common.v1.DuplicatePolicy\x12\x15\n\raccept_online\x18\x07 \x01(\x08\"\xc1\x01\n\x15\x43reatePetitionRequest\x12\x13\n\x0bpetition_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x1b\n\x13required_signatures\x18\x03 \x01(\x03\x12\x10\n\x08\x64\x65\x61\x64line\x18\x04 \x01(\t\x12>\n\x10\x64uplicate_policy\x18\x05 \x01(\x0e\x32$.sigverify.common.v1.DuplicatePolicy\x12\x15\n\raccept_online\x18\x06 \x01(\x08\")\n\x12GetPetitionRequest\x12\x13\n\x0bpetition_id\x18\x01 \x01(\t2\xf5\x02\n\rIntakeService\x12[\n\x0bSubmitBatch\x12\'.sigverify.intake.v1.SubmitBatchRequest\x1a!.sigverify.intake.v1.BatchReceipt(\x01\x12S\n\x08GetBatch\x12$.sigverify.intake.v1.GetBatchRequest\x1a!.sigverify.intake.v1.BatchReceipt\x12[\n\x0e\x43reatePetition\x12*.sigverify.intake.v1.CreatePetitionRequest\x1a\x1d.sigverify.intake.v1.Petition\x12U\n\x0bGetPetition\x12\'.sigverify.intake.v1.GetPetitionRequest\x1a\x1d.sigverify.intake.v1.Petitionb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sigverify.intake.v1.intake_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SUBMITBATCHREQUEST']._serialized_start=57
-  _globals['_SUBMITBATCHREQUEST']._serialized_end=184
-  _globals['_BATCHHEADER']._serialized_start=186
-  _globals['_BATCHHEADER']._serialized_end=297
-  _globals['_ROWCHUNK']._serialized_start=299
-  _globals['_ROWCHUNK']._serialized_end=352
-  _globals['_RAWROW']._serialized_start=354
-  _globals['_RAWROW']._serialized_end=394
-  _globals['_ROWERROR']._serialized_start=396
-  _globals['_ROWERROR']._serialized_end=467
-  _globals['_BATCHRECEIPT']._serialized_start=470
-  _globals['_BATCHRECEIPT']._serialized_end=753
-  _globals['_GETBATCHREQUEST']._serialized_start=755
-  _globals['_GETBATCHREQUEST']._serialized_end=790
-  _globals['_PETITION']._serialized_start=792
-  _globals['_PETITION']._serialized_end=905
-  _globals['_CREATEPETITIONREQUEST']._serialized_start=907
-  _globals['_CREATEPETITIONREQUEST']._serialized_end=1013
-  _globals['_GETPETITIONREQUEST']._serialized_start=1015
-  _globals['_GETPETITIONREQUEST']._serialized_end=1056
-  _globals['_INTAKESERVICE']._serialized_start=1059
-  _globals['_INTAKESERVICE']._serialized_end=1432
+  _globals['_SUBMITBATCHREQUEST']._serialized_start=91
+  _globals['_SUBMITBATCHREQUEST']._serialized_end=218
+  _globals['_BATCHHEADER']._serialized_start=220
+  _globals['_BATCHHEADER']._serialized_end=331
+  _globals['_ROWCHUNK']._serialized_start=333
+  _globals['_ROWCHUNK']._serialized_end=386
+  _globals['_RAWROW']._serialized_start=388
+  _globals['_RAWROW']._serialized_end=428
+  _globals['_ROWERROR']._serialized_start=430
+  _globals['_ROWERROR']._serialized_end=501
+  _globals['_BATCHRECEIPT']._serialized_start=504
+  _globals['_BATCHRECEIPT']._serialized_end=787
+  _globals['_GETBATCHREQUEST']._serialized_start=789
+  _globals['_GETBATCHREQUEST']._serialized_end=824
+  _globals['_PETITION']._serialized_start=827
+  _globals['_PETITION']._serialized_end=1027
+  _globals['_CREATEPETITIONREQUEST']._serialized_start=1030
+  _globals['_CREATEPETITIONREQUEST']._serialized_end=1223
+  _globals['_GETPETITIONREQUEST']._serialized_start=1225
+  _globals['_GETPETITIONREQUEST']._serialized_end=1266
+  _globals['_INTAKESERVICE']._serialized_start=1269
+  _globals['_INTAKESERVICE']._serialized_end=1642
 # @@protoc_insertion_point(module_scope)

@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from sigverify.common.v1 import common_pb2 as _common_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -235,12 +236,17 @@ class Petition(_message.Message):
     REQUIRED_SIGNATURES_FIELD_NUMBER: _builtins.int
     DEADLINE_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
+    DUPLICATE_POLICY_FIELD_NUMBER: _builtins.int
+    ACCEPT_ONLINE_FIELD_NUMBER: _builtins.int
     petition_id: _builtins.str
     title: _builtins.str
     required_signatures: _builtins.int
     deadline: _builtins.str
     """ISO date: signatures dated after it do not count."""
     created_at: _builtins.str
+    duplicate_policy: _common_pb2.DuplicatePolicy.ValueType
+    accept_online: _builtins.bool
+    """Whether signatures with source=online can count (California: no)."""
     def __init__(
         self,
         *,
@@ -249,10 +255,12 @@ class Petition(_message.Message):
         required_signatures: _builtins.int = ...,
         deadline: _builtins.str = ...,
         created_at: _builtins.str = ...,
+        duplicate_policy: _common_pb2.DuplicatePolicy.ValueType = ...,
+        accept_online: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "deadline", b"deadline", "petition_id", b"petition_id", "required_signatures", b"required_signatures", "title", b"title"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept_online", b"accept_online", "created_at", b"created_at", "deadline", b"deadline", "duplicate_policy", b"duplicate_policy", "petition_id", b"petition_id", "required_signatures", b"required_signatures", "title", b"title"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -266,10 +274,15 @@ class CreatePetitionRequest(_message.Message):
     TITLE_FIELD_NUMBER: _builtins.int
     REQUIRED_SIGNATURES_FIELD_NUMBER: _builtins.int
     DEADLINE_FIELD_NUMBER: _builtins.int
+    DUPLICATE_POLICY_FIELD_NUMBER: _builtins.int
+    ACCEPT_ONLINE_FIELD_NUMBER: _builtins.int
     petition_id: _builtins.str
     title: _builtins.str
     required_signatures: _builtins.int
     deadline: _builtins.str
+    duplicate_policy: _common_pb2.DuplicatePolicy.ValueType
+    """Unspecified: keep-first."""
+    accept_online: _builtins.bool
     def __init__(
         self,
         *,
@@ -277,10 +290,12 @@ class CreatePetitionRequest(_message.Message):
         title: _builtins.str = ...,
         required_signatures: _builtins.int = ...,
         deadline: _builtins.str = ...,
+        duplicate_policy: _common_pb2.DuplicatePolicy.ValueType = ...,
+        accept_online: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deadline", b"deadline", "petition_id", b"petition_id", "required_signatures", b"required_signatures", "title", b"title"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept_online", b"accept_online", "deadline", b"deadline", "duplicate_policy", b"duplicate_policy", "petition_id", b"petition_id", "required_signatures", b"required_signatures", "title", b"title"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

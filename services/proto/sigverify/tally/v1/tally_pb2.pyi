@@ -204,6 +204,9 @@ class Tally(_message.Message):
     BY_CIRCULATOR_FIELD_NUMBER: _builtins.int
     ROWS_REJECTED_FIELD_NUMBER: _builtins.int
     AS_OF_FIELD_NUMBER: _builtins.int
+    FLAGGED_CIRCULATORS_FIELD_NUMBER: _builtins.int
+    CIRCULATORS_FIELD_NUMBER: _builtins.int
+    FLAG_POLICY_FIELD_NUMBER: _builtins.int
     petition_id: _builtins.str
     title: _builtins.str
     required_signatures: _builtins.int
@@ -222,6 +225,20 @@ class Tally(_message.Message):
     def by_batch(self) -> _containers.RepeatedCompositeFieldContainer[Global___GroupCounts]: ...
     @_builtins.property
     def by_circulator(self) -> _containers.RepeatedCompositeFieldContainer[Global___GroupCounts]: ...
+    @_builtins.property
+    def flagged_circulators(self) -> _containers.RepeatedCompositeFieldContainer[Global___CirculatorCheck]:
+        """Circulators whose suspect-invalid rate is far above the rest of their county's
+        (the subset of `circulators` with flagged = true), most significant first.
+        """
+
+    @_builtins.property
+    def circulators(self) -> _containers.RepeatedCompositeFieldContainer[Global___CirculatorCheck]:
+        """Every (county, circulator) pair with its rate and test, flagged first."""
+
+    @_builtins.property
+    def flag_policy(self) -> Global___FlagPolicy:
+        """How circulators are flagged."""
+
     def __init__(
         self,
         *,
@@ -237,14 +254,119 @@ class Tally(_message.Message):
         by_circulator: _abc.Iterable[Global___GroupCounts] | None = ...,
         rows_rejected: _builtins.int = ...,
         as_of: _builtins.str = ...,
+        flagged_circulators: _abc.Iterable[Global___CirculatorCheck] | None = ...,
+        circulators: _abc.Iterable[Global___CirculatorCheck] | None = ...,
+        flag_policy: Global___FlagPolicy | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["total", b"total"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["flag_policy", b"flag_policy", "total", b"total"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "by_batch", b"by_batch", "by_circulator", b"by_circulator", "by_county", b"by_county", "days_to_deadline", b"days_to_deadline", "deadline", b"deadline", "petition_id", b"petition_id", "progress_percent", b"progress_percent", "required_signatures", b"required_signatures", "rows_rejected", b"rows_rejected", "title", b"title", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "by_batch", b"by_batch", "by_circulator", b"by_circulator", "by_county", b"by_county", "circulators", b"circulators", "days_to_deadline", b"days_to_deadline", "deadline", b"deadline", "flag_policy", b"flag_policy", "flagged_circulators", b"flagged_circulators", "petition_id", b"petition_id", "progress_percent", b"progress_percent", "required_signatures", b"required_signatures", "rows_rejected", b"rows_rejected", "title", b"title", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Tally: _TypeAlias = Tally  # noqa: Y015
+
+@_typing.final
+class CirculatorCheck(_message.Message):
+    """One circulator's signatures in one county, compared with the county's other circulators."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COUNTY_FIELD_NUMBER: _builtins.int
+    CIRCULATOR_ID_FIELD_NUMBER: _builtins.int
+    COUNTS_FIELD_NUMBER: _builtins.int
+    DECIDED_FIELD_NUMBER: _builtins.int
+    SUSPECT_FIELD_NUMBER: _builtins.int
+    SUSPECT_BY_REASON_FIELD_NUMBER: _builtins.int
+    RATE_FIELD_NUMBER: _builtins.int
+    OTHERS_RATE_FIELD_NUMBER: _builtins.int
+    COUNTY_RATE_FIELD_NUMBER: _builtins.int
+    P_VALUE_FIELD_NUMBER: _builtins.int
+    Q_VALUE_FIELD_NUMBER: _builtins.int
+    TESTED_FIELD_NUMBER: _builtins.int
+    FLAGGED_FIELD_NUMBER: _builtins.int
+    county: _builtins.str
+    circulator_id: _builtins.str
+    decided: _builtins.int
+    """valid + invalid: signatures in review or still pending have no outcome yet."""
+    suspect: _builtins.int
+    """Invalid for a reason a circulator's conduct produces (FlagPolicy.suspect_reasons)."""
+    rate: _builtins.float
+    """suspect / decided."""
+    others_rate: _builtins.float
+    """suspect / decided of the county's other circulators (the comparison)."""
+    county_rate: _builtins.float
+    """suspect / decided of the whole county."""
+    p_value: _builtins.float
+    """One-sided Fisher exact p-value (1 when not tested)."""
+    q_value: _builtins.float
+    """Benjamini-Hochberg adjusted p-value across the county's tested circulators."""
+    tested: _builtins.bool
+    """decided >= FlagPolicy.min_decided and the county has other circulators."""
+    flagged: _builtins.bool
+    @_builtins.property
+    def counts(self) -> Global___Counts: ...
+    @_builtins.property
+    def suspect_by_reason(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReasonCount]: ...
+    def __init__(
+        self,
+        *,
+        county: _builtins.str = ...,
+        circulator_id: _builtins.str = ...,
+        counts: Global___Counts | None = ...,
+        decided: _builtins.int = ...,
+        suspect: _builtins.int = ...,
+        suspect_by_reason: _abc.Iterable[Global___ReasonCount] | None = ...,
+        rate: _builtins.float = ...,
+        others_rate: _builtins.float = ...,
+        county_rate: _builtins.float = ...,
+        p_value: _builtins.float = ...,
+        q_value: _builtins.float = ...,
+        tested: _builtins.bool = ...,
+        flagged: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["circulator_id", b"circulator_id", "counts", b"counts", "county", b"county", "county_rate", b"county_rate", "decided", b"decided", "flagged", b"flagged", "others_rate", b"others_rate", "p_value", b"p_value", "q_value", b"q_value", "rate", b"rate", "suspect", b"suspect", "suspect_by_reason", b"suspect_by_reason", "tested", b"tested"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CirculatorCheck: _TypeAlias = CirculatorCheck  # noqa: Y015
+
+@_typing.final
+class FlagPolicy(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEST_FIELD_NUMBER: _builtins.int
+    SUSPECT_REASONS_FIELD_NUMBER: _builtins.int
+    MIN_DECIDED_FIELD_NUMBER: _builtins.int
+    MIN_RATIO_FIELD_NUMBER: _builtins.int
+    FDR_FIELD_NUMBER: _builtins.int
+    test: _builtins.str
+    """The test, in words."""
+    min_decided: _builtins.int
+    min_ratio: _builtins.float
+    """The rate must be at least this multiple of the rest of the county's."""
+    fdr: _builtins.float
+    """False discovery rate for the Benjamini-Hochberg adjustment."""
+    @_builtins.property
+    def suspect_reasons(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        test: _builtins.str = ...,
+        suspect_reasons: _abc.Iterable[_builtins.str] | None = ...,
+        min_decided: _builtins.int = ...,
+        min_ratio: _builtins.float = ...,
+        fdr: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fdr", b"fdr", "min_decided", b"min_decided", "min_ratio", b"min_ratio", "suspect_reasons", b"suspect_reasons", "test", b"test"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FlagPolicy: _TypeAlias = FlagPolicy  # noqa: Y015
 
 @_typing.final
 class SignatureResult(_message.Message):

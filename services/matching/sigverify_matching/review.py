@@ -1,0 +1,196 @@
+"""ReviewService: the human review queue, served by matching (it owns decisions and the roll).
+
+A resolution replaces the matcher's decision in ``matching.decisions`` with a higher
+``match_revision`` and publishes a new SignatureMatched through the outbox, so duplicates
+and the tally follow exactly as for an automatic decision. Every claim and resolution is
+written to the audit log; no voter data goes to the log.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import asyncpg
+import grpc
+
+from sigverify.common.v1 import common_pb2
+from sigverify.events.v1 import events_pb2
+from sigverify.review.v1 import review_pb2, review_pb2_grpc
+from sigverify_common import audit, auth, kafka
+from sigverify_common.convert import date_text, parse_uuid, reason_from_pb, reason_to_pb, source_to_pb
+from sigverify_common.errors import FailedPrecondition, InvalidArgument, NotFound
+from sigverify_common.vocab import REVIEW_REJECTIONS, Decision, Reason, Source, canonical_county
+from sigverify_matching import convert
+from sigverify_matching.domain import MatchResult, SignatureInput, VoterRecord, eligibility
+
+log = logging.getLogger(__name__)
+
+#: A claim older than this may be taken over by another reviewer.
+CLAIM_MINUTES = 30
+
+_ITEM_SQL = (
+    "SELECT r.*, d.score, d.candidates, d.match_revision, s.batch_id, s.county, s.line, "
+    "s.circulator_id, s.source, s.received_seq, s.first_name, s.middle_name, s.last_name, "
+    "s.street, s.unit, s.city, s.zip, s.signed_on, s.birth_date, p.deadline "
+    "FROM matching.reviews r JOIN matching.decisions d USING (signature_id) "
+    "JOIN intake.signatures s USING (signature_id) "
+    "JOIN intake.petitions p ON p.petition_id = r.petition_id "
+)
+_STATES = {"pending": review_pb2.REVIEW_STATE_PENDING, "claimed": review_pb2.REVIEW_STATE_CLAIMED,
+           "resolved": review_pb2.REVIEW_STATE_RESOLVED}
+
+
+def _ts(value: Any) -> str:
+    return value.isoformat() if value is not None else ""
+
+
+def item_to_pb(r: asyncpg.Record) -> review_pb2.ReviewItem:
+    return review_pb2.ReviewItem(
+        signature_id=str(r["signature_id"]), petition_id=r["petition_id"],
+        batch_id=str(r["batch_id"]), county=r["county"], line=r["line"],
+        circulator_id=r["circulator_id"],
+        printed=common_pb2.PrintedSignature(
+            first_name=r["first_name"], middle_name=r["middle_name"], last_name=r["last_name"],
+            street=r["street"], unit=r["unit"], city=r["city"], zip=r["zip"], county=r["county"],
+            signed_on=date_text(r["signed_on"]), birth_date=date_text(r["birth_date"])),
+        score=r["score"],
+        candidates=[convert.candidate_to_pb(c) for c in convert.candidates_from_json(r["candidates"])],
+        state=_STATES[r["state"]], claimed_by=r["claimed_by"] or "", claimed_at=_ts(r["claimed_at"]),
+        resolved_by=r["resolved_by"] or "", resolved_at=_ts(r["resolved_at"]),
+        voter_id=r["voter_id"] or "",
+        reason=reason_to_pb(Reason(r["reason"])) if r["reason"] else common_pb2.REASON_UNSPECIFIED,
+        note=r["note"],
+    )
+
+
+def resolution_reason(voter: VoterRecord, county: str, sig: SignatureInput) -> Reason:
+    """What a signature resolved to ``voter`` counts as: the matcher's eligibility rules,
+    and the section's county (a reviewer may name a voter of another county)."""
+    if canonical_county(voter.county) != canonical_county(county):
+        return Reason.WRONG_COUNTY
+    return eligibility(voter, sig)
+
+
+class ReviewService(review_pb2_grpc.ReviewServiceServicer):
+    def __init__(self, pool: asyncpg.Pool, outbox: kafka.OutboxPublisher | None) -> None:
+        self._pool = pool
+        self._outbox = outbox
+
+    async def _item(self, conn: asyncpg.Pool | Any, sid: Any) -> asyncpg.Record:
+        row = await conn.fetchrow(_ITEM_SQL + "WHERE r.signature_id = $1", sid)
+        if row is None:
+            raise NotFound(f"signature {sid} is not in the review queue")
+        return row
+
+    async def ListPending(
+        self, request: review_pb2.ListPendingRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> review_pb2.ListPendingResponse:
+        if not request.petition_id:
+            raise InvalidArgument("petition_id is required")
+        county = canonical_county(request.county)
+        states = ["pending", "claimed"] if request.include_claimed else ["pending"]
+        where = ("WHERE r.petition_id = $1 AND (r.state = ANY($2::text[]) OR (r.state = 'claimed' "
+                 "AND r.claimed_at < now() - make_interval(mins => $5))) "
+                 "AND ($3 = '' OR s.county = $3) ")
+        rows = await self._pool.fetch(_ITEM_SQL + where + "ORDER BY s.received_seq LIMIT $4",
+                                      request.petition_id, states, county, request.limit or 50,
+                                      CLAIM_MINUTES)
+        total = await self._pool.fetchval(
+            "SELECT count(*) FROM matching.reviews r JOIN intake.signatures s USING (signature_id) "
+            "WHERE r.petition_id = $1 AND r.state <> 'resolved' AND ($2 = '' OR s.county = $2)",
+            request.petition_id, county)
+        return review_pb2.ListPendingResponse(items=[item_to_pb(r) for r in rows],
+                                              total_pending=total)
+
+    async def GetReview(
+        self, request: review_pb2.GetReviewRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> review_pb2.ReviewItem:
+        return item_to_pb(await self._item(self._pool, parse_uuid(request.signature_id)))
+
+    async def ClaimReview(
+        self, request: review_pb2.ClaimReviewRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> review_pb2.ReviewItem:
+        sid = parse_uuid(request.signature_id)
+        who = auth.actor(request.reviewer or "local")
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await self._item(conn, sid)
+            claimed = await conn.fetchval(
+                "UPDATE matching.reviews SET state = 'claimed', claimed_by = $2, claimed_at = now() "
+                "WHERE signature_id = $1 AND (state = 'pending' OR (state = 'claimed' AND "
+                "(claimed_by = $2 OR claimed_at < now() - make_interval(mins => $3)))) "
+                "RETURNING 1", sid, who, CLAIM_MINUTES)
+            if not claimed:
+                raise FailedPrecondition(
+                    f"signature {sid} is {row['state']}"
+                    + (f" by {row['claimed_by']}" if row["state"] == "claimed" else ""))
+            await audit.record(conn, who, "review.claimed", str(sid),
+                               {"petition_id": row["petition_id"]})
+            return item_to_pb(await self._item(conn, sid))
+
+    async def ResolveReview(
+        self, request: review_pb2.ResolveReviewRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> review_pb2.ReviewItem:
+        sid = parse_uuid(request.signature_id)
+        who = auth.actor(request.reviewer or "local")
+        outcome = request.WhichOneof("outcome")
+        if outcome is None:
+            raise InvalidArgument("a resolution names a voter_id or an invalid_reason")
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT 1 FROM matching.reviews WHERE signature_id = $1 FOR UPDATE", sid)
+            row = await self._item(conn, sid)
+            if row["state"] == "resolved":
+                raise FailedPrecondition(f"signature {sid} was already resolved by {row['resolved_by']}")
+            if row["state"] == "claimed" and row["claimed_by"] != who and await conn.fetchval(
+                "SELECT $1::timestamptz > now() - make_interval(mins => $2)",
+                row["claimed_at"], CLAIM_MINUTES,
+            ):
+                raise FailedPrecondition(f"signature {sid} is claimed by {row['claimed_by']}")
+            if outcome == "voter_id":
+                voter = await conn.fetchrow(
+                    "SELECT voter_id, first_name, middle_name, last_name, suffix, birth_date, "
+                    "street, unit, city, zip, county, status, registered_on FROM matching.voters "
+                    "WHERE voter_id = $1 AND version = (SELECT max(version) FROM "
+                    "matching.roll_versions WHERE state = 'active')", request.voter_id)
+                if voter is None:
+                    raise NotFound(f"no voter {request.voter_id!r} in the active roll")
+                sig = SignatureInput(
+                    first_name=row["first_name"], middle_name=row["middle_name"],
+                    last_name=row["last_name"], street=row["street"], unit=row["unit"],
+                    city=row["city"], zip=row["zip"], county=row["county"],
+                    signed_on=row["signed_on"], birth_date=row["birth_date"],
+                    deadline=row["deadline"])
+                reason = resolution_reason(VoterRecord(**dict(voter)), row["county"], sig)
+                decision, voter_id = Decision.MATCH, request.voter_id
+            else:
+                reason = reason_from_pb(request.invalid_reason)
+                if reason not in REVIEW_REJECTIONS:
+                    raise InvalidArgument(
+                        f"{reason.value} is not a reviewer's reason; use one of "
+                        + ", ".join(sorted(r.value for r in REVIEW_REJECTIONS)))
+                decision, voter_id = Decision.NO_MATCH, ""
+            revision = await conn.fetchval(
+                "UPDATE matching.decisions SET decision = $2, reason = $3, voter_id = $4, "
+                "match_revision = match_revision + 1 WHERE signature_id = $1 "
+                "RETURNING match_revision", sid, decision.value, reason.value, voter_id)
+            await conn.execute(
+                "UPDATE matching.reviews SET state = 'resolved', resolved_by = $2, "
+                "resolved_at = now(), voter_id = $3, reason = $4, note = $5 "
+                "WHERE signature_id = $1", sid, who, voter_id, reason.value, request.note)
+            received = events_pb2.SignatureReceived(
+                signature_id=str(sid), petition_id=row["petition_id"], batch_id=str(row["batch_id"]),
+                county=row["county"], line=row["line"], circulator_id=row["circulator_id"],
+                source=source_to_pb(Source(row["source"])), received_seq=row["received_seq"],
+                printed=common_pb2.PrintedSignature(signed_on=date_text(row["signed_on"])))
+            result = MatchResult(decision=decision, reason=reason, voter_id=voter_id,
+                                 score=row["score"],
+                                 candidates=convert.candidates_from_json(row["candidates"]))
+            await kafka.enqueue(conn, "matching", [convert.matched_event(received, result, revision)])
+            await audit.record(conn, who, "review.resolved", str(sid), {
+                "petition_id": row["petition_id"], "outcome": decision.value,
+                "reason": reason.value, "voter_id": voter_id, "match_revision": revision})
+            item = item_to_pb(await self._item(conn, sid))
+        if self._outbox is not None:
+            self._outbox.wake.set()
+        log.info("review of %s resolved: %s %s", sid, decision.value, reason.value)
+        return item
