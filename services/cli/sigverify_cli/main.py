@@ -27,7 +27,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from sigverify.access.v1 import access_pb2, access_pb2_grpc
+from sigverify.common.v1 import common_pb2
 from sigverify.intake.v1 import intake_pb2, intake_pb2_grpc
 from sigverify.matching.v1 import matching_pb2, matching_pb2_grpc
 from sigverify.review.v1 import review_pb2, review_pb2_grpc
@@ -362,6 +363,18 @@ async def export_cmd(ep: Endpoints, args: argparse.Namespace) -> int:
     return 0
 
 
+def candidates_table(candidates: Sequence[common_pb2.Candidate]) -> Table:
+    """The candidates a matcher considered, best first, with their per-field scores."""
+    fields = sorted({k for c in candidates for k in c.field_scores})
+    t = Table(title="candidates considered (best first)")
+    for col in ("voter", "county", "score", *fields):
+        t.add_column(col, justify="left" if col in ("voter", "county") else "right")
+    for c in candidates:
+        t.add_row(c.voter_id, c.county, f"{c.score:.1f}",
+                  *(f"{c.field_scores[f]:.0f}" if f in c.field_scores else "-" for f in fields))
+    return t
+
+
 async def explain_cmd(ep: Endpoints, args: argparse.Namespace) -> int:
     async with ep.channel(ep.matching) as mch:
         x = await matching_pb2_grpc.MatchingServiceStub(mch).ExplainSignature(
@@ -398,14 +411,7 @@ async def explain_cmd(ep: Endpoints, args: argparse.Namespace) -> int:
                   f"{reason_from_pb(x.reason).value}, voter {x.voter_id or '-'}, score {x.score:.1f} "
                   f"(accept at {x.accept_threshold:g}, review from {x.review_threshold:g}); roll "
                   f"version {x.roll_version}, decided {x.decided_at}")
-    fields = sorted({k for c in x.candidates for k in c.field_scores})
-    t = Table(title="candidates considered (best first)")
-    for col in ("voter", "county", "score", *fields):
-        t.add_column(col, justify="left" if col in ("voter", "county") else "right")
-    for c in x.candidates:
-        t.add_row(c.voter_id, c.county, f"{c.score:.1f}",
-                  *(f"{c.field_scores[f]:.0f}" if f in c.field_scores else "-" for f in fields))
-    console.print(t if x.candidates else "no candidate came near")
+    console.print(candidates_table(x.candidates) if x.candidates else "no candidate came near")
     return 0
 
 
@@ -487,14 +493,7 @@ def print_review_item(item: review_pb2.ReviewItem, full: bool = True) -> None:
         return
     console.print(f"  printed: {p.first_name} {p.middle_name} {p.last_name}, {p.street} "
                   f"{p.unit}, {p.city} {p.zip}; signed {p.signed_on or '-'}")
-    fields = sorted({k for c in item.candidates for k in c.field_scores})
-    t = Table(title="candidates")
-    for col in ("voter", "county", "score", *fields):
-        t.add_column(col, justify="left" if col in ("voter", "county") else "right")
-    for c in item.candidates:
-        t.add_row(c.voter_id, c.county, f"{c.score:.1f}",
-                  *(f"{c.field_scores[f]:.0f}" if f in c.field_scores else "-" for f in fields))
-    console.print(t)
+    console.print(candidates_table(item.candidates))
     if item.note:
         console.print(f"  note: {item.note}")
 
