@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import json
 
 import asyncpg
 import grpc
@@ -103,6 +104,17 @@ async def test_a_new_roll_version_is_picked_up_without_stopping_matching(
             "SELECT count(*) FROM matching.roll_versions WHERE state = 'active'") == 1
         assert await pool.fetchval(
             "SELECT count(DISTINCT version) FROM matching.voters") == 1
+        # Roll changes and decisions are in the audit log (identifiers and counts only).
+        loaded_entry = await pool.fetchrow(
+            "SELECT actor, detail FROM audit.entries WHERE action = 'roll.loaded' AND subject = $1",
+            f"roll-version-{loaded.version}")
+        assert loaded_entry is not None and '"voters"' in str(loaded_entry["detail"])
+        decided = await pool.fetch(
+            "SELECT detail FROM audit.entries WHERE action = 'decisions.recorded'")
+        ids = {i for d in decided for i in json.loads(d["detail"])["signature_ids"]}
+        mine = await pool.fetch(
+            "SELECT signature_id::text FROM matching.decisions WHERE petition_id = $1", pid)
+        assert {r["signature_id"] for r in mine} <= ids
         # Later signatures are matched against the new version once its index is built.
         pid2 = h.new_petition_id()
         await h.create_petition(live_stack, pid2)

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import time
+from collections import Counter as Tally
 from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import date
@@ -14,7 +15,7 @@ import asyncpg
 from prometheus_client import Counter, Gauge, Histogram
 
 from sigverify.events.v1 import events_pb2
-from sigverify_common import kafka
+from sigverify_common import audit, kafka
 from sigverify_common.db import table_exists
 from sigverify_common.errors import Unavailable
 from sigverify_common.kafka import DeadLetter, Delivered
@@ -166,6 +167,15 @@ class MatchHandler:
                  if r.decision is Decision.REVIEW and m.signature_id in inserted])
             events = [convert.matched_event(m, r) for m, r in decided if m.signature_id in inserted]
             await kafka.enqueue(conn, SCHEMA, events)
+            if inserted:
+                # One entry per applied batch: which signatures were decided, how, and on which
+                # roll version (identifiers and counts only).
+                await audit.record(conn, "system:matching", "decisions.recorded",
+                                   f"roll-version-{version}", {
+                    "signature_ids": sorted(inserted),
+                    "by_reason": dict(Tally(r.reason.value for m, r in decided
+                                              if m.signature_id in inserted)),
+                })
         for _, r in decided:
             DECISIONS.labels(r.decision.value, r.reason.value).inc()
         if events and self._outbox is not None:

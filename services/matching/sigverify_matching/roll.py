@@ -15,6 +15,7 @@ from pathlib import Path
 
 import asyncpg
 
+from sigverify_common import audit
 from sigverify_common.errors import InvalidArgument
 from sigverify_common.vocab import canonical_county
 
@@ -80,7 +81,8 @@ def read_roll(path: Path, errors: list[tuple[int, str, str]]) -> Iterator[tuple[
 
 
 async def load_roll(pool: asyncpg.Pool, path: Path,
-                    progress: Callable[[int], None] | None = None) -> RollLoad:
+                    progress: Callable[[int], None] | None = None,
+                    actor: str = "cli:roll-load") -> RollLoad:
     """Load ``path`` as a new roll version and make it the active one.
 
     Rows are read and normalised in Python (dates parsed, status upper-cased, county
@@ -120,6 +122,9 @@ async def load_roll(pool: asyncpg.Pool, path: Path,
                     "UPDATE matching.roll_versions SET state = 'active', rows = $2, rejected = $3, "
                     "loaded_at = now() WHERE version = $1",
                     result.version, result.rows, len(result.errors))
+                await audit.record(conn, actor, "roll.loaded", f"roll-version-{result.version}",
+                                   {"source": path.name, "voters": result.rows,
+                                    "rejected": len(result.errors)})
             # Older versions' rows are no longer needed once the new one is active.
             await conn.execute(
                 "DELETE FROM matching.voters WHERE version IN "
