@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
@@ -47,3 +48,11 @@ async def test_killed_service_restarted_gives_the_same_tally(
     crash_counts, crash_rows = await _run(live_stack, synth_data, kill=victim)
     assert crash_counts == calm_counts
     assert crash_rows == calm_rows
+
+
+def test_stack_records_a_restarted_service_so_down_stops_it(live_stack: stack.StackState) -> None:
+    recorded = stack.StackState.load(Path(live_stack.home))
+    assert recorded is not None
+    for name, proc in live_stack.services.items():
+        assert recorded.services[name].pid == proc.pid, name
+        assert stack.pid_alive(proc.pid), name

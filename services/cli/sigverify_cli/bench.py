@@ -176,7 +176,6 @@ async def _run(args: argparse.Namespace, home: Path, state: stack.StackState) ->
 
         console.print("[bold]pipeline, two matcher replicas[/bold]")
         extra = stack.spawn_service(state, "matching", instance="matching-2")
-        state.save()
         await asyncio.to_thread(stack.wait_healthy, state, ("matching-2",), 300)
         await _warm(f"127.0.0.1:{extra.grpc_port}", county)
         await asyncio.sleep(15)  # let the consumer group settle on two members

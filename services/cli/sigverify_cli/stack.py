@@ -252,6 +252,7 @@ def spawn_service(state: StackState, name: str, extra_env: Mapping[str, str] | N
     proc.pid = _spawn([sys.executable, "-m", f"sigverify_{name}"], Path(proc.log),
                       service_env(state, name, proc, extra_env))
     state.services[key] = proc
+    state.save()  # `down` stops what stack.json records: every process started is recorded
     return proc
 
 
@@ -343,7 +344,6 @@ def up(home: Path, env: Mapping[str, str], log: Callable[[str], None],
         for name in SERVICES:
             log(f"starting {name}")
             spawn_service(state, name, (service_extra_env or {}).get(name))
-            state.save()
             if name == "intake":
                 wait_healthy(state, ("intake",))
         wait_healthy(state, SERVICES)
