@@ -121,14 +121,19 @@ def test_bh_q_values_are_at_least_p_and_keep_the_order(ps: list[float]) -> None:
 
 
 @settings(max_examples=200)
-@given(others=st.integers(1, 30), per_other=st.integers(MIN_DECIDED, 400),
-       rate_pct=st.integers(0, 100), n=st.integers(MIN_DECIDED, 400))
-def test_a_circulator_at_the_county_rate_is_never_flagged(others: int, per_other: int,
-                                                          rate_pct: int, n: int) -> None:
-    # Everyone, this circulator included, at the same rate (up to rounding to whole signatures).
-    def at_rate(m: int) -> Counts:
-        bad = m * rate_pct // 100
-        return counts(valid=m - bad, not_registered=bad)
+@given(others=st.integers(1, 30), denominator=st.integers(1, 25), data=st.data())
+def test_a_circulator_at_the_county_rate_is_never_flagged(others: int, denominator: int,
+                                                          data: st.DataObject) -> None:
+    # Everyone, this circulator included, at exactly the same rate bad/denominator: sizes are
+    # whole multiples of the denominator, so no rounding can make one circulator look worse.
+    bad_per_unit = data.draw(st.integers(0, denominator), label="bad_per_unit")
+    min_units = -(-MIN_DECIDED // denominator)
+    per_other = data.draw(st.integers(min_units, max(min_units, 400 // denominator)), label="units")
+    n = data.draw(st.integers(min_units, max(min_units, 400 // denominator)), label="units_x")
+
+    def at_rate(units: int) -> Counts:
+        bad = units * bad_per_unit
+        return counts(valid=units * denominator - bad, not_registered=bad)
 
     groups = {("Kern", f"C-{i}"): at_rate(per_other) for i in range(others)}
     groups[("Kern", "C-X")] = at_rate(n)
