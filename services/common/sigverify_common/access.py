@@ -59,6 +59,9 @@ POLICY: dict[str, frozenset[Role]] = {
     f"/{INTAKE}/SubmitBatch": frozenset({_C}),
     f"/{INTAKE}/GetBatch": frozenset({_C, _O}),
     f"/{INTAKE}/GetPetition": frozenset({_C, _O, _R}),
+    f"/{INTAKE}/CloseCounty": frozenset({_C}),
+    f"/{INTAKE}/ListCounties": frozenset({_C, _O, _R}),
+    f"/{INTAKE}/ListSample": frozenset({_C, _O, _R}),
     f"/{TALLY}/GetTally": frozenset({_O, _R}),
     f"/{TALLY}/WatchTally": frozenset({_O}),
     f"/{TALLY}/ListResults": frozenset({_O}),
@@ -70,7 +73,8 @@ POLICY: dict[str, frozenset[Role]] = {
 
 #: RPCs a clerk may call only for their own county (checked by the servicer, which sees the
 #: request's county or the batch's).
-COUNTY_SCOPED = frozenset({f"/{INTAKE}/SubmitBatch", f"/{INTAKE}/GetBatch"})
+COUNTY_SCOPED = frozenset({f"/{INTAKE}/SubmitBatch", f"/{INTAKE}/GetBatch",
+                           f"/{INTAKE}/CloseCounty"})
 
 
 def service_of(method: str) -> str:

@@ -8,6 +8,7 @@ from typing import Any
 
 from sigverify.common.v1 import common_pb2
 from sigverify_common.errors import InvalidArgument
+from sigverify_common.sampling import CALIFORNIA, Method, SamplingRules, parse_percent
 from sigverify_common.vocab import Decision, DuplicatePolicy, Reason, Source, Status
 
 
@@ -75,3 +76,34 @@ def date_text(d: date | None) -> str:
 
 def parse_date_text(text: str) -> date | None:
     return date.fromisoformat(text) if text else None
+
+
+def method_to_pb(method: Method) -> common_pb2.VerificationMethod.ValueType:
+    return common_pb2.VerificationMethod.Value("VERIFICATION_METHOD_" + method.name)
+
+
+def method_from_pb(value: int) -> Method:
+    if value == common_pb2.VERIFICATION_METHOD_UNSPECIFIED:
+        return Method.FULL_COUNT
+    return Method[_name(common_pb2.VerificationMethod, value, "VERIFICATION_METHOD_")]
+
+
+def rules_to_pb(rules: SamplingRules) -> common_pb2.SamplingRules:
+    return common_pb2.SamplingRules(
+        minimum_sample=rules.minimum, sample_percent=str(rules.percent),
+        fail_below_percent=str(rules.fail_below), qualify_above_percent=str(rules.qualify_above))
+
+
+def rules_from_pb(pb: common_pb2.SamplingRules) -> SamplingRules:
+    """Zero fields take California's values; InvalidArgument names a bad field."""
+    try:
+        return SamplingRules(
+            minimum=pb.minimum_sample or CALIFORNIA.minimum,
+            percent=parse_percent(pb.sample_percent, CALIFORNIA.percent, "sampling.sample_percent"),
+            fail_below=parse_percent(pb.fail_below_percent, CALIFORNIA.fail_below,
+                                     "sampling.fail_below_percent"),
+            qualify_above=parse_percent(pb.qualify_above_percent, CALIFORNIA.qualify_above,
+                                        "sampling.qualify_above_percent"),
+        ).check()
+    except ValueError as exc:
+        raise InvalidArgument(str(exc)) from None

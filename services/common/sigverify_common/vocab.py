@@ -12,6 +12,8 @@ class Status(StrEnum):
     VALID = "VALID"
     INVALID = "INVALID"
     REVIEW = "REVIEW"
+    #: Stored, never verified: outside a random sample (exports only, never in events).
+    NOT_SAMPLED = "NOT_SAMPLED"
 
 
 class Decision(StrEnum):

@@ -23,12 +23,15 @@ from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
 from enum import StrEnum
 
-#: California's parameters: sample 500 or 3 %, whichever is greater; every signature when
-#: there are 500 or fewer; fail below 95 % of the requirement, qualify above 110 %.
-MIN_SAMPLE = 500
-SAMPLE_FRACTION = Decimal("0.03")
-FAIL_BELOW = Decimal("0.95")
-QUALIFY_ABOVE = Decimal("1.10")
+from sigverify_common.sampling import CALIFORNIA, SamplingRules, sample_size
+
+__all__ = ["Outcome", "Projection", "decide", "project", "sample_size", "statewide", "thresholds"]
+
+#: California's parameters (see ``sigverify_common.sampling.SamplingRules``).
+MIN_SAMPLE = CALIFORNIA.minimum
+SAMPLE_FRACTION = CALIFORNIA.percent / 100
+FAIL_BELOW = CALIFORNIA.fail_below / 100
+QUALIFY_ABOVE = CALIFORNIA.qualify_above / 100
 
 
 class Outcome(StrEnum):
@@ -39,15 +42,6 @@ class Outcome(StrEnum):
 
 def _ceil(x: Decimal) -> int:
     return int(x.to_integral_value(rounding=ROUND_CEILING))
-
-
-def sample_size(raw: int, minimum: int = MIN_SAMPLE, fraction: Decimal = SAMPLE_FRACTION) -> int:
-    """How many of a county's ``raw`` signatures to verify."""
-    if raw < 0:
-        raise ValueError("raw count cannot be negative")
-    if raw <= minimum:
-        return raw
-    return max(minimum, _ceil(Decimal(raw) * fraction))
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,13 +80,19 @@ def project(raw: int, sample: int, valid_in_sample: int, duplicates_in_sample: i
     return Projection(raw, sample, valid_in_sample, duplicates_in_sample, rate, v, a, b, c, v - c)
 
 
-def decide(projected_total: int, required: int) -> Outcome:
+def thresholds(required: int, rules: SamplingRules = CALIFORNIA) -> tuple[Decimal, Decimal]:
+    """(fail below, qualify above) in signatures: 95 % and 110 % of the requirement."""
+    return required * rules.fail_below / 100, required * rules.qualify_above / 100
+
+
+def decide(projected_total: int, required: int, rules: SamplingRules = CALIFORNIA) -> Outcome:
     """The decision on the statewide sum of the counties' projections."""
     if required <= 0:
         raise ValueError("the requirement must be positive")
-    if projected_total < FAIL_BELOW * required:
+    fail_below, qualify_above = thresholds(required, rules)
+    if projected_total < fail_below:
         return Outcome.FAILS
-    if projected_total > QUALIFY_ABOVE * required:
+    if projected_total > qualify_above:
         return Outcome.QUALIFIES
     return Outcome.FULL_COUNT
 

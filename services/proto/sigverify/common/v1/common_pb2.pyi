@@ -29,6 +29,10 @@ class _SignatureStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Signa
     SIGNATURE_STATUS_VALID: _SignatureStatus.ValueType  # 1
     SIGNATURE_STATUS_INVALID: _SignatureStatus.ValueType  # 2
     SIGNATURE_STATUS_REVIEW: _SignatureStatus.ValueType  # 3
+    SIGNATURE_STATUS_NOT_SAMPLED: _SignatureStatus.ValueType  # 4
+    """Stored but never verified: outside a random sample, or left when a full count stopped
+    at the requirement (AB 2219). Appears in exports, never in events.
+    """
 
 class SignatureStatus(_SignatureStatus, metaclass=_SignatureStatusEnumTypeWrapper):
     """Final status of one signature."""
@@ -37,6 +41,10 @@ SIGNATURE_STATUS_UNSPECIFIED: SignatureStatus.ValueType  # 0
 SIGNATURE_STATUS_VALID: SignatureStatus.ValueType  # 1
 SIGNATURE_STATUS_INVALID: SignatureStatus.ValueType  # 2
 SIGNATURE_STATUS_REVIEW: SignatureStatus.ValueType  # 3
+SIGNATURE_STATUS_NOT_SAMPLED: SignatureStatus.ValueType  # 4
+"""Stored but never verified: outside a random sample, or left when a full count stopped
+at the requirement (AB 2219). Appears in exports, never in events.
+"""
 Global___SignatureStatus: _TypeAlias = SignatureStatus  # noqa: Y015
 
 class _Reason:
@@ -107,6 +115,32 @@ DUPLICATE_POLICY_INVALIDATE_ALL: DuplicatePolicy.ValueType  # 2
 """Every signature of a voter who signed twice is invalid."""
 Global___DuplicatePolicy: _TypeAlias = DuplicatePolicy  # noqa: Y015
 
+class _VerificationMethod:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _VerificationMethodEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_VerificationMethod.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    VERIFICATION_METHOD_UNSPECIFIED: _VerificationMethod.ValueType  # 0
+    VERIFICATION_METHOD_FULL_COUNT: _VerificationMethod.ValueType  # 1
+    """Every signature is verified as it arrives."""
+    VERIFICATION_METHOD_RANDOM_SAMPLE: _VerificationMethod.ValueType  # 2
+    """California's random sample (EC 9030, 2 CCR 20520 ff.): each county's sample is drawn
+    when its filing closes, the statewide projection decides, a full count when in the band.
+    """
+
+class VerificationMethod(_VerificationMethod, metaclass=_VerificationMethodEnumTypeWrapper):
+    """How a petition is verified."""
+
+VERIFICATION_METHOD_UNSPECIFIED: VerificationMethod.ValueType  # 0
+VERIFICATION_METHOD_FULL_COUNT: VerificationMethod.ValueType  # 1
+"""Every signature is verified as it arrives."""
+VERIFICATION_METHOD_RANDOM_SAMPLE: VerificationMethod.ValueType  # 2
+"""California's random sample (EC 9030, 2 CCR 20520 ff.): each county's sample is drawn
+when its filing closes, the statewide projection decides, a full count when in the band.
+"""
+Global___VerificationMethod: _TypeAlias = VerificationMethod  # noqa: Y015
+
 class _MatchDecision:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -143,6 +177,43 @@ SIGNATURE_SOURCE_UNSPECIFIED: SignatureSource.ValueType  # 0
 SIGNATURE_SOURCE_PAPER: SignatureSource.ValueType  # 1
 SIGNATURE_SOURCE_ONLINE: SignatureSource.ValueType  # 2
 Global___SignatureSource: _TypeAlias = SignatureSource  # noqa: Y015
+
+@_typing.final
+class SamplingRules(_message.Message):
+    """A random-sample petition's parameters; zero fields take California's values."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MINIMUM_SAMPLE_FIELD_NUMBER: _builtins.int
+    SAMPLE_PERCENT_FIELD_NUMBER: _builtins.int
+    FAIL_BELOW_PERCENT_FIELD_NUMBER: _builtins.int
+    QUALIFY_ABOVE_PERCENT_FIELD_NUMBER: _builtins.int
+    minimum_sample: _builtins.int
+    """Every signature is verified in a county with this many or fewer (California: 500);
+    otherwise the sample is the greater of this and sample_percent of the raw count.
+    """
+    sample_percent: _builtins.str
+    """Decimal text, e.g. "3"."""
+    fail_below_percent: _builtins.str
+    """Decimal text: the projection fails below this percent of the requirement ("95") and
+    qualifies above qualify_above_percent ("110"); in between, a full count.
+    """
+    qualify_above_percent: _builtins.str
+    def __init__(
+        self,
+        *,
+        minimum_sample: _builtins.int = ...,
+        sample_percent: _builtins.str = ...,
+        fail_below_percent: _builtins.str = ...,
+        qualify_above_percent: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fail_below_percent", b"fail_below_percent", "minimum_sample", b"minimum_sample", "qualify_above_percent", b"qualify_above_percent", "sample_percent", b"sample_percent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SamplingRules: _TypeAlias = SamplingRules  # noqa: Y015
 
 @_typing.final
 class PrintedSignature(_message.Message):

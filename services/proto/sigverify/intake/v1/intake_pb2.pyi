@@ -238,6 +238,10 @@ class Petition(_message.Message):
     CREATED_AT_FIELD_NUMBER: _builtins.int
     DUPLICATE_POLICY_FIELD_NUMBER: _builtins.int
     ACCEPT_ONLINE_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    SAMPLING_FIELD_NUMBER: _builtins.int
+    FILING_CLOSES_AT_FIELD_NUMBER: _builtins.int
+    FULL_COUNT_STARTED_AT_FIELD_NUMBER: _builtins.int
     petition_id: _builtins.str
     title: _builtins.str
     required_signatures: _builtins.int
@@ -247,6 +251,15 @@ class Petition(_message.Message):
     duplicate_policy: _common_pb2.DuplicatePolicy.ValueType
     accept_online: _builtins.bool
     """Whether signatures with source=online can count (California: no)."""
+    method: _common_pb2.VerificationMethod.ValueType
+    filing_closes_at: _builtins.str
+    """ISO timestamp: every open county closes then; empty: counties close only by command."""
+    full_count_started_at: _builtins.str
+    """ISO timestamp when the random sample's FULL_COUNT decision sent the rest to matching."""
+    @_builtins.property
+    def sampling(self) -> _common_pb2.SamplingRules:
+        """With California's values filled in where the petition left them unset."""
+
     def __init__(
         self,
         *,
@@ -257,10 +270,14 @@ class Petition(_message.Message):
         created_at: _builtins.str = ...,
         duplicate_policy: _common_pb2.DuplicatePolicy.ValueType = ...,
         accept_online: _builtins.bool = ...,
+        method: _common_pb2.VerificationMethod.ValueType = ...,
+        sampling: _common_pb2.SamplingRules | None = ...,
+        filing_closes_at: _builtins.str = ...,
+        full_count_started_at: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["sampling", b"sampling"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept_online", b"accept_online", "created_at", b"created_at", "deadline", b"deadline", "duplicate_policy", b"duplicate_policy", "petition_id", b"petition_id", "required_signatures", b"required_signatures", "title", b"title"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept_online", b"accept_online", "created_at", b"created_at", "deadline", b"deadline", "duplicate_policy", b"duplicate_policy", "filing_closes_at", b"filing_closes_at", "full_count_started_at", b"full_count_started_at", "method", b"method", "petition_id", b"petition_id", "required_signatures", b"required_signatures", "sampling", b"sampling", "title", b"title"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -276,6 +293,9 @@ class CreatePetitionRequest(_message.Message):
     DEADLINE_FIELD_NUMBER: _builtins.int
     DUPLICATE_POLICY_FIELD_NUMBER: _builtins.int
     ACCEPT_ONLINE_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    SAMPLING_FIELD_NUMBER: _builtins.int
+    FILING_CLOSES_AT_FIELD_NUMBER: _builtins.int
     petition_id: _builtins.str
     title: _builtins.str
     required_signatures: _builtins.int
@@ -283,6 +303,12 @@ class CreatePetitionRequest(_message.Message):
     duplicate_policy: _common_pb2.DuplicatePolicy.ValueType
     """Unspecified: keep-first."""
     accept_online: _builtins.bool
+    method: _common_pb2.VerificationMethod.ValueType
+    """Unspecified: full count."""
+    filing_closes_at: _builtins.str
+    """ISO timestamp (or date, meaning its end in UTC); empty: none."""
+    @_builtins.property
+    def sampling(self) -> _common_pb2.SamplingRules: ...
     def __init__(
         self,
         *,
@@ -292,14 +318,224 @@ class CreatePetitionRequest(_message.Message):
         deadline: _builtins.str = ...,
         duplicate_policy: _common_pb2.DuplicatePolicy.ValueType = ...,
         accept_online: _builtins.bool = ...,
+        method: _common_pb2.VerificationMethod.ValueType = ...,
+        sampling: _common_pb2.SamplingRules | None = ...,
+        filing_closes_at: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["sampling", b"sampling"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept_online", b"accept_online", "deadline", b"deadline", "duplicate_policy", b"duplicate_policy", "petition_id", b"petition_id", "required_signatures", b"required_signatures", "title", b"title"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept_online", b"accept_online", "deadline", b"deadline", "duplicate_policy", b"duplicate_policy", "filing_closes_at", b"filing_closes_at", "method", b"method", "petition_id", b"petition_id", "required_signatures", b"required_signatures", "sampling", b"sampling", "title", b"title"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CreatePetitionRequest: _TypeAlias = CreatePetitionRequest  # noqa: Y015
+
+@_typing.final
+class SetVerificationMethodRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PETITION_ID_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    SAMPLING_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    petition_id: _builtins.str
+    method: _common_pb2.VerificationMethod.ValueType
+    reason: _builtins.str
+    """Why (kept in the audit log)."""
+    @_builtins.property
+    def sampling(self) -> _common_pb2.SamplingRules: ...
+    def __init__(
+        self,
+        *,
+        petition_id: _builtins.str = ...,
+        method: _common_pb2.VerificationMethod.ValueType = ...,
+        sampling: _common_pb2.SamplingRules | None = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["sampling", b"sampling"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["method", b"method", "petition_id", b"petition_id", "reason", b"reason", "sampling", b"sampling"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetVerificationMethodRequest: _TypeAlias = SetVerificationMethodRequest  # noqa: Y015
+
+@_typing.final
+class CloseCountyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PETITION_ID_FIELD_NUMBER: _builtins.int
+    COUNTY_FIELD_NUMBER: _builtins.int
+    SEED_FIELD_NUMBER: _builtins.int
+    petition_id: _builtins.str
+    county: _builtins.str
+    seed: _builtins.str
+    """The draw's seed; empty: 128 random bits. A public seed (e.g. from a dice ceremony) lets
+    observers check the draw.
+    """
+    def __init__(
+        self,
+        *,
+        petition_id: _builtins.str = ...,
+        county: _builtins.str = ...,
+        seed: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["county", b"county", "petition_id", b"petition_id", "seed", b"seed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CloseCountyRequest: _TypeAlias = CloseCountyRequest  # noqa: Y015
+
+@_typing.final
+class CountyFiling(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PETITION_ID_FIELD_NUMBER: _builtins.int
+    COUNTY_FIELD_NUMBER: _builtins.int
+    RAW_COUNT_FIELD_NUMBER: _builtins.int
+    CLOSED_FIELD_NUMBER: _builtins.int
+    CLOSED_AT_FIELD_NUMBER: _builtins.int
+    CLOSED_BY_FIELD_NUMBER: _builtins.int
+    SAMPLE_SIZE_FIELD_NUMBER: _builtins.int
+    SEED_FIELD_NUMBER: _builtins.int
+    RELEASED_FIELD_NUMBER: _builtins.int
+    petition_id: _builtins.str
+    county: _builtins.str
+    raw_count: _builtins.int
+    """Signatures stored for the county (raw count)."""
+    closed: _builtins.bool
+    closed_at: _builtins.str
+    closed_by: _builtins.str
+    sample_size: _builtins.int
+    """Random sample only: the sample's size and the seed it was drawn with."""
+    seed: _builtins.str
+    released: _builtins.int
+    """Signatures sent to matching so far."""
+    def __init__(
+        self,
+        *,
+        petition_id: _builtins.str = ...,
+        county: _builtins.str = ...,
+        raw_count: _builtins.int = ...,
+        closed: _builtins.bool = ...,
+        closed_at: _builtins.str = ...,
+        closed_by: _builtins.str = ...,
+        sample_size: _builtins.int = ...,
+        seed: _builtins.str = ...,
+        released: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["closed", b"closed", "closed_at", b"closed_at", "closed_by", b"closed_by", "county", b"county", "petition_id", b"petition_id", "raw_count", b"raw_count", "released", b"released", "sample_size", b"sample_size", "seed", b"seed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CountyFiling: _TypeAlias = CountyFiling  # noqa: Y015
+
+@_typing.final
+class ListCountiesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PETITION_ID_FIELD_NUMBER: _builtins.int
+    petition_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        petition_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["petition_id", b"petition_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCountiesRequest: _TypeAlias = ListCountiesRequest  # noqa: Y015
+
+@_typing.final
+class ListCountiesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COUNTIES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def counties(self) -> _containers.RepeatedCompositeFieldContainer[Global___CountyFiling]: ...
+    def __init__(
+        self,
+        *,
+        counties: _abc.Iterable[Global___CountyFiling] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["counties", b"counties"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCountiesResponse: _TypeAlias = ListCountiesResponse  # noqa: Y015
+
+@_typing.final
+class ListSampleRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PETITION_ID_FIELD_NUMBER: _builtins.int
+    COUNTY_FIELD_NUMBER: _builtins.int
+    INCLUDE_UNSAMPLED_FIELD_NUMBER: _builtins.int
+    petition_id: _builtins.str
+    county: _builtins.str
+    include_unsampled: _builtins.bool
+    """False: only the sampled signatures."""
+    def __init__(
+        self,
+        *,
+        petition_id: _builtins.str = ...,
+        county: _builtins.str = ...,
+        include_unsampled: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["county", b"county", "include_unsampled", b"include_unsampled", "petition_id", b"petition_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSampleRequest: _TypeAlias = ListSampleRequest  # noqa: Y015
+
+@_typing.final
+class SampleEntry(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SIGNATURE_ID_FIELD_NUMBER: _builtins.int
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    LINE_FIELD_NUMBER: _builtins.int
+    RANK_FIELD_NUMBER: _builtins.int
+    SAMPLED_FIELD_NUMBER: _builtins.int
+    DRAW_KEY_FIELD_NUMBER: _builtins.int
+    signature_id: _builtins.str
+    batch_id: _builtins.str
+    line: _builtins.int
+    rank: _builtins.int
+    """1-based position in the seeded draw order."""
+    sampled: _builtins.bool
+    draw_key: _builtins.str
+    """The draw key: hex SHA-256 of "<seed>:<signature_id>"; the sample is the sample_size
+    smallest keys.
+    """
+    def __init__(
+        self,
+        *,
+        signature_id: _builtins.str = ...,
+        batch_id: _builtins.str = ...,
+        line: _builtins.int = ...,
+        rank: _builtins.int = ...,
+        sampled: _builtins.bool = ...,
+        draw_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "draw_key", b"draw_key", "line", b"line", "rank", b"rank", "sampled", b"sampled", "signature_id", b"signature_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SampleEntry: _TypeAlias = SampleEntry  # noqa: Y015
 
 @_typing.final
 class GetPetitionRequest(_message.Message):

@@ -55,6 +55,26 @@ class IntakeServiceStub:
                 request_serializer=sigverify_dot_intake_dot_v1_dot_intake__pb2.GetPetitionRequest.SerializeToString,
                 response_deserializer=sigverify_dot_intake_dot_v1_dot_intake__pb2.Petition.FromString,
                 _registered_method=True)
+        self.SetVerificationMethod = channel.unary_unary(
+                '/sigverify.intake.v1.IntakeService/SetVerificationMethod',
+                request_serializer=sigverify_dot_intake_dot_v1_dot_intake__pb2.SetVerificationMethodRequest.SerializeToString,
+                response_deserializer=sigverify_dot_intake_dot_v1_dot_intake__pb2.Petition.FromString,
+                _registered_method=True)
+        self.CloseCounty = channel.unary_unary(
+                '/sigverify.intake.v1.IntakeService/CloseCounty',
+                request_serializer=sigverify_dot_intake_dot_v1_dot_intake__pb2.CloseCountyRequest.SerializeToString,
+                response_deserializer=sigverify_dot_intake_dot_v1_dot_intake__pb2.CountyFiling.FromString,
+                _registered_method=True)
+        self.ListCounties = channel.unary_unary(
+                '/sigverify.intake.v1.IntakeService/ListCounties',
+                request_serializer=sigverify_dot_intake_dot_v1_dot_intake__pb2.ListCountiesRequest.SerializeToString,
+                response_deserializer=sigverify_dot_intake_dot_v1_dot_intake__pb2.ListCountiesResponse.FromString,
+                _registered_method=True)
+        self.ListSample = channel.unary_stream(
+                '/sigverify.intake.v1.IntakeService/ListSample',
+                request_serializer=sigverify_dot_intake_dot_v1_dot_intake__pb2.ListSampleRequest.SerializeToString,
+                response_deserializer=sigverify_dot_intake_dot_v1_dot_intake__pb2.SampleEntry.FromString,
+                _registered_method=True)
 
 
 class IntakeServiceServicer:
@@ -89,6 +109,38 @@ class IntakeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetVerificationMethod(self, request, context):
+        """Admins: change a petition's verification method (audited). Allowed until a county's
+        filing closes; a petition whose signatures went to matching cannot become random-sample.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CloseCounty(self, request, context):
+        """Close a county's filing: no more batches for it; for a random-sample petition, draw the
+        county's sample with a recorded seed and send only the sampled signatures to matching.
+        Closing a closed county returns its filing unchanged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCounties(self, request, context):
+        """Every county with signatures or a closed filing: raw count, state, sample.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSample(self, request, context):
+        """A county's signatures in draw order with whether each was sampled (the sampled ones
+        first), so anyone can re-draw the sample from the seed and compare.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IntakeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -111,6 +163,26 @@ def add_IntakeServiceServicer_to_server(servicer, server):
                     servicer.GetPetition,
                     request_deserializer=sigverify_dot_intake_dot_v1_dot_intake__pb2.GetPetitionRequest.FromString,
                     response_serializer=sigverify_dot_intake_dot_v1_dot_intake__pb2.Petition.SerializeToString,
+            ),
+            'SetVerificationMethod': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetVerificationMethod,
+                    request_deserializer=sigverify_dot_intake_dot_v1_dot_intake__pb2.SetVerificationMethodRequest.FromString,
+                    response_serializer=sigverify_dot_intake_dot_v1_dot_intake__pb2.Petition.SerializeToString,
+            ),
+            'CloseCounty': grpc.unary_unary_rpc_method_handler(
+                    servicer.CloseCounty,
+                    request_deserializer=sigverify_dot_intake_dot_v1_dot_intake__pb2.CloseCountyRequest.FromString,
+                    response_serializer=sigverify_dot_intake_dot_v1_dot_intake__pb2.CountyFiling.SerializeToString,
+            ),
+            'ListCounties': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCounties,
+                    request_deserializer=sigverify_dot_intake_dot_v1_dot_intake__pb2.ListCountiesRequest.FromString,
+                    response_serializer=sigverify_dot_intake_dot_v1_dot_intake__pb2.ListCountiesResponse.SerializeToString,
+            ),
+            'ListSample': grpc.unary_stream_rpc_method_handler(
+                    servicer.ListSample,
+                    request_deserializer=sigverify_dot_intake_dot_v1_dot_intake__pb2.ListSampleRequest.FromString,
+                    response_serializer=sigverify_dot_intake_dot_v1_dot_intake__pb2.SampleEntry.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -222,6 +294,114 @@ class IntakeService:
             '/sigverify.intake.v1.IntakeService/GetPetition',
             sigverify_dot_intake_dot_v1_dot_intake__pb2.GetPetitionRequest.SerializeToString,
             sigverify_dot_intake_dot_v1_dot_intake__pb2.Petition.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetVerificationMethod(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sigverify.intake.v1.IntakeService/SetVerificationMethod',
+            sigverify_dot_intake_dot_v1_dot_intake__pb2.SetVerificationMethodRequest.SerializeToString,
+            sigverify_dot_intake_dot_v1_dot_intake__pb2.Petition.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CloseCounty(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sigverify.intake.v1.IntakeService/CloseCounty',
+            sigverify_dot_intake_dot_v1_dot_intake__pb2.CloseCountyRequest.SerializeToString,
+            sigverify_dot_intake_dot_v1_dot_intake__pb2.CountyFiling.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCounties(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sigverify.intake.v1.IntakeService/ListCounties',
+            sigverify_dot_intake_dot_v1_dot_intake__pb2.ListCountiesRequest.SerializeToString,
+            sigverify_dot_intake_dot_v1_dot_intake__pb2.ListCountiesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSample(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/sigverify.intake.v1.IntakeService/ListSample',
+            sigverify_dot_intake_dot_v1_dot_intake__pb2.ListSampleRequest.SerializeToString,
+            sigverify_dot_intake_dot_v1_dot_intake__pb2.SampleEntry.FromString,
             options,
             channel_credentials,
             insecure,

@@ -42,6 +42,21 @@ class IntakeServiceStub:
     GetBatch: _grpc.UnaryUnaryMultiCallable[_intake_pb2.GetBatchRequest, _intake_pb2.BatchReceipt]
     CreatePetition: _grpc.UnaryUnaryMultiCallable[_intake_pb2.CreatePetitionRequest, _intake_pb2.Petition]
     GetPetition: _grpc.UnaryUnaryMultiCallable[_intake_pb2.GetPetitionRequest, _intake_pb2.Petition]
+    SetVerificationMethod: _grpc.UnaryUnaryMultiCallable[_intake_pb2.SetVerificationMethodRequest, _intake_pb2.Petition]
+    """Admins: change a petition's verification method (audited). Allowed until a county's
+    filing closes; a petition whose signatures went to matching cannot become random-sample.
+    """
+    CloseCounty: _grpc.UnaryUnaryMultiCallable[_intake_pb2.CloseCountyRequest, _intake_pb2.CountyFiling]
+    """Close a county's filing: no more batches for it; for a random-sample petition, draw the
+    county's sample with a recorded seed and send only the sampled signatures to matching.
+    Closing a closed county returns its filing unchanged.
+    """
+    ListCounties: _grpc.UnaryUnaryMultiCallable[_intake_pb2.ListCountiesRequest, _intake_pb2.ListCountiesResponse]
+    """Every county with signatures or a closed filing: raw count, state, sample."""
+    ListSample: _grpc.UnaryStreamMultiCallable[_intake_pb2.ListSampleRequest, _intake_pb2.SampleEntry]
+    """A county's signatures in draw order with whether each was sampled (the sampled ones
+    first), so anyone can re-draw the sample from the seed and compare.
+    """
 
 @_typing.type_check_only
 class IntakeServiceAsyncStub(IntakeServiceStub):
@@ -57,6 +72,21 @@ class IntakeServiceAsyncStub(IntakeServiceStub):
     GetBatch: _aio.UnaryUnaryMultiCallable[_intake_pb2.GetBatchRequest, _intake_pb2.BatchReceipt]  # type: ignore[assignment]
     CreatePetition: _aio.UnaryUnaryMultiCallable[_intake_pb2.CreatePetitionRequest, _intake_pb2.Petition]  # type: ignore[assignment]
     GetPetition: _aio.UnaryUnaryMultiCallable[_intake_pb2.GetPetitionRequest, _intake_pb2.Petition]  # type: ignore[assignment]
+    SetVerificationMethod: _aio.UnaryUnaryMultiCallable[_intake_pb2.SetVerificationMethodRequest, _intake_pb2.Petition]  # type: ignore[assignment]
+    """Admins: change a petition's verification method (audited). Allowed until a county's
+    filing closes; a petition whose signatures went to matching cannot become random-sample.
+    """
+    CloseCounty: _aio.UnaryUnaryMultiCallable[_intake_pb2.CloseCountyRequest, _intake_pb2.CountyFiling]  # type: ignore[assignment]
+    """Close a county's filing: no more batches for it; for a random-sample petition, draw the
+    county's sample with a recorded seed and send only the sampled signatures to matching.
+    Closing a closed county returns its filing unchanged.
+    """
+    ListCounties: _aio.UnaryUnaryMultiCallable[_intake_pb2.ListCountiesRequest, _intake_pb2.ListCountiesResponse]  # type: ignore[assignment]
+    """Every county with signatures or a closed filing: raw count, state, sample."""
+    ListSample: _aio.UnaryStreamMultiCallable[_intake_pb2.ListSampleRequest, _intake_pb2.SampleEntry]  # type: ignore[assignment]
+    """A county's signatures in draw order with whether each was sampled (the sampled ones
+    first), so anyone can re-draw the sample from the seed and compare.
+    """
 
 class IntakeServiceServicer(metaclass=_abc_1.ABCMeta):
     """County clerks submit batches of petition signatures; admins create petitions."""
@@ -93,5 +123,44 @@ class IntakeServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _intake_pb2.GetPetitionRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_intake_pb2.Petition, _abc.Awaitable[_intake_pb2.Petition]]: ...
+
+    @_abc_1.abstractmethod
+    def SetVerificationMethod(
+        self,
+        request: _intake_pb2.SetVerificationMethodRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_intake_pb2.Petition, _abc.Awaitable[_intake_pb2.Petition]]:
+        """Admins: change a petition's verification method (audited). Allowed until a county's
+        filing closes; a petition whose signatures went to matching cannot become random-sample.
+        """
+
+    @_abc_1.abstractmethod
+    def CloseCounty(
+        self,
+        request: _intake_pb2.CloseCountyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_intake_pb2.CountyFiling, _abc.Awaitable[_intake_pb2.CountyFiling]]:
+        """Close a county's filing: no more batches for it; for a random-sample petition, draw the
+        county's sample with a recorded seed and send only the sampled signatures to matching.
+        Closing a closed county returns its filing unchanged.
+        """
+
+    @_abc_1.abstractmethod
+    def ListCounties(
+        self,
+        request: _intake_pb2.ListCountiesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_intake_pb2.ListCountiesResponse, _abc.Awaitable[_intake_pb2.ListCountiesResponse]]:
+        """Every county with signatures or a closed filing: raw count, state, sample."""
+
+    @_abc_1.abstractmethod
+    def ListSample(
+        self,
+        request: _intake_pb2.ListSampleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_intake_pb2.SampleEntry], _abc.AsyncIterator[_intake_pb2.SampleEntry]]:
+        """A county's signatures in draw order with whether each was sampled (the sampled ones
+        first), so anyone can re-draw the sample from the seed and compare.
+        """
 
 def add_IntakeServiceServicer_to_server(servicer: IntakeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

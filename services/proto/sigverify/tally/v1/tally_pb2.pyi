@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from sigverify.common.v1 import common_pb2 as _common_pb2
 import builtins as _builtins
 import sys
@@ -18,6 +19,31 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _Outcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _OutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Outcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    OUTCOME_UNSPECIFIED: _Outcome.ValueType  # 0
+    OUTCOME_PENDING: _Outcome.ValueType  # 1
+    """Not decided yet."""
+    OUTCOME_FAILS: _Outcome.ValueType  # 2
+    OUTCOME_FULL_COUNT: _Outcome.ValueType  # 3
+    """The projection is in the band: every county counts every signature."""
+    OUTCOME_QUALIFIES: _Outcome.ValueType  # 4
+
+class Outcome(_Outcome, metaclass=_OutcomeEnumTypeWrapper): ...
+
+OUTCOME_UNSPECIFIED: Outcome.ValueType  # 0
+OUTCOME_PENDING: Outcome.ValueType  # 1
+"""Not decided yet."""
+OUTCOME_FAILS: Outcome.ValueType  # 2
+OUTCOME_FULL_COUNT: Outcome.ValueType  # 3
+"""The projection is in the band: every county counts every signature."""
+OUTCOME_QUALIFIES: Outcome.ValueType  # 4
+Global___Outcome: _TypeAlias = Outcome  # noqa: Y015
 
 @_typing.final
 class GetResultRequest(_message.Message):
@@ -133,6 +159,7 @@ class Counts(_message.Message):
     PENDING_FIELD_NUMBER: _builtins.int
     DUPLICATES_FIELD_NUMBER: _builtins.int
     INVALID_BY_REASON_FIELD_NUMBER: _builtins.int
+    NOT_SAMPLED_FIELD_NUMBER: _builtins.int
     received: _builtins.int
     """Signatures stored by intake (raw count)."""
     verified: _builtins.int
@@ -143,6 +170,8 @@ class Counts(_message.Message):
     pending: _builtins.int
     """received - verified: still in the pipeline."""
     duplicates: _builtins.int
+    not_sampled: _builtins.int
+    """Stored but not sent to matching: outside a random sample (not part of pending)."""
     @_builtins.property
     def invalid_by_reason(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReasonCount]: ...
     def __init__(
@@ -156,10 +185,11 @@ class Counts(_message.Message):
         pending: _builtins.int = ...,
         duplicates: _builtins.int = ...,
         invalid_by_reason: _abc.Iterable[Global___ReasonCount] | None = ...,
+        not_sampled: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["duplicates", b"duplicates", "invalid", b"invalid", "invalid_by_reason", b"invalid_by_reason", "pending", b"pending", "received", b"received", "review", b"review", "valid", b"valid", "verified", b"verified"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duplicates", b"duplicates", "invalid", b"invalid", "invalid_by_reason", b"invalid_by_reason", "not_sampled", b"not_sampled", "pending", b"pending", "received", b"received", "review", b"review", "valid", b"valid", "verified", b"verified"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -207,6 +237,8 @@ class Tally(_message.Message):
     FLAGGED_CIRCULATORS_FIELD_NUMBER: _builtins.int
     CIRCULATORS_FIELD_NUMBER: _builtins.int
     FLAG_POLICY_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    STATUTORY_FIELD_NUMBER: _builtins.int
     petition_id: _builtins.str
     title: _builtins.str
     required_signatures: _builtins.int
@@ -217,6 +249,7 @@ class Tally(_message.Message):
     rows_rejected: _builtins.int
     """Rows rejected at intake as unreadable (not signatures)."""
     as_of: _builtins.str
+    method: _common_pb2.VerificationMethod.ValueType
     @_builtins.property
     def total(self) -> Global___Counts: ...
     @_builtins.property
@@ -239,6 +272,10 @@ class Tally(_message.Message):
     def flag_policy(self) -> Global___FlagPolicy:
         """How circulators are flagged."""
 
+    @_builtins.property
+    def statutory(self) -> Global___Statutory:
+        """The statutory process: raw count, random sample and projection, full count, decision."""
+
     def __init__(
         self,
         *,
@@ -257,14 +294,177 @@ class Tally(_message.Message):
         flagged_circulators: _abc.Iterable[Global___CirculatorCheck] | None = ...,
         circulators: _abc.Iterable[Global___CirculatorCheck] | None = ...,
         flag_policy: Global___FlagPolicy | None = ...,
+        method: _common_pb2.VerificationMethod.ValueType = ...,
+        statutory: Global___Statutory | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["flag_policy", b"flag_policy", "total", b"total"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["flag_policy", b"flag_policy", "statutory", b"statutory", "total", b"total"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "by_batch", b"by_batch", "by_circulator", b"by_circulator", "by_county", b"by_county", "circulators", b"circulators", "days_to_deadline", b"days_to_deadline", "deadline", b"deadline", "flag_policy", b"flag_policy", "flagged_circulators", b"flagged_circulators", "petition_id", b"petition_id", "progress_percent", b"progress_percent", "required_signatures", b"required_signatures", "rows_rejected", b"rows_rejected", "title", b"title", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "by_batch", b"by_batch", "by_circulator", b"by_circulator", "by_county", b"by_county", "circulators", b"circulators", "days_to_deadline", b"days_to_deadline", "deadline", b"deadline", "flag_policy", b"flag_policy", "flagged_circulators", b"flagged_circulators", "method", b"method", "petition_id", b"petition_id", "progress_percent", b"progress_percent", "required_signatures", b"required_signatures", "rows_rejected", b"rows_rejected", "statutory", b"statutory", "title", b"title", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Tally: _TypeAlias = Tally  # noqa: Y015
+
+@_typing.final
+class CountyProjection(_message.Message):
+    """One county's random sample and projection (2 CCR 20530-20532). Decimal figures are text
+    so that no rounding is added on the way.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COUNTY_FIELD_NUMBER: _builtins.int
+    RAW_FIELD_NUMBER: _builtins.int
+    CLOSED_FIELD_NUMBER: _builtins.int
+    SAMPLE_SIZE_FIELD_NUMBER: _builtins.int
+    SAMPLE_VERIFIED_FIELD_NUMBER: _builtins.int
+    VALID_IN_SAMPLE_FIELD_NUMBER: _builtins.int
+    DUPLICATES_IN_SAMPLE_FIELD_NUMBER: _builtins.int
+    RATE_PERCENT_FIELD_NUMBER: _builtins.int
+    V_FIELD_NUMBER: _builtins.int
+    A_FIELD_NUMBER: _builtins.int
+    B_FIELD_NUMBER: _builtins.int
+    C_FIELD_NUMBER: _builtins.int
+    PROJECTED_FIELD_NUMBER: _builtins.int
+    COMPLETE_FIELD_NUMBER: _builtins.int
+    COUNTED_FIELD_NUMBER: _builtins.int
+    SEED_FIELD_NUMBER: _builtins.int
+    county: _builtins.str
+    raw: _builtins.int
+    closed: _builtins.bool
+    sample_size: _builtins.int
+    sample_verified: _builtins.int
+    """Sampled signatures with a final status (review is not final)."""
+    valid_in_sample: _builtins.int
+    duplicates_in_sample: _builtins.int
+    rate_percent: _builtins.str
+    v: _builtins.int
+    a: _builtins.str
+    b: _builtins.str
+    c: _builtins.int
+    projected: _builtins.int
+    complete: _builtins.bool
+    """Every sampled signature has a final status."""
+    counted: _builtins.bool
+    """sample_size == raw: every signature was verified, so the figure is a count."""
+    seed: _builtins.str
+    def __init__(
+        self,
+        *,
+        county: _builtins.str = ...,
+        raw: _builtins.int = ...,
+        closed: _builtins.bool = ...,
+        sample_size: _builtins.int = ...,
+        sample_verified: _builtins.int = ...,
+        valid_in_sample: _builtins.int = ...,
+        duplicates_in_sample: _builtins.int = ...,
+        rate_percent: _builtins.str = ...,
+        v: _builtins.int = ...,
+        a: _builtins.str = ...,
+        b: _builtins.str = ...,
+        c: _builtins.int = ...,
+        projected: _builtins.int = ...,
+        complete: _builtins.bool = ...,
+        counted: _builtins.bool = ...,
+        seed: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["a", b"a", "b", b"b", "c", b"c", "closed", b"closed", "complete", b"complete", "counted", b"counted", "county", b"county", "duplicates_in_sample", b"duplicates_in_sample", "projected", b"projected", "rate_percent", b"rate_percent", "raw", b"raw", "sample_size", b"sample_size", "sample_verified", b"sample_verified", "seed", b"seed", "v", b"v", "valid_in_sample", b"valid_in_sample"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CountyProjection: _TypeAlias = CountyProjection  # noqa: Y015
+
+@_typing.final
+class Statutory(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STAGE_FIELD_NUMBER: _builtins.int
+    RAW_TOTAL_FIELD_NUMBER: _builtins.int
+    RAW_COMPLETE_FIELD_NUMBER: _builtins.int
+    COUNTIES_FIELD_NUMBER: _builtins.int
+    PROJECTED_TOTAL_FIELD_NUMBER: _builtins.int
+    FAIL_BELOW_FIELD_NUMBER: _builtins.int
+    QUALIFY_ABOVE_FIELD_NUMBER: _builtins.int
+    PROJECTED_PERCENT_FIELD_NUMBER: _builtins.int
+    SAMPLE_OUTCOME_FIELD_NUMBER: _builtins.int
+    SAMPLE_DECIDED_AT_FIELD_NUMBER: _builtins.int
+    PROVISIONAL_FIELD_NUMBER: _builtins.int
+    FULL_COUNT_FIELD_NUMBER: _builtins.int
+    COUNTED_VALID_FIELD_NUMBER: _builtins.int
+    COUNTED_VERIFIED_FIELD_NUMBER: _builtins.int
+    COUNTED_REMAINING_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    DECIDED_AT_FIELD_NUMBER: _builtins.int
+    DECIDED_BY_FIELD_NUMBER: _builtins.int
+    STOPPED_AT_REQUIREMENT_FIELD_NUMBER: _builtins.int
+    EXPLANATION_FIELD_NUMBER: _builtins.int
+    stage: _builtins.str
+    """"raw count", "random sample", "full count" or "decided"."""
+    raw_total: _builtins.int
+    raw_complete: _builtins.bool
+    """Every county with signatures has closed its filing."""
+    projected_total: _builtins.int
+    fail_below: _builtins.str
+    """The requirement's fail_below and qualify_above percentages, in signatures."""
+    qualify_above: _builtins.str
+    projected_percent: _builtins.str
+    """projected_total / required, in percent."""
+    sample_outcome: Global___Outcome.ValueType
+    """The decision on the projection; PENDING until every county's sample is complete."""
+    sample_decided_at: _builtins.str
+    provisional: _builtins.bool
+    """The figures come from an incomplete sample (they will change)."""
+    full_count: _builtins.bool
+    """After a FULL_COUNT decision: the counted totals."""
+    counted_valid: _builtins.int
+    counted_verified: _builtins.int
+    counted_remaining: _builtins.int
+    outcome: Global___Outcome.ValueType
+    """The petition's outcome: PENDING, FULL_COUNT while counting, then FAILS or QUALIFIES."""
+    decided_at: _builtins.str
+    decided_by: _builtins.str
+    """The stage that decided: "raw count", "random sample" or "full count"."""
+    stopped_at_requirement: _builtins.bool
+    """The full count reached the requirement with signatures still unverified and stopped
+    there (AB 2219, 2014).
+    """
+    explanation: _builtins.str
+    """What happened, in a sentence."""
+    @_builtins.property
+    def counties(self) -> _containers.RepeatedCompositeFieldContainer[Global___CountyProjection]: ...
+    def __init__(
+        self,
+        *,
+        stage: _builtins.str = ...,
+        raw_total: _builtins.int = ...,
+        raw_complete: _builtins.bool = ...,
+        counties: _abc.Iterable[Global___CountyProjection] | None = ...,
+        projected_total: _builtins.int = ...,
+        fail_below: _builtins.str = ...,
+        qualify_above: _builtins.str = ...,
+        projected_percent: _builtins.str = ...,
+        sample_outcome: Global___Outcome.ValueType = ...,
+        sample_decided_at: _builtins.str = ...,
+        provisional: _builtins.bool = ...,
+        full_count: _builtins.bool = ...,
+        counted_valid: _builtins.int = ...,
+        counted_verified: _builtins.int = ...,
+        counted_remaining: _builtins.int = ...,
+        outcome: Global___Outcome.ValueType = ...,
+        decided_at: _builtins.str = ...,
+        decided_by: _builtins.str = ...,
+        stopped_at_requirement: _builtins.bool = ...,
+        explanation: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["counted_remaining", b"counted_remaining", "counted_valid", b"counted_valid", "counted_verified", b"counted_verified", "counties", b"counties", "decided_at", b"decided_at", "decided_by", b"decided_by", "explanation", b"explanation", "fail_below", b"fail_below", "full_count", b"full_count", "outcome", b"outcome", "projected_percent", b"projected_percent", "projected_total", b"projected_total", "provisional", b"provisional", "qualify_above", b"qualify_above", "raw_complete", b"raw_complete", "raw_total", b"raw_total", "sample_decided_at", b"sample_decided_at", "sample_outcome", b"sample_outcome", "stage", b"stage", "stopped_at_requirement", b"stopped_at_requirement"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Statutory: _TypeAlias = Statutory  # noqa: Y015
 
 @_typing.final
 class CirculatorCheck(_message.Message):
