@@ -75,7 +75,7 @@ def live_stack(stack_home: Path) -> Iterator[stack.StackState]:
 
 @pytest.fixture(scope="session")
 def synth_data(tmp_path_factory: pytest.TempPathFactory) -> SynthOutput:
-    spec = SynthSpec(voters=3000, signatures=600, batch_size=150, seed=11,
+    spec = SynthSpec(voters=8000, signatures=600, batch_size=150, seed=11,
                      counties=("Kern", "Alameda", "Orange"))
     return generate(tmp_path_factory.mktemp("synth"), spec)
 

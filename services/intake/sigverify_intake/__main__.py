@@ -12,7 +12,7 @@ from sigverify.intake.v1 import intake_pb2, intake_pb2_grpc
 from sigverify_common import kafka
 from sigverify_common.service import Runtime, ServiceSpec, run_service
 from sigverify_common.topics import SIGNATURE_RECEIVED
-from sigverify_intake import convert, repository
+from sigverify_intake import convert, filings, repository
 from sigverify_intake.access_service import AccessService
 from sigverify_intake.config import Config
 from sigverify_intake.service import IntakeService
@@ -20,6 +20,7 @@ from sigverify_intake.service import IntakeService
 
 async def setup(rt: Runtime, server: grpc.aio.Server) -> Sequence[str]:
     intake_pb2_grpc.add_IntakeServiceServicer_to_server(IntakeService(rt.pool, rt.outbox), server)
+    rt.loops.append(filings.Releaser(rt.pool, rt.outbox).run)
     access_pb2_grpc.add_AccessServiceServicer_to_server(
         AccessService(rt.pool, rt.auth.cache if rt.auth else None), server)
     return [intake_pb2.DESCRIPTOR.services_by_name["IntakeService"].full_name,

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
 
 from sigverify.common.v1 import common_pb2
 from sigverify.events.v1 import events_pb2
 from sigverify.intake.v1 import intake_pb2
-from sigverify_common.convert import date_text, policy_to_pb, source_to_pb
+from sigverify_common.convert import date_text, method_to_pb, policy_to_pb, rules_to_pb, source_to_pb
 from sigverify_common.topics import SIGNATURE_RECEIVED
 from sigverify_intake.domain import Signature, Validated
 from sigverify_intake.repository import PetitionRow, Receipt, signature_of
+
+if TYPE_CHECKING:
+    from sigverify_intake.filings import Filing
 
 
 def receipt_to_pb(r: Receipt) -> intake_pb2.BatchReceipt:
@@ -32,7 +37,17 @@ def petition_to_pb(p: PetitionRow) -> intake_pb2.Petition:
         petition_id=p.petition_id, title=p.title, required_signatures=p.required_signatures,
         deadline=p.deadline.isoformat(), created_at=p.created_at.isoformat(),
         duplicate_policy=policy_to_pb(p.duplicate_policy), accept_online=p.accept_online,
+        method=method_to_pb(p.method), sampling=rules_to_pb(p.rules),
+        filing_closes_at=p.filing_closes_at.isoformat() if p.filing_closes_at else "",
+        full_count_started_at=p.full_count_started_at.isoformat() if p.full_count_started_at else "",
     )
+
+
+def filing_to_pb(f: Filing) -> intake_pb2.CountyFiling:
+    return intake_pb2.CountyFiling(
+        petition_id=f.petition_id, county=f.county, raw_count=f.raw_count, closed=f.closed,
+        closed_at=f.closed_at.isoformat() if f.closed_at else "", closed_by=f.closed_by,
+        sample_size=f.sample_size, seed=f.seed, released=f.released)
 
 
 def received_event(sid: uuid.UUID, batch_id: uuid.UUID, petition_id: str, county: str,
@@ -51,7 +66,7 @@ def received_event(sid: uuid.UUID, batch_id: uuid.UUID, petition_id: str, county
     return SIGNATURE_RECEIVED.name, str(sid).encode(), SIGNATURE_RECEIVED.encode(event)
 
 
-def received_event_of_row(r: Mapping[str, Any]) -> tuple[str, bytes, bytes]:
+def received_event_of_row(r: Mapping[str, Any] | asyncpg.Record) -> tuple[str, bytes, bytes]:
     """The SignatureReceived outbox row of a stored ``intake.signatures`` row."""
     return received_event(r["signature_id"], r["batch_id"], r["petition_id"], r["county"],
                           r["received_seq"], signature_of(r))

@@ -14,6 +14,7 @@ import asyncpg
 from sigverify_common import audit, kafka
 from sigverify_common.db import Conn, table_exists
 from sigverify_common.errors import AlreadyExists, FailedPrecondition, NotFound
+from sigverify_common.sampling import CALIFORNIA, Method, SamplingRules
 from sigverify_common.vocab import DuplicatePolicy, Source
 from sigverify_intake.domain import RowError, Signature, Validated
 
@@ -29,6 +30,10 @@ class PetitionRow:
     created_at: datetime
     duplicate_policy: DuplicatePolicy = DuplicatePolicy.KEEP_FIRST
     accept_online: bool = False
+    method: Method = Method.FULL_COUNT
+    rules: SamplingRules = CALIFORNIA
+    filing_closes_at: datetime | None = None
+    full_count_started_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,33 +51,61 @@ class Receipt:
     received_at: datetime
 
 
+def rules_of(r: asyncpg.Record) -> SamplingRules:
+    return SamplingRules(r["sample_minimum"], r["sample_percent"], r["fail_below_percent"],
+                         r["qualify_above_percent"])
+
+
 def _petition(r: asyncpg.Record) -> PetitionRow:
     return PetitionRow(r["petition_id"], r["title"], r["required_signatures"], r["deadline"],
-                       r["created_at"], DuplicatePolicy(r["duplicate_policy"]), r["accept_online"])
+                       r["created_at"], DuplicatePolicy(r["duplicate_policy"]), r["accept_online"],
+                       Method(r["method"]), rules_of(r), r["filing_closes_at"],
+                       r["full_count_started_at"])
+
+
+def rules_detail(method: Method, rules: SamplingRules) -> dict[str, Any]:
+    """The method and its parameters as the audit log records them."""
+    detail: dict[str, Any] = {"method": method.value}
+    if method is Method.RANDOM_SAMPLE:
+        detail.update(sample_minimum=rules.minimum, sample_percent=str(rules.percent),
+                      fail_below_percent=str(rules.fail_below),
+                      qualify_above_percent=str(rules.qualify_above))
+    return detail
 
 
 async def create_petition(pool: asyncpg.Pool, petition_id: str, title: str, required: int,
                           deadline: date, actor: str = "system:intake",
                           policy: DuplicatePolicy = DuplicatePolicy.KEEP_FIRST,
-                          accept_online: bool = False) -> PetitionRow:
+                          accept_online: bool = False, method: Method = Method.FULL_COUNT,
+                          rules: SamplingRules = CALIFORNIA,
+                          filing_closes_at: datetime | None = None) -> PetitionRow:
     """Create a petition; creating the same one again returns it, a different one is refused."""
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
             "INSERT INTO intake.petitions (petition_id, title, required_signatures, deadline, "
-            "duplicate_policy, accept_online) VALUES ($1, $2, $3, $4, $5, $6) "
+            "duplicate_policy, accept_online, method, sample_minimum, sample_percent, "
+            "fail_below_percent, qualify_above_percent, filing_closes_at) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) "
             "ON CONFLICT (petition_id) DO NOTHING RETURNING *",
-            petition_id, title, required, deadline, policy.value, accept_online,
+            petition_id, title, required, deadline, policy.value, accept_online, method.value,
+            rules.minimum, rules.percent, rules.fail_below, rules.qualify_above, filing_closes_at,
         )
         if row is not None:
             await audit.record(conn, actor, "petition.created", petition_id,
                                {"title": title, "required_signatures": required,
                                 "deadline": deadline.isoformat(), "duplicate_policy": policy.value,
-                                "accept_online": accept_online})
+                                "accept_online": accept_online,
+                                "filing_closes_at": filing_closes_at.isoformat()
+                                if filing_closes_at else None,
+                                **rules_detail(method, rules)})
             return _petition(row)
         existing = await get_petition(pool, petition_id)
-        wanted = (title, required, deadline, policy, accept_online)
+        wanted = (title, required, deadline, policy, accept_online, method,
+                  rules if method is Method.RANDOM_SAMPLE else None, filing_closes_at)
         if (existing.title, existing.required_signatures, existing.deadline,
-                existing.duplicate_policy, existing.accept_online) != wanted:
+                existing.duplicate_policy, existing.accept_online, existing.method,
+                existing.rules if existing.method is Method.RANDOM_SAMPLE else None,
+                existing.filing_closes_at) != wanted:
             raise AlreadyExists(f"petition {petition_id!r} exists with other settings")
         return existing
 
@@ -116,7 +149,7 @@ EventEncoder = Callable[
 SIGNATURE_COLUMNS = (
     "signature_id", "batch_id", "petition_id", "county", "line", "circulator_id", "source",
     "first_name", "middle_name", "last_name", "street", "unit", "city", "zip", "signed_on",
-    "birth_date", "incomplete",
+    "birth_date", "incomplete", "released",
 )
 
 
@@ -139,13 +172,25 @@ async def store_batch(
     async with pool.acquire() as conn:
         try:
             async with conn.transaction():
-                if await conn.fetchval(
-                    "SELECT 1 FROM intake.petitions WHERE petition_id = $1", petition_id
-                ) is None:
+                # FOR SHARE: closing a county (FOR UPDATE) waits for batches being stored.
+                petition = await conn.fetchrow(
+                    "SELECT method FROM intake.petitions WHERE petition_id = $1 FOR SHARE",
+                    petition_id)
+                if petition is None:
                     raise FailedPrecondition(f"no petition {petition_id!r}: create it first")
                 existing = await find_batch(conn, petition_id, client_key, digest)
                 if existing is not None:
                     return _receipt(existing, resubmission=True)
+                closed_at = await conn.fetchval(
+                    "SELECT closed_at FROM intake.counties WHERE petition_id = $1 AND county = $2",
+                    petition_id, county)
+                if closed_at is not None:
+                    raise FailedPrecondition(
+                        f"{county}'s filing for petition {petition_id!r} closed at "
+                        f"{closed_at.isoformat(timespec='seconds')}: no more batches")
+                # A random-sample petition holds its signatures until the county's sample
+                # is drawn; a full-count one sends every signature to matching now.
+                release = Method(petition["method"]) is Method.FULL_COUNT
                 batch_id = uuid.uuid4()
                 rejected = json.dumps([
                     {"line": e.line, "record": e.record, "field": e.field, "reason": e.reason}
@@ -166,7 +211,7 @@ async def store_batch(
                     records=[
                         (sid, batch_id, petition_id, county, s.line, s.circulator_id,
                          s.source.value, s.first_name, s.middle_name, s.last_name, s.street,
-                         s.unit, s.city, s.zip, s.signed_on, s.birth_date, s.incomplete)
+                         s.unit, s.city, s.zip, s.signed_on, s.birth_date, s.incomplete, release)
                         for sid, s in zip(ids, validated.signatures, strict=True)
                     ],
                 )
@@ -175,14 +220,16 @@ async def store_batch(
                     batch_id,
                 )
                 seq_of = {r["signature_id"]: r["received_seq"] for r in seqs}
-                events = encode_events(batch_id, petition_id, county, ids, validated, seq_of)
-                await kafka.enqueue(conn, SCHEMA, events)
+                if release:
+                    events = encode_events(batch_id, petition_id, county, ids, validated, seq_of)
+                    await kafka.enqueue(conn, SCHEMA, events)
                 assert batch is not None
                 await audit.record(conn, actor, "batch.received", str(batch_id), {
                     "petition_id": petition_id, "county": county,
                     "rows_received": validated.rows_received,
                     "signatures_accepted": len(validated.signatures),
-                    "incomplete": validated.incomplete, "rows_rejected": len(validated.rejected)})
+                    "incomplete": validated.incomplete, "rows_rejected": len(validated.rejected),
+                    "held_for_sampling": not release})
                 return _receipt(batch, resubmission=False)
         except asyncpg.UniqueViolationError:
             # A concurrent submission of the same batch won: answer with its receipt.
@@ -194,16 +241,16 @@ async def store_batch(
 
 
 async def unfinished(pool: asyncpg.Pool, limit: int, after_seq: int) -> list[asyncpg.Record]:
-    """Stored signatures that matching has not decided yet (in receipt order, a page)."""
+    """Stored signatures sent to matching and not decided yet (in receipt order, a page)."""
     decided = "EXISTS (SELECT 1 FROM matching.decisions d WHERE d.signature_id = s.signature_id)"
     if not await table_exists(pool, "matching.decisions"):
         decided = "FALSE"
     return await pool.fetch(
-        f"SELECT * FROM intake.signatures s WHERE received_seq > $1 AND NOT {decided} "  # noqa: S608
+        f"SELECT * FROM intake.signatures s WHERE received_seq > $1 AND released AND NOT {decided} "  # noqa: S608
         "ORDER BY received_seq LIMIT $2", after_seq, limit)
 
 
-def signature_of(r: Mapping[str, Any]) -> Signature:
+def signature_of(r: Mapping[str, Any] | asyncpg.Record) -> Signature:
     return Signature(
         line=r["line"], first_name=r["first_name"], middle_name=r["middle_name"],
         last_name=r["last_name"], street=r["street"], unit=r["unit"], city=r["city"],

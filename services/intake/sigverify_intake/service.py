@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from datetime import date
+from datetime import UTC, date, datetime, time
 from typing import Any
 
 import asyncpg
@@ -12,10 +12,10 @@ import grpc
 
 from sigverify.intake.v1 import intake_pb2, intake_pb2_grpc
 from sigverify_common import auth, kafka
-from sigverify_common.convert import parse_uuid, policy_from_pb
+from sigverify_common.convert import method_from_pb, parse_uuid, policy_from_pb, rules_from_pb
 from sigverify_common.errors import InvalidArgument
 from sigverify_common.vocab import canonical_county
-from sigverify_intake import convert, domain, repository
+from sigverify_intake import convert, domain, filings, repository
 
 log = logging.getLogger(__name__)
 
@@ -91,11 +91,74 @@ class IntakeService(intake_pb2_grpc.IntakeServiceServicer):
         row = await repository.create_petition(
             self._pool, pid, request.title.strip() or pid, request.required_signatures, deadline,
             actor=auth.actor("system:intake"), policy=policy_from_pb(request.duplicate_policy),
-            accept_online=request.accept_online,
+            accept_online=request.accept_online, method=method_from_pb(request.method),
+            rules=rules_from_pb(request.sampling),
+            filing_closes_at=parse_instant(request.filing_closes_at, "filing_closes_at"),
         )
         return convert.petition_to_pb(row)
+
+    async def SetVerificationMethod(
+        self, request: intake_pb2.SetVerificationMethodRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> intake_pb2.Petition:
+        if not request.reason.strip():
+            raise InvalidArgument("reason is required: it goes into the audit log")
+        row = await filings.set_method(
+            self._pool, request.petition_id.strip(), method_from_pb(request.method),
+            rules_from_pb(request.sampling), request.reason.strip(), auth.actor("system:intake"))
+        if self._outbox is not None:
+            self._outbox.wake.set()
+        return convert.petition_to_pb(row)
+
+    async def CloseCounty(
+        self, request: intake_pb2.CloseCountyRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> intake_pb2.CountyFiling:
+        county = canonical_county(request.county)
+        if not request.petition_id.strip():
+            raise InvalidArgument("petition_id is required")
+        if not county:
+            raise InvalidArgument("county is required")
+        auth.require_county(county, "close the filing of")
+        filing, closed_now = await filings.close_county(
+            self._pool, request.petition_id.strip(), county, request.seed.strip(),
+            auth.actor("system:intake"))
+        if closed_now and self._outbox is not None:
+            self._outbox.wake.set()
+        return convert.filing_to_pb(filing)
+
+    async def ListCounties(
+        self, request: intake_pb2.ListCountiesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> intake_pb2.ListCountiesResponse:
+        found = await filings.list_counties(self._pool, request.petition_id.strip())
+        return intake_pb2.ListCountiesResponse(counties=[convert.filing_to_pb(f) for f in found])
+
+    async def ListSample(
+        self, request: intake_pb2.ListSampleRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[intake_pb2.SampleEntry]:
+        county = canonical_county(request.county)
+        if not county:
+            raise InvalidArgument("county is required")
+        async for e in filings.sample_entries(self._pool, request.petition_id.strip(), county,
+                                              request.include_unsampled):
+            yield intake_pb2.SampleEntry(signature_id=e.signature_id, batch_id=e.batch_id,
+                                         line=e.line, rank=e.rank, sampled=e.sampled,
+                                         draw_key=e.draw_key)
 
     async def GetPetition(
         self, request: intake_pb2.GetPetitionRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> intake_pb2.Petition:
         return convert.petition_to_pb(await repository.get_petition(self._pool, request.petition_id))
+
+
+def parse_instant(text: str, field: str) -> datetime | None:
+    """An ISO timestamp (UTC when it has no zone) or date (its end, UTC); "" is None."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        if len(text) == 10:
+            return datetime.combine(date.fromisoformat(text), time.max, UTC)
+        instant = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidArgument(f"{field} {text!r} is not an ISO date or timestamp") from None
+    return instant if instant.tzinfo else instant.replace(tzinfo=UTC)

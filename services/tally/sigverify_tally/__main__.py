@@ -12,15 +12,17 @@ from sigverify_common.kafka import BatchConsumer
 from sigverify_common.service import Runtime, ServiceSpec, run_service
 from sigverify_common.topics import SIGNATURE_VERIFIED
 from sigverify_tally.config import Config
-from sigverify_tally.service import MetricsRefresher, TallyHandler, TallyService
+from sigverify_tally.service import Decider, MetricsRefresher, TallyHandler, TallyService
 
 
 async def setup(rt: Runtime, server: grpc.aio.Server) -> Sequence[str]:
+    decider = Decider(rt.pool)
     consumer = BatchConsumer(
         bootstrap=rt.config.kafka_bootstrap_servers, topic=SIGNATURE_VERIFIED, group="tally",
-        handler=TallyHandler(rt.pool), max_records=2000,
+        handler=TallyHandler(rt.pool, decider), max_records=2000,
     )
     rt.loops.append(consumer.run)
+    rt.loops.append(decider.run)
     rt.loops.append(MetricsRefresher(rt.pool).run)
     tally_pb2_grpc.add_TallyServiceServicer_to_server(TallyService(rt.pool, rt.stop), server)
     return [tally_pb2.DESCRIPTOR.services_by_name["TallyService"].full_name]

@@ -7,13 +7,22 @@ from datetime import UTC, datetime
 
 import asyncpg
 
+from sigverify.common.v1 import common_pb2
 from sigverify.events.v1 import events_pb2
 from sigverify.tally.v1 import tally_pb2
-from sigverify_common.convert import reason_from_pb, reason_to_pb, status_from_pb, status_to_pb
+from sigverify_common.convert import (
+    method_to_pb,
+    reason_from_pb,
+    reason_to_pb,
+    status_from_pb,
+    status_to_pb,
+)
 from sigverify_common.vocab import Reason, Status
 from sigverify_tally import flags
 from sigverify_tally.domain import Counts, days_to_deadline, progress_percent
+from sigverify_tally.projection import Outcome
 from sigverify_tally.repository import ResultRow, TallySnapshot
+from sigverify_tally.statutory import LABEL, Assessment, CountyFigures, Stage
 
 
 def result_from_event(e: events_pb2.SignatureVerified) -> ResultRow:
@@ -29,7 +38,7 @@ def counts_to_pb(c: Counts) -> tally_pb2.Counts:
     return tally_pb2.Counts(
         received=c.received, verified=c.verified, valid=c.valid, invalid=c.invalid,
         review=c.review, pending=c.pending, duplicates=c.duplicates,
-        invalid_by_reason=reasons_to_pb(c.by_reason),
+        invalid_by_reason=reasons_to_pb(c.by_reason), not_sampled=c.not_sampled,
     )
 
 
@@ -70,6 +79,43 @@ def tally_to_pb(s: TallySnapshot, now: datetime | None = None) -> tally_pb2.Tall
         by_circulator=groups(s.by_circulator), rows_rejected=s.rows_rejected,
         as_of=now.isoformat(), flagged_circulators=[check_to_pb(c) for c in checks if c.flagged],
         circulators=[check_to_pb(c) for c in checks], flag_policy=FLAG_POLICY,
+        method=method_to_pb(s.statutory.method) if s.statutory
+        else common_pb2.VERIFICATION_METHOD_UNSPECIFIED,
+        statutory=statutory_to_pb(s.statutory) if s.statutory else None,
+    )
+
+
+def _outcome(o: Outcome | None) -> tally_pb2.Outcome.ValueType:
+    return tally_pb2.Outcome.Value(f"OUTCOME_{o.value}") if o else tally_pb2.OUTCOME_PENDING
+
+
+def county_to_pb(f: CountyFigures) -> tally_pb2.CountyProjection:
+    p = f.projection
+    out = tally_pb2.CountyProjection(
+        county=f.county, raw=f.raw, closed=f.closed, sample_size=f.sample_size,
+        sample_verified=f.sample_verified, valid_in_sample=f.valid_in_sample,
+        duplicates_in_sample=f.duplicates_in_sample, complete=f.complete, counted=f.counted,
+        seed=f.seed)
+    if p is not None:
+        out.rate_percent, out.v, out.a, out.b = str(p.rate_percent), p.v, str(p.a), str(p.b)
+        out.c, out.projected = p.c, p.projected
+    return out
+
+
+def statutory_to_pb(a: Assessment) -> tally_pb2.Statutory:
+    sample = a.decisions.get(Stage.RANDOM_SAMPLE)
+    final = a.decisions.get(a.decided_by) if a.decided_by else None
+    return tally_pb2.Statutory(
+        stage=a.stage, raw_total=a.raw_total, raw_complete=a.raw_complete,
+        counties=[county_to_pb(f) for f in a.counties], projected_total=a.projected_total,
+        fail_below=str(a.fail_below), qualify_above=str(a.qualify_above),
+        projected_percent=str(a.projected_percent), sample_outcome=_outcome(a.sample_outcome),
+        sample_decided_at=sample.decided_at if sample else "", provisional=a.provisional,
+        full_count=a.full_count, counted_valid=a.counted_valid,
+        counted_verified=a.counted_verified, counted_remaining=a.counted_remaining,
+        outcome=_outcome(a.outcome), decided_at=final.decided_at if final else "",
+        decided_by=LABEL[a.decided_by] if a.decided_by else "",
+        stopped_at_requirement=a.stopped_at_requirement, explanation=a.explanation,
     )
 
 
@@ -77,6 +123,8 @@ def result_to_pb(r: asyncpg.Record) -> tally_pb2.SignatureResult:
     return tally_pb2.SignatureResult(
         signature_id=str(r["signature_id"]), batch_id=str(r["batch_id"]), county=r["county"],
         line=r["line"], status=status_to_pb(Status(r["status"])),
-        reason=reason_to_pb(Reason(r["reason"])), voter_id=r["voter_id"], score=r["score"],
+        reason=reason_to_pb(Reason(r["reason"])) if r["reason"] else common_pb2.REASON_UNSPECIFIED,
+        voter_id=r["voter_id"],
+        score=r["score"],
         circulator_id=r["circulator_id"], petition_id=r["petition_id"], revision=r["revision"],
     )

@@ -19,6 +19,8 @@ class Counts:
     invalid: int = 0
     review: int = 0
     by_reason: dict[Reason, int] = field(default_factory=dict)
+    #: Stored but held back from matching (outside a random sample): never pending.
+    not_sampled: int = 0
 
     @property
     def verified(self) -> int:
@@ -26,7 +28,7 @@ class Counts:
 
     @property
     def pending(self) -> int:
-        return max(0, self.received - self.verified)
+        return max(0, self.received - self.not_sampled - self.verified)
 
     @property
     def duplicates(self) -> int:
@@ -42,12 +44,15 @@ class Counts:
             self.by_reason[reason] = self.by_reason.get(reason, 0) + n
 
 
-def fold(received: Iterable[tuple[K, int]],
+def fold(received: Iterable[tuple[K, int] | tuple[K, int, int]],
          statuses: Iterable[tuple[K, Status, Reason, int]]) -> dict[K, Counts]:
-    """Counts per group key from (key, received) and (key, status, reason, n) rows."""
+    """Counts per group key from (key, received[, not sampled]) and (key, status, reason, n) rows."""
     out: dict[K, Counts] = {}
-    for key, n in received:
-        out.setdefault(key, Counts()).received += n
+    for row in received:
+        c = out.setdefault(row[0], Counts())
+        c.received += row[1]
+        if len(row) > 2:
+            c.not_sampled += row[2]
     for key, status, reason, n in statuses:
         out.setdefault(key, Counts()).add(status, reason, n)
     return out
@@ -60,6 +65,7 @@ def total(groups: Iterable[Counts]) -> Counts:
         t.valid += c.valid
         t.invalid += c.invalid
         t.review += c.review
+        t.not_sampled += c.not_sampled
         for r, n in c.by_reason.items():
             t.by_reason[r] = t.by_reason.get(r, 0) + n
     return t

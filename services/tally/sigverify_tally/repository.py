@@ -6,6 +6,7 @@ its own schema.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -13,10 +14,14 @@ from datetime import date
 
 import asyncpg
 
+from sigverify_common import audit
 from sigverify_common.db import Conn
 from sigverify_common.errors import NotFound
+from sigverify_common.sampling import Method, SamplingRules
 from sigverify_common.vocab import Reason, Status
 from sigverify_tally.domain import Counts, fold, total
+from sigverify_tally.projection import Outcome
+from sigverify_tally.statutory import Assessment, CountyInput, Recorded, Stage, assess
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +80,7 @@ class TallySnapshot:
     rows_rejected: int
     #: (county, circulator) -> counts: circulators are compared within their county.
     by_county_circulator: dict[tuple[str, str], Counts] = field(default_factory=dict)
+    statutory: Assessment | None = None
 
 
 GROUPS = {"county": "county", "batch": "batch_id::text", "circulator": "circulator_id"}
@@ -88,13 +94,13 @@ async def snapshot(pool: asyncpg.Pool, petition_id: str) -> TallySnapshot:
         groups: dict[str, dict[str, Counts]] = {}
         for name, expr in GROUPS.items():
             received = await conn.fetch(
-                f"SELECT {expr} AS k, count(*) AS n FROM intake.signatures "  # noqa: S608
-                "WHERE petition_id = $1 GROUP BY 1", petition_id)
+                f"SELECT {expr} AS k, count(*) AS n, count(*) FILTER (WHERE NOT released) AS held "  # noqa: S608
+                "FROM intake.signatures WHERE petition_id = $1 GROUP BY 1", petition_id)
             statuses = await conn.fetch(
                 f"SELECT {expr} AS k, status, reason, count(*) AS n FROM tally.results "  # noqa: S608
                 "WHERE petition_id = $1 GROUP BY 1, 2, 3", petition_id)
             groups[name] = fold(
-                ((r["k"], r["n"]) for r in received),
+                ((r["k"], r["n"], r["held"]) for r in received),
                 ((r["k"], Status(r["status"]), Reason(r["reason"]), r["n"]) for r in statuses),
             )
         received = await conn.fetch(
@@ -111,12 +117,83 @@ async def snapshot(pool: asyncpg.Pool, petition_id: str) -> TallySnapshot:
         rejected = await conn.fetchval(
             "SELECT coalesce(sum(jsonb_array_length(rejected)), 0) FROM intake.batches "
             "WHERE petition_id = $1", petition_id)
+        state = await statutory_state(conn, p, total(groups["county"].values()))
     return TallySnapshot(
         petition=PetitionInfo(p["petition_id"], p["title"], p["required_signatures"], p["deadline"]),
         total=total(groups["county"].values()),
         by_county=groups["county"], by_batch=groups["batch"], by_circulator=groups["circulator"],
-        rows_rejected=int(rejected), by_county_circulator=pairs,
+        rows_rejected=int(rejected), by_county_circulator=pairs, statutory=state,
     )
+
+
+def _recorded(r: asyncpg.Record) -> Recorded:
+    return Recorded(Stage(r["stage"]), Outcome(r["outcome"]), json.loads(r["detail"]),
+                    r["decided_at"].isoformat())
+
+
+async def statutory_state(conn: Conn, petition: asyncpg.Record, counted: Counts) -> Assessment:
+    """The petition's place in the statutory process (``counted``: its whole-petition counts)."""
+    pid = petition["petition_id"]
+    counties = await conn.fetch(
+        "WITH stored AS (SELECT county, count(*) AS raw FROM intake.signatures "
+        "  WHERE petition_id = $1 GROUP BY county) "
+        "SELECT coalesce(s.county, c.county) AS county, coalesce(s.raw, 0) AS raw, "
+        "  c.closed_at IS NOT NULL AS closed, coalesce(c.sample_size, 0) AS sample_size, "
+        "  coalesce(c.seed, '') AS seed "
+        "FROM stored s FULL JOIN (SELECT * FROM intake.counties WHERE petition_id = $1) c "
+        "USING (county) ORDER BY 1", pid)
+    sampled = await conn.fetch(
+        "SELECT s.county, r.status, r.reason, count(*) AS n FROM intake.signatures s "
+        "JOIN tally.results r USING (signature_id) WHERE s.petition_id = $1 AND s.sampled "
+        "GROUP BY 1, 2, 3", pid)
+    sample = fold([], ((r["county"], Status(r["status"]), Reason(r["reason"]), r["n"])
+                       for r in sampled))
+    recorded = {d.stage: d for d in map(_recorded, await conn.fetch(
+        "SELECT * FROM tally.decisions WHERE petition_id = $1", pid))}
+    rules = SamplingRules(petition["sample_minimum"], petition["sample_percent"],
+                          petition["fail_below_percent"], petition["qualify_above_percent"])
+    return assess(
+        Method(petition["method"]), rules, petition["required_signatures"],
+        [CountyInput(c["county"], c["raw"], c["closed"], c["sample_size"], c["seed"],
+                     sample.get(c["county"], Counts())) for c in counties],
+        counted, recorded)
+
+
+async def decide_due(pool: asyncpg.Pool, petition_id: str) -> list[Recorded]:
+    """Record the decisions now due for the petition (each once, with an audit entry)."""
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+        p = await conn.fetchrow("SELECT * FROM intake.petitions WHERE petition_id = $1", petition_id)
+        if p is None:
+            return []
+        counts = await conn.fetchrow(
+            "SELECT count(*) AS received, count(*) FILTER (WHERE NOT released) AS held "
+            "FROM intake.signatures WHERE petition_id = $1", petition_id)
+        assert counts is not None  # an aggregate always has a row
+        statuses = await conn.fetch("SELECT status, reason, count(*) AS n FROM tally.results "
+                                    "WHERE petition_id = $1 GROUP BY 1, 2", petition_id)
+        counted = fold([("", counts["received"], counts["held"])],
+                       (("", Status(r["status"]), Reason(r["reason"]), r["n"]) for r in statuses))
+        a = await statutory_state(conn, p, counted.get("", Counts()))
+        made = []
+        for d in a.due:
+            if await conn.fetchval(
+                    "INSERT INTO tally.decisions (petition_id, stage, outcome, detail) "
+                    "VALUES ($1, $2, $3, $4::jsonb) ON CONFLICT DO NOTHING RETURNING 1",
+                    petition_id, d.stage.value, d.outcome.value, json.dumps(d.detail)):
+                await audit.record(conn, "system:tally", f"petition.decided.{d.stage.value}",
+                                   petition_id, {"outcome": d.outcome.value,
+                                                 "explanation": a.explanation, **d.detail})
+                made.append(d)
+        return made
+
+
+async def undecided(pool: asyncpg.Pool) -> list[str]:
+    """Petitions with signatures and no final decision yet."""
+    rows = await pool.fetch(
+        "SELECT p.petition_id FROM intake.petitions p WHERE EXISTS (SELECT 1 FROM "
+        "intake.signatures s WHERE s.petition_id = p.petition_id) AND NOT EXISTS (SELECT 1 FROM "
+        "tally.decisions d WHERE d.petition_id = p.petition_id AND d.outcome <> 'FULL_COUNT')")
+    return [r["petition_id"] for r in rows]
 
 
 async def status_counts(pool: asyncpg.Pool) -> list[asyncpg.Record]:
@@ -138,9 +215,17 @@ async def result(pool: asyncpg.Pool, signature_id: uuid.UUID) -> asyncpg.Record:
 
 
 async def results(pool: asyncpg.Pool, petition_id: str) -> AsyncIterator[asyncpg.Record]:
+    """Every verified signature, then every one held back from matching (NOT_SAMPLED)."""
     async with pool.acquire() as conn, conn.transaction(readonly=True):
         async for r in conn.cursor(
             "SELECT * FROM tally.results WHERE petition_id = $1 ORDER BY county, batch_id, line",
             petition_id, prefetch=2000,
+        ):
+            yield r
+        async for r in conn.cursor(
+            "SELECT signature_id, petition_id, batch_id, county, line, circulator_id, "
+            "'NOT_SAMPLED' AS status, '' AS reason, '' AS voter_id, 0.0::float8 AS score, "
+            "0::bigint AS revision FROM intake.signatures WHERE petition_id = $1 AND NOT released "
+            "ORDER BY county, batch_id, line", petition_id, prefetch=2000,
         ):
             yield r

@@ -68,15 +68,64 @@ class MetricsRefresher:
                 pass
 
 
-class TallyHandler:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+class Decider:
+    """Records the statutory decisions as they fall due (``repository.decide_due``).
+
+    Looks at the petitions whose results changed (``touched``, filled by the consumer) every
+    ``interval`` seconds, and at every undecided petition every ``sweep`` seconds (a county
+    closing at intake changes nothing here but may make a decision due).
+    """
+
+    def __init__(self, pool: asyncpg.Pool, interval: float = 1.0, sweep: float = 5.0) -> None:
         self._pool = pool
+        self._interval = interval
+        self._sweep = sweep
+        self.touched: set[str] = set()
+
+    async def once(self, everything: bool) -> int:
+        ids, self.touched = self.touched, set()
+        try:
+            if everything:
+                ids |= set(await repository.undecided(self._pool))
+            made = 0
+            for pid in sorted(ids):
+                for d in await repository.decide_due(self._pool, pid):
+                    log.info("petition %s: %s decision %s", pid, d.stage.value, d.outcome.value)
+                    made += 1
+            return made
+        except BaseException:
+            self.touched |= ids
+            raise
+
+    async def run(self, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        last_sweep = -self._sweep
+        while not stop.is_set():
+            sweep = loop.time() - last_sweep >= self._sweep
+            try:
+                await self.once(sweep)
+                if sweep:
+                    last_sweep = loop.time()
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+                log.warning("statutory decisions pass failed (%s); retrying", exc.__class__.__name__)
+            try:
+                await asyncio.wait_for(stop.wait(), self._interval)
+            except TimeoutError:
+                pass
+
+
+class TallyHandler:
+    def __init__(self, pool: asyncpg.Pool, decider: Decider | None = None) -> None:
+        self._pool = pool
+        self._decider = decider
 
     async def __call__(self, batch: Sequence[Delivered[events_pb2.SignatureVerified]],
                        dead: Sequence[DeadLetter]) -> None:
         async with self._pool.acquire() as conn, conn.transaction():
             await kafka.write_dead_letters(conn, "tally", dead)
             await repository.apply_results(conn, [convert.result_from_event(d.message) for d in batch])
+        if self._decider is not None:
+            self._decider.touched.update(d.message.petition_id for d in batch)
 
 
 class TallyService(tally_pb2_grpc.TallyServiceServicer):
@@ -101,7 +150,8 @@ class TallyService(tally_pb2_grpc.TallyServiceServicer):
         while not self._stop.is_set():
             tally = convert.tally_to_pb(await repository.snapshot(self._pool, request.petition_id))
             fingerprint = tally_pb2.Tally(
-                total=tally.total, by_county=tally.by_county, rows_rejected=tally.rows_rejected
+                total=tally.total, by_county=tally.by_county, rows_rejected=tally.rows_rejected,
+                statutory=tally.statutory,
             ).SerializeToString(deterministic=True)
             if fingerprint != last:
                 last = fingerprint
