@@ -64,7 +64,10 @@ def live_stack(stack_home: Path) -> Iterator[stack.StackState]:
         created_db = f"sigverify_test_{uuid.uuid4().hex[:10]}"
         stack.ensure_database(LOCAL_ADMIN_URL, created_db)
         env["DATABASE_URL"] = f"postgresql://postgres@127.0.0.1:5432/{created_db}"
-    state = stack.up(stack_home, env, lambda m: None)
+    # A full count keeps few signatures in flight, so that test_statutory sees it stop at the
+    # requirement (AB 2219) with signatures left unverified.
+    state = stack.up(stack_home, env, lambda m: None,
+                     service_extra_env={"intake": {"FULL_COUNT_IN_FLIGHT": "100"}})
     try:
         yield state
     finally:

@@ -20,7 +20,9 @@ from sigverify_intake.service import IntakeService
 
 async def setup(rt: Runtime, server: grpc.aio.Server) -> Sequence[str]:
     intake_pb2_grpc.add_IntakeServiceServicer_to_server(IntakeService(rt.pool, rt.outbox), server)
-    rt.loops.append(filings.Releaser(rt.pool, rt.outbox).run)
+    in_flight = rt.config.full_count_in_flight if isinstance(rt.config, Config) else filings.IN_FLIGHT
+    rt.loops.append(filings.Releaser(rt.pool, rt.outbox, in_flight=in_flight,
+                                     chunk=min(filings.CHUNK, in_flight)).run)
     access_pb2_grpc.add_AccessServiceServicer_to_server(
         AccessService(rt.pool, rt.auth.cache if rt.auth else None), server)
     return [intake_pb2.DESCRIPTOR.services_by_name["IntakeService"].full_name,

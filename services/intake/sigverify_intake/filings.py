@@ -190,17 +190,24 @@ class Releaser:
     """Filing deadlines and full counts: see the module's docstring."""
 
     def __init__(self, pool: asyncpg.Pool, outbox: kafka.OutboxPublisher | None,
-                 interval: float = 1.0, in_flight: int = IN_FLIGHT, chunk: int = CHUNK) -> None:
+                 interval: float = 0.25, in_flight: int = IN_FLIGHT, chunk: int = CHUNK,
+                 deadlines_every: float = 10.0) -> None:
         self._pool = pool
         self._outbox = outbox
         self._interval = interval
         self._in_flight = in_flight
         self._chunk = chunk
+        self._deadlines_every = deadlines_every
 
     async def run(self, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        last_deadlines = -self._deadlines_every
         while not stop.is_set():
+            deadlines = loop.time() - last_deadlines >= self._deadlines_every
             try:
-                sent = await self.once()
+                sent = await self.once(deadlines)
+                if deadlines:
+                    last_deadlines = loop.time()
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
                 log.warning("releaser pass failed (%s); retrying", exc.__class__.__name__)
                 sent = 0
@@ -211,9 +218,9 @@ class Releaser:
             except TimeoutError:
                 pass
 
-    async def once(self) -> int:
+    async def once(self, deadlines: bool = True) -> int:
         """One pass; returns how many signatures (or counties) it acted on."""
-        acted = await self._close_due_counties()
+        acted = await self._close_due_counties() if deadlines else 0
         if not await table_exists(self._pool, "tally.decisions"):
             return acted
         acted += await self._start_full_counts()
@@ -227,10 +234,10 @@ class Releaser:
 
     async def _close_due_counties(self) -> int:
         due = await self._pool.fetch(
-            "SELECT DISTINCT s.petition_id, s.county FROM intake.petitions p "
-            "JOIN intake.signatures s USING (petition_id) WHERE p.filing_closes_at <= now() "
-            "AND NOT EXISTS (SELECT 1 FROM intake.counties c WHERE c.petition_id = s.petition_id "
-            "AND c.county = s.county)")
+            "SELECT p.petition_id, s.county FROM intake.petitions p CROSS JOIN LATERAL "
+            "(SELECT DISTINCT county FROM intake.signatures WHERE petition_id = p.petition_id) s "
+            "WHERE p.filing_closes_at <= now() AND NOT EXISTS (SELECT 1 FROM intake.counties c "
+            "WHERE c.petition_id = p.petition_id AND c.county = s.county)")
         for r in due:
             await close_county(self._pool, r["petition_id"], r["county"],
                                actor="system:intake (filing deadline)")
@@ -261,10 +268,18 @@ class Releaser:
 
     async def _release_chunk(self, petition_id: str) -> int:
         async with self._pool.acquire() as conn, conn.transaction():
-            in_flight = await conn.fetchval(
+            state = await conn.fetchrow(
                 "SELECT (SELECT count(*) FROM intake.signatures WHERE petition_id = $1 AND released)"
-                " - (SELECT count(*) FROM tally.results WHERE petition_id = $1)", petition_id)
-            room = min(self._chunk, self._in_flight - int(in_flight))
+                " - (SELECT count(*) FROM tally.results WHERE petition_id = $1) AS in_flight, "
+                "(SELECT count(*) FROM tally.results WHERE petition_id = $1 AND status = 'VALID') "
+                ">= (SELECT required_signatures FROM intake.petitions WHERE petition_id = $1) "
+                "AS reached", petition_id)
+            assert state is not None
+            if state["reached"]:
+                # The requirement is met (tally records the decision on its next pass): the
+                # count stops here (AB 2219); what is in flight is still verified.
+                return 0
+            room = min(self._chunk, self._in_flight - int(state["in_flight"]))
             if room <= 0:
                 return 0
             rows = await conn.fetch(
