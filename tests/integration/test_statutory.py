@@ -16,6 +16,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
@@ -301,3 +302,36 @@ async def test_the_method_changes_only_by_an_admin_before_filings_close(
     detail = json.loads(entry["detail"])
     assert detail["from"]["method"] == "full-count" and detail["to"]["sample_percent"] == "5"
     assert detail["reason"] == "SoS directive 2017-12"
+
+
+async def test_the_filing_deadline_closes_every_county(
+    live_stack: stack.StackState, loaded_roll: int, synth_data: SynthOutput, tmp_path: Path
+) -> None:
+    pid = h.new_petition_id()
+    closes = datetime.now(UTC) + timedelta(seconds=3)
+    async with h.channel(live_stack, "intake") as ch:
+        await intake_pb2_grpc.IntakeServiceStub(ch).CreatePetition(
+            intake_pb2.CreatePetitionRequest(
+                petition_id=pid, title="deadline", required_signatures=50, deadline="2017-07-25",
+                method=RS, filing_closes_at=closes.isoformat()), timeout=30)
+    (path, county), (path2, county2) = synth_data.batches[0], synth_data.batches[1]
+    await h.submit(live_stack, path, pid, county)
+    await h.submit(live_stack, path2, pid, county2)
+    end = time.monotonic() + 60
+    while True:
+        async with h.channel(live_stack, "intake") as ch:
+            listed = await intake_pb2_grpc.IntakeServiceStub(ch).ListCounties(
+                intake_pb2.ListCountiesRequest(petition_id=pid), timeout=10)
+        if listed.counties and all(c.closed for c in listed.counties):
+            break
+        assert time.monotonic() < end, "the filing deadline closed no county"
+        await asyncio.sleep(0.5)
+    assert {c.county for c in listed.counties} == {county, county2}
+    assert all(c.closed_by == "system:intake (filing deadline)" and c.seed
+               and c.sample_size == c.raw_count for c in listed.counties)
+    late = tmp_path / "late.csv"
+    late.write_text("".join(path.read_text().splitlines(keepends=True)[:5]))
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await h.submit(live_stack, late, pid, synth_data.batches[2][1])
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "closed" in (e.value.details() or "")

@@ -174,8 +174,8 @@ async def store_batch(
             async with conn.transaction():
                 # FOR SHARE: closing a county (FOR UPDATE) waits for batches being stored.
                 petition = await conn.fetchrow(
-                    "SELECT method FROM intake.petitions WHERE petition_id = $1 FOR SHARE",
-                    petition_id)
+                    "SELECT method, filing_closes_at, filing_closes_at <= now() AS past "
+                    "FROM intake.petitions WHERE petition_id = $1 FOR SHARE", petition_id)
                 if petition is None:
                     raise FailedPrecondition(f"no petition {petition_id!r}: create it first")
                 existing = await find_batch(conn, petition_id, client_key, digest)
@@ -184,6 +184,8 @@ async def store_batch(
                 closed_at = await conn.fetchval(
                     "SELECT closed_at FROM intake.counties WHERE petition_id = $1 AND county = $2",
                     petition_id, county)
+                if closed_at is None and petition["past"]:
+                    closed_at = petition["filing_closes_at"]
                 if closed_at is not None:
                     raise FailedPrecondition(
                         f"{county}'s filing for petition {petition_id!r} closed at "
