@@ -159,6 +159,11 @@ async def statutory_state(conn: Conn, petition: asyncpg.Record, counted: Counts)
         counted, recorded)
 
 
+#: How long a petition's results must be unchanged before a decision that needs every
+#: (sampled) signature verified is recorded.
+SETTLE_SECONDS = 2.0
+
+
 async def decide_due(pool: asyncpg.Pool, petition_id: str) -> list[Recorded]:
     """Record the decisions now due for the petition (each once, with an audit entry)."""
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
@@ -174,8 +179,16 @@ async def decide_due(pool: asyncpg.Pool, petition_id: str) -> list[Recorded]:
         counted = fold([("", counts["received"], counts["held"])],
                        (("", Status(r["status"]), Reason(r["reason"]), r["n"]) for r in statuses))
         a = await statutory_state(conn, p, counted.get("", Counts()))
+        # A decision that rests on every signature being verified waits until the results
+        # have been still for SETTLE_SECONDS: dedupe may still be revising a signature whose
+        # voter's other signature has just been applied.
+        settled = await conn.fetchval(
+            "SELECT coalesce(max(updated_at) < now() - make_interval(secs => $2), true) "
+            "FROM tally.results WHERE petition_id = $1", petition_id, SETTLE_SECONDS)
         made = []
         for d in a.due:
+            if not settled and (d.stage is Stage.RANDOM_SAMPLE or d.outcome is Outcome.FAILS):
+                break
             if await conn.fetchval(
                     "INSERT INTO tally.decisions (petition_id, stage, outcome, detail) "
                     "VALUES ($1, $2, $3, $4::jsonb) ON CONFLICT DO NOTHING RETURNING 1",
