@@ -124,3 +124,42 @@ async def get_tally(channel: grpc.aio.Channel, petition: str) -> tally_pb2.Tally
     tally: tally_pb2.Tally = await tally_pb2_grpc.TallyServiceStub(channel).GetTally(
         tally_pb2.GetTallyRequest(petition_id=petition), timeout=30)
     return tally
+
+
+def intake_stub(channel: grpc.aio.Channel) -> intake_pb2_grpc.IntakeServiceAsyncStub:
+    return intake_pb2_grpc.IntakeServiceStub(channel)
+
+
+async def get_petition(channel: grpc.aio.Channel, petition: str) -> intake_pb2.Petition:
+    p: intake_pb2.Petition = await intake_stub(channel).GetPetition(
+        intake_pb2.GetPetitionRequest(petition_id=petition), timeout=30)
+    return p
+
+
+async def set_method(channel: grpc.aio.Channel, request: intake_pb2.SetVerificationMethodRequest
+                     ) -> intake_pb2.Petition:
+    p: intake_pb2.Petition = await intake_stub(channel).SetVerificationMethod(request, timeout=30)
+    return p
+
+
+async def list_counties(channel: grpc.aio.Channel, petition: str) -> list[intake_pb2.CountyFiling]:
+    r: intake_pb2.ListCountiesResponse = await intake_stub(channel).ListCounties(
+        intake_pb2.ListCountiesRequest(petition_id=petition), timeout=30)
+    return list(r.counties)
+
+
+async def close_county(channel: grpc.aio.Channel, petition: str, county: str, seed: str = ""
+                       ) -> intake_pb2.CountyFiling:
+    # Closing draws the sample and enqueues its events in one transaction: allow it time.
+    f: intake_pb2.CountyFiling = await intake_stub(channel).CloseCounty(
+        intake_pb2.CloseCountyRequest(petition_id=petition, county=county, seed=seed), timeout=300)
+    return f
+
+
+async def list_sample(channel: grpc.aio.Channel, petition: str, county: str,
+                      timeout: float = 600) -> list[intake_pb2.SampleEntry]:
+    """Every signature of the county in draw order (sampled and not), for the re-draw check."""
+    call = intake_stub(channel).ListSample(
+        intake_pb2.ListSampleRequest(petition_id=petition, county=county, include_unsampled=True),
+        timeout=timeout)
+    return [e async for e in call]

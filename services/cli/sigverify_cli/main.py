@@ -3,9 +3,17 @@
     sigverify stack up|down|status
     sigverify roll load roll.csv
     sigverify petition create --id ID --title T --required N --deadline YYYY-MM-DD
+                              [--method full-count|random-sample] [--sample-minimum N]
+                              [--sample-percent P] [--fail-below P] [--qualify-above P]
+                              [--filing-closes ISO]
+    sigverify petition set-method --petition ID --method M [--sample-* ...] --reason TEXT
+    sigverify petition show --petition ID
     sigverify submit batch.csv --petition ID --county NAME [--key KEY]
+    sigverify county close --petition ID --county NAME [--seed TEXT]
+    sigverify county list --petition ID
+    sigverify sample show --petition ID --county NAME [--all] [--out FILE.csv]
     sigverify batch show BATCH_ID
-    sigverify wait --petition ID [--timeout S]
+    sigverify wait --petition ID [--timeout S] [--decision]
     sigverify tally --petition ID [--json]
     sigverify watch --petition ID [--once]
     sigverify report --petition ID --out DIR
@@ -28,11 +36,15 @@ import os
 import sys
 import time
 from collections.abc import Callable, Coroutine, Iterable, Sequence
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
 import grpc
 from rich.console import Console
+from rich.markup import escape
+from rich.measure import Measurement
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -44,16 +56,32 @@ from sigverify.review.v1 import review_pb2, review_pb2_grpc
 from sigverify.tally.v1 import tally_pb2, tally_pb2_grpc
 from sigverify_cli import client, stack
 from sigverify_cli.client import CliError, Endpoints
+from sigverify_cli.statutory import (
+    COUNTY_COLUMNS,
+    FINAL_OUTCOMES,
+    OUTCOME_STYLE,
+    check_draw,
+    county_row,
+    is_statutory,
+    method_of,
+    outcome_name,
+    statewide_facts,
+    statutory_dict,
+)
 from sigverify_common.access import Role
 from sigverify_common.convert import (
     decision_from_pb,
+    method_to_pb,
     policy_from_pb,
     policy_to_pb,
     reason_from_pb,
     reason_to_pb,
+    rules_from_pb,
     status_from_pb,
 )
-from sigverify_common.vocab import REVIEW_REJECTIONS, DuplicatePolicy, Reason
+from sigverify_common.errors import InvalidArgument
+from sigverify_common.sampling import Method, SamplingRules, sample_size
+from sigverify_common.vocab import REVIEW_REJECTIONS, DuplicatePolicy, Reason, canonical_county
 
 console = Console(stderr=False, width=None if sys.stdout.isatty() else 110)
 err = Console(stderr=True)
@@ -134,19 +162,225 @@ async def roll_load(path: Path, database_url: str) -> int:
 
 # -- petitions, batches ------------------------------------------------------------------------
 
+def sampling_of(args: argparse.Namespace) -> common_pb2.SamplingRules:
+    """The ``--sample-*`` options as a SamplingRules message (empty fields: the server fills in
+    California's 500 / 3 / 95 / 110), checked here as the server will check them."""
+    for flag, text in (("--sample-percent", args.sample_percent), ("--fail-below", args.fail_below),
+                       ("--qualify-above", args.qualify_above)):
+        try:
+            ok = not text.strip() or Decimal(text.strip()).is_finite()
+        except InvalidOperation:
+            ok = False
+        if not ok:
+            raise CliError(f"{flag} {text!r} is not a decimal number")
+    if args.sample_minimum is not None and args.sample_minimum < 1:
+        raise CliError("--sample-minimum must be at least 1")
+    pb = common_pb2.SamplingRules(
+        minimum_sample=args.sample_minimum or 0, sample_percent=args.sample_percent.strip(),
+        fail_below_percent=args.fail_below.strip(), qualify_above_percent=args.qualify_above.strip())
+    try:
+        rules_from_pb(pb)
+    except InvalidArgument as exc:
+        raise CliError(str(exc)) from None
+    return pb
+
+
+def check_instant(text: str, flag: str) -> str:
+    """An ISO timestamp or date (the server reads a date as its end, UTC), or ""."""
+    text = text.strip()
+    if text:
+        try:
+            if len(text) == 10:
+                date.fromisoformat(text)
+            else:
+                datetime.fromisoformat(text)
+        except ValueError:
+            raise CliError(f"{flag} {text!r} is not an ISO date or timestamp") from None
+    return text
+
+
+def rules_text(rules: SamplingRules) -> str:
+    return (f"each county verifies a random sample of {rules.minimum:,} or {rules.percent} % of "
+            f"its raw count, whichever is greater (every signature when {rules.minimum:,} or "
+            f"fewer); the statewide projection fails below {rules.fail_below} % of the "
+            f"requirement, qualifies above {rules.qualify_above} %, full count in between")
+
+
+def method_text(p: intake_pb2.Petition) -> str:
+    """How the petition is verified, in a sentence."""
+    method = method_of(p.method)
+    try:
+        rules: SamplingRules | None = rules_from_pb(p.sampling)
+    except InvalidArgument:
+        rules = None
+    if method is Method.RANDOM_SAMPLE:
+        return f"{method.value}: " + (rules_text(rules) if rules else "rules unreadable")
+    return f"{method.value}: every signature is verified as it arrives"
+
+
+def petition_line(p: intake_pb2.Petition) -> str:
+    return (f"petition {p.petition_id}: {p.title!r}, {p.required_signatures:,} valid "
+            f"signatures required by {p.deadline}; duplicates "
+            f"{policy_from_pb(p.duplicate_policy).value}; online signatures "
+            f"{'count' if p.accept_online else 'do not count'}")
+
+
 async def petition_create(ep: Endpoints, args: argparse.Namespace) -> int:
+    method = Method(args.method)
+    rules = sampling_of(args)
+    if method is Method.FULL_COUNT and rules != common_pb2.SamplingRules():
+        err.print("[dim]note: the sampling options apply if the petition becomes random-sample[/dim]")
     async with ep.channel(ep.intake) as ch:
         p = await intake_pb2_grpc.IntakeServiceStub(ch).CreatePetition(
             intake_pb2.CreatePetitionRequest(
                 petition_id=args.id, title=args.title, required_signatures=args.required,
                 deadline=args.deadline,
                 duplicate_policy=policy_to_pb(DuplicatePolicy(args.duplicate_policy)),
-                accept_online=args.accept_online), timeout=30)
-    console.print(f"petition {p.petition_id}: {p.title!r}, {p.required_signatures:,} valid "
-                  f"signatures required by {p.deadline}; duplicates "
-                  f"{policy_from_pb(p.duplicate_policy).value}; online signatures "
-                  f"{'count' if p.accept_online else 'do not count'}")
+                accept_online=args.accept_online, method=method_to_pb(method), sampling=rules,
+                filing_closes_at=check_instant(args.filing_closes, "--filing-closes")), timeout=30)
+    console.print(escape(petition_line(p)))
+    console.print(escape(f"verification: {method_text(p)}"
+                         + (f"; every open county's filing closes at {p.filing_closes_at}"
+                            if p.filing_closes_at else "")))
     return 0
+
+
+async def petition_set_method(ep: Endpoints, args: argparse.Namespace) -> int:
+    if not args.reason.strip():
+        raise CliError("--reason is required: it goes into the audit log")
+    async with ep.channel(ep.intake) as ch:
+        p = await client.set_method(ch, intake_pb2.SetVerificationMethodRequest(
+            petition_id=args.petition, method=method_to_pb(Method(args.method)),
+            sampling=sampling_of(args), reason=args.reason.strip()))
+    console.print(escape(f"petition {p.petition_id}: verification {method_text(p)} "
+                         "(the change and its reason are in the audit log)"))
+    return 0
+
+
+def counties_table(filings: Sequence[intake_pb2.CountyFiling], title: str = "counties") -> Table:
+    t = Table(title=title)
+    for col in ("county", "raw", "closed", "closed at", "closed by", "sample size", "seed",
+                "released"):
+        t.add_column(col, justify="right" if col in ("raw", "sample size", "released") else "left")
+    for f in filings:
+        t.add_row(escape(f.county), f"{f.raw_count:,}", "yes" if f.closed else "no",
+                  f.closed_at[:19] or "-", escape(f.closed_by) or "-",
+                  f"{f.sample_size:,}" if f.seed else "-", escape(f.seed) or "-", f"{f.released:,}")
+    return t
+
+
+def print_counties(filings: Sequence[intake_pb2.CountyFiling], petition: str) -> None:
+    if not filings:
+        console.print(f"no county has filed signatures for {escape(petition)} yet")
+        return
+    closed = sum(1 for f in filings if f.closed)
+    console.print(counties_table(filings, f"counties of {escape(petition)}: {closed} of "
+                                          f"{len(filings)} closed, raw count "
+                                          f"{sum(f.raw_count for f in filings):,}"))
+
+
+async def petition_show(ep: Endpoints, args: argparse.Namespace) -> int:
+    async with ep.channel(ep.intake) as ch:
+        p = await client.get_petition(ch, args.petition)
+        filings = await client.list_counties(ch, args.petition)
+    console.print(escape(petition_line(p)))
+    console.print(escape(f"created {p.created_at}"))
+    console.print(escape(f"verification: {method_text(p)}"))
+    console.print(escape("filing closes: " + (p.filing_closes_at or
+                                             "only by command (sigverify county close)")))
+    if method_of(p.method) is Method.RANDOM_SAMPLE or p.full_count_started_at:
+        console.print(escape("full count started: " + (p.full_count_started_at or "no")))
+    print_counties(filings, p.petition_id)
+    return 0
+
+
+async def petition_cmd(ep: Endpoints, args: argparse.Namespace) -> int:
+    if args.action == "create":
+        return await petition_create(ep, args)
+    if args.action == "set-method":
+        return await petition_set_method(ep, args)
+    return await petition_show(ep, args)
+
+
+# -- counties and samples ----------------------------------------------------------------------
+
+async def county_cmd(ep: Endpoints, args: argparse.Namespace) -> int:
+    async with ep.channel(ep.intake) as ch:
+        if args.action == "list":
+            print_counties(await client.list_counties(ch, args.petition), args.petition)
+            return 0
+        f = await client.close_county(ch, args.petition, args.county, args.seed.strip())
+    if f.seed:
+        drawn = (f"random sample of {f.sample_size:,} drawn with seed {f.seed}; "
+                 f"{f.released:,} sent to matching")
+    else:
+        drawn = "full count: every signature is verified"
+    console.print(escape(f"county {f.county} of {f.petition_id} closed at {f.closed_at}: raw count "
+                         f"{f.raw_count:,}; {drawn}"))
+    if f.seed:
+        console.print(escape(f"check the draw: sigverify sample show --petition {f.petition_id} "
+                             f"--county \"{f.county}\""), style="dim")
+    return 0
+
+
+SAMPLE_COLUMNS = ("rank", "signature_id", "batch_id", "line", "sampled", "draw_key")
+
+
+def write_sample_csv(path: Path, entries: Iterable[intake_pb2.SampleEntry]) -> int:
+    tmp = path.with_name(path.name + ".part")
+    n = 0
+    with tmp.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(SAMPLE_COLUMNS)
+        for e in entries:
+            w.writerow((e.rank, e.signature_id, e.batch_id, e.line, str(e.sampled).lower(),
+                        e.draw_key))
+            n += 1
+    tmp.replace(path)
+    return n
+
+
+async def sample_show(ep: Endpoints, args: argparse.Namespace) -> int:
+    county = canonical_county(args.county)
+    async with ep.channel(ep.intake) as ch:
+        p = await client.get_petition(ch, args.petition)
+        filings = await client.list_counties(ch, args.petition)
+        f = next((f for f in filings if canonical_county(f.county) == county), None)
+        if f is None:
+            known = ", ".join(x.county for x in filings) or "none"
+            raise CliError(f"petition {args.petition} has no filing for {county!r} (counties: {known})")
+        if not f.closed:
+            raise CliError(f"{f.county}'s filing is still open: no sample is drawn until "
+                           f"sigverify county close --petition {args.petition} --county \"{f.county}\"")
+        if not f.seed:
+            raise CliError(f"{f.county} was closed without a random sample (full count): every "
+                           "signature is verified")
+        entries = await client.list_sample(ch, args.petition, f.county)
+    try:
+        expected: int | None = sample_size(f.raw_count, rules_from_pb(p.sampling))
+    except InvalidArgument:
+        expected = None
+    check = check_draw(f.seed, f.sample_size, entries, raw_count=f.raw_count,
+                       expected_size=expected)
+    shown = sorted((e for e in entries if args.all or e.sampled), key=lambda e: e.rank)
+    if args.out:
+        n = write_sample_csv(Path(args.out), shown)
+        console.print(f"{n:,} {'signatures' if args.all else 'sampled signatures'} of "
+                      f"{escape(f.county)} written to {escape(args.out)}")
+    else:
+        t = Table(title=escape(f"{f.county}: random sample of {f.sample_size:,} from "
+                               f"{f.raw_count:,} (seed {f.seed})"))
+        for col in ("rank", "batch id", "line", "signature id", *(("sampled",) if args.all else ())):
+            t.add_column(col, justify="right" if col in ("rank", "line") else "left")
+        for e in shown:
+            t.add_row(f"{e.rank:,}", e.batch_id, str(e.line), e.signature_id,
+                      *(("yes" if e.sampled else "no",) if args.all else ()))
+        console.print(t)
+    if check.identical:
+        console.print(escape(check.summary()))
+        return 0
+    err.print(f"[red]error:[/red] {escape(check.summary())}")
+    return 1
 
 
 def print_receipt(r: intake_pb2.BatchReceipt, path: str = "") -> None:
@@ -199,7 +433,8 @@ def reason_counts(c: tally_pb2.Counts) -> dict[str, int]:
 def counts_dict(c: tally_pb2.Counts) -> dict[str, Any]:
     return {"received": c.received, "verified": c.verified, "valid": c.valid,
             "invalid": c.invalid, "review": c.review, "pending": c.pending,
-            "duplicates": c.duplicates, "invalid_by_reason": reason_counts(c)}
+            "duplicates": c.duplicates, "invalid_by_reason": reason_counts(c),
+            "not_sampled": c.not_sampled}
 
 
 def tally_dict(t: tally_pb2.Tally) -> dict[str, Any]:
@@ -217,6 +452,10 @@ def tally_dict(t: tally_pb2.Tally) -> dict[str, Any]:
                         "suspect_reasons": list(t.flag_policy.suspect_reasons),
                         "min_decided": t.flag_policy.min_decided,
                         "min_ratio": t.flag_policy.min_ratio, "fdr": t.flag_policy.fdr},
+        "method": method_of(t.method).name,
+        # Every Statutory field (decimal figures as the server's text, outcomes by name);
+        # null when the tally carries no statutory process.
+        "statutory": statutory_dict(t.statutory) if t.HasField("statutory") else None,
     }
 
 
@@ -233,9 +472,10 @@ def print_tally(t: tally_pb2.Tally) -> None:
     console.print(f"[bold]{t.title}[/bold] ({t.petition_id}): {c.valid:,} valid of "
                   f"{t.required_signatures:,} required ({t.progress_percent:.2f} %), deadline "
                   f"{t.deadline} ({t.days_to_deadline} days)")
+    not_sampled = f"not sampled {c.not_sampled:,}; " if c.not_sampled else ""
     console.print(f"received {c.received:,}; verified {c.verified:,}: valid {c.valid:,}, "
                   f"invalid {c.invalid:,}, review {c.review:,}; pending {c.pending:,}; "
-                  f"unreadable rows rejected at intake {t.rows_rejected:,}")
+                  f"{not_sampled}unreadable rows rejected at intake {t.rows_rejected:,}")
     reasons = Table(title="invalid by reason")
     reasons.add_column("reason")
     reasons.add_column("count", justify="right")
@@ -243,16 +483,58 @@ def print_tally(t: tally_pb2.Tally) -> None:
         reasons.add_row(reason_from_pb(rc.reason).value, f"{rc.count:,}")
     console.print(reasons)
     counties = Table(title="by county")
+    sampled = any(g.counts.not_sampled for g in t.by_county)
     for col in ("county", "received", "valid", "invalid", "review", "duplicates", "pending",
-                "valid %"):
+                *(("not sampled",) if sampled else ()), "valid %"):
         counties.add_column(col, justify="left" if col == "county" else "right")
     for g in t.by_county:
         k = g.counts
         pct = 100.0 * k.valid / k.verified if k.verified else 0.0
         counties.add_row(g.key, f"{k.received:,}", f"{k.valid:,}", f"{k.invalid:,}",
-                         f"{k.review:,}", f"{k.duplicates:,}", f"{k.pending:,}", f"{pct:.1f}")
+                         f"{k.review:,}", f"{k.duplicates:,}", f"{k.pending:,}",
+                         *((f"{k.not_sampled:,}",) if sampled else ()), f"{pct:.1f}")
     console.print(counties)
     print_flags(t)
+    if is_statutory(t):
+        print_statutory(t)
+
+
+def _columns_table(title: str, columns: Iterable[int], rows: Sequence[Sequence[str]]) -> Table:
+    """A table of some of ``COUNTY_COLUMNS`` (by index) over ``rows``."""
+    picked = list(columns)
+    table = Table(title=title)
+    for i in picked:
+        col = COUNTY_COLUMNS[i]
+        table.add_column(col, justify="left" if col in ("county", "closed", "state") else "right")
+    for row in rows:
+        table.add_row(*(escape(row[i]) for i in picked))
+    return table
+
+
+def print_statutory(t: tally_pb2.Tally) -> None:
+    """The "Statutory process" section: per-county sample and projection, then the statewide
+    raw count, projection against the bands, full count and outcome."""
+    s = t.statutory
+    console.print()
+    console.print("[bold]Statutory process[/bold] (EC 9030-9031; projection by 2 CCR 20530-20532)")
+    if s.counties:
+        rows = [county_row(c) for c in s.counties]
+        table = _columns_table("random sample and projection per county", range(len(COUNTY_COLUMNS)),
+                               rows)
+        natural = Measurement.get(console, console.options.update_width(10_000), table).maximum
+        if natural <= console.width:
+            console.print(table)
+        else:       # too wide for the terminal: the sample, then the projection
+            console.print(_columns_table("random sample per county", (0, 1, 2, 3, 4, 5, 6, 13), rows))
+            console.print(_columns_table("projection per county (2 CCR 20530-20532)",
+                                         (0, 7, 8, 9, 10, 11, 12), rows))
+    for label, text in statewide_facts(t):
+        if label == "outcome":
+            name = outcome_name(s.outcome)
+            style = OUTCOME_STYLE.get(name, "bold")
+            console.print(f"{label}: [{style}]{escape(text)}[/{style}]")
+        else:
+            console.print(f"{label}: {escape(text)}")
 
 
 def print_flags(t: tally_pb2.Tally) -> None:
@@ -316,13 +598,16 @@ async def report_cmd(ep: Endpoints, args: argparse.Namespace) -> int:
 
 
 async def wait_done(ep: Endpoints, petition: str, timeout: float) -> tally_pb2.Tally:
+    """Until every signature sent to verification has a final status (signatures outside a
+    random sample are not pending: they are never verified unless a full count is ordered)."""
     end = time.monotonic() + timeout
     async with ep.channel(ep.tally) as ch:
         with _progress() as prog:
             task = prog.add_task(f"verifying {petition}", total=None)
             while True:
                 t = await client.get_tally(ch, petition)
-                prog.update(task, completed=t.total.verified, total=t.total.received or None)
+                prog.update(task, completed=t.total.verified,
+                            total=(t.total.received - t.total.not_sampled) or None)
                 if t.total.received > 0 and t.total.pending == 0:
                     return t
                 if time.monotonic() > end:
@@ -331,12 +616,80 @@ async def wait_done(ep: Endpoints, petition: str, timeout: float) -> tally_pb2.T
                 await asyncio.sleep(0.5)
 
 
+def undecided_text(t: tally_pb2.Tally) -> str:
+    """Where an undecided petition stands, for a timeout message."""
+    if not is_statutory(t):
+        return (f"the tally carries no statutory process for {t.petition_id} (method "
+                f"{method_of(t.method).value})")
+    s = t.statutory
+    still_open = sum(1 for c in s.counties if not c.closed)
+    return (f"outcome {outcome_name(s.outcome)} at stage {s.stage or '-'!r}; "
+            f"{still_open:,} of {len(s.counties):,} counties still open, "
+            f"{t.total.pending:,} signatures pending, {t.total.review:,} in review")
+
+
+async def wait_decision(ep: Endpoints, petition: str, timeout: float, poll: float = 1.0
+                        ) -> tally_pb2.Tally:
+    """Until the petition's statutory outcome is FAILS or QUALIFIES."""
+    end = time.monotonic() + timeout
+    async with ep.channel(ep.tally) as ch:
+        with _progress() as prog:
+            task = prog.add_task(f"deciding {petition}", total=None)
+            while True:
+                t = await client.get_tally(ch, petition)
+                prog.update(task, completed=t.total.verified,
+                            total=(t.total.received - t.total.not_sampled) or None)
+                if t.statutory.outcome in FINAL_OUTCOMES:
+                    return t
+                if time.monotonic() > end:
+                    raise CliError(f"timed out after {timeout:.0f}s without a decision: "
+                                   f"{undecided_text(t)}")
+                await asyncio.sleep(poll)
+
+
+def decision_text(t: tally_pb2.Tally) -> str:
+    s = t.statutory
+    text = f"petition {t.petition_id}: {outcome_name(s.outcome)}"
+    if s.decided_by or s.decided_at:
+        text += (f" (decided by the {s.decided_by or '?'}"
+                 + (f" at {s.decided_at}" if s.decided_at else "") + ")")
+    if s.stopped_at_requirement:
+        text += "; stopped at the requirement (AB 2219)"
+    return text
+
+
 async def wait_cmd(ep: Endpoints, args: argparse.Namespace) -> int:
+    if args.decision:
+        t = await wait_decision(ep, args.petition, args.timeout)
+        style = OUTCOME_STYLE.get(outcome_name(t.statutory.outcome), "bold")
+        console.print(f"[{style}]{escape(decision_text(t))}[/{style}]")
+        if t.statutory.explanation:
+            console.print(escape(t.statutory.explanation))
+        return 0
     t = await wait_done(ep, args.petition, args.timeout)
-    console.print(f"all {t.total.received:,} signatures of {args.petition} verified: "
-                  f"{t.total.valid:,} valid, {t.total.invalid:,} invalid, {t.total.review:,} "
+    c = t.total
+    if c.not_sampled:
+        console.print(f"all {c.received - c.not_sampled:,} signatures of {args.petition} sent to "
+                      f"verification verified: {c.valid:,} valid, {c.invalid:,} invalid, "
+                      f"{c.review:,} in review; {c.not_sampled:,} of {c.received:,} received "
+                      "not sampled")
+        return 0
+    console.print(f"all {c.received:,} signatures of {args.petition} verified: "
+                  f"{c.valid:,} valid, {c.invalid:,} invalid, {c.review:,} "
                   "in review")
     return 0
+
+
+def enum_text(convert: Callable[[int], Any], value: int) -> str:
+    """A status or reason by its name ("" when unset, as for a signature never verified)."""
+    return "" if value == 0 else str(convert(value).value)
+
+
+def export_row(r: tally_pb2.SignatureResult) -> tuple[Any, ...]:
+    """One results-export row; a status or reason left unset (a NOT_SAMPLED signature's reason
+    may be) is written empty."""
+    return (r.signature_id, r.batch_id, r.county, r.line, enum_text(status_from_pb, r.status),
+            enum_text(reason_from_pb, r.reason), r.voter_id, f"{r.score:.2f}")
 
 
 async def export_results(ep: Endpoints, petition: str, out: Path) -> int:
@@ -349,9 +702,7 @@ async def export_results(ep: Endpoints, petition: str, out: Path) -> int:
             w.writerow(EXPORT_COLUMNS)
             async for r in stub.ListResults(tally_pb2.ListResultsRequest(petition_id=petition),
                                             timeout=600):
-                w.writerow((r.signature_id, r.batch_id, r.county, r.line,
-                            status_from_pb(r.status).value, reason_from_pb(r.reason).value,
-                            r.voter_id, f"{r.score:.2f}"))
+                w.writerow(export_row(r))
                 n += 1
         tmp.replace(out)
     return n
@@ -566,6 +917,37 @@ def parser() -> argparse.ArgumentParser:
                     help="keep-first: the earliest signature of a voter counts; invalidate-all: none")
     pc.add_argument("--accept-online", action="store_true",
                     help="online signatures can count (California: they cannot)")
+    _method_options(pc, default=Method.FULL_COUNT.value)
+    pc.add_argument("--filing-closes", default="", metavar="ISO",
+                    help="every open county's filing closes then (a date: its end, UTC); default: "
+                         "counties close only by 'sigverify county close'")
+    psm = ps.add_parser("set-method", help="change a petition's verification method (admins; "
+                        "until a county's filing closes)")
+    psm.add_argument("--petition", required=True)
+    _method_options(psm, default=None)
+    psm.add_argument("--reason", required=True, help="why (kept in the audit log)")
+    psh = ps.add_parser("show", help="a petition's settings and its counties' filings")
+    psh.add_argument("--petition", required=True)
+
+    co = sub.add_parser("county", help="county filings: close (draws the random sample), list")
+    cos = co.add_subparsers(dest="action", required=True)
+    coc = cos.add_parser("close", help="close a county's filing; a random-sample petition draws "
+                         "the county's sample")
+    coc.add_argument("--petition", required=True)
+    coc.add_argument("--county", required=True)
+    coc.add_argument("--seed", default="", help="the draw's seed (default: 128 random bits); a "
+                     "public seed lets observers check the draw")
+    col = cos.add_parser("list", help="every county's raw count, state and sample")
+    col.add_argument("--petition", required=True)
+
+    sa = sub.add_parser("sample", help="random samples")
+    sas = sa.add_subparsers(dest="action", required=True)
+    sash = sas.add_parser("show", help="a county's sample, checked by re-drawing it from its seed")
+    sash.add_argument("--petition", required=True)
+    sash.add_argument("--county", required=True)
+    sash.add_argument("--all", action="store_true", help="list the signatures not sampled too")
+    sash.add_argument("--out", default="", metavar="FILE.csv",
+                      help="write the rows as CSV instead of printing them")
 
     sb = sub.add_parser("submit", help="submit batch CSV file(s) of one county")
     sb.add_argument("files", nargs="+")
@@ -581,6 +963,8 @@ def parser() -> argparse.ArgumentParser:
     w = sub.add_parser("wait", help="wait until every received signature is verified")
     w.add_argument("--petition", required=True)
     w.add_argument("--timeout", type=float, default=600)
+    w.add_argument("--decision", action="store_true",
+                   help="wait until the petition FAILS or QUALIFIES instead")
 
     t = sub.add_parser("tally", help="show a petition's tally")
     t.add_argument("--petition", required=True)
@@ -655,7 +1039,24 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=7)
     d.add_argument("--keep-up", action="store_true", help="leave the stack running afterwards")
     d.add_argument("--bench", action="store_true", help="print throughput figures")
+    d.add_argument("--no-sample", dest="sample", action="store_false",
+                   help="skip the second run through California's random sample")
     return p
+
+
+def _method_options(p: argparse.ArgumentParser, default: str | None) -> None:
+    p.add_argument("--method", choices=[m.value for m in Method], default=default,
+                   required=default is None,
+                   help="full-count: every signature verified; random-sample: California's "
+                        "sample per county, projection, full count when in the band")
+    p.add_argument("--sample-minimum", type=int, default=None, metavar="N",
+                   help="every signature is verified in a county with N or fewer; otherwise "
+                        "the sample is the greater of N and --sample-percent (default 500)")
+    p.add_argument("--sample-percent", default="", metavar="P", help="decimal (default 3)")
+    p.add_argument("--fail-below", default="", metavar="P",
+                   help="the projection fails below P %% of the requirement (default 95)")
+    p.add_argument("--qualify-above", default="", metavar="P",
+                   help="the projection qualifies above P %% of the requirement (default 110)")
 
 
 def _endpoint_command(fn: Callable[[Endpoints, argparse.Namespace], Coroutine[Any, Any, int]]
@@ -683,7 +1084,8 @@ def dispatch(args: argparse.Namespace) -> int:
         from sigverify_cli.demo import run_demo
         return run_demo(args)
     table: dict[str, Callable[[Endpoints, argparse.Namespace], Coroutine[Any, Any, int]]] = {
-        "petition": petition_create, "submit": submit, "batch": batch_show, "wait": wait_cmd,
+        "petition": petition_cmd, "county": county_cmd, "sample": sample_show, "submit": submit,
+        "batch": batch_show, "wait": wait_cmd,
         "tally": tally_cmd, "results": export_cmd, "explain": explain_cmd,
         "review": review_cmd,
         "token": token_cmd, "audit": audit_cmd, "report": report_cmd,

@@ -4,6 +4,12 @@ Given a ``Tally`` message, writes ``counties.csv``, ``circulators.csv`` and ``re
 a single self-contained file (inline CSS, SVG charts drawn here; no script, no external
 resource), so it can be mailed, archived or opened on a machine without a network. Every
 piece of text that reaches the HTML goes through ``html.escape``.
+
+For a random-sample petition ``counties.csv`` gains the statutory columns after its usual
+ones (``SAMPLE_COLUMNS``: raw count, sample, sample figures, the projection's rate, V, A, B,
+C and projected, exactly as the tally gives them) and the page a "Statutory process" section:
+the per-county projection, the statewide projection against the fail and qualify bands, the
+full count's progress and the outcome.
 """
 
 from __future__ import annotations
@@ -17,7 +23,17 @@ from pathlib import Path
 from typing import Any
 
 from sigverify.tally.v1 import tally_pb2
+from sigverify_cli.statutory import (
+    COUNTY_COLUMNS,
+    county_row,
+    dec,
+    is_statutory,
+    method_of,
+    outcome_name,
+    statewide_facts,
+)
 from sigverify_common.convert import reason_from_pb
+from sigverify_common.sampling import Method
 from sigverify_common.vocab import Reason
 
 #: Invalid reasons that get a column even when zero (in this order); others seen are appended.
@@ -30,8 +46,16 @@ CIRCULATOR_COLUMNS = (
     "p_value", "q_value", "tested", "flagged",
 )
 
+#: counties.csv's extra columns for a random-sample petition (after the usual ones).
+SAMPLE_COLUMNS = (
+    "not_sampled", "raw", "closed", "sample_size", "sample_verified", "valid_in_sample",
+    "duplicates_in_sample", "rate_percent", "v", "a", "b", "c", "projected", "complete",
+    "counted", "seed",
+)
+
 COLORS = {"valid": "#2e7d32", "invalid": "#c62828", "review": "#f9a825", "pending": "#b0bec5",
-          "accent": "#1565c0", "grid": "#e0e0e0", "text": "#212121", "muted": "#616161"}
+          "not_sampled": "#d7ccc8", "accent": "#1565c0", "grid": "#e0e0e0", "text": "#212121",
+          "muted": "#616161"}
 
 
 @dataclass(frozen=True)
@@ -58,21 +82,44 @@ def pct(part: int | float, whole: int | float) -> float:
     return 100.0 * part / whole if whole else 0.0
 
 
+def sampled(t: tally_pb2.Tally) -> bool:
+    """Whether the petition is verified by random sample (counties.csv's extra columns)."""
+    return (method_of(t.method) is Method.RANDOM_SAMPLE
+            or any(c.sample_size for c in t.statutory.counties))
+
+
 def county_header(t: tally_pb2.Tally) -> list[str]:
     return ["county", "received", "verified", "valid", "invalid",
             *(f"invalid_{r.lower()}" for r in reason_columns(t)),
-            "review", "duplicates", "pending", "valid_percent"]
+            "review", "duplicates", "pending", "valid_percent",
+            *(SAMPLE_COLUMNS if sampled(t) else ())]
+
+
+def _sample_cells(c: tally_pb2.Counts, p: tally_pb2.CountyProjection | None) -> list[Any]:
+    if p is None:
+        return [c.not_sampled, c.received, *([""] * (len(SAMPLE_COLUMNS) - 2))]
+    return [c.not_sampled, p.raw, str(p.closed).lower(), p.sample_size, p.sample_verified,
+            p.valid_in_sample, p.duplicates_in_sample, p.rate_percent, p.v, p.a, p.b, p.c,
+            p.projected, str(p.complete).lower(), str(p.counted).lower(), p.seed]
 
 
 def county_rows(t: tally_pb2.Tally) -> list[list[Any]]:
+    """One row per county of the tally; with a random sample, also one per county that has a
+    filing but no signature counted in the tally."""
     cols = reason_columns(t)
+    extra = sampled(t)
+    projections = {p.county: p for p in t.statutory.counties}
     rows: list[list[Any]] = []
-    for g in t.by_county:
-        c = g.counts
+    groups = [(g.key, g.counts) for g in t.by_county]
+    if extra:
+        seen = {key for key, _ in groups}
+        groups += [(p.county, tally_pb2.Counts()) for p in t.statutory.counties if p.county not in seen]
+    for key, c in groups:
         by = reasons_of(c)
-        rows.append([g.key, c.received, c.verified, c.valid, c.invalid,
+        rows.append([key, c.received, c.verified, c.valid, c.invalid,
                      *(by.get(r, 0) for r in cols), c.review, c.duplicates, c.pending,
-                     f"{pct(c.valid, c.verified):.2f}"])
+                     f"{pct(c.valid, c.verified):.2f}",
+                     *(_sample_cells(c, projections.get(key)) if extra else ())])
     return rows
 
 
@@ -163,7 +210,8 @@ def statewide_chart(t: tally_pb2.Tally, width: int = 1000) -> str:
     x: float = left
     for part, color, name in ((c.valid, COLORS["valid"], "valid"), (c.invalid, COLORS["invalid"], "invalid"),
                               (c.review, COLORS["review"], "in review"),
-                              (c.pending, COLORS["pending"], "pending")):
+                              (c.pending, COLORS["pending"], "pending"),
+                              (c.not_sampled, COLORS["not_sampled"], "not sampled")):
         w = bar_w * part / received
         body.append(_rect(x, y, w, h, color, f"{name}: {part:,}"))
         x += w
@@ -186,7 +234,8 @@ def county_chart(t: tally_pb2.Tally, width: int = 1000) -> str:
         for part, color, name in ((c.valid, COLORS["valid"], "valid"),
                                   (c.invalid, COLORS["invalid"], "invalid"),
                                   (c.review, COLORS["review"], "in review"),
-                                  (c.pending, COLORS["pending"], "pending")):
+                                  (c.pending, COLORS["pending"], "pending"),
+                                  (c.not_sampled, COLORS["not_sampled"], "not sampled")):
             w = bar_w * part / most
             body.append(_rect(x, y, w, h, color, f"{g.key}: {name} {part:,}"))
             x += w
@@ -258,6 +307,83 @@ def circulator_chart(t: tally_pb2.Tally, width: int = 1000) -> str:
     return _svg(width, y + 4, body, "circulator suspect-invalid rates by county")
 
 
+def _number(text: str) -> float:
+    """A decimal figure for drawing only (0 when absent or unreadable)."""
+    try:
+        return float(text) if text else 0.0
+    except ValueError:
+        return 0.0
+
+
+def projection_chart(t: tally_pb2.Tally, width: int = 1000) -> str:
+    """The statewide projected total on an axis of signatures, over the three bands: fails
+    below ``fail_below``, full count in between, qualifies above ``qualify_above``."""
+    s = t.statutory
+    fail, qualify = _number(s.fail_below), _number(s.qualify_above)
+    left, right, h = 170, 150, 26
+    bar_w = width - left - right
+    top = max(qualify * 1.15, s.projected_total * 1.05, t.required_signatures * 1.2, 1.0)
+    scale = bar_w / top
+    y = 10
+    body = [_text(0, y + 18, "Projected valid", weight="bold"),
+            _rect(left, y, fail * scale, h, "#ffcdd2", f"fails below {dec(s.fail_below)}"),
+            _rect(left + fail * scale, y, (qualify - fail) * scale, h, "#fff9c4",
+                  f"full count from {dec(s.fail_below)} to {dec(s.qualify_above)}"),
+            _rect(left + qualify * scale, y, bar_w - qualify * scale, h, "#c8e6c9",
+                  f"qualifies above {dec(s.qualify_above)}"),
+            _rect(left, y + 8, s.projected_total * scale, h - 16, COLORS["accent"],
+                  f"projected: {s.projected_total:,}")]
+    rx = left + t.required_signatures * scale
+    body.append(f'<line x1="{rx:.1f}" y1="{y - 6}" x2="{rx:.1f}" y2="{y + h + 6}" '
+                f'stroke="{COLORS["text"]}" stroke-width="2"/>')
+    body.append(_text(rx, y + h + 18, f"required {t.required_signatures:,}", anchor="middle", size=11))
+    body.append(_text(left + bar_w + 10, y + 18, f"{dec(s.projected_percent)} %", weight="bold"))
+    return _svg(width, y + h + 26, body, "statewide projection against the bands")
+
+
+def statutory_html(t: tally_pb2.Tally) -> str:
+    """The "Statutory process" section of the page."""
+    s = t.statutory
+    outcome = outcome_name(s.outcome)
+    cls = {"QUALIFIES": "ok", "FAILS": "bad", "FULL_COUNT": "warn"}.get(outcome, "")
+    random = method_of(t.method) is Method.RANDOM_SAMPLE
+    cards = [("outcome", outcome, cls), ("stage", s.stage or "-", ""),
+             ("raw count", f"{s.raw_total:,}", "")]
+    if random:
+        cards += [("projected valid", f"{s.projected_total:,}", ""),
+                  ("of the requirement", f"{dec(s.projected_percent)} %", ""),
+                  ("fails below", dec(s.fail_below), ""), ("qualifies above", dec(s.qualify_above), "")]
+    if s.full_count:
+        cards += [("counted valid", f"{s.counted_valid:,}", ""),
+                  ("remaining", f"{s.counted_remaining:,}", "")]
+    cards_html = "".join(f'<div class="card {c}"><b>{_e(v)}</b><span>{_e(k)}</span></div>'
+                         for k, v, c in cards)
+    facts = _table(["", "statewide"], [[k, v] for k, v in statewide_facts(t)], left=2)
+    chart = projection_chart(t) if random and (s.projected_total or s.fail_below) else ""
+    counties = (_table(COUNTY_COLUMNS, [county_row(c) for c in s.counties], left=1)
+                if s.counties else '<p class="note">No county has filed yet.</p>')
+    if random:
+        how = ("California's process (EC 9030-9031): each county's raw count, then a random "
+               "sample of each county and the projection of its valid signatures by 2 CCR "
+               "20530-20532 (rate to two decimals; V = raw x rate, rounded up; A = raw / sample "
+               "to four decimals; B = A(A - 1); C = duplicates in the sample x B, rounded up; "
+               "projected = V - C). Below the fail threshold the petition fails, above the "
+               "qualify threshold it qualifies; in between every county counts every signature, "
+               "and the count may stop once the requirement is reached (AB 2219).")
+    else:
+        how = ("Full count: every signature is verified; the petition qualifies when its counted "
+               "valid signatures reach the requirement (the count may stop there, AB 2219) and "
+               "fails when every county has closed and every signature is verified below it.")
+    return f"""<h2>Statutory process</h2>
+<p class="note">{_e(how)}</p>
+<div class="cards">{cards_html}</div>
+{chart}
+{facts}
+<h3>Random sample and projection per county</h3>
+{counties}
+"""
+
+
 # -- the page ------------------------------------------------------------------------------------
 
 CSS = """
@@ -286,9 +412,10 @@ svg { display: block; margin: 8px 0; max-width: 100%; height: auto; }
 """
 
 
-def _legend() -> str:
+def _legend(not_sampled: bool = False) -> str:
     items = (("valid", COLORS["valid"]), ("invalid", COLORS["invalid"]), ("in review", COLORS["review"]),
-             ("pending", COLORS["pending"]))
+             ("pending", COLORS["pending"]),
+             *((("not sampled", COLORS["not_sampled"]),) if not_sampled else ()))
     return ('<div class="legend">' + "".join(f'<span><i style="background:{c}"></i>{_e(n)}</span>'
                                                for n, c in items) + "</div>")
 
@@ -323,18 +450,23 @@ def render_html(t: tally_pb2.Tally) -> str:
         ("received", f"{c.received:,}", ""), ("verified", f"{c.verified:,}", ""),
         ("valid", f"{c.valid:,}", "ok"), ("invalid", f"{c.invalid:,}", "bad"),
         ("in review", f"{c.review:,}", "warn"), ("duplicates", f"{c.duplicates:,}", "bad"),
-        ("pending", f"{c.pending:,}", ""), ("rows rejected", f"{t.rows_rejected:,}", ""),
+        ("pending", f"{c.pending:,}", ""),
+        *((("not sampled", f"{c.not_sampled:,}", ""),) if c.not_sampled else ()),
+        ("rows rejected", f"{t.rows_rejected:,}", ""),
         ("required", f"{t.required_signatures:,}", ""),
         ("still needed", f"{short:,}", "ok" if short == 0 else ""),
         ("days to deadline", f"{t.days_to_deadline:,}", "bad" if t.days_to_deadline < 0 else ""),
     ]
     cards_html = "".join(f'<div class="card {cls}"><b>{_e(v)}</b><span>{_e(k)}</span></div>'
                          for k, v, cls in cards)
-    counties = _table([*county_header(t)[:5], "review", "duplicates", "pending", "valid %"],
-                      [[r[0], f"{r[1]:,}", f"{r[2]:,}", f"{r[3]:,}", f"{r[4]:,}",
-                        f"{g.counts.review:,}", f"{g.counts.duplicates:,}", f"{g.counts.pending:,}",
-                        f"{pct(g.counts.valid, g.counts.verified):.1f}"]
-                       for r, g in zip(county_rows(t), t.by_county, strict=True)])
+    ns = c.not_sampled > 0
+    counties = _table([*county_header(t)[:5], "review", "duplicates", "pending",
+                       *(("not sampled",) if ns else ()), "valid %"],
+                      [[g.key, f"{k.received:,}", f"{k.verified:,}", f"{k.valid:,}", f"{k.invalid:,}",
+                        f"{k.review:,}", f"{k.duplicates:,}", f"{k.pending:,}",
+                        *((f"{k.not_sampled:,}",) if ns else ()),
+                        f"{pct(k.valid, k.verified):.1f}"]
+                       for g in t.by_county for k in (g.counts,)])
     reason_cols = [r for r in reason_columns(t) if reasons_of(t.total).get(r)]
     by_county_reason = _table(["county", *(r.lower().replace("_", " ") for r in reason_cols)],
                               [[g.key, *(f"{reasons_of(g.counts).get(r, 0):,}" for r in reason_cols)]
@@ -373,12 +505,12 @@ def render_html(t: tally_pb2.Tally) -> str:
 light green: what the {_e(f"{c.pending:,}")} pending signatures would add at the current validity
 rate. {_e(_deadline_text(t)).capitalize()}.</p>
 {statewide_chart(t)}
-{_legend()}
+{_legend(ns)}
 <h2>Progress per county</h2>
-{_legend()}
+{_legend(ns)}
 {county_chart(t)}
 {counties}
-<h2>Why signatures do not count</h2>
+{statutory_html(t) if is_statutory(t) else ""}<h2>Why signatures do not count</h2>
 {reasons_chart(t)}
 <p class="note">Per county (reasons that occur):</p>
 {by_county_reason}

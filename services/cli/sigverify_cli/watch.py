@@ -2,8 +2,10 @@
 
 Statewide: valid against the requirement and verified against received; per county: verified
 against received and the county's valid signatures against the statewide requirement (its
-contribution); and the flagged circulators. ``--once`` prints one frame and exits (for
-scripts and terminals that are not TTYs). Ctrl-C leaves the view as it was and exits 0.
+contribution); for a random-sample petition (or any tally with a statutory stage), the
+projected total against the bands and the outcome; and the flagged circulators. ``--once``
+prints one frame and exits (for scripts and terminals that are not TTYs). Ctrl-C leaves the
+view as it was and exits 0.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from sigverify.tally.v1 import tally_pb2, tally_pb2_grpc
+from sigverify_cli.statutory import OUTCOME_STYLE, is_statutory, outcome_line, outcome_name
 
 BAR = 36
 
@@ -48,8 +51,10 @@ def render(t: tally_pb2.Tally) -> RenderableType:
                   f"{c.valid:,} / {required:,}", _pct(c.valid, required))
     state.add_row("verified / received", _bar(c.verified, c.received, "cyan"),
                   f"{c.verified:,} / {c.received:,}", _pct(c.verified, c.received))
+    not_sampled = f"not sampled {c.not_sampled:,} · " if c.not_sampled else ""
     detail = Text(f"invalid {c.invalid:,} · review {c.review:,} · duplicates {c.duplicates:,} · "
-                  f"pending {c.pending:,} · unreadable rows rejected {t.rows_rejected:,}", style="dim")
+                  f"pending {c.pending:,} · {not_sampled}unreadable rows rejected "
+                  f"{t.rows_rejected:,}", style="dim")
 
     counties = Table(title="by county", expand=False)
     for col, just in (("county", "left"), ("verified / received", "left"), ("of", "right"),
@@ -62,7 +67,11 @@ def render(t: tally_pb2.Tally) -> RenderableType:
                          f"{k.verified:,}/{k.received:,}", f"{k.valid:,}", f"{k.invalid:,}",
                          f"{k.review:,}", _pct(k.valid, k.verified), _bar(k.valid, required))
 
-    statewide = Panel(Group(state, detail), title="statewide", expand=False)
+    lines: list[RenderableType] = [state, detail]
+    if is_statutory(t):
+        lines.append(Text(outcome_line(t),
+                          style=OUTCOME_STYLE.get(outcome_name(t.statutory.outcome), "")))
+    statewide = Panel(Group(*lines), title="statewide", expand=False)
     parts: list[RenderableType] = [head, statewide, counties]
     if t.flagged_circulators:
         flags = Table(title="flagged circulators", title_style="bold red")
