@@ -144,7 +144,6 @@ async def _statutory(ep: Endpoints, data: SynthOutput, petition_id: str, require
                 reviewed += await _resolve_reviews(ep, petition_id, truth, files)
             await asyncio.sleep(0.5)
     print_tally(t)
-    console.print(f"[bold]{s.explanation}[/bold]")
     console.print(f"decided in {time.perf_counter() - started:.1f}s after submission; "
                   f"{t.total.verified:,} of {t.total.received:,} signatures verified, "
                   f"{reviewed} review(s) resolved from the truth file")
