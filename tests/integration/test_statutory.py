@@ -57,13 +57,13 @@ def truth_of(data: SynthOutput) -> Truth:
 
 
 async def create(state: stack.StackState, required: int, minimum: int = 0,
-                 method: int = RS) -> str:
+                 method: int = RS, counties: tuple[str, ...] = ()) -> str:
     pid = h.new_petition_id()
     async with h.channel(state, "intake") as ch:
         p = await intake_pb2_grpc.IntakeServiceStub(ch).CreatePetition(
             intake_pb2.CreatePetitionRequest(
                 petition_id=pid, title="statutory", required_signatures=required,
-                deadline="2017-07-25", method=method,
+                deadline="2017-07-25", method=method, counties=counties,
                 sampling=common_pb2.SamplingRules(minimum_sample=minimum)), timeout=30)
     assert p.method == method
     assert p.sampling.sample_percent == "3" and p.sampling.fail_below_percent == "95"
@@ -253,14 +253,27 @@ async def test_random_sample_qualifies_fails_and_escalates_to_a_full_count(
                            and r.status != common_pb2.SIGNATURE_STATUS_NOT_SAMPLED}
 
 
-async def test_a_raw_count_below_the_requirement_fails_there(
+async def test_a_raw_count_below_the_requirement_fails_once_every_expected_county_closed(
     live_stack: stack.StackState, loaded_roll: int, synth_data: SynthOutput
 ) -> None:
     path, county = synth_data.batches[0]
-    pid = await create(live_stack, 10_000)
+    other = next(c for _, c in synth_data.batches if c != county)
+    pid = await create(live_stack, 10_000, counties=(county, "inyo "))
     receipt = await h.submit(live_stack, path, pid, county)
+    # A county the petition does not expect is refused.
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await h.submit(live_stack, next(p for p, c in synth_data.batches if c == other), pid, other)
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "expects" in (e.value.details() or "")
     f = await close(live_stack, pid, county)
     assert f.sample_size == receipt.signatures_accepted  # 500 or fewer: every signature
+    # Inyo has filed nothing and not closed: the raw count is not complete, nothing is decided.
+    await h.wait_verified(live_stack, pid, receipt.signatures_accepted)
+    await asyncio.sleep(3)
+    t = await h.tally(live_stack, pid)
+    assert t.statutory.stage == "raw count" and t.statutory.outcome == tally_pb2.OUTCOME_PENDING
+    assert {c.county: c.closed for c in t.statutory.counties} == {county: True, "Inyo": False}
+    inyo = await close(live_stack, pid, "Inyo")
+    assert inyo.closed and inyo.raw_count == 0 and inyo.sample_size == 0
     t = await until(live_stack, pid, decided, {}, {}, "decision", timeout=60)
     assert t.statutory.outcome == tally_pb2.OUTCOME_FAILS
     assert t.statutory.decided_by == "raw count" and "raw count" in t.statutory.explanation

@@ -118,7 +118,8 @@ async def _statutory(ep: Endpoints, data: SynthOutput, petition_id: str, require
             petition_id=petition_id, title="California independence (random sample demo)",
             required_signatures=required, deadline=data.spec.deadline.isoformat(),
             accept_online=data.spec.accept_online,
-            method=common_pb2.VERIFICATION_METHOD_RANDOM_SAMPLE), timeout=30)
+            method=common_pb2.VERIFICATION_METHOD_RANDOM_SAMPLE,
+            counties=list(data.spec.counties)), timeout=30)
         started = time.perf_counter()
         files = await _submit_all(ep, data.batches, petition_id)
         counties = sorted({c for _, c in data.batches})

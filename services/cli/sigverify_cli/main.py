@@ -237,11 +237,15 @@ async def petition_create(ep: Endpoints, args: argparse.Namespace) -> int:
                 deadline=args.deadline,
                 duplicate_policy=policy_to_pb(DuplicatePolicy(args.duplicate_policy)),
                 accept_online=args.accept_online, method=method_to_pb(method), sampling=rules,
-                filing_closes_at=check_instant(args.filing_closes, "--filing-closes")), timeout=30)
+                filing_closes_at=check_instant(args.filing_closes, "--filing-closes"),
+                counties=[c for c in args.counties.split(",") if c.strip()]), timeout=30)
     console.print(escape(petition_line(p)))
     console.print(escape(f"verification: {method_text(p)}"
                          + (f"; every open county's filing closes at {p.filing_closes_at}"
                             if p.filing_closes_at else "")))
+    if p.counties:
+        console.print(escape(f"counties expected to file ({len(p.counties)}): "
+                             + ", ".join(p.counties)))
     return 0
 
 
@@ -288,6 +292,8 @@ async def petition_show(ep: Endpoints, args: argparse.Namespace) -> int:
     console.print(escape(f"verification: {method_text(p)}"))
     console.print(escape("filing closes: " + (p.filing_closes_at or
                                              "only by command (sigverify county close)")))
+    console.print(escape("counties expected to file: " + (", ".join(p.counties) or
+                                                         "whichever send batches")))
     if method_of(p.method) is Method.RANDOM_SAMPLE or p.full_count_started_at:
         console.print(escape("full count started: " + (p.full_count_started_at or "no")))
     print_counties(filings, p.petition_id)
@@ -918,6 +924,10 @@ def parser() -> argparse.ArgumentParser:
     pc.add_argument("--accept-online", action="store_true",
                     help="online signatures can count (California: they cannot)")
     _method_options(pc, default=Method.FULL_COUNT.value)
+    pc.add_argument("--counties", default="", metavar="A,B,...",
+                    help="the counties expected to file, comma-separated (California: all 58); "
+                         "the raw count is complete only when each has closed, and other "
+                         "counties' batches are refused (default: whichever send batches)")
     pc.add_argument("--filing-closes", default="", metavar="ISO",
                     help="every open county's filing closes then (a date: its end, UTC); default: "
                          "counties close only by 'sigverify county close'")

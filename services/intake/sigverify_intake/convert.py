@@ -40,6 +40,7 @@ def petition_to_pb(p: PetitionRow) -> intake_pb2.Petition:
         method=method_to_pb(p.method), sampling=rules_to_pb(p.rules),
         filing_closes_at=p.filing_closes_at.isoformat() if p.filing_closes_at else "",
         full_count_started_at=p.full_count_started_at.isoformat() if p.full_count_started_at else "",
+        counties=list(p.counties),
     )
 
 

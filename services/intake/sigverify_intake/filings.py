@@ -68,6 +68,9 @@ async def close_county(pool: asyncpg.Pool, petition_id: str, county: str, seed: 
                                 petition_id)
         if p is None:
             raise NotFound(f"no petition {petition_id!r}")
+        if p["counties"] and county not in p["counties"]:
+            raise FailedPrecondition(f"{county} is not one of the counties petition "
+                                     f"{petition_id!r} expects ({', '.join(p['counties'])})")
         if await conn.fetchval("SELECT 1 FROM intake.counties WHERE petition_id = $1 AND county = $2",
                                petition_id, county) is None:
             method = Method(p["method"])
@@ -103,17 +106,20 @@ async def close_county(pool: asyncpg.Pool, petition_id: str, county: str, seed: 
 
 
 async def list_counties(pool: asyncpg.Pool, petition_id: str, only: str = "") -> list[Filing]:
-    """Every county with signatures or a closed filing (or just ``only``), by name."""
+    """Every county expected to file, with signatures or with a closed filing (or just
+    ``only``), by name."""
     if await pool.fetchval("SELECT 1 FROM intake.petitions WHERE petition_id = $1", petition_id) is None:
         raise NotFound(f"no petition {petition_id!r}")
     rows = await pool.fetch(
         "WITH stored AS (SELECT county, count(*) AS raw, count(*) FILTER (WHERE released) AS released "
-        "  FROM intake.signatures WHERE petition_id = $1 AND ($2 = '' OR county = $2) GROUP BY county) "
-        "SELECT coalesce(s.county, c.county) AS county, coalesce(s.raw, 0) AS raw, "
-        "  coalesce(s.released, 0) AS released, c.closed_at, c.closed_by, c.sample_size, c.seed, "
-        "  c.raw_count "
-        "FROM stored s FULL JOIN (SELECT * FROM intake.counties WHERE petition_id = $1 "
-        "  AND ($2 = '' OR county = $2)) c USING (county) ORDER BY 1",
+        "  FROM intake.signatures WHERE petition_id = $1 AND ($2 = '' OR county = $2) GROUP BY county), "
+        "expected AS (SELECT unnest(counties) AS county FROM intake.petitions WHERE petition_id = $1), "
+        "named AS (SELECT county FROM stored UNION SELECT county FROM expected WHERE $2 = '' OR county = $2 "
+        "  UNION SELECT county FROM intake.counties WHERE petition_id = $1 AND ($2 = '' OR county = $2)) "
+        "SELECT n.county, coalesce(s.raw, 0) AS raw, coalesce(s.released, 0) AS released, c.closed_at, "
+        "  c.closed_by, c.sample_size, c.seed "
+        "FROM named n LEFT JOIN stored s USING (county) LEFT JOIN intake.counties c "
+        "  ON c.petition_id = $1 AND c.county = n.county ORDER BY 1",
         petition_id, only)
     out = [Filing(petition_id, r["county"], r["raw"], r["closed_at"] is not None, r["closed_at"],
                   r["closed_by"] or "", r["sample_size"] or 0, r["seed"] or "", r["released"])
@@ -235,7 +241,8 @@ class Releaser:
     async def _close_due_counties(self) -> int:
         due = await self._pool.fetch(
             "SELECT p.petition_id, s.county FROM intake.petitions p CROSS JOIN LATERAL "
-            "(SELECT DISTINCT county FROM intake.signatures WHERE petition_id = p.petition_id) s "
+            "(SELECT DISTINCT county FROM intake.signatures WHERE petition_id = p.petition_id "
+            " UNION SELECT unnest(p.counties)) s "
             "WHERE p.filing_closes_at <= now() AND NOT EXISTS (SELECT 1 FROM intake.counties c "
             "WHERE c.petition_id = p.petition_id AND c.county = s.county)")
         for r in due:

@@ -34,6 +34,8 @@ class PetitionRow:
     rules: SamplingRules = CALIFORNIA
     filing_closes_at: datetime | None = None
     full_count_started_at: datetime | None = None
+    #: The counties expected to file; empty: whichever send batches.
+    counties: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +62,7 @@ def _petition(r: asyncpg.Record) -> PetitionRow:
     return PetitionRow(r["petition_id"], r["title"], r["required_signatures"], r["deadline"],
                        r["created_at"], DuplicatePolicy(r["duplicate_policy"]), r["accept_online"],
                        Method(r["method"]), rules_of(r), r["filing_closes_at"],
-                       r["full_count_started_at"])
+                       r["full_count_started_at"], tuple(r["counties"]))
 
 
 def rules_detail(method: Method, rules: SamplingRules) -> dict[str, Any]:
@@ -78,17 +80,19 @@ async def create_petition(pool: asyncpg.Pool, petition_id: str, title: str, requ
                           policy: DuplicatePolicy = DuplicatePolicy.KEEP_FIRST,
                           accept_online: bool = False, method: Method = Method.FULL_COUNT,
                           rules: SamplingRules = CALIFORNIA,
-                          filing_closes_at: datetime | None = None) -> PetitionRow:
+                          filing_closes_at: datetime | None = None,
+                          counties: tuple[str, ...] = ()) -> PetitionRow:
     """Create a petition; creating the same one again returns it, a different one is refused."""
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
             "INSERT INTO intake.petitions (petition_id, title, required_signatures, deadline, "
             "duplicate_policy, accept_online, method, sample_minimum, sample_percent, "
-            "fail_below_percent, qualify_above_percent, filing_closes_at) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) "
+            "fail_below_percent, qualify_above_percent, filing_closes_at, counties) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) "
             "ON CONFLICT (petition_id) DO NOTHING RETURNING *",
             petition_id, title, required, deadline, policy.value, accept_online, method.value,
             rules.minimum, rules.percent, rules.fail_below, rules.qualify_above, filing_closes_at,
+            list(counties),
         )
         if row is not None:
             await audit.record(conn, actor, "petition.created", petition_id,
@@ -96,16 +100,16 @@ async def create_petition(pool: asyncpg.Pool, petition_id: str, title: str, requ
                                 "deadline": deadline.isoformat(), "duplicate_policy": policy.value,
                                 "accept_online": accept_online,
                                 "filing_closes_at": filing_closes_at.isoformat()
-                                if filing_closes_at else None,
+                                if filing_closes_at else None, "counties": list(counties),
                                 **rules_detail(method, rules)})
             return _petition(row)
         existing = await get_petition(pool, petition_id)
         wanted = (title, required, deadline, policy, accept_online, method,
-                  rules if method is Method.RANDOM_SAMPLE else None, filing_closes_at)
+                  rules if method is Method.RANDOM_SAMPLE else None, filing_closes_at, counties)
         if (existing.title, existing.required_signatures, existing.deadline,
                 existing.duplicate_policy, existing.accept_online, existing.method,
                 existing.rules if existing.method is Method.RANDOM_SAMPLE else None,
-                existing.filing_closes_at) != wanted:
+                existing.filing_closes_at, existing.counties) != wanted:
             raise AlreadyExists(f"petition {petition_id!r} exists with other settings")
         return existing
 
@@ -174,13 +178,17 @@ async def store_batch(
             async with conn.transaction():
                 # FOR SHARE: closing a county (FOR UPDATE) waits for batches being stored.
                 petition = await conn.fetchrow(
-                    "SELECT method, filing_closes_at, filing_closes_at <= now() AS past "
+                    "SELECT method, counties, filing_closes_at, filing_closes_at <= now() AS past "
                     "FROM intake.petitions WHERE petition_id = $1 FOR SHARE", petition_id)
                 if petition is None:
                     raise FailedPrecondition(f"no petition {petition_id!r}: create it first")
                 existing = await find_batch(conn, petition_id, client_key, digest)
                 if existing is not None:
                     return _receipt(existing, resubmission=True)
+                if petition["counties"] and county not in petition["counties"]:
+                    raise FailedPrecondition(
+                        f"{county} is not one of the counties petition {petition_id!r} expects "
+                        f"({', '.join(petition['counties'])})")
                 closed_at = await conn.fetchval(
                     "SELECT closed_at FROM intake.counties WHERE petition_id = $1 AND county = $2",
                     petition_id, county)

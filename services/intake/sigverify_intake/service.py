@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, date, datetime, time
 from typing import Any
 
@@ -94,6 +94,7 @@ class IntakeService(intake_pb2_grpc.IntakeServiceServicer):
             accept_online=request.accept_online, method=method_from_pb(request.method),
             rules=rules_from_pb(request.sampling),
             filing_closes_at=parse_instant(request.filing_closes_at, "filing_closes_at"),
+            counties=expected_counties(request.counties),
         )
         return convert.petition_to_pb(row)
 
@@ -162,3 +163,14 @@ def parse_instant(text: str, field: str) -> datetime | None:
     except ValueError:
         raise InvalidArgument(f"{field} {text!r} is not an ISO date or timestamp") from None
     return instant if instant.tzinfo else instant.replace(tzinfo=UTC)
+
+
+def expected_counties(names: Iterable[str]) -> tuple[str, ...]:
+    """Canonical, sorted and without repeats; InvalidArgument for an empty name."""
+    out = set()
+    for i, name in enumerate(names):
+        county = canonical_county(name)
+        if not county:
+            raise InvalidArgument(f"counties[{i}] is empty")
+        out.add(county)
+    return tuple(sorted(out))

@@ -136,12 +136,13 @@ async def statutory_state(conn: Conn, petition: asyncpg.Record, counted: Counts)
     pid = petition["petition_id"]
     counties = await conn.fetch(
         "WITH stored AS (SELECT county, count(*) AS raw FROM intake.signatures "
-        "  WHERE petition_id = $1 GROUP BY county) "
-        "SELECT coalesce(s.county, c.county) AS county, coalesce(s.raw, 0) AS raw, "
-        "  c.closed_at IS NOT NULL AS closed, coalesce(c.sample_size, 0) AS sample_size, "
-        "  coalesce(c.seed, '') AS seed "
-        "FROM stored s FULL JOIN (SELECT * FROM intake.counties WHERE petition_id = $1) c "
-        "USING (county) ORDER BY 1", pid)
+        "  WHERE petition_id = $1 GROUP BY county), "
+        "named AS (SELECT county FROM stored UNION SELECT unnest($2::text[]) "
+        "  UNION SELECT county FROM intake.counties WHERE petition_id = $1) "
+        "SELECT n.county, coalesce(s.raw, 0) AS raw, c.closed_at IS NOT NULL AS closed, "
+        "  coalesce(c.sample_size, 0) AS sample_size, coalesce(c.seed, '') AS seed "
+        "FROM named n LEFT JOIN stored s USING (county) LEFT JOIN intake.counties c "
+        "  ON c.petition_id = $1 AND c.county = n.county ORDER BY 1", pid, petition["counties"])
     sampled = await conn.fetch(
         "SELECT s.county, r.status, r.reason, count(*) AS n FROM intake.signatures s "
         "JOIN tally.results r USING (signature_id) WHERE s.petition_id = $1 AND s.sampled "

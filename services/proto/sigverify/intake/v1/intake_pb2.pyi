@@ -242,6 +242,7 @@ class Petition(_message.Message):
     SAMPLING_FIELD_NUMBER: _builtins.int
     FILING_CLOSES_AT_FIELD_NUMBER: _builtins.int
     FULL_COUNT_STARTED_AT_FIELD_NUMBER: _builtins.int
+    COUNTIES_FIELD_NUMBER: _builtins.int
     petition_id: _builtins.str
     title: _builtins.str
     required_signatures: _builtins.int
@@ -260,6 +261,10 @@ class Petition(_message.Message):
     def sampling(self) -> _common_pb2.SamplingRules:
         """With California's values filled in where the petition left them unset."""
 
+    @_builtins.property
+    def counties(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The counties expected to file (canonical spelling); empty: whichever send batches."""
+
     def __init__(
         self,
         *,
@@ -274,10 +279,11 @@ class Petition(_message.Message):
         sampling: _common_pb2.SamplingRules | None = ...,
         filing_closes_at: _builtins.str = ...,
         full_count_started_at: _builtins.str = ...,
+        counties: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["sampling", b"sampling"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept_online", b"accept_online", "created_at", b"created_at", "deadline", b"deadline", "duplicate_policy", b"duplicate_policy", "filing_closes_at", b"filing_closes_at", "full_count_started_at", b"full_count_started_at", "method", b"method", "petition_id", b"petition_id", "required_signatures", b"required_signatures", "sampling", b"sampling", "title", b"title"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept_online", b"accept_online", "counties", b"counties", "created_at", b"created_at", "deadline", b"deadline", "duplicate_policy", b"duplicate_policy", "filing_closes_at", b"filing_closes_at", "full_count_started_at", b"full_count_started_at", "method", b"method", "petition_id", b"petition_id", "required_signatures", b"required_signatures", "sampling", b"sampling", "title", b"title"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -296,6 +302,7 @@ class CreatePetitionRequest(_message.Message):
     METHOD_FIELD_NUMBER: _builtins.int
     SAMPLING_FIELD_NUMBER: _builtins.int
     FILING_CLOSES_AT_FIELD_NUMBER: _builtins.int
+    COUNTIES_FIELD_NUMBER: _builtins.int
     petition_id: _builtins.str
     title: _builtins.str
     required_signatures: _builtins.int
@@ -309,6 +316,14 @@ class CreatePetitionRequest(_message.Message):
     """ISO timestamp (or date, meaning its end in UTC); empty: none."""
     @_builtins.property
     def sampling(self) -> _common_pb2.SamplingRules: ...
+    @_builtins.property
+    def counties(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The counties expected to file (California: all 58). When given, batches from other
+        counties are refused, and the raw count is complete only when every one of them has
+        closed its filing (a county with no signatures closes with a raw count of 0). Empty:
+        the counties that send batches.
+        """
+
     def __init__(
         self,
         *,
@@ -321,10 +336,11 @@ class CreatePetitionRequest(_message.Message):
         method: _common_pb2.VerificationMethod.ValueType = ...,
         sampling: _common_pb2.SamplingRules | None = ...,
         filing_closes_at: _builtins.str = ...,
+        counties: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["sampling", b"sampling"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept_online", b"accept_online", "deadline", b"deadline", "duplicate_policy", b"duplicate_policy", "filing_closes_at", b"filing_closes_at", "method", b"method", "petition_id", b"petition_id", "required_signatures", b"required_signatures", "sampling", b"sampling", "title", b"title"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept_online", b"accept_online", "counties", b"counties", "deadline", b"deadline", "duplicate_policy", b"duplicate_policy", "filing_closes_at", b"filing_closes_at", "method", b"method", "petition_id", b"petition_id", "required_signatures", b"required_signatures", "sampling", b"sampling", "title", b"title"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
