@@ -40,6 +40,7 @@ pytestmark = pytest.mark.integration
 
 RS = common_pb2.VERIFICATION_METHOD_RANDOM_SAMPLE
 Truth = dict[tuple[str, int], dict[str, str]]
+Rows = dict[tuple[str, int], tuple[str, str, str]]
 
 
 @pytest.fixture(scope="module")
@@ -348,3 +349,53 @@ async def test_the_filing_deadline_closes_every_county(
         await h.submit(live_stack, late, pid, synth_data.batches[2][1])
     assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "closed" in (e.value.details() or "")
+
+
+async def test_killed_intake_and_tally_mid_process_end_as_a_plain_full_count(
+    live_stack: stack.StackState, loaded_roll: int, filing_data: SynthOutput
+) -> None:
+    """SIGKILL tally while the samples are verified and intake while the full count is being
+    released; once restarted the petition ends where an undisturbed full-count petition of
+    the same filing ends, signature for signature ("earliest wins" does not depend on the
+    order in which the sample and the rest arrive)."""
+    truth = truth_of(filing_data)
+    valid_truth = sum(1 for r in truth.values() if r["expected_status"] == "VALID")
+    required = int(valid_truth / 0.975)  # projection about 97.5 %: in the band; count below
+    plain = await create(live_stack, required, method=common_pb2.VERIFICATION_METHOD_FULL_COUNT)
+    sampled = await create(live_stack, required, minimum=1000)
+    files = await submit_all(live_stack, filing_data, plain)
+    files.update(await submit_all(live_stack, filing_data, sampled))
+    counties = sorted({c for _, c in filing_data.batches})
+
+    for county in counties:
+        await close(live_stack, sampled, county)
+    await asyncio.sleep(0.3)
+    stack.kill_pid(live_stack.services["tally"].pid)
+    await asyncio.sleep(1.0)
+    stack.spawn_service(live_stack, "tally", ports=live_stack.services["tally"])
+    await asyncio.to_thread(stack.wait_healthy, live_stack, ("tally",))
+
+    t = await until(live_stack, sampled, lambda t: t.statutory.full_count and
+                    t.total.not_sampled > 0, truth, files, "full count under way")
+    assert t.statutory.sample_outcome == tally_pb2.OUTCOME_FULL_COUNT, t.statutory.explanation
+    stack.kill_pid(live_stack.services["intake"].pid)
+    await asyncio.sleep(1.0)
+    stack.spawn_service(live_stack, "intake", {"FULL_COUNT_IN_FLIGHT": "100"},
+                        ports=live_stack.services["intake"])
+    await asyncio.to_thread(stack.wait_healthy, live_stack, ("intake",))
+
+    raw = len(truth)
+    done = await until(live_stack, sampled, lambda t: decided(t) and t.total.verified == raw
+                       and t.total.review == 0, truth, files, "end of the full count", timeout=300)
+    assert done.statutory.outcome == tally_pb2.OUTCOME_FAILS, done.statutory.explanation
+    assert done.statutory.decided_by == "full count" and not done.statutory.stopped_at_requirement
+    reference = await until(live_stack, plain, lambda t: t.total.pending == 0
+                            and t.total.review == 0 and t.total.verified == raw,
+                            truth, files, "plain full count")
+    assert h.reason_counts(done) == h.reason_counts(reference)
+
+    def by_line(rows: Rows) -> Rows:
+        return {(files[b], line): v for (b, line), v in rows.items()}
+
+    assert by_line(await h.results_by_batch(live_stack, sampled)) == \
+        by_line(await h.results_by_batch(live_stack, plain))
