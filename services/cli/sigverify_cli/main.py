@@ -523,7 +523,8 @@ def print_statutory(t: tally_pb2.Tally) -> None:
     s = t.statutory
     console.print()
     console.print("[bold]Statutory process[/bold] (EC 9030-9031; projection by 2 CCR 20530-20532)")
-    if s.counties:
+    # A full-count petition has no samples or projections: its statewide lines say it all.
+    if s.counties and method_of(t.method) is Method.RANDOM_SAMPLE:
         rows = [county_row(c) for c in s.counties]
         table = _columns_table("random sample and projection per county", range(len(COUNTY_COLUMNS)),
                                rows)

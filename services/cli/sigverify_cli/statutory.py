@@ -135,7 +135,7 @@ def statewide_facts(t: tally_pb2.Tally) -> list[tuple[str, str]]:
         if s.provisional:
             projection += " (provisional: the sample is not complete)"
         facts.append(("projection", projection))
-    if s.sample_outcome:
+    if s.sample_outcome and method_of(t.method) is Method.RANDOM_SAMPLE:
         sample = outcome_name(s.sample_outcome)
         if s.sample_decided_at:
             sample += f" (decided {s.sample_decided_at})"

@@ -249,8 +249,10 @@ def explain(a: Assessment, total: Counts) -> str:
                 "the petition fails at the raw count.")
     if a.decided_by is Stage.FULL_COUNT:
         d = a.decisions[Stage.FULL_COUNT].detail
+        unverified = a.counted_remaining - total.review
         now = (f" Counted now: {a.counted_valid:,} valid of {a.counted_verified:,} verified"
-               f"{f', {a.counted_remaining:,} not verified' if a.counted_remaining else ''}.")
+               f"{f', {total.review:,} in review' if total.review else ''}"
+               f"{f', {unverified:,} not verified' if unverified else ''}.")
         if a.outcome is Outcome.QUALIFIES:
             if a.stopped_at_requirement:
                 return (f"The full count reached the requirement of {req} with {d['counted_valid']:,} "
