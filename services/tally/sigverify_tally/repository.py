@@ -243,3 +243,41 @@ async def results(pool: asyncpg.Pool, petition_id: str) -> AsyncIterator[asyncpg
             "ORDER BY county, batch_id, line", petition_id, prefetch=2000,
         ):
             yield r
+
+
+@dataclass(frozen=True, slots=True)
+class StatutoryMetrics:
+    """One petition's place in the statutory process, for the metrics gauges."""
+
+    petition_id: str
+    assessment: Assessment
+    #: The whole petition's counts (received, verified, not sampled).
+    counted: Counts
+
+
+async def statutory_metrics(pool: asyncpg.Pool) -> list[StatutoryMetrics]:
+    """``statutory_state`` of every petition with signatures, one read-only transaction each.
+
+    Counts the petition as a whole (as ``decide_due`` does) rather than per group: six
+    queries per petition, each an aggregate over the petition's rows.
+    """
+    ids = await pool.fetch(
+        "SELECT p.petition_id FROM intake.petitions p WHERE EXISTS (SELECT 1 FROM "
+        "intake.signatures s WHERE s.petition_id = p.petition_id) ORDER BY 1")
+    out = []
+    for pid in (r["petition_id"] for r in ids):
+        async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            p = await conn.fetchrow("SELECT * FROM intake.petitions WHERE petition_id = $1", pid)
+            if p is None:
+                continue
+            counts = await conn.fetchrow(
+                "SELECT count(*) AS received, count(*) FILTER (WHERE NOT released) AS held "
+                "FROM intake.signatures WHERE petition_id = $1", pid)
+            assert counts is not None  # an aggregate always has a row
+            statuses = await conn.fetch("SELECT status, reason, count(*) AS n FROM tally.results "
+                                        "WHERE petition_id = $1 GROUP BY 1, 2", pid)
+            counted = fold([("", counts["received"], counts["held"])],
+                           (("", Status(r["status"]), Reason(r["reason"]), r["n"]) for r in statuses))
+            whole = counted.get("", Counts())
+            out.append(StatutoryMetrics(pid, await statutory_state(conn, p, whole), whole))
+    return out

@@ -17,7 +17,11 @@ from sigverify_common import kafka
 from sigverify_common.convert import parse_uuid
 from sigverify_common.errors import InvalidArgument
 from sigverify_common.kafka import DeadLetter, Delivered
+from sigverify_common.sampling import Method
 from sigverify_tally import convert, repository
+from sigverify_tally.domain import Counts
+from sigverify_tally.projection import Outcome
+from sigverify_tally.statutory import Assessment
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +29,27 @@ SIGNATURES = Gauge("sigverify_tally_signatures",
                    "Signatures with a final status, per petition, status and reason",
                    ["petition", "status", "reason"])
 RECEIVED = Gauge("sigverify_tally_received", "Signatures stored by intake, per petition", ["petition"])
+# The statutory process (statutory.py), per petition.
+REQUIRED = Gauge("sigverify_tally_required", "Valid signatures the petition requires", ["petition"])
+RAW = Gauge("sigverify_tally_raw", "Statewide raw count: signatures filed by the counties", ["petition"])
+PROJECTED = Gauge("sigverify_tally_projected",
+                  "Statewide projected valid signatures from the random sample (provisional until "
+                  "the sample decision); random-sample petitions with a verified sampled signature",
+                  ["petition"])
+NOT_SAMPLED = Gauge("sigverify_tally_not_sampled",
+                    "Signatures held back from matching (outside the random sample)", ["petition"])
+OUTCOME = Gauge("sigverify_tally_outcome",
+                "1 for the petition's current statutory outcome, 0 for the others",
+                ["petition", "outcome"])
+COUNTIES_CLOSED = Gauge("sigverify_tally_counties_closed", "Counties whose filing has closed",
+                        ["petition"])
+COUNTIES = Gauge("sigverify_tally_counties", "Counties with signatures or named by the petition",
+                 ["petition"])
+#: ``sigverify_tally_outcome``'s values of ``outcome``: PENDING until a decision.
+OUTCOMES = ("PENDING", *(o.value for o in Outcome))
+
+#: One series: a gauge and its label values.
+Series = tuple[Gauge, tuple[str, ...]]
 
 
 class MetricsRefresher:
@@ -39,6 +64,29 @@ class MetricsRefresher:
         self._interval = interval
         self._seen: set[tuple[str, str, str]] = set()
         self._seen_received: set[str] = set()
+        self._seen_statutory: set[Series] = set()
+
+    @staticmethod
+    def statutory_values(petition_id: str, a: Assessment, counted: Counts) -> dict[Series, float]:
+        """The statutory gauges' values for one petition (pure).
+
+        ``sigverify_tally_projected`` is left out for a full-count petition and until a
+        sampled signature is verified (a projection of nothing is not 0 % of the requirement).
+        """
+        labels = (petition_id,)
+        current = "PENDING" if a.outcome is None else a.outcome.value
+        values: dict[Series, float] = {
+            (REQUIRED, labels): a.required,
+            (RAW, labels): a.raw_total,
+            (NOT_SAMPLED, labels): counted.not_sampled,
+            (COUNTIES_CLOSED, labels): sum(1 for c in a.counties if c.closed),
+            (COUNTIES, labels): len(a.counties),
+        }
+        for o in OUTCOMES:
+            values[OUTCOME, (petition_id, o)] = 1 if o == current else 0
+        if a.method is Method.RANDOM_SAMPLE and any(c.projection is not None for c in a.counties):
+            values[PROJECTED, labels] = a.projected_total
+        return values
 
     async def refresh(self) -> None:
         statuses = await repository.status_counts(self._pool)
@@ -55,6 +103,14 @@ class MetricsRefresher:
         for stale_petition in self._seen_received - got.keys():
             RECEIVED.remove(stale_petition)
         self._seen_received = set(got)
+        statutory: dict[Series, float] = {}
+        for m in await repository.statutory_metrics(self._pool):
+            statutory.update(self.statutory_values(m.petition_id, m.assessment, m.counted))
+        for (gauge, values), value in statutory.items():
+            gauge.labels(*values).set(value)
+        for stale_gauge, stale_labels in self._seen_statutory - statutory.keys():
+            stale_gauge.remove(*stale_labels)
+        self._seen_statutory = set(statutory)
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
