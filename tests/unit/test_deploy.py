@@ -1,13 +1,19 @@
-"""The deployment files agree with the services: docker-compose.yml and deploy/k8s.
+"""The deployment files agree with the services: docker-compose.yml and deploy/k8s, and the
+optional TLS layers over them (deploy/compose.tls.yml, deploy/compose.mtls.yml,
+deploy/k8s-overlays/tls and mtls).
 
-Reads only the repository's files. Each service's required environment comes from its
-``Config.REQUIRED_ENV``, so a variable added there must be added to both deployments.
+Reads only the repository's files (and renders the overlays with kustomize when it is
+installed). Each service's required environment comes from its ``Config.REQUIRED_ENV``, so a
+variable added there must be added to both deployments; the TLS layers may set only
+variables that the service's ``Config.from_env`` or the health probe actually reads.
 """
 
 from __future__ import annotations
 
 import base64
 import importlib
+import shutil
+import subprocess
 from collections.abc import Iterator, Mapping
 from functools import cache
 from pathlib import Path
@@ -16,12 +22,19 @@ from typing import Any
 import pytest
 import yaml
 
+from sigverify_common import healthcheck
 from sigverify_common.grpc_server import LIVENESS
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 K8S_DIR = ROOT / "deploy" / "k8s"
 PROMETHEUS_FILE = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+#: Optional TLS layers. The Kubernetes overlays live beside deploy/k8s, not inside it:
+#: kustomize refuses a base directory that contains its overlay.
+K8S_OVERLAYS_DIR = ROOT / "deploy" / "k8s-overlays"
+TLS_SECRET_EXAMPLE = K8S_OVERLAYS_DIR / "tls" / "secret-grpc-tls.example.yaml"
+COMPOSE_TLS_FILE = ROOT / "deploy" / "compose.tls.yml"
+COMPOSE_MTLS_FILE = ROOT / "deploy" / "compose.mtls.yml"
 
 #: Service name -> (gRPC port, metrics port), as documented for the project.
 PORTS: dict[str, tuple[int, int]] = {
@@ -410,6 +423,257 @@ def test_k8s_services_and_kustomization_cover_every_deployment() -> None:
     for file, doc in k8s_docs():
         if doc.get("kind") in {"Deployment", "Service", "ConfigMap", "Namespace"}:
             assert file in listed, f"kustomization.yaml does not list {file}"
+
+
+# ----------------------------------------------------------------------------- TLS layers
+
+#: What each layer turns on: TLS needs certificate and key; mutual TLS adds the client CA.
+TLS_ENV = ("GRPC_TLS_CERT", "GRPC_TLS_KEY")
+MTLS_ENV = ("GRPC_TLS_CLIENT_CA",)
+PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
+PROBE_MODULE = ["python", "-m", "sigverify_common.healthcheck"]
+
+
+class RecordingEnv(Mapping[str, str]):
+    """An environment that remembers every variable asked for (``get``, ``in``, ``[]``)."""
+
+    def __init__(self, values: Mapping[str, str]) -> None:
+        self._values = dict(values)
+        self.asked: set[str] = set()
+
+    def __getitem__(self, key: str) -> str:
+        self.asked.add(key)
+        return self._values[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+
+@cache
+def config_reads(service: str) -> frozenset[str]:
+    """Every variable the service's ``Config.from_env`` reads."""
+    module = importlib.import_module(f"sigverify_{service}.config")
+    env = RecordingEnv({name: "1" for name in required_env(service)})
+    module.Config.from_env(env)
+    assert set(TLS_ENV + MTLS_ENV) <= env.asked, (
+        f"sigverify_{service}.config no longer reads {set(TLS_ENV + MTLS_ENV) - env.asked}"
+    )
+    return frozenset(env.asked)
+
+
+@cache
+def probe_reads() -> frozenset[str]:
+    """Every variable the health probe reads (the service's GRPC_TLS_* and its own)."""
+    env = RecordingEnv({"GRPC_TLS_CERT": "/nonexistent/tls.crt", "GRPC_TLS_KEY": "/nonexistent/tls.key",
+                        "GRPC_TLS_CLIENT_CA": "/nonexistent/ca.crt"})
+    healthcheck.resolve_tls("127.0.0.1:1", env)
+    return frozenset(env.asked)
+
+
+@cache
+def tls_secret_example() -> Doc:
+    assert TLS_SECRET_EXAMPLE.is_file(), f"{TLS_SECRET_EXAMPLE.relative_to(ROOT)} is missing"
+    doc = yaml.safe_load(TLS_SECRET_EXAMPLE.read_text(encoding="utf-8"))
+    assert doc.get("kind") == "Secret" and doc.get("type") == "kubernetes.io/tls", (
+        "the TLS Secret example must be a kubernetes.io/tls Secret"
+    )
+    return doc
+
+
+def tls_secret_keys() -> set[str]:
+    doc = tls_secret_example()
+    return {*(doc.get("data") or {}), *(doc.get("stringData") or {})}
+
+
+@cache
+def overlay(name: str) -> tuple[Doc, dict[str, Doc]]:
+    """An overlay's kustomization and its Deployment patches by name."""
+    directory = K8S_OVERLAYS_DIR / name
+    kustomization = directory / "kustomization.yaml"
+    assert kustomization.is_file(), f"{kustomization.relative_to(ROOT)} is missing"
+    kust = yaml.safe_load(kustomization.read_text(encoding="utf-8"))
+    patches: dict[str, Doc] = {}
+    for entry in kust.get("patches") or []:
+        path = directory / entry["path"]
+        assert path.is_file(), f"overlay {name} lists the missing patch {entry['path']}"
+        for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")):
+            if doc and doc.get("kind") == "Deployment":
+                assert doc["metadata"]["name"] not in patches, f"overlay {name}: two patches"
+                patches[doc["metadata"]["name"]] = doc
+    return kust, patches
+
+
+def overlay_container(name: str, service: str) -> tuple[Doc, Doc]:
+    """(pod spec, container) of the overlay's patch for ``service``."""
+    _, patches = overlay(name)
+    assert service in patches, f"overlay {name} does not patch Deployment {service}"
+    pod = patches[service]["spec"]["template"]["spec"]
+    containers = [c for c in pod.get("containers") or [] if c["name"] == service]
+    assert len(containers) == 1, f"overlay {name}: patch {service} must name container {service!r}"
+    return pod, containers[0]
+
+
+def check_probe_command(command: list[Any], service: str, what: str, liveness: bool) -> float:
+    """The command runs the health probe with TLS on the service's port; its --timeout."""
+    command = [str(part) for part in command]
+    assert command[:3] == PROBE_MODULE, f"{what}: must run {' '.join(PROBE_MODULE)}"
+    try:
+        args = healthcheck.parser().parse_args(command[3:])
+    except SystemExit:
+        pytest.fail(f"{what}: the health probe does not accept {command[3:]}")
+    grpc, _ = PORTS[service]
+    assert args.addr == f"127.0.0.1:{grpc}", f"{what}: must probe 127.0.0.1:{grpc}"
+    assert args.tls or args.ca, f"{what}: must ask for TLS (--tls or --ca)"
+    want = LIVENESS if liveness else ""
+    assert args.service == want, f"{what}: must check health service name {want!r}"
+    return float(args.timeout)
+
+
+def test_k8s_tls_overlays_build_on_the_base() -> None:
+    tls, tls_patches = overlay("tls")
+    mtls, mtls_patches = overlay("mtls")
+    base = [(K8S_OVERLAYS_DIR / "tls" / r).resolve() for r in tls.get("resources") or []]
+    assert base == [K8S_DIR.resolve()], "overlay tls must build on deploy/k8s alone"
+    on_tls = [(K8S_OVERLAYS_DIR / "mtls" / r).resolve() for r in mtls.get("resources") or []]
+    assert on_tls == [(K8S_OVERLAYS_DIR / "tls").resolve()], "overlay mtls must build on tls"
+    assert set(tls_patches) == set(SERVICES) == set(mtls_patches), (
+        "the TLS overlays must patch every service's Deployment"
+    )
+    for name, patches in (("tls", tls_patches), ("mtls", mtls_patches)):
+        for service, doc in patches.items():
+            assert doc["metadata"].get("namespace") == "sigverify", f"{name}/{service}: namespace"
+    listed = " ".join(str(r) for r in tls.get("resources") or [])
+    assert TLS_SECRET_EXAMPLE.name not in listed, (
+        "the placeholder TLS Secret must not be applied by the overlay"
+    )
+    assert {"tls.crt", "tls.key", "ca.crt"} <= tls_secret_keys(), (
+        "the TLS Secret example must show tls.crt, tls.key and ca.crt"
+    )
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_k8s_tls_overlays_mount_the_secret_and_set_what_the_service_reads(service: str) -> None:
+    known = config_reads(service) | probe_reads()
+    pod, c = overlay_container("tls", service)
+    _, mtls_c = overlay_container("mtls", service)
+    env = {var["name"]: var.get("value") for var in c.get("env") or []}
+    mtls_env = {var["name"]: var.get("value") for var in mtls_c.get("env") or []}
+    for layer, names, wanted in (("tls", env, TLS_ENV), ("mtls", mtls_env, MTLS_ENV)):
+        unknown = set(names) - known
+        assert not unknown, f"overlay {layer} {service} sets {unknown}, which nothing reads"
+        missing = set(wanted) - set(names)
+        assert not missing, f"overlay {layer} {service} does not set {missing}"
+    secret_name = tls_secret_example()["metadata"]["name"]
+    volumes = {v["name"]: v for v in pod.get("volumes") or []}
+    mounts = {m["mountPath"].rstrip("/"): m for m in c.get("volumeMounts") or []}
+    for name, path in {**env, **mtls_env}.items():
+        assert path, f"overlay {service}: {name} must be a file path"
+        directory, _, file = str(path).rpartition("/")
+        assert directory in mounts, f"overlay tls {service}: {name}={path} is not under a mount"
+        mount = mounts[directory]
+        assert mount.get("readOnly") is True, f"overlay tls {service}: mount it read-only"
+        volume = volumes.get(mount["name"], {})
+        assert (volume.get("secret") or {}).get("secretName") == secret_name, (
+            f"overlay tls {service}: {name} must come from the Secret {secret_name}"
+        )
+        assert file in tls_secret_keys(), (
+            f"overlay {service}: {name} reads {file}, which the Secret example does not hold"
+        )
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_k8s_tls_overlay_probes_run_the_health_probe_with_tls(service: str) -> None:
+    base = container(service)
+    _, c = overlay_container("tls", service)
+    for probe_name in PROBES:
+        probe = c.get(probe_name)
+        what = f"overlay tls {service} {probe_name}"
+        assert probe, f"{what}: missing (native gRPC probes cannot speak TLS)"
+        if "grpc" in (base.get(probe_name) or {}):
+            assert "grpc" in probe and probe["grpc"] is None, (
+                f"{what}: must delete the base's gRPC handler (grpc: null)"
+            )
+        command = (probe.get("exec") or {}).get("command")
+        assert isinstance(command, list), f"{what}: must be an exec probe"
+        timeout = check_probe_command(command, service, what, probe_name == "livenessProbe")
+        assert probe.get("timeoutSeconds", 1) > timeout, (
+            f"{what}: timeoutSeconds must exceed the probe's own --timeout ({timeout} s)"
+        )
+    _, mtls_c = overlay_container("mtls", service)
+    assert not set(PROBES) & set(mtls_c), f"overlay mtls {service}: probes belong to tls"
+
+
+def test_k8s_tls_overlays_render_with_kustomize() -> None:
+    kubectl, kustomize = shutil.which("kubectl"), shutil.which("kustomize")
+    if kustomize:
+        command = [kustomize, "build"]
+    elif kubectl:
+        command = [kubectl, "kustomize"]
+    else:
+        pytest.skip("neither kustomize nor kubectl is installed to render the overlays")
+    out = subprocess.run([*command, str(K8S_OVERLAYS_DIR / "mtls")], capture_output=True,
+                         text=True, timeout=120, check=False)
+    assert out.returncode == 0, f"kustomize cannot build deploy/k8s-overlays/mtls: {out.stderr}"
+    rendered = [d for d in yaml.safe_load_all(out.stdout) if d and d.get("kind") == "Deployment"]
+    assert {d["metadata"]["name"] for d in rendered} == set(SERVICES)
+    for doc in rendered:
+        service = doc["metadata"]["name"]
+        pod = doc["spec"]["template"]["spec"]
+        (c,) = [c for c in pod["containers"] if c["name"] == service]
+        names = {var["name"] for var in c.get("env") or []}
+        assert set(TLS_ENV + MTLS_ENV) <= names, f"rendered {service}: TLS env missing"
+        for probe_name in PROBES:
+            probe = c[probe_name]
+            assert set(probe) & {"grpc", "httpGet", "tcpSocket"} == set(), (
+                f"rendered {service} {probe_name}: more than the exec handler"
+            )
+            check_probe_command(probe["exec"]["command"], service,
+                                f"rendered {service} {probe_name}", probe_name == "livenessProbe")
+        assert any((v.get("secret") or {}).get("secretName") == "sigverify-grpc-tls"
+                   for v in pod.get("volumes") or []), f"rendered {service}: no TLS Secret volume"
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_compose_tls_overrides_mount_certificates_and_probe_with_tls(service: str) -> None:
+    known = config_reads(service) | probe_reads()
+    files = {}
+    for path in (COMPOSE_TLS_FILE, COMPOSE_MTLS_FILE):
+        assert path.is_file(), f"{path.relative_to(ROOT)} is missing"
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        unknown = set(doc.get("services") or {}) - set(compose()["services"])
+        assert not unknown, f"{path.name} overrides services the stack does not have: {unknown}"
+        assert service in (doc.get("services") or {}), f"{path.name} does not cover {service}"
+        files[path.name] = doc["services"][service]
+    tls, mtls = files[COMPOSE_TLS_FILE.name], files[COMPOSE_MTLS_FILE.name]
+    env = {str(k): str(v) for k, v in (tls.get("environment") or {}).items()}
+    mtls_env = {str(k): str(v) for k, v in (mtls.get("environment") or {}).items()}
+    for name, names, wanted in ((COMPOSE_TLS_FILE.name, env, TLS_ENV),
+                                (COMPOSE_MTLS_FILE.name, mtls_env, MTLS_ENV)):
+        unknown = set(names) - known
+        assert not unknown, f"{name} {service} sets {unknown}, which nothing reads"
+        missing = set(wanted) - set(names)
+        assert not missing, f"{name} {service} does not set {missing}"
+    volumes = [v for v in tls.get("volumes") or [] if isinstance(v, dict)]
+    targets = {str(v["target"]).rstrip("/"): v for v in volumes}
+    for name, path in {**env, **mtls_env}.items():
+        directory, _, file = path.rpartition("/")
+        assert directory in targets, f"compose {service}: {name}={path} is not under a mount"
+        volume = targets[directory]
+        assert volume.get("read_only") is True, f"compose {service}: mount {directory} read-only"
+        assert "${SIGVERIFY_TLS_DIR" in str(volume.get("source")), (
+            f"compose {service}: the certificates come from $SIGVERIFY_TLS_DIR"
+        )
+        assert file in tls_secret_keys(), (
+            f"compose {service}: {name} reads {file}; use the Kubernetes Secret's file names"
+        )
+    test = (tls.get("healthcheck") or {}).get("test")
+    assert isinstance(test, list) and test[0] == "CMD", f"compose {service}: healthcheck test"
+    check_probe_command(test[1:], service, f"{COMPOSE_TLS_FILE.name} {service} healthcheck",
+                        liveness=False)
+    assert "healthcheck" not in mtls, f"{COMPOSE_MTLS_FILE.name} {service}: probes belong to tls"
 
 
 # ----------------------------------------------------------------------------- images, scraping
