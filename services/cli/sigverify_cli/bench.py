@@ -122,7 +122,7 @@ async def _run(args: argparse.Namespace, home: Path, state: stack.StackState) ->
         t = time.perf_counter()
         loaded = await load_roll(pool, data.roll_csv)
         ours = loaded.rows / (time.perf_counter() - t)
-        fig.add("roll load (validate, normalise, COPY via staging)", f"{ours:,.0f} rows/s")
+        fig.add("roll load (validate, normalise, COPY in chunks)", f"{ours:,.0f} rows/s")
         fig.add("plain COPY of the same file (baseline)", f"{plain:,.0f} rows/s")
         fig.add("roll load / plain COPY", f"{ours / plain:.2f}x")
 

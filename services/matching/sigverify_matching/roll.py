@@ -7,7 +7,10 @@ their line and field and skipped; the rest load.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import csv
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
@@ -45,39 +48,56 @@ def read_roll(path: Path, errors: list[tuple[int, str, str]]) -> Iterator[tuple[
         missing = [c for c in ROLL_COLUMNS if c not in header]
         if missing:
             raise InvalidArgument(f"{path.name}: roll header lacks column(s): {', '.join(missing)}")
-        idx = [header.index(c) for c in ROLL_COLUMNS]
+        width = len(header)
+        (i_id, i_first, i_middle, i_last, i_suffix, i_birth, i_street, i_unit, i_city, i_zip,
+         i_county, i_status, i_registered) = (header.index(c) for c in ROLL_COLUMNS)
         seen: set[str] = set()
+        counties: dict[str, str] = {}  # as written -> canonical (a roll has few spellings)
+        dates: dict[str, date | None] = {"": None}
         for values in reader:
             line = reader.line_num
-            if len(values) != len(header):
-                errors.append((line, "(row)", f"expected {len(header)} fields, found {len(values)}"))
+            if len(values) != width:
+                errors.append((line, "(row)", f"expected {width} fields, found {len(values)}"))
                 continue
-            v = [values[i].strip() for i in idx]
-            rec = dict(zip(ROLL_COLUMNS, v, strict=True))
-            if not rec["voter_id"]:
+            voter_id = values[i_id].strip()
+            if not voter_id:
                 errors.append((line, "voter_id", "missing"))
                 continue
-            if rec["voter_id"] in seen:
+            if voter_id in seen:
                 errors.append((line, "voter_id", "repeated"))
                 continue
-            status = rec["status"].upper()
+            status = values[i_status].strip().upper()
             if status not in STATUSES:
                 errors.append((line, "status", "must be ACTIVE, INACTIVE or CANCELLED"))
                 continue
+            birth_text, registered_text = values[i_birth].strip(), values[i_registered].strip()
             try:
-                birth = _date(rec["birth_date"])
+                birth = dates[birth_text] if birth_text in dates else _date(birth_text)
             except ValueError:
                 errors.append((line, "birth_date", "not a valid ISO date"))
                 continue
             try:
-                registered = _date(rec["registered_on"])
+                registered = (dates[registered_text] if registered_text in dates
+                              else _date(registered_text))
             except ValueError:
                 errors.append((line, "registered_on", "not a valid ISO date"))
                 continue
-            seen.add(rec["voter_id"])
-            yield (rec["voter_id"], rec["first_name"], rec["middle_name"], rec["last_name"],
-                   rec["suffix"], birth, rec["street"], rec["unit"], rec["city"], rec["zip"],
-                   canonical_county(rec["county"]), status, registered)
+            if len(dates) < 100_000:
+                dates[birth_text], dates[registered_text] = birth, registered
+            county_text = values[i_county]
+            county = counties.get(county_text)
+            if county is None:
+                county = counties[county_text] = canonical_county(county_text)
+            seen.add(voter_id)
+            yield (voter_id, values[i_first].strip(), values[i_middle].strip(),
+                   values[i_last].strip(), values[i_suffix].strip(), birth,
+                   values[i_street].strip(), values[i_unit].strip(), values[i_city].strip(),
+                   values[i_zip].strip(), county, status, registered)
+
+
+#: Rows per COPY: the file is read in a worker thread one chunk ahead of the COPY, so that
+#: Python's parsing and the server's ingest overlap.
+CHUNK = 20_000
 
 
 async def load_roll(pool: asyncpg.Pool, path: Path,
@@ -85,55 +105,75 @@ async def load_roll(pool: asyncpg.Pool, path: Path,
                     actor: str = "cli:roll-load") -> RollLoad:
     """Load ``path`` as a new roll version and make it the active one.
 
-    Rows are read and normalised in Python (dates parsed, status upper-cased, county
-    spelled one way), streamed with COPY into an unindexed temporary staging table, then
-    moved into ``matching.voters`` in one INSERT ... SELECT under the new version. The
-    previous version stays active, and matching keeps using it, until the switch at the end.
+    Rows are read and normalised in a worker thread (dates parsed, status upper-cased,
+    county spelled one way) and COPYed in chunks straight into ``matching.voters`` under the
+    new version, whose state stays 'loading': matching reads only the active version, so it
+    keeps using the previous one until the switch at the end, in one transaction with the
+    audit entry. A failed load's rows are removed; a retired version's rows afterwards.
     """
     result = RollLoad()
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[list[tuple[object, ...]] | Exception | None] = asyncio.Queue(maxsize=2)
+    cancelled = threading.Event()
+
+    def produce() -> None:
+        def put(item: list[tuple[object, ...]] | Exception | None) -> None:
+            asyncio.run_coroutine_threadsafe(queue.put(item), loop).result()
+
+        chunk: list[tuple[object, ...]] = []
+        try:
+            for rec in read_roll(path, result.errors):
+                if cancelled.is_set():
+                    return
+                chunk.append((version, *rec))
+                if len(chunk) >= CHUNK:
+                    put(chunk)
+                    chunk = []
+            put(chunk)
+            put(None)
+        except Exception as exc:  # noqa: BLE001 - handed to the loader, which raises it
+            put(exc)
+
     async with pool.acquire() as conn:
-        result.version = await conn.fetchval(
+        version = result.version = await conn.fetchval(
             "INSERT INTO matching.roll_versions (state, source) VALUES ('loading', $1) "
             "RETURNING version", path.name)
+        reader = loop.run_in_executor(None, produce)
         try:
-            await conn.execute(
-                "CREATE TEMPORARY TABLE roll_staging (LIKE matching.voters) ON COMMIT PRESERVE ROWS")
-            chunk: list[tuple[object, ...]] = []
-
-            async def flush() -> None:
-                await conn.copy_records_to_table(
-                    "roll_staging", columns=("version", *ROLL_COLUMNS), records=chunk)
-                result.rows += len(chunk)
-                if progress:
-                    progress(result.rows)
-                chunk.clear()
-
-            for rec in read_roll(path, result.errors):
-                chunk.append((result.version, *rec))
-                if len(chunk) >= 50_000:
-                    await flush()
-            if chunk:
-                await flush()
+            while (item := await queue.get()) is not None:
+                if isinstance(item, Exception):
+                    raise item
+                if item:
+                    await conn.copy_records_to_table(
+                        "voters", schema_name="matching", columns=("version", *ROLL_COLUMNS),
+                        records=item)
+                    result.rows += len(item)
+                    if progress:
+                        progress(result.rows)
+            await reader
             async with conn.transaction():
-                await conn.execute("INSERT INTO matching.voters SELECT * FROM roll_staging")
                 await conn.execute(
                     "UPDATE matching.roll_versions SET state = 'retired' WHERE state = 'active'")
                 await conn.execute(
                     "UPDATE matching.roll_versions SET state = 'active', rows = $2, rejected = $3, "
                     "loaded_at = now() WHERE version = $1",
-                    result.version, result.rows, len(result.errors))
-                await audit.record(conn, actor, "roll.loaded", f"roll-version-{result.version}",
+                    version, result.rows, len(result.errors))
+                await audit.record(conn, actor, "roll.loaded", f"roll-version-{version}",
                                    {"source": path.name, "voters": result.rows,
                                     "rejected": len(result.errors)})
-            # Older versions' rows are no longer needed once the new one is active.
-            await conn.execute(
-                "DELETE FROM matching.voters WHERE version IN "
-                "(SELECT version FROM matching.roll_versions WHERE state = 'retired')")
         except BaseException:
-            await conn.execute("DELETE FROM matching.roll_versions WHERE version = $1", result.version)
+            cancelled.set()
+            while not reader.done():  # let the reader see the flag (it may wait on a full queue)
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    queue.get_nowait()
+                await asyncio.sleep(0.01)
+            await conn.execute("DELETE FROM matching.voters WHERE version = $1", version)
+            await conn.execute("DELETE FROM matching.roll_versions WHERE version = $1", version)
             raise
-        finally:
-            await conn.execute("DROP TABLE IF EXISTS roll_staging")
+        # Older versions' rows are no longer needed once the new one is active.
+        await conn.execute(
+            "DELETE FROM matching.voters WHERE version IN "
+            "(SELECT version FROM matching.roll_versions WHERE state = 'retired')")
     return result
 
 
