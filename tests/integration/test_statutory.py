@@ -399,3 +399,21 @@ async def test_killed_intake_and_tally_mid_process_end_as_a_plain_full_count(
 
     assert by_line(await h.results_by_batch(live_stack, sampled)) == \
         by_line(await h.results_by_batch(live_stack, plain))
+
+
+async def test_a_random_sample_petition_turned_full_count_sends_its_held_signatures(
+    live_stack: stack.StackState, loaded_roll: int, synth_data: SynthOutput
+) -> None:
+    pid = await create(live_stack, 100)
+    path, county = synth_data.batches[0]
+    receipt = await h.submit(live_stack, path, pid, county)
+    held = await h.tally(live_stack, pid)
+    assert held.total.not_sampled == receipt.signatures_accepted and held.total.verified == 0
+    async with h.channel(live_stack, "intake") as ch:
+        p = await intake_pb2_grpc.IntakeServiceStub(ch).SetVerificationMethod(
+            intake_pb2.SetVerificationMethodRequest(
+                petition_id=pid, method=common_pb2.VERIFICATION_METHOD_FULL_COUNT,
+                reason="the county asked for a full count"), timeout=30)
+    assert p.method == common_pb2.VERIFICATION_METHOD_FULL_COUNT
+    t = await h.wait_verified(live_stack, pid, receipt.signatures_accepted)
+    assert t.total.not_sampled == 0 and t.total.verified == receipt.signatures_accepted

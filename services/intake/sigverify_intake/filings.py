@@ -74,30 +74,32 @@ async def close_county(pool: asyncpg.Pool, petition_id: str, county: str, seed: 
         if await conn.fetchval("SELECT 1 FROM intake.counties WHERE petition_id = $1 AND county = $2",
                                petition_id, county) is None:
             method = Method(p["method"])
-            rows = await conn.fetch(
-                "SELECT * FROM intake.signatures WHERE petition_id = $1 AND county = $2",
-                petition_id, county)
+            ids = [r["signature_id"] for r in await conn.fetch(
+                "SELECT signature_id FROM intake.signatures WHERE petition_id = $1 AND county = $2",
+                petition_id, county)]
+            raw = len(ids)
             size = 0
             if method is Method.RANDOM_SAMPLE:
                 seed = seed or new_seed()
-                size = sample_size(len(rows), repository.rules_of(p))
-                chosen = {sid for sid, _ in draw_order(seed, (str(r["signature_id"]) for r in rows))[:size]}
-                drawn = [r for r in rows if str(r["signature_id"]) in chosen]
+                size = sample_size(raw, repository.rules_of(p))
+                chosen = [sid for sid, _ in draw_order(seed, map(str, ids))[:size]]
                 await conn.execute("UPDATE intake.signatures SET sampled = true "
-                                   "WHERE signature_id = ANY($1::uuid[])",
-                                   [r["signature_id"] for r in drawn])
-                await _release(conn, [r for r in drawn if not r["released"]])
+                                   "WHERE signature_id = ANY($1::uuid[])", chosen)
+                for start in range(0, len(chosen), CHUNK):
+                    await _release(conn, await conn.fetch(
+                        "SELECT * FROM intake.signatures WHERE signature_id = ANY($1::uuid[]) "
+                        "AND NOT released ORDER BY received_seq", chosen[start:start + CHUNK]))
             else:
                 seed = ""
             await conn.execute(
                 "INSERT INTO intake.counties (petition_id, county, closed_by, raw_count, "
                 "sample_size, seed) VALUES ($1, $2, $3, $4, $5, $6)",
-                petition_id, county, actor, len(rows), size, seed)
+                petition_id, county, actor, raw, size, seed)
             await audit.record(conn, actor, "county.closed", f"{petition_id}/{county}",
-                               {"raw_count": len(rows), "method": method.value,
+                               {"raw_count": raw, "method": method.value,
                                 "sample_size": size, "seed": seed})
             log.info("closed %s for petition %s: raw %d, sample %d", county, petition_id,
-                     len(rows), size)
+                     raw, size)
             closed_now = True
         else:
             closed_now = False
@@ -180,15 +182,17 @@ async def set_method(pool: asyncpg.Pool, petition_id: str, method: Method, rules
             "fail_below_percent = $5, qualify_above_percent = $6 WHERE petition_id = $1",
             petition_id, method.value, rules.minimum, rules.percent, rules.fail_below,
             rules.qualify_above)
-        held = []
+        released = 0
         if method is Method.FULL_COUNT:
-            held = await conn.fetch("SELECT * FROM intake.signatures WHERE petition_id = $1 "
-                                    "AND NOT released ORDER BY received_seq", petition_id)
-            await _release(conn, held)
+            while held := await conn.fetch(
+                    "SELECT * FROM intake.signatures WHERE petition_id = $1 AND NOT released "
+                    "ORDER BY received_seq LIMIT $2", petition_id, CHUNK):
+                await _release(conn, held)
+                released += len(held)
         await audit.record(conn, actor, "petition.method-changed", petition_id, {
             "from": repository.rules_detail(before, repository.rules_of(p)),
             "to": repository.rules_detail(method, rules), "reason": reason,
-            "released": len(held)})
+            "released": released})
     return await repository.get_petition(pool, petition_id)
 
 
