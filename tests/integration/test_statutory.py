@@ -322,7 +322,7 @@ async def test_the_filing_deadline_closes_every_county(
     live_stack: stack.StackState, loaded_roll: int, synth_data: SynthOutput, tmp_path: Path
 ) -> None:
     pid = h.new_petition_id()
-    closes = datetime.now(UTC) + timedelta(seconds=3)
+    closes = datetime.now(UTC) + timedelta(seconds=10)  # time enough to submit two batches
     async with h.channel(live_stack, "intake") as ch:
         await intake_pb2_grpc.IntakeServiceStub(ch).CreatePetition(
             intake_pb2.CreatePetitionRequest(
