@@ -26,13 +26,12 @@ import pytest
 from sigverify.access.v1 import access_pb2, access_pb2_grpc
 from sigverify.common.v1 import common_pb2
 from sigverify.intake.v1 import intake_pb2, intake_pb2_grpc
-from sigverify.review.v1 import review_pb2, review_pb2_grpc
 from sigverify.tally.v1 import tally_pb2, tally_pb2_grpc
 from sigverify_cli import stack
+from sigverify_cli.demo import resolve_reviews_from_truth
 from sigverify_cli.synth import SynthOutput, generate
-from sigverify_common.convert import reason_to_pb, status_from_pb
+from sigverify_common.convert import status_from_pb
 from sigverify_common.sampling import draw
-from sigverify_common.vocab import Reason
 from sigverify_tally.projection import project
 from tests.integration import helpers as h
 
@@ -92,18 +91,7 @@ async def resolve_reviews(state: stack.StackState, pid: str, truth: Truth,
                           files: dict[str, str]) -> int:
     """Resolve the petition's pending reviews as the truth says a reviewer would."""
     async with h.channel(state, "matching") as ch:
-        stub = review_pb2_grpc.ReviewServiceStub(ch)
-        listed = await stub.ListPending(review_pb2.ListPendingRequest(petition_id=pid), timeout=10)
-        for item in listed.items:
-            t = truth[(files[item.batch_id], item.line)]
-            request = review_pb2.ResolveReviewRequest(signature_id=item.signature_id,
-                                                      reviewer="ana")
-            if t["voter_id"] and t["expected_reason"] not in ("NOT_REGISTERED", "INCOMPLETE"):
-                request.voter_id = t["voter_id"]
-            else:
-                request.invalid_reason = reason_to_pb(Reason.NOT_REGISTERED)
-            await stub.ResolveReview(request, timeout=10)
-        return len(listed.items)
+        return await resolve_reviews_from_truth(ch, pid, truth, files, reviewer="ana")
 
 
 async def until(state: stack.StackState, pid: str, done: Callable[[tally_pb2.Tally], bool],

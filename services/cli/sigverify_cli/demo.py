@@ -20,6 +20,8 @@ import os
 import time
 from pathlib import Path
 
+import grpc
+
 from sigverify.common.v1 import common_pb2
 from sigverify.intake.v1 import intake_pb2, intake_pb2_grpc
 from sigverify.review.v1 import review_pb2, review_pb2_grpc
@@ -91,22 +93,22 @@ async def _run(args: argparse.Namespace, ep: Endpoints, workdir: Path) -> int:
     return 0
 
 
-async def _resolve_reviews(ep: Endpoints, petition: str, truth: dict[tuple[str, int], dict[str, str]],
-                           files: dict[str, str]) -> int:
-    """Resolve pending reviews as the truth says (the demo's stand-in for a reviewer)."""
-    async with ep.channel(ep.matching) as ch:
-        stub = review_pb2_grpc.ReviewServiceStub(ch)
-        listed = await stub.ListPending(review_pb2.ListPendingRequest(petition_id=petition),
-                                        timeout=30)
-        for item in listed.items:
-            t = truth[(files[item.batch_id], item.line)]
-            request = review_pb2.ResolveReviewRequest(signature_id=item.signature_id,
-                                                      reviewer="demo", note="as the truth file says")
-            if t["voter_id"] and t["expected_reason"] not in ("NOT_REGISTERED", "INCOMPLETE"):
-                request.voter_id = t["voter_id"]
-            else:
-                request.invalid_reason = reason_to_pb(Reason.NOT_REGISTERED)
-            await stub.ResolveReview(request, timeout=30)
+async def resolve_reviews_from_truth(channel: grpc.aio.Channel, petition: str,
+                                     truth: dict[tuple[str, int], dict[str, str]],
+                                     files: dict[str, str], reviewer: str = "demo") -> int:
+    """Resolve the petition's pending reviews as the truth file says (a stand-in for a
+    reviewer, in the demo and the tests); ``files`` maps batch ids to file names."""
+    stub = review_pb2_grpc.ReviewServiceStub(channel)
+    listed = await stub.ListPending(review_pb2.ListPendingRequest(petition_id=petition), timeout=30)
+    for item in listed.items:
+        t = truth[(files[item.batch_id], item.line)]
+        request = review_pb2.ResolveReviewRequest(signature_id=item.signature_id,
+                                                  reviewer=reviewer, note="as the truth file says")
+        if t["voter_id"] and t["expected_reason"] not in ("NOT_REGISTERED", "INCOMPLETE"):
+            request.voter_id = t["voter_id"]
+        else:
+            request.invalid_reason = reason_to_pb(Reason.NOT_REGISTERED)
+        await stub.ResolveReview(request, timeout=30)
     return len(listed.items)
 
 
@@ -142,7 +144,8 @@ async def _statutory(ep: Endpoints, data: SynthOutput, petition_id: str, require
             if time.monotonic() > end:
                 raise TimeoutError(f"no decision on {petition_id}: {s.explanation}")
             if t.total.review:
-                reviewed += await _resolve_reviews(ep, petition_id, truth, files)
+                async with ep.channel(ep.matching) as matching:
+                    reviewed += await resolve_reviews_from_truth(matching, petition_id, truth, files)
             await asyncio.sleep(0.5)
     print_tally(t)
     console.print(f"decided in {time.perf_counter() - started:.1f}s after submission; "

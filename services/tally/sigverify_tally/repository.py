@@ -160,6 +160,20 @@ async def statutory_state(conn: Conn, petition: asyncpg.Record, counted: Counts)
         counted, recorded)
 
 
+async def whole_petition(conn: Conn, petition_id: str) -> tuple[asyncpg.Record | None, Counts]:
+    """The petition's row (None when there is none) and its counts as a whole."""
+    p = await conn.fetchrow("SELECT * FROM intake.petitions WHERE petition_id = $1", petition_id)
+    counts = await conn.fetchrow(
+        "SELECT count(*) AS received, count(*) FILTER (WHERE NOT released) AS held "
+        "FROM intake.signatures WHERE petition_id = $1", petition_id)
+    assert counts is not None  # an aggregate always has a row
+    statuses = await conn.fetch("SELECT status, reason, count(*) AS n FROM tally.results "
+                                "WHERE petition_id = $1 GROUP BY 1, 2", petition_id)
+    counted = fold([("", counts["received"], counts["held"])],
+                   (("", Status(r["status"]), Reason(r["reason"]), r["n"]) for r in statuses))
+    return p, counted.get("", Counts())
+
+
 #: How long a petition's results must be unchanged before a decision that needs every
 #: (sampled) signature verified is recorded.
 SETTLE_SECONDS = 2.0
@@ -168,18 +182,10 @@ SETTLE_SECONDS = 2.0
 async def decide_due(pool: asyncpg.Pool, petition_id: str) -> list[Recorded]:
     """Record the decisions now due for the petition (each once, with an audit entry)."""
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
-        p = await conn.fetchrow("SELECT * FROM intake.petitions WHERE petition_id = $1", petition_id)
+        p, counted = await whole_petition(conn, petition_id)
         if p is None:
             return []
-        counts = await conn.fetchrow(
-            "SELECT count(*) AS received, count(*) FILTER (WHERE NOT released) AS held "
-            "FROM intake.signatures WHERE petition_id = $1", petition_id)
-        assert counts is not None  # an aggregate always has a row
-        statuses = await conn.fetch("SELECT status, reason, count(*) AS n FROM tally.results "
-                                    "WHERE petition_id = $1 GROUP BY 1, 2", petition_id)
-        counted = fold([("", counts["received"], counts["held"])],
-                       (("", Status(r["status"]), Reason(r["reason"]), r["n"]) for r in statuses))
-        a = await statutory_state(conn, p, counted.get("", Counts()))
+        a = await statutory_state(conn, p, counted)
         # A decision that rests on every signature being verified waits until the results
         # have been still for SETTLE_SECONDS: dedupe may still be revising a signature whose
         # voter's other signature has just been applied.
@@ -267,17 +273,8 @@ async def statutory_metrics(pool: asyncpg.Pool) -> list[StatutoryMetrics]:
     out = []
     for pid in (r["petition_id"] for r in ids):
         async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-            p = await conn.fetchrow("SELECT * FROM intake.petitions WHERE petition_id = $1", pid)
+            p, whole = await whole_petition(conn, pid)
             if p is None:
                 continue
-            counts = await conn.fetchrow(
-                "SELECT count(*) AS received, count(*) FILTER (WHERE NOT released) AS held "
-                "FROM intake.signatures WHERE petition_id = $1", pid)
-            assert counts is not None  # an aggregate always has a row
-            statuses = await conn.fetch("SELECT status, reason, count(*) AS n FROM tally.results "
-                                        "WHERE petition_id = $1 GROUP BY 1, 2", pid)
-            counted = fold([("", counts["received"], counts["held"])],
-                           (("", Status(r["status"]), Reason(r["reason"]), r["n"]) for r in statuses))
-            whole = counted.get("", Counts())
             out.append(StatutoryMetrics(pid, await statutory_state(conn, p, whole), whole))
     return out
