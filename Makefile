@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROTO_OUT := services/proto
 
-.PHONY: setup run test bench proto proto-check lint clean stack-down
+.PHONY: setup run test faults bench proto proto-check lint clean stack-down
 
 setup: $(STAMP)
 
@@ -28,6 +28,10 @@ run: setup
 
 test: setup proto-check
 	$(BIN)/python -m pytest -q
+
+# The long fault-injection and scale variants (tests marked `long`), outside the CI budget.
+faults: setup
+	$(BIN)/python -m pytest -q -m long tests
 
 bench: setup
 	$(BIN)/sigverify bench

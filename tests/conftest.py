@@ -1,0 +1,92 @@
+"""A real SigVerify stack for the integration and fault tests (one per session): real PostgreSQL, the real tansu broker,
+the four services as processes.
+
+PostgreSQL: ``SIGVERIFY_TEST_DATABASE_URL`` if set; else a fresh database on the local
+server at 127.0.0.1:5432 when one answers (unless ``SIGVERIFY_TEST_EMBEDDED_PG=1``); else
+the embedded server from the wheel, as on a machine with no PostgreSQL.
+The broker is always a tansu started for the session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from sigverify_cli import stack
+from sigverify_cli.synth import SynthOutput, SynthSpec, generate
+from sigverify_matching.roll import load_roll
+
+LOCAL_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def _local_server_answers() -> bool:
+    async def probe() -> bool:
+        try:
+            conn = await asyncpg.connect(LOCAL_ADMIN_URL, timeout=3)
+        except (TimeoutError, OSError, asyncpg.PostgresError):
+            return False
+        await conn.close()
+        return True
+    return asyncio.run(probe())
+
+
+def _drop_database(admin_url: str, name: str) -> None:
+    async def drop() -> None:
+        conn = await asyncpg.connect(admin_url)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+    asyncio.run(drop())
+
+
+@pytest.fixture(scope="session")
+def stack_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("sigverify-home")
+
+
+@pytest.fixture(scope="session")
+def live_stack(stack_home: Path) -> Iterator[stack.StackState]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")}
+    created_db = ""
+    if os.environ.get("SIGVERIFY_TEST_DATABASE_URL"):
+        env["DATABASE_URL"] = os.environ["SIGVERIFY_TEST_DATABASE_URL"]
+    elif os.environ.get("SIGVERIFY_TEST_EMBEDDED_PG") != "1" and _local_server_answers():
+        created_db = f"sigverify_test_{uuid.uuid4().hex[:10]}"
+        stack.ensure_database(LOCAL_ADMIN_URL, created_db)
+        env["DATABASE_URL"] = f"postgresql://postgres@127.0.0.1:5432/{created_db}"
+    # A full count keeps few signatures in flight, so that test_statutory sees it stop at the
+    # requirement (AB 2219) with signatures left unverified.
+    state = stack.up(stack_home, env, lambda m: None,
+                     service_extra_env={"intake": {"FULL_COUNT_IN_FLIGHT": "100"}})
+    try:
+        yield state
+    finally:
+        stack.down(stack_home, lambda m: None)
+        if created_db:
+            _drop_database(LOCAL_ADMIN_URL, created_db)
+
+
+@pytest.fixture(scope="session")
+def synth_data(tmp_path_factory: pytest.TempPathFactory) -> SynthOutput:
+    spec = SynthSpec(voters=8000, signatures=600, batch_size=150, seed=11,
+                     counties=("Kern", "Alameda", "Orange"))
+    return generate(tmp_path_factory.mktemp("synth"), spec)
+
+
+@pytest.fixture(scope="session")
+def loaded_roll(live_stack: stack.StackState, synth_data: SynthOutput) -> int:
+    async def load() -> int:
+        pool = await asyncpg.create_pool(live_stack.database_url, min_size=1, max_size=2)
+        try:
+            return (await load_roll(pool, synth_data.roll_csv)).rows
+        finally:
+            await pool.close()
+    return asyncio.run(load())
