@@ -198,7 +198,7 @@ def test_expires_reads_lifetimes_dates_timestamps_and_never(text: str, expected:
 @pytest.mark.parametrize("text", ["", "soon", "30", "d30", "3x", "2026-13-01", "9999-12-31",
                                   "99999999999999999999999d"])
 def test_expires_refuses_what_it_cannot_read(text: str) -> None:
-    with pytest.raises(ValueError, match="--expires|ISO"):
+    with pytest.raises(ValueError, match=r"--expires|ISO"):
         access.parse_expiry(text)
 
 

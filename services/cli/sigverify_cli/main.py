@@ -784,19 +784,27 @@ EXPIRES_HELP = ("when the token expires: a lifetime (90d, 12h, 2w, 30m), an ISO 
                 "of that day, UTC) or timestamp, or 'never' (admin tokens only). Default: clerk "
                 "and reviewer 90d, ops 180d, admin 30d; other roles than admin at most 366d")
 
-def _expires_text(expires_at: str, now: datetime | None = None) -> str:
-    """A token's expiry for people: the UTC time, "(expired)" once past; "never"."""
-    if not expires_at:
+def _expires_text(expires_at: str) -> str:
+    """A token's expiry for people: the UTC time, or "never"."""
+    return instant(datetime.fromisoformat(expires_at)) if expires_at else "never"
+
+
+def _token_state(t: access_pb2.TokenInfo, now: datetime | None = None) -> str:
+    """``token list``'s expiry column (UTC): when it expires, "never", "expired ..." or,
+    for a revoked token, "revoked ..."."""
+    if t.revoked_at:
+        return f"revoked {t.revoked_at[:10]}"
+    if not t.expires_at:
         return "never"
-    at = datetime.fromisoformat(expires_at)
-    text = instant(at)
-    return f"{text} (expired)" if at <= (now or datetime.now(UTC)) else text
+    at = datetime.fromisoformat(t.expires_at)
+    text = at.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
+    return f"expired {text}" if at <= (now or datetime.now(UTC)) else text
 
 
 def _token_row(t: access_pb2.TokenInfo) -> tuple[str, ...]:
     role = access_pb2.Role.Name(t.role).removeprefix("ROLE_").lower()
-    return (t.token_id, role, t.county or "-", t.label, t.created_at[:19], t.created_by,
-            _expires_text(t.expires_at), t.revoked_at[:19] or "-")
+    return (t.token_id, role, t.county or "-", t.label, t.created_at[:10], t.created_by,
+            _token_state(t))
 
 
 def expiry_request(text: str | None) -> dict[str, Any]:
@@ -837,8 +845,9 @@ async def token_cmd(ep: Endpoints, args: argparse.Namespace) -> int:
         listed = await stub.ListTokens(access_pb2.ListTokensRequest(include_revoked=args.all),
                                        timeout=30)
     t = Table(title="tokens")
-    for col in ("id", "role", "county", "label", "created", "by", "expires", "revoked"):
-        t.add_column(col)
+    for col in ("id", "role", "county", "label", "created", "by", "expires (UTC)"):
+        t.add_column(col, no_wrap=col in ("id", "created", "expires (UTC)"),
+                     overflow="fold" if col == "by" else "ellipsis")
     for info in listed.tokens:
         t.add_row(*_token_row(info))
     console.print(t)
