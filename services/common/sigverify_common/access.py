@@ -181,6 +181,10 @@ def parse_expiry(text: str) -> ExpirySpec:
                          "date or timestamp, or never (admin tokens only)") from None
 
 
+def _a(role: Role) -> str:
+    return f"{'an' if role.value[0] in 'aeiou' else 'a'} {role.value}"
+
+
 def expiry_for(role: Role, spec: ExpirySpec | None, now: datetime) -> datetime | None:
     """When a new ``role`` token made at ``now`` expires (None: never); ValueError when
     ``spec`` is not allowed for the role or not in the future."""
@@ -188,7 +192,7 @@ def expiry_for(role: Role, spec: ExpirySpec | None, now: datetime) -> datetime |
         return now + DEFAULT_LIFETIME[role]
     if spec == NEVER:
         if role is not Role.ADMIN:
-            raise ValueError(f"a {role.value} token must expire: only admin tokens may be made "
+            raise ValueError(f"{_a(role)} token must expire: only admin tokens may be made "
                              "to never expire")
         return None
     try:
@@ -197,10 +201,10 @@ def expiry_for(role: Role, spec: ExpirySpec | None, now: datetime) -> datetime |
         raise ValueError("the expiry is too far in the future") from None
     assert isinstance(at, datetime)
     if at <= now:
-        raise ValueError(f"the expiry {at.astimezone(UTC).isoformat(timespec='seconds')} is not "
-                         "in the future")
+        shown = at.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        raise ValueError(f"the expiry {shown} is not in the future")
     if role is not Role.ADMIN and at - now > MAX_LIFETIME:
-        raise ValueError(f"a {role.value} token may live at most {MAX_LIFETIME.days} days")
+        raise ValueError(f"{_a(role)} token may live at most {MAX_LIFETIME.days} days")
     return at
 
 
