@@ -7,10 +7,11 @@ Each service runs as its own process with its log under ``<home>/logs``. What wa
 is recorded in ``<home>/stack.json`` so that ``down`` stops exactly that.
 
 Everything listens on 127.0.0.1 only (the services get ``BIND_HOST=127.0.0.1``; they speak
-plaintext gRPC and metrics). The home is private: the directory and ``logs/`` 0700 (the home 0710 with the group of
-PostgreSQL's user when we are root and run it embedded, so that it can reach its data), and
-``stack.json`` (the database's URL), ``admin-token`` and the logs 0600, each file created
-with that mode (``write_private``), never readable by others for a moment.
+plaintext gRPC and metrics). The home is private: the directory and ``logs/`` 0700 (the
+home 0710 with the group of PostgreSQL's user when we are root and run it embedded, so
+that it can reach its data), and ``stack.json`` (the database's URL), ``admin-token`` and
+the logs 0600, each file created with that mode (``write_private``), never readable by
+others for a moment.
 """
 
 from __future__ import annotations
