@@ -377,7 +377,8 @@ async def test_a_flood_of_anonymous_calls_makes_a_handful_of_audit_entries(
     assert {r["actor"] for r in rows} == {"anonymous"}
     assert {d["reason"] for d in details} == {"no bearer token"}
     assert {d["service"] for d in details} == {"intake"}
-    assert all(d["peers"] == ["ipv4:127.0.0.1"] for d in details)
+    assert all(d["peers"] == {"ipv4:127.0.0.1": d["count"]} for d in details)
+    assert all(d["other_peer_calls"] == 0 for d in details)
     # One entry per flush interval that saw refusals: the span the entries cover bounds them.
     first = min(datetime.fromisoformat(d["first_at"]) for d in details)
     last = max(datetime.fromisoformat(d["last_at"]) for d in details)

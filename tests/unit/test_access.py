@@ -243,3 +243,33 @@ def test_token_create_takes_expires() -> None:
                                 "--expires", "30d"])
     assert args.expires == "30d"
     assert parser().parse_args(["token", "bootstrap", "--expires", "never"]).expires == "never"
+
+
+def test_refusals_are_counted_per_caller_rpc_and_reason_in_bounded_memory() -> None:
+    from typing import cast
+
+    import asyncpg
+
+    from sigverify_common import auth
+
+    log = auth.RefusalLog(cast(asyncpg.Pool, None), "intake")
+    for i in range(300):
+        log.note("anonymous", "/x.S/A", "no bearer token", f"ipv4:10.0.0.{i % 20}:{40000 + i}",
+                 "UNAUTHENTICATED", "no_token")
+    assert log.pending == 300
+    (key, tally), = log._pending.items()
+    assert key == ("anonymous", "/x.S/A", "no bearer token") and tally.count == 300
+    assert len(tally.peers) == auth.MAX_PEERS and set(tally.peers.values()) == {15}
+    assert tally.other_peer_calls == 300 - 15 * auth.MAX_PEERS
+    assert tally.first_at <= tally.last_at
+
+    many = auth.RefusalLog(cast(asyncpg.Pool, None), "intake")
+    for i in range(3 * auth.MAX_KEYS):
+        many.note(f"tk_{i:012x}", "/x.S/A", "role ops may not call A", "ipv6:[::1]:1",
+                  "PERMISSION_DENIED", "role")
+    assert many.pending == 3 * auth.MAX_KEYS
+    assert len(many._pending) == auth.MAX_KEYS + 1
+    assert many._pending[(auth.SEVERAL, "/x.S/A", "role ops may not call A")].count == \
+        2 * auth.MAX_KEYS
+    assert many._pending[("tk_000000000000", "/x.S/A", "role ops may not call A")].peers == \
+        {"ipv6:[::1]": 1}

@@ -65,8 +65,11 @@ def require_county(county: str, what: str) -> None:
 
 #: At most this many peers are named in one aggregated refusal entry (the rest are counted).
 MAX_PEERS = 10
-#: Distinct (reason, RPC, caller) keys held between flushes; beyond it a flush is due at once.
+#: Distinct (reason, RPC, caller) keys held between flushes; beyond it a flush is due at once,
+#: and further callers are counted together under the actor ``SEVERAL`` (memory stays bounded
+#: while the database is away).
 MAX_KEYS = 1000
+SEVERAL = "several"
 
 
 def _peer_host(peer: str) -> str:
@@ -82,16 +85,15 @@ class _Tally:
     first_at: datetime
     last_at: datetime
     count: int = 0
-    peers: set[str] = field(default_factory=set)
-    more_peers: int = 0
+    #: Calls per peer, for the first ``MAX_PEERS`` peers; the rest are only counted.
+    peers: dict[str, int] = field(default_factory=dict)
+    other_peer_calls: int = 0
 
-    def add_peer(self, host: str) -> None:
-        if host in self.peers:
-            return
-        if len(self.peers) < MAX_PEERS:
-            self.peers.add(host)
+    def add_peer(self, host: str, calls: int = 1) -> None:
+        if host in self.peers or len(self.peers) < MAX_PEERS:
+            self.peers[host] = self.peers.get(host, 0) + calls
         else:
-            self.more_peers += 1
+            self.other_peer_calls += calls
 
 
 class RefusalLog:
@@ -99,9 +101,10 @@ class RefusalLog:
     entry per key every ``interval`` seconds (``run``) and when the service stops (``flush``).
 
     An entry: actor = the caller's token id or ``anonymous``, action ``access.denied``,
-    subject = the RPC, detail = service, reason, count, first_at, last_at, peers (at most
-    ``MAX_PEERS`` addresses without ports; ``more_peers`` counts the others). Counts that
-    cannot be written (the database is away) stay for the next flush.
+    subject = the RPC, detail = service, reason, count, first_at, last_at, peers (calls per
+    address without its port, for at most ``MAX_PEERS`` addresses) and other_peer_calls
+    (calls from further addresses). Counts that cannot be written (the database is away) stay
+    for the next flush.
     """
 
     def __init__(self, pool: asyncpg.Pool, service: str, interval: float = 60.0) -> None:
@@ -121,6 +124,10 @@ class RefusalLog:
         now = datetime.now(UTC)
         key = (who, method, reason)
         t = self._pending.get(key)
+        if t is None and len(self._pending) >= MAX_KEYS:
+            self._due.set()
+            key = (SEVERAL, method, reason)
+            t = self._pending.get(key)
         if t is None:
             # Logged once per key and interval; the flush logs the count.
             log.warning("refused %s to %s: %s", method, who, reason)
@@ -144,7 +151,8 @@ class RefusalLog:
                         "service": self._service, "reason": reason, "count": t.count,
                         "first_at": t.first_at.isoformat(timespec="microseconds"),
                         "last_at": t.last_at.isoformat(timespec="microseconds"),
-                        "peers": sorted(t.peers), "more_peers": t.more_peers})
+                        "peers": dict(sorted(t.peers.items())),
+                        "other_peer_calls": t.other_peer_calls})
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             self._merge_back(batch)
             log.error("could not audit %d refused call(s): %s; kept for the next attempt",
@@ -161,9 +169,9 @@ class RefusalLog:
                 self._pending[key] = old
                 continue
             new.first_at, new.count = old.first_at, new.count + old.count
-            new.more_peers += old.more_peers
-            for host in old.peers:
-                new.add_peer(host)
+            new.other_peer_calls += old.other_peer_calls
+            for host, calls in old.peers.items():
+                new.add_peer(host, calls)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Flush every ``interval`` seconds (sooner when too many keys pile up) until
