@@ -20,7 +20,8 @@
     sigverify results export --petition ID --out results.csv
     sigverify explain SIGNATURE_ID      [--json]
     sigverify token create --role clerk|reviewer|ops|admin [--county NAME] [--label TEXT]
-    sigverify token list [--all] | revoke TOKEN_ID | bootstrap
+                           [--expires 90d|12h|YYYY-MM-DD|ISO-TIMESTAMP|never]
+    sigverify token list [--all] | revoke TOKEN_ID | bootstrap [--expires WHEN]
     sigverify audit verify
     (every command: --token TOKEN, else $SIGVERIFY_TOKEN, else the local stack's admin token)
     sigverify demo                      (what `make run` runs)
@@ -36,7 +37,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Coroutine, Iterable, Sequence
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -68,7 +69,7 @@ from sigverify_cli.statutory import (
     statewide_facts,
     statutory_dict,
 )
-from sigverify_common.access import Role
+from sigverify_common.access import Role, parse_expiry
 from sigverify_common.convert import (
     decision_from_pb,
     method_to_pb,
@@ -81,6 +82,7 @@ from sigverify_common.convert import (
 )
 from sigverify_common.errors import InvalidArgument
 from sigverify_common.sampling import Method, SamplingRules, sample_size
+from sigverify_common.tokens import instant
 from sigverify_common.vocab import REVIEW_REJECTIONS, DuplicatePolicy, Reason, canonical_county
 
 console = Console(stderr=False, width=None if sys.stdout.isatty() else 110)
@@ -123,12 +125,15 @@ def _print_stack(state: stack.StackState) -> None:
     for name, p in state.services.items():
         alive = stack.pid_alive(p.pid)
         status = ("SERVING" if stack.healthy(state.addr(name)) else "NOT_SERVING") if alive else "down"
-        t.add_row(name, str(p.pid), state.addr(name), f"127.0.0.1:{p.metrics_port}", status)
+        grpc_bound, metrics_bound = state.bound(name) if alive else ("-", "-")
+        t.add_row(name, str(p.pid), grpc_bound, metrics_bound, status)
     console.print(t)
-    console.print(f"database: {'embedded' if state.pg_data else 'external'} "
-                  f"({state.database_url.rsplit('@', 1)[-1]})")
-    console.print(f"broker:   {'tansu (embedded)' if state.broker_pid else 'external'} "
-                  f"({state.kafka_bootstrap_servers})")
+    pg = (f"embedded, listening on {stack.bound(state.pg_port, '127.0.0.1')}" if state.pg_data
+          else f"external ({state.database_url.rsplit('@', 1)[-1]})")
+    console.print(f"database: {pg}")
+    broker_port = int(state.kafka_bootstrap_servers.rsplit(":", 1)[-1]) if state.broker_pid else 0
+    console.print("broker:   " + (f"tansu (embedded), listening on {stack.bound(broker_port, '127.0.0.1')}"
+                                  if state.broker_pid else f"external ({state.kafka_bootstrap_servers})"))
 
 
 # -- roll ----------------------------------------------------------------------------------------
@@ -775,10 +780,49 @@ async def explain_cmd(ep: Endpoints, args: argparse.Namespace) -> int:
 
 # -- tokens, audit -----------------------------------------------------------------------------
 
+EXPIRES_HELP = ("when the token expires: a lifetime (90d, 12h, 2w, 30m), an ISO date (the end "
+                "of that day, UTC) or timestamp, or 'never' (admin tokens only). Default: clerk "
+                "and reviewer 90d, ops 180d, admin 30d; other roles than admin at most 366d")
+
+def _expires_text(expires_at: str) -> str:
+    """A token's expiry for people: the UTC time, or "never"."""
+    return instant(datetime.fromisoformat(expires_at)) if expires_at else "never"
+
+
+def _token_state(t: access_pb2.TokenInfo, now: datetime | None = None) -> str:
+    """``token list``'s expiry column (UTC): when it expires, "never", "expired ..." or,
+    for a revoked token, "revoked ..."."""
+    if t.revoked_at:
+        return f"revoked {t.revoked_at[:10]}"
+    if not t.expires_at:
+        return "never"
+    at = datetime.fromisoformat(t.expires_at)
+    text = at.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
+    return f"expired {text}" if at <= (now or datetime.now(UTC)) else text
+
+
 def _token_row(t: access_pb2.TokenInfo) -> tuple[str, ...]:
     role = access_pb2.Role.Name(t.role).removeprefix("ROLE_").lower()
-    return (t.token_id, role, t.county or "-", t.label, t.created_at[:19], t.created_by,
-            t.revoked_at[:19] or "-")
+    return (t.token_id, role, t.county or "-", t.label, t.created_at[:10], t.created_by,
+            _token_state(t))
+
+
+def expiry_request(text: str | None) -> dict[str, Any]:
+    """``--expires`` as CreateTokenRequest fields (none: the role's default)."""
+    if text is None:
+        return {}
+    try:
+        spec = parse_expiry(text)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    if isinstance(spec, timedelta):
+        seconds = int(spec.total_seconds())
+        if seconds <= 0:
+            raise CliError(f"--expires {text!r}: the lifetime must be greater than 0")
+        return {"expires_in_seconds": seconds}
+    if isinstance(spec, datetime):
+        return {"expires_at": spec.isoformat()}
+    return {"never_expires": True}
 
 
 async def token_cmd(ep: Endpoints, args: argparse.Namespace) -> int:
@@ -787,9 +831,10 @@ async def token_cmd(ep: Endpoints, args: argparse.Namespace) -> int:
         if args.action == "create":
             r = await stub.CreateToken(access_pb2.CreateTokenRequest(
                 role=access_pb2.Role.Value(f"ROLE_{args.role.upper()}"), county=args.county,
-                label=args.label), timeout=30)
+                label=args.label, **expiry_request(args.expires)), timeout=30)
             err.print(f"token {r.info.token_id} ({args.role}"
-                      f"{', ' + r.info.county if r.info.county else ''}); it is shown this once:")
+                      f"{', ' + r.info.county if r.info.county else ''}; expires "
+                      f"{_expires_text(r.info.expires_at)}); it is shown this once:")
             print(r.token)
             return 0
         if args.action == "revoke":
@@ -800,22 +845,29 @@ async def token_cmd(ep: Endpoints, args: argparse.Namespace) -> int:
         listed = await stub.ListTokens(access_pb2.ListTokensRequest(include_revoked=args.all),
                                        timeout=30)
     t = Table(title="tokens")
-    for col in ("id", "role", "county", "label", "created", "by", "revoked"):
-        t.add_column(col)
+    for col in ("id", "role", "county", "label", "created", "by", "expires (UTC)"):
+        t.add_column(col, no_wrap=col in ("id", "created", "expires (UTC)"),
+                     overflow="fold" if col == "by" else "ellipsis")
     for info in listed.tokens:
         t.add_row(*_token_row(info))
     console.print(t)
     return 0
 
 
-async def token_bootstrap() -> int:
+async def token_bootstrap(args: argparse.Namespace) -> int:
     from sigverify_cli.credentials import bootstrap_admin
 
     url = os.environ.get("DATABASE_URL", "")
     if not url:
         raise CliError("token bootstrap writes to the database directly: set DATABASE_URL")
-    secret = await bootstrap_admin(url, "", "system:bootstrap", "bootstrap admin")
-    err.print("admin token created; it is shown this once:")
+    try:
+        expires = parse_expiry(args.expires) if args.expires is not None else None
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    secret, row = await bootstrap_admin(url, "", "system:bootstrap", "bootstrap admin", expires)
+    assert row is not None
+    err.print(f"admin token {row.token_id} created (expires "
+              f"{instant(row.expires_at) if row.expires_at else 'never'}); it is shown this once:")
     print(secret)
     return 0
 
@@ -1033,12 +1085,14 @@ def parser() -> argparse.ArgumentParser:
     tkc.add_argument("--role", required=True, choices=[r.value for r in Role])
     tkc.add_argument("--county", default="", help="the clerk's county (clerks only, required)")
     tkc.add_argument("--label", default="", help="whom the token is for")
-    tkl = tks.add_parser("list", help="list tokens (never their secrets)")
-    tkl.add_argument("--all", action="store_true", help="include revoked tokens")
+    tkc.add_argument("--expires", default=None, metavar="WHEN", help=EXPIRES_HELP)
+    tkl = tks.add_parser("list", help="list tokens in force (never their secrets)")
+    tkl.add_argument("--all", action="store_true", help="include revoked and expired tokens")
     tkr = tks.add_parser("revoke", help="revoke a token")
     tkr.add_argument("token_id")
-    tks.add_parser("bootstrap", help="create an admin token directly in the database "
-                   "(DATABASE_URL): the first one of a new deployment")
+    tkb = tks.add_parser("bootstrap", help="create an admin token directly in the database "
+                         "(DATABASE_URL): the first one of a new deployment")
+    tkb.add_argument("--expires", default=None, metavar="WHEN", help=EXPIRES_HELP)
 
     au = sub.add_parser("audit", help="the audit log")
     aus = au.add_subparsers(dest="action", required=True)
@@ -1090,7 +1144,7 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "watch":
         return watch_main(args)
     if args.command == "token" and args.action == "bootstrap":
-        return asyncio.run(token_bootstrap())
+        return asyncio.run(token_bootstrap(args))
     if args.command == "demo":
         from sigverify_cli.demo import run_demo
         return run_demo(args)

@@ -17,6 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from sigverify_common import metrics
+from sigverify_common.config import host_port
 from sigverify_common.errors import SigVerifyError
 
 log = logging.getLogger(__name__)
@@ -150,9 +151,11 @@ def server_credentials(cert: str, key: str, client_ca: str = "") -> grpc.ServerC
 
 def build_server(port: int, interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
                  credentials: grpc.ServerCredentials | None = None,
+                 host: str = "0.0.0.0",  # noqa: S104 - BIND_HOST, default for containers
                  ) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
     """A server with the error interceptor (outermost, then ``interceptors``, e.g. auth) and
-    health (every service starts NOT_SERVING); TLS when ``credentials`` are given."""
+    health (every service starts NOT_SERVING); TLS when ``credentials`` are given; listening
+    on ``host`` (BIND_HOST: 127.0.0.1 for this machine only)."""
     server = grpc.aio.server(
         interceptors=[ErrorInterceptor(), *interceptors],
         options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)],
@@ -164,8 +167,9 @@ def build_server(port: int, interceptors: Sequence[grpc.aio.ServerInterceptor] =
     initial = servicer._server_status
     initial[""] = health_pb2.HealthCheckResponse.NOT_SERVING
     initial[LIVENESS] = health_pb2.HealthCheckResponse.SERVING
-    bound = (server.add_secure_port(f"0.0.0.0:{port}", credentials) if credentials is not None
-             else server.add_insecure_port(f"0.0.0.0:{port}"))
+    address = host_port(host, port)
+    bound = (server.add_secure_port(address, credentials) if credentials is not None
+             else server.add_insecure_port(address))
     return server, servicer, bound
 
 
