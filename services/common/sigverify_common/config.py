@@ -84,6 +84,8 @@ class ServiceConfig:
     tls_client_ca: str = ""
     #: How long a service remembers what a bearer token resolves to (revocation delay).
     auth_cache_seconds: float = 30.0
+    #: The largest gRPC message the server accepts (a larger one: RESOURCE_EXHAUSTED).
+    grpc_max_receive_bytes: int = 64 * 1024 * 1024
 
     @classmethod
     def base_from_env(cls, env: Mapping[str, str] | None = None) -> dict[str, object]:
@@ -99,6 +101,7 @@ class ServiceConfig:
             "topic_replication": int_var(e, "TOPIC_REPLICATION", 1),
             **tls_from_env(e),
             "auth_cache_seconds": float_var(e, "AUTH_CACHE_SECONDS", 30.0),
+            "grpc_max_receive_bytes": int_var(e, "GRPC_MAX_RECEIVE_BYTES", 64 * 1024 * 1024),
         }
 
     @classmethod
