@@ -114,7 +114,8 @@ async def run_service(spec: ServiceSpec, config: ServiceConfig) -> None:
         rt.auth = AuthInterceptor(pool, spec.name, TokenCache(pool, config.auth_cache_seconds))
         tls = (server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca)
                if config.tls_cert else None)
-        server, health_servicer, port = build_server(config.grpc_port, [rt.auth], tls)
+        server, health_servicer, port = build_server(config.grpc_port, [rt.auth], tls,
+                                                     config.grpc_max_receive_bytes)
         names = await spec.setup(rt, server)
         enable_reflection(server, names)
         monitor = HealthMonitor(health_servicer, names, pool, config.kafka_bootstrap_servers)
