@@ -28,7 +28,7 @@ def write(tmp: Path, name: str, data: bytes) -> Path:
 @pytest.mark.parametrize("data, encoding", [
     ((HEADER + ROW).encode("utf-8"), "utf-8"),
     (codecs.BOM_UTF8 + (HEADER + ROW).encode("utf-8"), "utf-8-sig"),
-    ((HEADER + ROW + "2,Zoë,O’Brien,2 “Main” St,2017-05-02\n").encode("cp1252"), "cp1252"),
+    ((HEADER + ROW + "2,Zoë,O\u2019Brien,2 \u201cMain\u201d St,2017-05-02\n").encode("cp1252"), "cp1252"),
     ((HEADER + ROW).encode("latin-1") + b"2,A\x81,B,1 Main St,2017-05-02\n", "latin-1"),
     (b"", "utf-8"),
 ])

@@ -193,7 +193,7 @@ def test_dates_must_be_yyyy_mm_dd_exactly(text: str) -> None:
     with pytest.raises(ValueError):
         parse_date(text)
     cols = [*COLS, "birth_date"]
-    v = validate(cols, [(1, row("1", signed=text) + [""]), (2, row("2") + [text])])
+    v = validate(cols, [(1, [*row("1", signed=text), ""]), (2, [*row("2"), text])])
     assert [(e.record, e.field) for e in v.rejected] == [(1, "signed_on"), (2, "birth_date")]
     assert all("YYYY-MM-DD" in e.reason for e in v.rejected)
 

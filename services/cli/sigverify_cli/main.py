@@ -411,12 +411,12 @@ def print_receipt(r: intake_pb2.BatchReceipt, path: str = "", shown: int = SHOWN
     total = max(r.rows_rejected, len(r.rejected))
     console.print(escape(f"batch {r.batch_id} {path} county={r.county}: {r.rows_received:,} rows, "
                          f"{r.signatures_accepted:,} signatures accepted ({r.incomplete:,} "
-                         f"incomplete), {total:,} rejected{note}"))
+                         f"incomplete), {total:,} rejected{note}"), soft_wrap=True)
     for e in r.rejected[:shown]:
-        console.print(escape(rejection_line(e)), highlight=False)
+        console.print(escape(rejection_line(e)), highlight=False, soft_wrap=True)
     if total > shown:
         console.print(escape(f"  ... and {total - shown:,} more rejected rows: sigverify batch "
-                             f"show {r.batch_id} --rejections"))
+                             f"show {r.batch_id} --rejections"), soft_wrap=True)
 
 
 async def submit(ep: Endpoints, args: argparse.Namespace) -> int:
@@ -446,7 +446,7 @@ async def batch_show(ep: Endpoints, args: argparse.Namespace) -> int:
             return 0
         print_receipt(r, shown=0)
         async for e in client.all_rejections(ch, args.batch_id):
-            console.print(escape(rejection_line(e)), highlight=False)
+            console.print(escape(rejection_line(e)), highlight=False, soft_wrap=True)
     return 0
 
 

@@ -206,8 +206,8 @@ async def open_batch(conn: Conn, batch_id: uuid.UUID, petition_id: str, county: 
     await conn.execute(
         "INSERT INTO intake.batches (batch_id, petition_id, county, client_batch_key, "
         "content_sha256, filename, rows_received, signatures_accepted, incomplete, rejected) "
-        "VALUES ($1, $2, $3, NULLIF($4, ''), 'pending:' || $1::text, $5, 0, 0, 0, '[]'::jsonb)",
-        batch_id, petition_id, county, key, filename)
+        "VALUES ($1, $2, $3, NULLIF($4, ''), $5, $6, 0, 0, 0, '[]'::jsonb)",
+        batch_id, petition_id, county, key, f"pending:{batch_id}", filename)
 
 
 SIGNATURE_COLUMNS = (
