@@ -277,13 +277,43 @@ async def test_hostile_values_are_row_rejections_and_the_rest_is_stored(
         (9, [*good_row(9)[:1], "x" * 201, *good_row(9)[2:]]),        # first name too long
         (10, good_row(10)),
     ]
-    r = await raw_submit(live_stack, [header(pid), rows_msg(hostile), end_msg(len(hostile))])
+    unreadable = intake_pb2.SubmitBatchRequest(rows=intake_pb2.RowChunk(rows=[
+        intake_pb2.RawRow(record=11, unreadable="broken \x00 quoting")]))
+    r = await raw_submit(live_stack, [header(pid), rows_msg(hostile), unreadable,
+                                      end_msg(len(hostile) + 1)])
     got = {e.record: (e.line, e.field) for e in r.rejected}
     assert got == {2: (0, "line"), 3: (0, "line"), 4: (0, "line"), 5: (5, "street"),
                    6: (6, "signed_on"), 7: (7, "signed_on"), 8: (8, "signed_on"),
-                   9: (9, "first_name")}
-    assert (r.rows_received, r.signatures_accepted, r.rows_rejected) == (10, 2, 8)
+                   9: (9, "first_name"), 11: (0, "(row)")}
+    assert (r.rows_received, r.signatures_accepted, r.rows_rejected) == (11, 2, 9)
     assert (await stored(live_stack, pid)).signatures == 2
+
+
+async def test_a_message_that_does_not_decode_is_an_invalid_argument(
+        live_stack: stack.StackState) -> None:
+    pid = await new_petition(live_stack)
+    rows = rows_msg([(i, good_row(i)) for i in range(1, 3001)]).SerializeToString()
+    # a RowChunk whose one row has a value that is not UTF-8
+    value = b"\x12\x02\xff\xfe"
+    row = b"\x08\x01" + value
+    chunk = b"\x0a" + bytes([len(row)]) + row
+    bad = b"\x12" + bytes([len(chunk)]) + chunk
+
+    async def gen() -> AsyncIterator[bytes]:
+        yield header(pid).SerializeToString()
+        yield rows
+        yield bad
+        yield end_msg(3001).SerializeToString()
+
+    async with h.channel(live_stack, "intake") as ch:
+        call = ch.stream_unary("/sigverify.intake.v1.IntakeService/SubmitBatch",
+                               request_serializer=lambda b: b,
+                               response_deserializer=intake_pb2.BatchReceipt.FromString)
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await call(gen(), timeout=30)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "UTF-8" in (e.value.details() or "")
+    assert (await stored(live_stack, pid)) == Stored(0, 0, 0)
 
 
 @pytest.mark.parametrize("column", ["sorce", "signed_date", "circulatorid"])

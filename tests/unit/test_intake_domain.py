@@ -215,7 +215,9 @@ def test_unreadable_rows_from_the_client_are_rejected_with_their_reason() -> Non
     assert "field larger than field limit" in e.reason
     e = v.check(5, [], "x" * 10_000)
     assert isinstance(e, RowError) and len(e.reason) < 300
-    assert (v.rows, v.accepted, v.rejected) == (2, 0, 2)
+    e = v.check(6, [], "a\x00b")  # stored as text: no NUL
+    assert isinstance(e, RowError) and "\x00" not in e.reason and "a\\x00b" in e.reason
+    assert (v.rows, v.accepted, v.rejected) == (3, 0, 3)
 
 
 def test_the_line_set_keeps_a_bit_per_line_up_to_the_maximum() -> None:

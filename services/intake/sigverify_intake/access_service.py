@@ -64,9 +64,10 @@ class AccessService(access_pb2_grpc.AccessServiceServicer):
 
     async def RevokeToken(self, request: access_pb2.RevokeTokenRequest, context: Context
                           ) -> access_pb2.TokenInfo:
-        if not request.token_id.strip():
+        token_id = check_text(request.token_id, "token_id", 100)
+        if not token_id:
             raise InvalidArgument("token_id is required")
-        row = await tokens.revoke(self._pool, request.token_id.strip(), auth.actor(ACTOR))
+        row = await tokens.revoke(self._pool, token_id, auth.actor(ACTOR))
         if self._cache is not None:
             self._cache.forget(row.token_id)
         return token_to_pb(row)

@@ -233,7 +233,8 @@ class BatchValidator:
 
     def _check(self, record: int, values: Sequence[str], unreadable: str) -> Signature | RowError:
         if unreadable:
-            return RowError(0, record, "(row)", "unreadable: " + unreadable[:MAX_UNREADABLE_CHARS])
+            why = unreadable[:MAX_UNREADABLE_CHARS].replace("\x00", "\\x00")
+            return RowError(0, record, "(row)", "unreadable: " + why)
         line = (parse_line(values[self._line_at]) if len(values) > self._line_at else None) or 0
         if len(values) != self._width:
             return RowError(line, record, "(row)",

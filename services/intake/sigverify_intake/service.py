@@ -10,6 +10,7 @@ from typing import Any
 
 import asyncpg
 import grpc
+from google.protobuf.message import DecodeError
 
 from sigverify.intake.v1 import intake_pb2, intake_pb2_grpc
 from sigverify_common import auth, kafka
@@ -34,6 +35,21 @@ def _text(value: str, name: str, limit: int = MAX_TEXT, required: bool = True) -
     if required and not text:
         raise InvalidArgument(f"{name} is required")
     return text
+
+
+async def _decoded(stream: AsyncIterator[intake_pb2.SubmitBatchRequest]
+                   ) -> AsyncIterator[intake_pb2.SubmitBatchRequest]:
+    """The stream's messages; one that does not decode (not protobuf, or a string that is not
+    UTF-8) is the caller's error, not ours."""
+    while True:
+        try:
+            msg = await anext(stream)
+        except StopAsyncIteration:
+            return
+        except DecodeError:
+            raise InvalidArgument("a message of the batch is not a valid SubmitBatchRequest "
+                                  "(strings must be UTF-8): nothing stored") from None
+        yield msg
 
 
 async def _parts(stream: AsyncIterator[intake_pb2.SubmitBatchRequest]
@@ -67,7 +83,7 @@ class IntakeService(intake_pb2_grpc.IntakeServiceServicer):
         self, request_iterator: AsyncIterator[intake_pb2.SubmitBatchRequest],
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> intake_pb2.BatchReceipt:
-        stream = aiter(request_iterator)
+        stream = _decoded(aiter(request_iterator))
         first = await anext(stream, None)
         if first is None:
             raise InvalidArgument("empty stream: no batch header")
