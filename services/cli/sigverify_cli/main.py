@@ -80,7 +80,7 @@ from sigverify_common.convert import (
     rules_from_pb,
     status_from_pb,
 )
-from sigverify_common.errors import InvalidArgument
+from sigverify_common.errors import InvalidArgument, SigVerifyError
 from sigverify_common.sampling import Method, SamplingRules, sample_size
 from sigverify_common.tokens import instant
 from sigverify_common.vocab import REVIEW_REJECTIONS, DuplicatePolicy, Reason, canonical_county
@@ -145,8 +145,7 @@ async def roll_load(path: Path, database_url: str) -> int:
 
     if not database_url:
         raise CliError("no database: set DATABASE_URL or run 'sigverify stack up'")
-    if not path.exists():
-        raise CliError(f"{path}: no such file")
+    check_input_file(path)
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
     try:
         started = time.perf_counter()
@@ -394,22 +393,43 @@ async def sample_show(ep: Endpoints, args: argparse.Namespace) -> int:
     return 1
 
 
-def print_receipt(r: intake_pb2.BatchReceipt, path: str = "") -> None:
+def check_input_file(path: Path) -> None:
+    """A file to read: it exists and is not a directory (else a one-line error)."""
+    if not path.exists():
+        raise CliError(f"{path}: no such file")
+    if path.is_dir():
+        raise CliError(f"{path}: is a directory, not a CSV file")
+
+
+#: Rejected rows printed with a receipt; the rest: ``sigverify batch show ID --rejections``.
+SHOWN_REJECTIONS = 20
+
+
+def rejection_line(e: intake_pb2.RowError) -> str:
+    where = f"line {e.line} (record {e.record})" if e.line else f"record {e.record}"
+    return f"  rejected {where}: {e.field}: {e.reason}"
+
+
+def print_receipt(r: intake_pb2.BatchReceipt, path: str = "", shown: int = SHOWN_REJECTIONS
+                  ) -> None:
     note = " (resubmission: first receipt returned, nothing counted again)" if r.resubmission else ""
-    console.print(f"batch {r.batch_id} {path} county={r.county}: {r.rows_received} rows, "
-                  f"{r.signatures_accepted} signatures accepted ({r.incomplete} incomplete), "
-                  f"{len(r.rejected)} rejected{note}")
-    for e in r.rejected:
-        where = f"line {e.line}" if e.line else f"record {e.record}"
-        console.print(f"  rejected {where}: {e.field}: {e.reason}")
+    total = max(r.rows_rejected, len(r.rejected))
+    console.print(escape(f"batch {r.batch_id} {path} county={r.county}: {r.rows_received:,} rows, "
+                         f"{r.signatures_accepted:,} signatures accepted ({r.incomplete:,} "
+                         f"incomplete), {total:,} rejected{note}"), soft_wrap=True)
+    for e in r.rejected[:shown]:
+        console.print(escape(rejection_line(e)), highlight=False, soft_wrap=True)
+    if total > shown:
+        console.print(escape(f"  ... and {total - shown:,} more rejected rows: sigverify batch "
+                             f"show {r.batch_id} --rejections"), soft_wrap=True)
 
 
 async def submit(ep: Endpoints, args: argparse.Namespace) -> int:
+    paths = [Path(name) for name in args.files]
+    for path in paths:
+        check_input_file(path)
     async with ep.channel(ep.intake) as ch:
-        for name in args.files:
-            path = Path(name)
-            if not path.exists():
-                raise CliError(f"{path}: no such file")
+        for path in paths:
             with _progress() as prog:
                 task = prog.add_task(f"submitting {path.name}", total=None)
 
@@ -425,9 +445,13 @@ async def submit(ep: Endpoints, args: argparse.Namespace) -> int:
 
 async def batch_show(ep: Endpoints, args: argparse.Namespace) -> int:
     async with ep.channel(ep.intake) as ch:
-        r = await intake_pb2_grpc.IntakeServiceStub(ch).GetBatch(
-            intake_pb2.GetBatchRequest(batch_id=args.batch_id), timeout=30)
-    print_receipt(r)
+        r = await client.get_batch(ch, args.batch_id)
+        if not args.rejections:
+            print_receipt(r)
+            return 0
+        print_receipt(r, shown=0)
+        async for e in client.all_rejections(ch, args.batch_id):
+            console.print(escape(rejection_line(e)), highlight=False, soft_wrap=True)
     return 0
 
 
@@ -1022,6 +1046,8 @@ def parser() -> argparse.ArgumentParser:
     bs = b.add_subparsers(dest="action", required=True)
     bsh = bs.add_parser("show", help="show a batch receipt")
     bsh.add_argument("batch_id")
+    bsh.add_argument("--rejections", action="store_true",
+                     help="list every rejected row (a receipt shows the first ones)")
 
     w = sub.add_parser("wait", help="wait until every received signature is verified")
     w.add_argument("--petition", required=True)
@@ -1158,16 +1184,33 @@ def dispatch(args: argparse.Namespace) -> int:
     return _endpoint_command(table[args.command])(args)
 
 
+def _error(message: str) -> None:
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+
+
 def main(argv: list[str] | None = None) -> None:
+    """Run one command. Whatever happens, it ends with an exit code and, on failure, one
+    ``error:`` line; SIGVERIFY_DEBUG=1 adds the traceback of an unexpected exception."""
     args = parser().parse_args(argv)
     try:
         code = dispatch(args)
-    except (CliError, stack.StackError) as exc:
-        err.print(f"[red]error:[/red] {exc}")
+    except (CliError, stack.StackError, SigVerifyError) as exc:
+        _error(str(exc))
         code = 2
     except grpc.aio.AioRpcError as exc:
-        err.print(f"[red]error:[/red] {exc.code().name}: {exc.details()}")
+        _error(f"{exc.code().name}: {exc.details()}")
         code = 1
     except KeyboardInterrupt:
         code = 130
+    except OSError as exc:
+        # A file or folder the command reads or writes: missing, a directory, not writable.
+        where = f"{exc.filename}: " if exc.filename else ""
+        _error(f"{where}{exc.strerror or exc.__class__.__name__}")
+        code = 1
+    except Exception as exc:  # noqa: BLE001 - the last resort: one line, never a traceback
+        if os.environ.get("SIGVERIFY_DEBUG") == "1":
+            err.print_exception()
+        _error(f"unexpected {exc.__class__.__name__}; run again with SIGVERIFY_DEBUG=1 for "
+               "details")
+        code = 70
     sys.exit(code)

@@ -113,6 +113,8 @@ class ServiceConfig:
     #: Refused calls are counted in memory and written to the audit log as one entry per
     #: (reason, RPC, caller) this often, and at shutdown (REFUSAL_AUDIT_SECONDS).
     refusal_audit_seconds: float = 60.0
+    #: The largest gRPC message the server accepts (a larger one: RESOURCE_EXHAUSTED).
+    grpc_max_receive_bytes: int = 64 * 1024 * 1024
 
     @classmethod
     def base_from_env(cls, env: Mapping[str, str] | None = None) -> dict[str, object]:
@@ -131,6 +133,7 @@ class ServiceConfig:
             "bind_host": bind_host_var(e),
             "refusal_audit_seconds": positive(float_var(e, "REFUSAL_AUDIT_SECONDS", 60.0),
                                               "REFUSAL_AUDIT_SECONDS"),
+            "grpc_max_receive_bytes": int_var(e, "GRPC_MAX_RECEIVE_BYTES", 64 * 1024 * 1024),
         }
 
     @classmethod

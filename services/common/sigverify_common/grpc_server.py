@@ -152,13 +152,15 @@ def server_credentials(cert: str, key: str, client_ca: str = "") -> grpc.ServerC
 def build_server(port: int, interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
                  credentials: grpc.ServerCredentials | None = None,
                  host: str = "0.0.0.0",  # noqa: S104 - BIND_HOST, default for containers
+                 max_receive_bytes: int = 64 * 1024 * 1024,
                  ) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
     """A server with the error interceptor (outermost, then ``interceptors``, e.g. auth) and
     health (every service starts NOT_SERVING); TLS when ``credentials`` are given; listening
-    on ``host`` (BIND_HOST: 127.0.0.1 for this machine only)."""
+    on ``host`` (BIND_HOST: 127.0.0.1 for this machine only). A message larger than
+    ``max_receive_bytes`` fails its call with RESOURCE_EXHAUSTED."""
     server = grpc.aio.server(
         interceptors=[ErrorInterceptor(), *interceptors],
-        options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)],
+        options=[("grpc.max_receive_message_length", max_receive_bytes)],
     )
     servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)

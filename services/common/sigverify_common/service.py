@@ -121,7 +121,8 @@ async def run_service(spec: ServiceSpec, config: ServiceConfig) -> None:
         tls = (server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca)
                if config.tls_cert else None)
         server, health_servicer, port = build_server(config.grpc_port, [rt.auth], tls,
-                                                     host=config.bind_host)
+                                                     host=config.bind_host,
+                                                     max_receive_bytes=config.grpc_max_receive_bytes)
         names = await spec.setup(rt, server)
         enable_reflection(server, names)
         monitor = HealthMonitor(health_servicer, names, pool, config.kafka_bootstrap_servers)

@@ -20,6 +20,7 @@ import asyncpg
 
 from sigverify_common import audit
 from sigverify_common.errors import InvalidArgument
+from sigverify_common.textfile import open_text
 from sigverify_common.vocab import canonical_county
 
 ROLL_COLUMNS = (
@@ -41,10 +42,16 @@ def _date(text: str) -> date | None:
 
 
 def read_roll(path: Path, errors: list[tuple[int, str, str]]) -> Iterator[tuple[object, ...]]:
-    """Yield COPY records (without the version column); append unreadable rows to ``errors``."""
-    with path.open(newline="", encoding="utf-8-sig") as fh:
+    """Yield COPY records (without the version column); append unreadable rows to ``errors``.
+
+    The file's encoding is detected (UTF-8 with or without BOM, cp1252, latin-1): a roll
+    exported from a spreadsheet loads as it is."""
+    with open_text(path) as fh:
         reader = csv.reader(fh)
-        header = [h.strip().lower() for h in next(reader, [])]
+        try:
+            header = [h.strip().lower() for h in next(reader, [])]
+        except csv.Error as exc:
+            raise InvalidArgument(f"{path.name}: unreadable header: {exc}") from None
         missing = [c for c in ROLL_COLUMNS if c not in header]
         if missing:
             raise InvalidArgument(f"{path.name}: roll header lacks column(s): {', '.join(missing)}")
@@ -54,10 +61,20 @@ def read_roll(path: Path, errors: list[tuple[int, str, str]]) -> Iterator[tuple[
         seen: set[str] = set()
         counties: dict[str, str] = {}  # as written -> canonical (a roll has few spellings)
         dates: dict[str, date | None] = {"": None}
-        for values in reader:
+        while True:
+            try:
+                values = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as exc:  # broken quoting, a field over the csv module's limit
+                errors.append((reader.line_num, "(row)", f"unreadable: {exc}"))
+                continue
             line = reader.line_num
             if len(values) != width:
                 errors.append((line, "(row)", f"expected {width} fields, found {len(values)}"))
+                continue
+            if "\x00" in "".join(values):
+                errors.append((line, "(row)", "contains a NUL character (byte 0)"))
                 continue
             voter_id = values[i_id].strip()
             if not voter_id:
