@@ -2,7 +2,8 @@
 
 ``generate`` writes a voter roll, signature batches (one county per batch file) and a truth
 file that says, for every batch row, what a correct verification must decide and why.
-``compare`` scores the system's decisions against the truth. Pure Python: the only I/O is
+``compare`` (in ``sigverify_cli.scoring``, re-exported here) scores the system's decisions
+against the truth. Pure Python: the only I/O is
 writing and reading the CSV files.
 
 Everything is deterministic given ``SynthSpec.seed``: faker is seeded per instance and every
@@ -32,6 +33,12 @@ from typing import TypeVar
 from faker import Faker
 from faker.providers.person.en_US import Provider as _PersonProvider
 from nicknames import NickNamer
+
+# Scoring lives in its own module; these names stay importable from here.
+from sigverify_cli.scoring import MISSING as MISSING
+from sigverify_cli.scoring import Accuracy as Accuracy
+from sigverify_cli.scoring import compare as compare
+from sigverify_cli.scoring import format_accuracy as format_accuracy
 
 _T = TypeVar("_T")
 
@@ -1044,93 +1051,3 @@ def _generate(out_dir: Path, spec: SynthSpec, mix: Mapping[str, float]) -> Synth
                                  row.voter.voter_id if row.voter else "", "+".join(row.noise)))
             batches.append((path, county))
     return SynthOutput(roll_csv, tuple(batches), truth_csv, spec)
-
-
-# --------------------------------------------------------------------------- compare
-
-
-@dataclass(frozen=True)
-class Accuracy:
-    signatures: int
-    agree: int                       # status and reason both as expected
-    false_accept: int                # counted VALID, truth says INVALID
-    false_reject: int                # truth VALID, system INVALID
-    to_review: int                   # system says REVIEW
-    by_expected_reason: dict[str, tuple[int, int]]   # reason -> (expected, agreed)
-    confusion: dict[tuple[str, str], int]            # (expected_reason, got_reason) -> count
-
-    def rates(self) -> dict[str, float]:
-        n = self.signatures or 1
-        return {
-            "false_accept_rate": self.false_accept / n,
-            "false_reject_rate": self.false_reject / n,
-            "review_rate": self.to_review / n,
-            "agreement": self.agree / n,
-        }
-
-
-MISSING = "MISSING"
-
-
-def compare(truth_csv: Path, results: Mapping[tuple[str, int], tuple[str, str]]) -> Accuracy:
-    """Score the system's decisions against the truth.
-
-    ``results`` maps (batch file name, line) to (status, reason). A VALID decision with an
-    empty reason counts as MATCHED. In ``confusion`` a REVIEW decision is labelled ``REVIEW``
-    and a row the system did not decide at all ``MISSING``.
-    """
-    n = agree = fa = fr = review = 0
-    by: dict[str, list[int]] = {}
-    confusion: Counter[tuple[str, str]] = Counter()
-    with Path(truth_csv).open(newline="", encoding="utf-8") as fh:
-        for t in csv.DictReader(fh):
-            n += 1
-            exp_status, exp_reason = t["expected_status"], t["expected_reason"]
-            counts = by.setdefault(exp_reason, [0, 0])
-            counts[0] += 1
-            got = results.get((t["batch_file"], int(t["line"])))
-            if got is None:
-                confusion[exp_reason, MISSING] += 1
-                continue
-            status, reason = got[0].strip().upper(), (got[1] or "").strip().upper()
-            if status == "VALID" and not reason:
-                reason = "MATCHED"
-            if status == "REVIEW":
-                review += 1
-            elif status == "VALID" and exp_status == "INVALID":
-                fa += 1
-            elif status == "INVALID" and exp_status == "VALID":
-                fr += 1
-            if status == exp_status and reason == exp_reason:
-                agree += 1
-                counts[1] += 1
-            else:
-                confusion[exp_reason, "REVIEW" if status == "REVIEW" else reason] += 1
-    return Accuracy(
-        signatures=n, agree=agree, false_accept=fa, false_reject=fr, to_review=review,
-        by_expected_reason={r: (e, a) for r, (e, a) in sorted(by.items())},
-        confusion=dict(sorted(confusion.items(), key=lambda kv: (-kv[1], kv[0]))),
-    )
-
-
-def format_accuracy(acc: Accuracy, top: int = 8) -> str:
-    """A short table for the terminal."""
-    r = acc.rates()
-    lines = [
-        f"signatures {acc.signatures:,}   agreement {r['agreement']:.2%}   "
-        f"false accept {acc.false_accept:,} ({r['false_accept_rate']:.2%})   "
-        f"false reject {acc.false_reject:,} ({r['false_reject_rate']:.2%})   "
-        f"review {acc.to_review:,} ({r['review_rate']:.2%})",
-        "",
-        f"{'expected reason':<28}{'expected':>10}{'agreed':>10}{'rate':>9}",
-    ]
-    for reason, (e, a) in sorted(acc.by_expected_reason.items(), key=lambda kv: -kv[1][0]):
-        lines.append(f"{reason:<28}{e:>10,}{a:>10,}{(a / e if e else 0):>9.1%}")
-    if acc.confusion:
-        lines += ["", f"{'expected -> got (disagreements)':<50}{'count':>8}"]
-        for (exp, got), k in list(acc.confusion.items())[:top]:
-            lines.append(f"{exp + ' -> ' + got:<50}{k:>8,}")
-        rest = len(acc.confusion) - top
-        if rest > 0:
-            lines.append(f"... and {rest} more")
-    return "\n".join(lines)
