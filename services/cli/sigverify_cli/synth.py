@@ -134,6 +134,10 @@ class SynthSpec:
     #: it: a valid signer's online signature is ONLINE_NOT_ACCEPTED, and still a signature
     #: for finding duplicates (see sigverify_dedupe.domain).
     accept_online: bool = False
+    #: The hostile profile (``sigverify_cli.hostile``): California's names (Hispanic, Asian,
+    #: namesakes by the hundred), every noise kind seen to break matchers at two to three
+    #: times the default rates, more hard negatives. Off, the output is what it always was.
+    hostile: bool = False
 
 
 @dataclass(frozen=True)
@@ -221,7 +225,7 @@ def _rand_date(rng: random.Random, lo: date, hi: date) -> date:
 # --------------------------------------------------------------------------- roll model
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Address:
     number: str
     predir: str
@@ -246,7 +250,7 @@ class _Address:
         return self.street(self.expanded, self.expanded)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Voter:
     first: str
     middle: str
@@ -259,6 +263,10 @@ class _Voter:
     registered_on: date = REGISTRATION_START
     voter_id: str = ""
     namesake: bool = False   # shares first name and address with a JR/SR relative
+    # the hostile profile only: the name's origin and its full written forms
+    origin: str = ""
+    given: str = ""          # e.g. MARÍA JOSÉ (accents kept), whatever the roll holds
+    family: str = ""         # e.g. GARCÍA LÓPEZ
 
 
 @dataclass
@@ -523,6 +531,17 @@ def _title(s: str) -> str:
 class _Writer:
     """Renders a person at an address as a batch row, applying noise kinds."""
 
+    #: noise kinds and their weights (their order is the order noise is applied in)
+    weights: Mapping[str, float] = NOISE_WEIGHTS
+    #: kinds never chosen together for one row
+    exclusive: tuple[frozenset[str], ...] = (
+        frozenset({"typo_first", "typo_last", "typo_street", "nickname"}),
+        frozenset({"middle_initial", "middle_dropped"}),
+        frozenset({"unit_style", "unit_dropped"}),
+        frozenset({"zip_digit", "city_dropped"}),
+        frozenset({"swap_names", "nickname"}),
+    )
+
     def __init__(self, rng: random.Random, roll: _Roll) -> None:
         self.rng = rng
         self.roll = roll
@@ -562,25 +581,19 @@ class _Writer:
     def kinds(self, v: _Voter, a: _Address, count: int, allowed: Iterable[str],
               suffix_written: bool) -> list[str]:
         chosen: list[str] = []
-        exclusive = (
-            {"typo_first", "typo_last", "typo_street", "nickname"},
-            {"middle_initial", "middle_dropped"},
-            {"unit_style", "unit_dropped"},
-            {"zip_digit", "city_dropped"},
-            {"swap_names", "nickname"},
-        )
+        weights = self.weights
         allowed = set(allowed)
-        pool = [k for k in NOISE_WEIGHTS    # a fixed order: never iterate over a set
+        pool = [k for k in weights    # a fixed order: never iterate over a set
                 if k in allowed and self._applicable(k, v, a, v.first, v.middle, suffix_written)]
         while len(chosen) < count and pool:
-            k = self.rng.choices(pool, [NOISE_WEIGHTS[p] for p in pool])[0]
+            k = self.rng.choices(pool, [weights[p] for p in pool])[0]
             chosen.append(k)
             banned = {k}
-            for group in exclusive:
+            for group in self.exclusive:
                 if k in group:
                     banned |= group
             pool = [p for p in pool if p not in banned]
-        order = list(NOISE_WEIGHTS)
+        order = list(weights)
         return sorted(chosen, key=order.index)
 
     def render(self, v: _Voter, a: _Address, kinds: Sequence[str],
@@ -692,10 +705,16 @@ class _Writer:
 
 
 class _Petition:
+    writer_cls: type[_Writer] = _Writer
+    full_noise: Iterable[str] = NOISE_WEIGHTS       # kinds for rows of valid people
+    light_noise: Iterable[str] = LIGHT_NOISE        # kinds for the other rows
+    valid_noise_counts: Sequence[float] = VALID_NOISE_COUNTS
+    other_noise_counts: Sequence[float] = OTHER_NOISE_COUNTS
+
     def __init__(self, spec: SynthSpec, rng: random.Random, roll: _Roll,
                  mix: Mapping[str, float]) -> None:
         self.spec, self.rng, self.roll = spec, rng, roll
-        self.writer = _Writer(rng, roll)
+        self.writer = self.writer_cls(rng, roll)
         self.used: set[str] = set()
         self.deadline = spec.deadline
         self.window_start = spec.deadline - timedelta(days=CIRCULATION_DAYS)
@@ -781,13 +800,15 @@ class _Petition:
         return _rand_date(self.rng, lo, self.deadline)
 
     def _noise_count(self, valid: bool) -> int:
-        w = VALID_NOISE_COUNTS if valid else OTHER_NOISE_COUNTS
+        w = self.valid_noise_counts if valid else self.other_noise_counts
         return self.rng.choices(range(len(w)), w)[0]
 
+    def _suffix_written(self, v: _Voter) -> bool:
+        return bool(v.suffix) and (v.namesake or self.rng.random() < SUFFIX_WRITTEN_SHARE)
+
     def _person(self, row: _Row, v: _Voter, a: _Address, valid: bool) -> None:
-        allowed = NOISE_WEIGHTS if valid else LIGHT_NOISE
-        suffix_written = bool(v.suffix) and (
-            v.namesake or self.rng.random() < SUFFIX_WRITTEN_SHARE)
+        allowed = self.full_noise if valid else self.light_noise
+        suffix_written = self._suffix_written(v)
         kinds = self.writer.kinds(v, a, self._noise_count(valid), allowed, suffix_written)
         row.fields, row.noise = self.writer.render(v, a, kinds, suffix_written)
         row.voter = v
@@ -893,7 +914,7 @@ class _Petition:
         return self.roll._middle(self.rng.random() < 0.5)
 
     def _fake_row(self, row: _Row, fake: _Voter, addr: _Address) -> None:
-        kinds = self.writer.kinds(fake, addr, self._noise_count(False), LIGHT_NOISE, False)
+        kinds = self.writer.kinds(fake, addr, self._noise_count(False), self.light_noise, False)
         row.fields, row.noise = self.writer.render(fake, addr, kinds, False)
         row.signed_on = self._signed(None)
 
@@ -1011,8 +1032,12 @@ def _generate(out_dir: Path, spec: SynthSpec, mix: Mapping[str, float]) -> Synth
     fake = Faker("en_US")
     fake.seed_instance(spec.seed)
     pools = _Pools(fake)
-    roll = _Roll(spec, rng, pools)
-    petition = _Petition(spec, rng, roll, mix)
+    roll_cls, petition_cls = _Roll, _Petition
+    if spec.hostile:
+        from sigverify_cli.hostile import HostilePetition, HostileRoll
+        roll_cls, petition_cls = HostileRoll, HostilePetition
+    roll = roll_cls(spec, rng, pools)
+    petition = petition_cls(spec, rng, roll, mix)
     petition.fill()
     petition.finish()
 
