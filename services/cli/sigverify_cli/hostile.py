@@ -54,6 +54,7 @@ import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import date, timedelta
+from functools import lru_cache
 
 from sigverify_cli.synth import (
     _SUFFIXES,
@@ -221,7 +222,7 @@ HOSTILE_WEIGHTS: dict[str, float] = {
     # fewer people can have these here (few middle names, Spanish first names the nicknames
     # package does not know): weighed up so that they still come at twice the default rates
     "nickname": 10, "middle_initial": 12, "middle_dropped": 15, "city_dropped": 3, "zip_digit": 1.5,
-    "swap_names": 1.5, "unit_style": 5, "typo_first": 3, "case": 4,
+    "swap_names": 1.5, "unit_style": 4, "typo_first": 3, "case": 4,
     "accent": 3, "surname_form": 3, "particle": 2, "first_form": 3, "given_spacing": 2,
     "family_first": 2, "nickname_typo": 2, "first_initial": 1.5, "first_dropped": 0.5,
     "number_slip": 4, "typo_suffix": 2, "street_joined": 2, "street_unit_swap": 1,
@@ -234,6 +235,7 @@ _POST = ("first_initial", "first_dropped", "typo_suffix", "street_joined", "stre
          "typo_city")
 
 
+@lru_cache(maxsize=1 << 18)
 def fold(text: str) -> str:
     """Accents off (NGUYỄN -> NGUYEN, MUÑOZ -> MUNOZ, Đ -> D)."""
     text = text.replace("Đ", "D").replace("đ", "d")
@@ -241,6 +243,7 @@ def fold(text: str) -> str:
                    if not unicodedata.combining(c))
 
 
+@lru_cache(maxsize=1 << 18)
 def _first_word(name: str) -> str:
     return fold(name).replace("-", " ").split(" ", 1)[0]
 
