@@ -87,7 +87,7 @@ FEBRL_TRUTH_COLUMNS = (*TRUTH_COLUMNS, "record")
 _REC = re.compile(r"^rec-(\d+)-(org|dup-(\d+))$")
 
 
-class FebrlError(Exception):
+class FebrlError(ValueError):
     """The data set cannot be had or read (message names the file and the row)."""
 
 

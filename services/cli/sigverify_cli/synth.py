@@ -23,7 +23,7 @@ import random
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from functools import cache
 from itertools import accumulate
@@ -100,6 +100,17 @@ COUNTY_WEIGHTS: dict[str, float] = {
     "Contra Costa": 0.7, "San Francisco": 0.5, "Fresno": 0.5, "Kern": 0.45,
 }
 DEFAULT_COUNTY_WEIGHT = 0.4
+#: California's 58 counties, for a state-scale run (``SynthSpec(counties=CALIFORNIA_COUNTIES)``).
+CALIFORNIA_COUNTIES: tuple[str, ...] = (
+    "Alameda", "Alpine", "Amador", "Butte", "Calaveras", "Colusa", "Contra Costa", "Del Norte",
+    "El Dorado", "Fresno", "Glenn", "Humboldt", "Imperial", "Inyo", "Kern", "Kings", "Lake",
+    "Lassen", "Los Angeles", "Madera", "Marin", "Mariposa", "Mendocino", "Merced", "Modoc",
+    "Mono", "Monterey", "Napa", "Nevada", "Orange", "Placer", "Plumas", "Riverside",
+    "Sacramento", "San Benito", "San Bernardino", "San Diego", "San Francisco", "San Joaquin",
+    "San Luis Obispo", "San Mateo", "Santa Barbara", "Santa Clara", "Santa Cruz", "Shasta",
+    "Sierra", "Siskiyou", "Solano", "Sonoma", "Stanislaus", "Sutter", "Tehama", "Trinity",
+    "Tulare", "Tuolumne", "Ventura", "Yolo", "Yuba",
+)
 
 # --------------------------------------------------------------------------- formats
 
@@ -138,6 +149,9 @@ class SynthSpec:
     #: namesakes by the hundred), every noise kind seen to break matchers at two to three
     #: times the default rates, more hard negatives. Off, the output is what it always was.
     hostile: bool = False
+    #: The three-digit zip prefixes to draw from (empty: 900-961). ``generate_sharded`` gives
+    #: each shard its own, so that a zip never spans two shards' counties.
+    zip_prefixes: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -351,14 +365,15 @@ class _Roll:
     # geography
     def _layout(self) -> None:
         rng = self.rng
-        prefixes = list(range(900, 962))
+        pool = self.spec.zip_prefixes or tuple(range(900, 962))
+        prefixes = list(pool)
         rng.shuffle(prefixes)
         for name in self.spec.counties:
             n_zips = max(3, math.ceil(self.county_voters[name] / VOTERS_PER_ZIP))
             zips: list[str] = []
             while len(zips) < n_zips:
                 if not prefixes:
-                    prefixes = [p for p in range(900, 962)]
+                    prefixes = list(pool)
                     rng.shuffle(prefixes)
                 pre = prefixes.pop()
                 k = min(n_zips - len(zips), 60)
@@ -1075,4 +1090,123 @@ def _generate(out_dir: Path, spec: SynthSpec, mix: Mapping[str, float]) -> Synth
                     tw.writerow((path.name, line, status, reason,
                                  row.voter.voter_id if row.voter else "", "+".join(row.noise)))
             batches.append((path, county))
+    return SynthOutput(roll_csv, tuple(batches), truth_csv, spec)
+
+
+# --------------------------------------------------------------------------- state scale
+
+
+def plan_shards(spec: SynthSpec, shard_voters: int, shard_counties: int = 8
+                ) -> list[SynthSpec]:
+    """Split a spec into independent shards of whole counties, each of at most about
+    ``shard_voters`` voters and ``shard_counties`` counties (a shard's signers from another
+    county are drawn from a list per county of the shard's other counties' voters, so many
+    counties in one shard cost memory), and at least two counties (WRONG_COUNTY signers come
+    from another county of the same shard; a county larger than ``shard_voters`` gets the
+    smallest county for company). Voters and signatures are apportioned by county exactly as one run
+    would; each shard has its own seed and its own zip prefixes."""
+    if len(spec.counties) < 2:
+        raise ValueError("a sharded run needs at least two counties")
+    weights = [COUNTY_WEIGHTS.get(c, DEFAULT_COUNTY_WEIGHT) for c in spec.counties]
+    voters = dict(zip(spec.counties, _apportion(spec.voters, weights), strict=True))
+    sigs = dict(zip(spec.counties, _apportion(spec.signatures, weights), strict=True))
+    order = sorted(spec.counties, key=lambda c: (-voters[c], c))
+    shards: list[list[str]] = []
+    totals: list[int] = []
+    for c in order:   # first fit, largest county first
+        for i, total in enumerate(totals):
+            if total + voters[c] <= shard_voters and len(shards[i]) < shard_counties:
+                shards[i].append(c)
+                totals[i] += voters[c]
+                break
+        else:
+            shards.append([c])
+            totals.append(voters[c])
+    while any(len(s) < 2 for s in shards):
+        lone = next(i for i, s in enumerate(shards) if len(s) < 2)
+        donors = [i for i, s in enumerate(shards) if len(s) > 2]
+        if donors:   # take the smallest county of the shard with the most counties
+            d = max(donors, key=lambda i: (len(shards[i]), -i))
+            c = min(shards[d], key=lambda c: (voters[c], c))
+            shards[d].remove(c)
+            shards[lone].append(c)
+        else:        # merge with the smallest other shard
+            other = min((i for i in range(len(shards)) if i != lone),
+                        key=lambda i: (sum(voters[c] for c in shards[i]), i))
+            shards[other] += shards.pop(lone)
+    prefixes = list(range(900, 962))
+    if len(shards) > len(prefixes):
+        raise ValueError(f"{len(shards)} shards need more zip prefixes than California has; "
+                         "raise shard_voters")
+    sizes = [sum(voters[c] for c in s) for s in shards]
+    share = _apportion(len(prefixes) - len(shards), sizes)
+    out: list[SynthSpec] = []
+    at = 0
+    for i, (counties, k) in enumerate(zip(shards, share, strict=True)):
+        mine = tuple(prefixes[at:at + k + 1])
+        at += k + 1
+        in_order = tuple(c for c in spec.counties if c in counties)
+        out.append(replace(
+            spec, counties=in_order, voters=sum(voters[c] for c in in_order),
+            signatures=sum(sigs[c] for c in in_order), seed=spec.seed * 1_000 + i,
+            zip_prefixes=mine))
+    return out
+
+
+def _shard_job(args: tuple[Path, SynthSpec]) -> SynthOutput:
+    return generate(*args)
+
+
+def generate_sharded(out_dir: Path, spec: SynthSpec, shard_voters: int = 2_000_000,
+                     workers: int = 1, shard_counties: int = 8) -> SynthOutput:
+    """A state-scale run in bounded memory: ``plan_shards`` splits the counties into shards,
+    each generated on its own (``workers`` at a time, in processes) and appended to one
+    ``roll.csv`` and ``truth.csv``; batch files keep their county names. Voter ids carry the
+    shard (``V`` + two digits + the shard's eight), so they stay unique. Memory is about one
+    shard's (0.8 GB per million voters) per worker. Zips never span shards; city names may
+    repeat across shards. Not byte-identical to ``generate`` with the same spec."""
+    import shutil
+    from concurrent.futures import ProcessPoolExecutor
+
+    out_dir = Path(out_dir)
+    plans = plan_shards(spec, shard_voters, shard_counties)
+    work = out_dir / "shards"
+    (out_dir / "batches").mkdir(parents=True, exist_ok=True)
+    roll_csv, truth_csv = out_dir / "roll.csv", out_dir / "truth.csv"
+    batches: list[tuple[Path, str]] = []
+    with roll_csv.open("w", newline="", encoding="utf-8") as rfh, \
+            truth_csv.open("w", newline="", encoding="utf-8") as tfh:
+        rw, tw = csv.writer(rfh, lineterminator="\n"), csv.writer(tfh, lineterminator="\n")
+        rw.writerow(ROLL_COLUMNS)
+        tw.writerow(TRUTH_COLUMNS)
+        jobs = [(work / f"{i:02d}", plan) for i, plan in enumerate(plans)]
+
+        def merge(i: int, part: SynthOutput) -> None:
+            with part.roll_csv.open(newline="", encoding="utf-8") as fh:
+                reader = csv.reader(fh)
+                next(reader)
+                for row in reader:
+                    row[0] = f"V{i:02d}{row[0][1:]}"
+                    rw.writerow(row)
+            with part.truth_csv.open(newline="", encoding="utf-8") as fh:
+                reader = csv.reader(fh)
+                next(reader)
+                for row in reader:
+                    if row[4]:
+                        row[4] = f"V{i:02d}{row[4][1:]}"
+                    tw.writerow(row)
+            for path, county in part.batches:
+                dest = out_dir / "batches" / path.name
+                shutil.move(str(path), dest)
+                batches.append((dest, county))
+            shutil.rmtree(part.roll_csv.parent)
+
+        if workers <= 1:
+            for i, job in enumerate(jobs):
+                merge(i, _shard_job(job))
+        else:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                for i, part in enumerate(pool.map(_shard_job, jobs)):
+                    merge(i, part)
+    shutil.rmtree(work, ignore_errors=True)
     return SynthOutput(roll_csv, tuple(batches), truth_csv, spec)
