@@ -25,6 +25,7 @@
     sigverify audit verify
     (every command: --token TOKEN, else $SIGVERIFY_TOKEN, else the local stack's admin token)
     sigverify demo                      (what `make run` runs)
+    sigverify eval-data make KIND --out DIR | score --truth T --results R --batches MAP
 """
 
 from __future__ import annotations
@@ -1132,6 +1133,8 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--bench", action="store_true", help="print throughput figures")
     d.add_argument("--no-sample", dest="sample", action="store_false",
                    help="skip the second run through California's random sample")
+    from sigverify_cli.evaldata import add_parser as add_eval_data
+    add_eval_data(sub)
     return p
 
 
@@ -1174,6 +1177,9 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from sigverify_cli.demo import run_demo
         return run_demo(args)
+    if args.command == "eval-data":
+        from sigverify_cli.evaldata import run as run_eval_data
+        return run_eval_data(args)
     table: dict[str, Callable[[Endpoints, argparse.Namespace], Coroutine[Any, Any, int]]] = {
         "petition": petition_cmd, "county": county_cmd, "sample": sample_show, "submit": submit,
         "batch": batch_show, "wait": wait_cmd,
