@@ -82,6 +82,16 @@ async def roll_list(state: stack.StackState) -> dict[str, Any]:
     return listed
 
 
+async def serving(state: stack.StackState, version: int) -> list[dict[str, Any]]:
+    """The live replicas, once each reports serving ``version`` (at its next heartbeat)."""
+    for _ in range(50):
+        live = [r for r in (await roll_list(state))["replicas"] if r["live"]]
+        if live and all(r["serving_version"] == version for r in live):
+            return live
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"replicas not serving roll version {version}: {live}")
+
+
 def rewritten(source: Path, dest: Path, fix: dict[str, Any] | None = None,
               extra: list[str] | None = None) -> Path:
     """``source`` with ``fix[column](value)`` applied and ``extra`` lines appended."""
@@ -237,8 +247,8 @@ async def test_roll_list_activate_and_rollback(
         kept = {r["version"]: r["n"] for r in await pool.fetch(
             "SELECT version, count(*) AS n FROM matching.voters GROUP BY version")}
         assert kept == {second: loaded_roll, third: loaded_roll}
-        replica = next(r for r in listed["replicas"] if r["live"])
-        assert replica["serving_version"] == third and third in replica["built_versions"]
+        replica = (await serving(live_stack, third))[0]
+        assert third in replica["built_versions"]
         rc, out, _ = await cli(live_stack, "roll", "list")
         assert rc == 0 and "matcher replicas" in out and replica["replica_id"] in out
 
@@ -255,13 +265,7 @@ async def test_roll_list_activate_and_rollback(
         assert await active_version(pool) == third
         listed = await roll_list(live_stack)
         assert {v["version"]: v["state"] for v in listed["versions"]}[second] == "ready"
-        for _ in range(50):  # the replica reports the switch at its next heartbeat
-            reps = [r for r in (await roll_list(live_stack))["replicas"] if r["live"]]
-            if all(r["serving_version"] == third for r in reps):
-                break
-            await asyncio.sleep(0.2)
-        else:
-            raise AssertionError(f"replicas not serving {third}: {reps}")
+        await serving(live_stack, third)
 
         rc, _, err = await cli(live_stack, "roll", "activate", str(first))
         assert rc != 0 and f"roll version {first} is retired: its rows are no longer kept" in err
