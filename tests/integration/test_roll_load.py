@@ -220,6 +220,42 @@ async def test_an_unknown_max_rejected_and_a_file_without_roll_columns_are_refus
     assert "batch.csv: roll header lacks column(s): voter_id, middle_name" in err
 
 
+async def test_a_load_the_client_abandons_leaves_nothing_behind(
+    live_stack: stack.StackState, loaded_roll: int, tmp_path: Path
+) -> None:
+    path = write_roll(tmp_path / "big.csv", CHUNK * 4)
+    first_chunk = asyncio.Event()
+
+    def seen(p: matching_pb2.RollProgress, sent: int) -> None:
+        if p.rows:
+            first_chunk.set()
+
+    async with database(live_stack) as pool:
+        before = await active_version(pool)
+        async with h.channel(live_stack, "matching") as ch:
+            upload = asyncio.create_task(upload_roll(ch, path, on_progress=seen))
+            await asyncio.wait_for(first_chunk.wait(), 60)
+            upload.cancel()  # as Ctrl-C would
+            await asyncio.gather(upload, return_exceptions=True)
+        version = int(await pool.fetchval("SELECT max(version) FROM matching.roll_versions"))
+        for _ in range(100):
+            state = await pool.fetchval(
+                "SELECT state FROM matching.roll_versions WHERE version = $1", version)
+            if state == "discarded":
+                break
+            await asyncio.sleep(0.1)
+        assert state == "discarded"
+        assert await pool.fetchval("SELECT count(*) FROM matching.voters WHERE version = $1",
+                                   version) == 0
+        assert await active_version(pool) == before
+    # The lifecycle lock went with the load: the next one goes through.
+    async with h.channel(live_stack, "matching") as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await upload_roll(ch, write_roll(tmp_path / "small.csv", 10))
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "1 of 11 rows rejected" in (e.value.details() or "")
+
+
 # -- list, activate, rollback ----------------------------------------------------------------------
 
 async def test_roll_list_activate_and_rollback(

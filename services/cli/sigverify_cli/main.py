@@ -223,8 +223,8 @@ class _RollPhases:
             if self._state != p.state and p.rows:
                 self._prog.update(self._task, completed=sent)
                 err.print(f"roll version {p.version}: {p.rows:,} voters loaded, "
-                          f"{_rows(p.rejected)} rejected; the matchers build its index (matching "
-                          "goes on with the active version)")
+                          f"{_rows(p.rejected)} rejected; the matchers build its index "
+                          "(deciding meanwhile with the active version, if any)")
             if self._built != (p.replicas_built, p.replicas_live):
                 self._built = (p.replicas_built, p.replicas_live)
                 err.print(f"  index of version {p.version}: {p.replicas_built} of "
