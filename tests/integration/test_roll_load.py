@@ -340,13 +340,13 @@ async def test_a_version_is_not_activated_while_a_live_matcher_lacks_its_index(
         try:
             started = time.monotonic()
             rc, _, err = await cli(live_stack, "roll", "load", str(synth_data.roll_csv),
-                                   "--timeout", "3")
+                                   "--timeout", "5")
             assert rc != 0 and "FAILED_PRECONDITION" in err
             kept = int(await pool.fetchval("SELECT max(version) FROM matching.roll_versions"))
-            assert (f"roll version {kept} was not activated: after 3s matcher replica(s) {slow} "
+            assert (f"roll version {kept} was not activated: after 5s matcher replica(s) {slow} "
                     "had not built its index") in err
             assert "1 of 2 live matcher replica(s) ready" in err
-            assert time.monotonic() - started >= 3
+            assert time.monotonic() - started >= 5
             assert await active_version(pool) == before
             assert await pool.fetchval("SELECT state FROM matching.roll_versions WHERE version = $1",
                                        kept) == "ready"

@@ -17,7 +17,8 @@ from sigverify_matching.domain import MatchConfig
 class RollConfig:
     """The roll lifecycle as this replica takes part in it."""
 
-    #: This replica's name in ``matching.replicas`` (MATCHING_REPLICA_ID; default host:pid).
+    #: This replica's name in ``matching.replicas`` (MATCHING_REPLICA_ID; default
+    #: host:GRPC_PORT).
     replica_id: str = ""
     #: How often a replica heartbeats and looks for versions to build (ROLL_HEARTBEAT_SECONDS).
     heartbeat_seconds: float = 1.0
@@ -43,9 +44,12 @@ class Config(ServiceConfig):
             review_threshold=float_var(e, "MATCH_REVIEW_THRESHOLD", defaults.review_threshold),
         )
         r = RollConfig()
+        base = cls.base_from_env(e)
         roll = RollConfig(
+            # Host and port: unique among running replicas, and the same when a replica
+            # restarts in place (its heartbeat row is reused rather than left to go stale).
             replica_id=e.get("MATCHING_REPLICA_ID", "").strip()
-            or f"{socket.gethostname()}:{os.getpid()}",
+            or f"{socket.gethostname()}:{base['grpc_port']}",
             heartbeat_seconds=float_var(e, "ROLL_HEARTBEAT_SECONDS", r.heartbeat_seconds),
             stale_seconds=float_var(e, "ROLL_REPLICA_STALE_SECONDS", r.stale_seconds),
             activation_timeout_seconds=float_var(e, "ROLL_ACTIVATION_TIMEOUT_SECONDS",
@@ -56,4 +60,4 @@ class Config(ServiceConfig):
                               "ROLL_REPLICA_STALE_SECONDS")
         if roll.activation_timeout_seconds <= 0:
             raise ConfigError("ROLL_ACTIVATION_TIMEOUT_SECONDS must be positive")
-        return cls(**cls.base_from_env(e), match=match, roll=roll)  # type: ignore[arg-type]
+        return cls(**base, match=match, roll=roll)  # type: ignore[arg-type]
