@@ -18,9 +18,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from sigverify_cli import stack
+from sigverify_cli import credentials, stack
+from sigverify_cli.main import upload_roll
 from sigverify_cli.synth import SynthOutput, SynthSpec, generate
-from sigverify_matching.roll import load_roll
 
 LOCAL_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 #: How often the session's services write refused calls to the audit log (60 s by default).
@@ -90,10 +90,9 @@ def synth_data(tmp_path_factory: pytest.TempPathFactory) -> SynthOutput:
 
 @pytest.fixture(scope="session")
 def loaded_roll(live_stack: stack.StackState, synth_data: SynthOutput) -> int:
+    """The synthetic roll loaded as an admin does (LoadRoll): active once the matcher serves it."""
     async def load() -> int:
-        pool = await asyncpg.create_pool(live_stack.database_url, min_size=1, max_size=2)
-        try:
-            return (await load_roll(pool, synth_data.roll_csv)).rows
-        finally:
-            await pool.close()
+        async with credentials.open_channel(live_stack.addr("matching"),
+                                            live_stack.admin_token()) as ch:
+            return (await upload_roll(ch, synth_data.roll_csv, timeout=120)).rows
     return asyncio.run(load())

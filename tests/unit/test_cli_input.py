@@ -166,3 +166,17 @@ def test_receipts_show_the_first_rejections_and_say_how_to_see_the_rest(
     assert text.count("rejected line") == cli_main.SHOWN_REJECTIONS
     assert "and 3,980 more rejected rows: sigverify batch show b-1 --rejections" in text
     assert client.CHUNK_BYTES < 4 * 1024 * 1024
+
+
+def test_a_cp1252_roll_is_sent_as_utf8(tmp_path: Path) -> None:
+    """roll load streams bytes to the server, which reads UTF-8: an Excel (cp1252) roll is
+    re-encoded on the way, a UTF-8 one goes as it is."""
+    from sigverify_cli.main import _file_chunks
+
+    text = "voter_id,first_name,last_name\r\nV1,José,Muñoz\r\n"
+    cp = tmp_path / "cp1252.csv"
+    cp.write_bytes(text.encode("cp1252"))
+    assert b"".join(_file_chunks(cp)).decode("utf-8") == text
+    utf = tmp_path / "utf8.csv"
+    utf.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    assert b"".join(_file_chunks(utf)) == utf.read_bytes()

@@ -1,7 +1,8 @@
 """``sigverify``: the command line for clerks, campaign staff, ops engineers and admins.
 
     sigverify stack up|down|status
-    sigverify roll load roll.csv
+    sigverify roll load roll.csv [--max-rejected N|P%] [--timeout S]
+    sigverify roll list [--json] | activate VERSION | rollback
     sigverify petition create --id ID --title T --required N --deadline YYYY-MM-DD
                               [--method full-count|random-sample] [--sample-minimum N]
                               [--sample-percent P] [--fail-below P] [--qualify-above P]
@@ -37,7 +38,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -83,6 +84,7 @@ from sigverify_common.convert import (
 )
 from sigverify_common.errors import InvalidArgument, SigVerifyError
 from sigverify_common.sampling import Method, SamplingRules, sample_size
+from sigverify_common.textfile import detect_encoding
 from sigverify_common.tokens import instant
 from sigverify_common.vocab import REVIEW_REJECTIONS, DuplicatePolicy, Reason, canonical_county
 
@@ -139,29 +141,196 @@ def _print_stack(state: stack.StackState) -> None:
 
 # -- roll ----------------------------------------------------------------------------------------
 
-async def roll_load(path: Path, database_url: str) -> int:
-    import asyncpg
+#: Bytes per LoadRoll message (the server reads the file as one stream, whatever the split).
+ROLL_CHUNK_BYTES = 1 << 20
+#: Versions ``roll list`` shows without --all.
+ROLL_LIST_ROWS = 10
+#: Time allowed for a roll's upload and COPY, beyond the wait for the matchers' indexes.
+ROLL_UPLOAD_SECONDS = 3600.0
+ROLL_STATES = {
+    matching_pb2.ROLL_STATE_LOADING: "loading", matching_pb2.ROLL_STATE_BUILDING: "building",
+    matching_pb2.ROLL_STATE_ACTIVE: "active", matching_pb2.ROLL_STATE_READY: "ready",
+    matching_pb2.ROLL_STATE_RETIRED: "retired", matching_pb2.ROLL_STATE_DISCARDED: "discarded",
+}
 
-    from sigverify_matching.roll import load_roll
 
-    if not database_url:
-        raise CliError("no database: set DATABASE_URL or run 'sigverify stack up'")
-    check_input_file(path)
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+def _file_chunks(path: Path) -> Iterator[bytes]:
+    """The file as UTF-8 bytes in chunks: a spreadsheet's cp1252 or latin-1 export is
+    re-encoded (its encoding detected first); UTF-8 goes as it is."""
+    encoding = detect_encoding(path)
+    if encoding.startswith("utf-8"):
+        with path.open("rb") as fh:
+            while chunk := fh.read(ROLL_CHUNK_BYTES):
+                yield chunk
+        return
+    with path.open(encoding=encoding, newline="") as text:
+        while chunk_text := text.read(ROLL_CHUNK_BYTES):
+            yield chunk_text.encode("utf-8")
+
+
+async def upload_roll(channel: grpc.aio.Channel, path: Path, max_rejected: str = "",
+                      timeout: float = 0.0,
+                      on_progress: Callable[[matching_pb2.RollProgress, int], None] | None = None,
+                      ) -> matching_pb2.RollProgress:
+    """Stream ``path`` to matching's LoadRoll; ``on_progress(progress, bytes sent)`` sees each
+    progress message; returns the last (ACTIVE). Refusals raise the RPC's error.
+
+    The file follows the server's first answer, and stops when the server says the load is
+    discarded, so that no write is under way when the call ends with its status."""
+    sent = 0
+    go, stop = asyncio.Event(), False
+
+    async def requests() -> AsyncIterator[matching_pb2.LoadRollRequest]:
+        nonlocal sent
+        yield matching_pb2.LoadRollRequest(header=matching_pb2.RollHeader(
+            source=path.name, max_rejected=max_rejected, activation_timeout_seconds=timeout))
+        await go.wait()
+        chunks = _file_chunks(path)
+        while not stop and (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+            yield matching_pb2.LoadRollRequest(data=chunk)
+            sent += len(chunk)
+
+    call = matching_pb2_grpc.MatchingServiceStub(channel).LoadRoll(
+        requests(), timeout=ROLL_UPLOAD_SECONDS + (timeout or 900.0))
+    last: matching_pb2.RollProgress | None = None
     try:
-        started = time.perf_counter()
-        with _progress() as prog:
-            task = prog.add_task(f"loading {path.name}", total=None)
-            result = await load_roll(pool, path, lambda n: prog.update(task, completed=n))
-        secs = time.perf_counter() - started
+        async for p in call:
+            go.set()
+            if p.state == matching_pb2.ROLL_STATE_DISCARDED:
+                stop = True
+            last = p
+            if on_progress is not None:
+                on_progress(p, sent)
     finally:
-        await pool.close()
-    console.print(f"roll version {result.version}: {result.rows:,} voters loaded in {secs:.1f}s "
-                  f"({result.rows / max(secs, 1e-9):,.0f} rows/s), {len(result.errors)} rejected")
-    for line, field, reason in result.errors[:20]:
-        console.print(f"  line {line}: {field}: {reason}")
-    if len(result.errors) > 20:
-        console.print(f"  ... and {len(result.errors) - 20} more")
+        stop = True
+        go.set()
+    if last is None or last.state != matching_pb2.ROLL_STATE_ACTIVE:
+        raise CliError("the roll load ended without activating a version")
+    return last
+
+
+def _rows(n: int) -> str:
+    return f"{n:,} row{'' if n == 1 else 's'}"
+
+
+def _rejections(p: matching_pb2.RollProgress) -> None:
+    for r in p.rejections:
+        console.print(f"  line {r.line}: {r.field}: {r.reason}")
+    if p.rejected > len(p.rejections):
+        console.print(f"  ... and {p.rejected - len(p.rejections):,} more")
+
+
+class _RollPhases:
+    """Shows a roll load's or activation's progress: a bar on a terminal, a line per phase
+    on stderr everywhere (so a log shows what happened)."""
+
+    def __init__(self, prog: Progress, total_bytes: int | None) -> None:
+        self._prog = prog
+        self._task = prog.add_task("uploading", total=total_bytes)
+        self._state = 0
+        self._built: tuple[int, int] | None = None
+
+    def __call__(self, p: matching_pb2.RollProgress, sent: int) -> None:
+        if p.state == matching_pb2.ROLL_STATE_LOADING and p.version:
+            self._prog.update(self._task, completed=sent, description=(
+                f"version {p.version}: {p.rows:,} rows, {p.rejected:,} rejected"))
+        elif p.state == matching_pb2.ROLL_STATE_BUILDING:
+            if self._state != p.state and p.rows:
+                self._prog.update(self._task, completed=sent)
+                err.print(f"roll version {p.version}: {p.rows:,} voters loaded, "
+                          f"{_rows(p.rejected)} rejected; the matchers build its index "
+                          "(deciding meanwhile with the active version, if any)")
+            if self._built != (p.replicas_built, p.replicas_live):
+                self._built = (p.replicas_built, p.replicas_live)
+                err.print(f"  index of version {p.version}: {p.replicas_built} of "
+                          f"{p.replicas_live} live matcher replica(s) ready")
+        self._state = p.state
+
+
+async def roll_load(ep: Endpoints, path: Path, max_rejected: str = "", timeout: float = 0.0
+                    ) -> int:
+    check_input_file(path)
+    started = time.perf_counter()
+    async with ep.channel(ep.matching) as ch:
+        with _progress() as prog:
+            phases = _RollPhases(prog, path.stat().st_size)
+            done = await upload_roll(ch, path, max_rejected, timeout, phases)
+    secs = time.perf_counter() - started
+    console.print(f"roll version {done.version} active: {done.rows:,} voters, "
+                  f"{_rows(done.rejected)} rejected; {secs:.1f}s ({done.rows / max(secs, 1e-9):,.0f} rows/s)"
+                  + (f"; version {done.previous_version} kept for 'sigverify roll rollback'"
+                     if done.previous_version else ""))
+    _rejections(done)
+    return 0
+
+
+def _roll_dict(v: matching_pb2.RollVersion) -> dict[str, Any]:
+    return {"version": v.version, "state": ROLL_STATES.get(v.state, "?"), "voters": v.rows,
+            "rejected": v.rejected, "source": v.source, "loaded_by": v.loaded_by,
+            "started_at": v.started_at, "loaded_at": v.loaded_at,
+            "activated_at": v.activated_at, "deactivated_at": v.deactivated_at, "note": v.note}
+
+
+def _when(iso: str) -> str:
+    return iso[:16].replace("T", " ") if iso else ""
+
+
+async def roll_cmd(ep: Endpoints, args: argparse.Namespace) -> int:
+    if args.action == "load":
+        return await roll_load(ep, Path(args.file), args.max_rejected, args.timeout)
+    async with ep.channel(ep.matching) as ch:
+        stub = matching_pb2_grpc.MatchingServiceStub(ch)
+        if args.action in ("activate", "rollback"):
+            request = matching_pb2.ActivateRollRequest(
+                version=args.version if args.action == "activate" else 0,
+                previous=args.action == "rollback", activation_timeout_seconds=args.timeout)
+            last: matching_pb2.RollProgress | None = None
+            with _progress() as prog:
+                phases = _RollPhases(prog, None)
+                async for p in stub.ActivateRoll(request, timeout=(args.timeout or 900.0) + 60):
+                    phases(p, 0)
+                    last = p
+            if last is None or last.state != matching_pb2.ROLL_STATE_ACTIVE:
+                raise CliError("the activation ended without activating a version")
+            console.print(f"roll version {last.version} active ({last.rows:,} voters); version "
+                          f"{last.previous_version or '-'} kept for 'sigverify roll rollback'")
+            return 0
+        listed = await stub.ListRolls(matching_pb2.ListRollsRequest(), timeout=30)
+    if args.json:
+        console.print_json(json.dumps({
+            "versions": [_roll_dict(v) for v in listed.versions],
+            "replicas": [{"replica_id": r.replica_id, "serving_version": r.serving_version,
+                          "built_versions": list(r.built_versions),
+                          "heartbeat_at": r.heartbeat_at, "live": r.live}
+                         for r in listed.replicas]}))
+        return 0
+    shown = list(listed.versions) if args.all else list(listed.versions)[:ROLL_LIST_ROWS]
+    t = Table(title="voter roll versions (times UTC)")
+    for col in ("version", "state", "voters", "rejected", "source", "loaded by", "loaded",
+                "activated"):
+        t.add_column(col, no_wrap=col != "source",
+                     justify="right" if col in ("version", "voters", "rejected") else "left")
+    for v in shown:
+        discarded = v.state == matching_pb2.ROLL_STATE_DISCARDED
+        t.add_row(str(v.version), ROLL_STATES.get(v.state, "?"), "-" if discarded else f"{v.rows:,}",
+                  f"{v.rejected:,}", escape(v.source), v.loaded_by, _when(v.loaded_at),
+                  _when(v.activated_at))
+    console.print(t)
+    for v in shown:
+        if v.note:
+            console.print(f"version {v.version} {ROLL_STATES.get(v.state, '?')}: "
+                          + escape(v.note if len(v.note) <= 300 else v.note[:297] + "..."))
+    if len(shown) < len(listed.versions):
+        console.print(f"({len(listed.versions) - len(shown)} older version(s): --all)")
+    r = Table(title="matcher replicas")
+    for col in ("replica", "serving", "indexes held", "heartbeat", "live"):
+        r.add_column(col, no_wrap=True)
+    for rep in listed.replicas:
+        r.add_row(rep.replica_id, str(rep.serving_version or "-"),
+                  ", ".join(str(v) for v in rep.built_versions) or "-",
+                  rep.heartbeat_at[:19].replace("T", " "),
+                  "yes" if rep.live else "no")
+    console.print(r)
     return 0
 
 
@@ -986,8 +1155,24 @@ def parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("roll", help="voter roll administration")
     rs = r.add_subparsers(dest="action", required=True)
-    rl = rs.add_parser("load", help="load a voter roll CSV as the new roll version")
+    rl = rs.add_parser("load", help="load a voter roll CSV as the new roll version (admins)")
     rl.add_argument("file")
+    rl.add_argument("--max-rejected", default="1%", metavar="N|P%",
+                    help="refuse the file when more rows than this are rejected: a count (100) "
+                         "or a percentage of its rows (default 1%%)")
+    rl.add_argument("--timeout", type=float, default=900.0, metavar="S",
+                    help="how long to wait for every matcher replica to build the version's "
+                         "index before failing without activating it (default 900)")
+    rli = rs.add_parser("list", help="roll versions, their states, and which matcher serves which")
+    rli.add_argument("--json", action="store_true")
+    rli.add_argument("--all", action="store_true",
+                     help=f"every version (default: the newest {ROLL_LIST_ROWS})")
+    ra = rs.add_parser("activate", help="make a kept (ready) roll version active again")
+    ra.add_argument("version", type=int)
+    rr = rs.add_parser("rollback", help="make the previous roll version active again")
+    for q in (ra, rr):
+        q.add_argument("--timeout", type=float, default=900.0, metavar="S",
+                       help="how long to wait for the matchers to build its index")
 
     pe = sub.add_parser("petition", help="petitions")
     ps = pe.add_subparsers(dest="action", required=True)
@@ -1163,10 +1348,6 @@ def _endpoint_command(fn: Callable[[Endpoints, argparse.Namespace], Coroutine[An
 def dispatch(args: argparse.Namespace) -> int:
     if args.command == "stack":
         return cmd_stack(args)
-    if args.command == "roll":
-        state = stack.StackState.load(client.home())
-        url = os.environ.get("DATABASE_URL") or (state.database_url if state else "")
-        return asyncio.run(roll_load(Path(args.file), url))
     if args.command == "bench":
         from sigverify_cli.bench import run_bench
         return run_bench(args)
@@ -1181,8 +1362,8 @@ def dispatch(args: argparse.Namespace) -> int:
         from sigverify_cli.evaldata import run as run_eval_data
         return run_eval_data(args)
     table: dict[str, Callable[[Endpoints, argparse.Namespace], Coroutine[Any, Any, int]]] = {
-        "petition": petition_cmd, "county": county_cmd, "sample": sample_show, "submit": submit,
-        "batch": batch_show, "wait": wait_cmd,
+        "roll": roll_cmd, "petition": petition_cmd, "county": county_cmd, "sample": sample_show,
+        "submit": submit, "batch": batch_show, "wait": wait_cmd,
         "tally": tally_cmd, "results": export_cmd, "explain": explain_cmd,
         "review": review_cmd,
         "token": token_cmd, "audit": audit_cmd, "report": report_cmd,

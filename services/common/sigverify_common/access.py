@@ -59,6 +59,8 @@ OPEN_SERVICES = frozenset({
 })
 
 _C, _R, _O = Role.CLERK, Role.REVIEWER, Role.OPS
+#: Admins only, said explicitly (an entry for the method wins over its service's "/*").
+ADMIN_ONLY: frozenset[Role] = frozenset()
 
 #: Full method name (or "<service>/*" for every method of a service) -> the roles other than
 #: admin that may call it.
@@ -75,6 +77,10 @@ POLICY: dict[str, frozenset[Role]] = {
     f"/{TALLY}/GetResult": frozenset({_O, _R}),
     f"/{MATCHING}/ExplainSignature": frozenset({_R}),
     f"/{MATCHING}/MatchSignature": frozenset({_R}),
+    # The voter roll's lifecycle: loading, listing and switching versions.
+    f"/{MATCHING}/LoadRoll": ADMIN_ONLY,
+    f"/{MATCHING}/ListRolls": ADMIN_ONLY,
+    f"/{MATCHING}/ActivateRoll": ADMIN_ONLY,
     f"/{REVIEW}/*": frozenset({_R}),
 }
 
@@ -94,7 +100,8 @@ def is_open(method: str) -> bool:
 
 
 def allowed_roles(method: str) -> frozenset[Role]:
-    listed = POLICY.get(method) or POLICY.get(f"/{service_of(method)}/*") or frozenset()
+    listed = (POLICY[method] if method in POLICY
+              else POLICY.get(f"/{service_of(method)}/*", ADMIN_ONLY))
     return listed | {Role.ADMIN}
 
 

@@ -73,6 +73,17 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                     await context.abort(_status(exc), str(exc))
 
             return grpc.unary_stream_rpc_method_handler(unary_stream, **ser)
+        if handler.stream_stream:
+            sfn = handler.stream_stream
+
+            async def stream_stream(requests: Any, context: Context) -> AsyncIterator[Any]:
+                try:
+                    async for item in sfn(requests, context):
+                        yield item
+                except SigVerifyError as exc:
+                    await context.abort(_status(exc), str(exc))
+
+            return grpc.stream_stream_rpc_method_handler(stream_stream, **ser)
         return handler
 
 
