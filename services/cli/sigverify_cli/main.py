@@ -22,6 +22,7 @@
     sigverify token create --role clerk|reviewer|ops|admin [--county NAME] [--label TEXT]
     sigverify token list [--all] | revoke TOKEN_ID | bootstrap
     sigverify audit verify
+    sigverify check --petition ID       (delivery invariants; exit 1 when one fails)
     (every command: --token TOKEN, else $SIGVERIFY_TOKEN, else the local stack's admin token)
     sigverify demo                      (what `make run` runs)
 """
@@ -832,6 +833,26 @@ async def audit_cmd(ep: Endpoints, args: argparse.Namespace) -> int:
     return 1
 
 
+async def check_cmd(ep: Endpoints, args: argparse.Namespace) -> int:
+    """Prints each delivery invariant of the petition; 1 when one is violated."""
+    async with ep.channel(ep.tally) as ch:
+        r = await tally_pb2_grpc.TallyServiceStub(ch).CheckInvariants(
+            tally_pb2.CheckInvariantsRequest(petition_id=args.petition), timeout=600)
+    t = Table(title=f"invariants of petition {escape(r.petition_id)}")
+    for col in ("check", "result", "violations", "what it means", "e.g."):
+        t.add_column(col)
+    for c in r.checks:
+        t.add_row(c.name, "[green]ok[/green]" if c.ok else "[red]FAILED[/red]", f"{c.violations:,}",
+                  c.description, escape(", ".join(c.examples[:3])))
+    console.print(t)
+    failed = [c.name for c in r.checks if not c.ok]
+    if failed:
+        console.print(f"[red]{len(failed)} invariant(s) violated:[/red] {', '.join(failed)}")
+        return 1
+    console.print(f"every invariant holds ({len(r.checks)} checks)")
+    return 0
+
+
 # -- review ----------------------------------------------------------------------------------
 
 REVIEW_STATES = {1: "pending", 2: "claimed", 3: "resolved"}
@@ -1044,6 +1065,10 @@ def parser() -> argparse.ArgumentParser:
     aus = au.add_subparsers(dest="action", required=True)
     aus.add_parser("verify", help="check the audit log's hash chain (exit 1 when broken)")
 
+    ck = sub.add_parser("check", help="check a petition's delivery invariants (exit 1 when one "
+                        "is violated)")
+    ck.add_argument("--petition", required=True)
+
     d = sub.add_parser("demo", help="generate data, run it through the stack, compare with truth")
     d.add_argument("--voters", type=int, default=100_000)
     d.add_argument("--signatures", type=int, default=20_000)
@@ -1099,7 +1124,7 @@ def dispatch(args: argparse.Namespace) -> int:
         "batch": batch_show, "wait": wait_cmd,
         "tally": tally_cmd, "results": export_cmd, "explain": explain_cmd,
         "review": review_cmd,
-        "token": token_cmd, "audit": audit_cmd, "report": report_cmd,
+        "token": token_cmd, "audit": audit_cmd, "report": report_cmd, "check": check_cmd,
     }
     return _endpoint_command(table[args.command])(args)
 

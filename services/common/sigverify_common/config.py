@@ -84,6 +84,12 @@ class ServiceConfig:
     tls_client_ca: str = ""
     #: How long a service remembers what a bearer token resolves to (revocation delay).
     auth_cache_seconds: float = 30.0
+    #: Reconciliation (service.Reconciler): how often to look for stranded work, how long an
+    #: item must have been stranded while the next stage was caught up, and how long before
+    #: the same item is re-driven again.
+    reconcile_interval_seconds: float = 30.0
+    reconcile_age_seconds: float = 120.0
+    reconcile_cooldown_seconds: float = 900.0
 
     @classmethod
     def base_from_env(cls, env: Mapping[str, str] | None = None) -> dict[str, object]:
@@ -99,6 +105,9 @@ class ServiceConfig:
             "topic_replication": int_var(e, "TOPIC_REPLICATION", 1),
             **tls_from_env(e),
             "auth_cache_seconds": float_var(e, "AUTH_CACHE_SECONDS", 30.0),
+            "reconcile_interval_seconds": float_var(e, "RECONCILE_INTERVAL_SECONDS", 30.0),
+            "reconcile_age_seconds": float_var(e, "RECONCILE_AGE_SECONDS", 120.0),
+            "reconcile_cooldown_seconds": float_var(e, "RECONCILE_COOLDOWN_SECONDS", 900.0),
         }
 
     @classmethod
