@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,7 +57,7 @@ class Endpoints:
                    credentials.tls_from_env())
 
 
-def read_batch(path: Path) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
+def read_batch(path: Path) -> tuple[list[str], Generator[tuple[int, list[str]], None, None]]:
     """The header and the (record number, values) of a batch CSV, read lazily."""
     fh = path.open(newline="", encoding="utf-8-sig")
     reader = csv.reader(fh)
@@ -70,7 +70,7 @@ def read_batch(path: Path) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
         fh.close()
         raise CliError(f"{path}: unreadable header: {exc}") from None
 
-    def rows() -> Iterator[tuple[int, list[str]]]:
+    def rows() -> Generator[tuple[int, list[str]], None, None]:
         record = 0
         with fh:
             while True:
@@ -116,7 +116,10 @@ async def submit_batch(channel: grpc.aio.Channel, path: Path, petition: str, cou
                 progress(sent)
 
     stub = intake_pb2_grpc.IntakeServiceStub(channel)
-    receipt: intake_pb2.BatchReceipt = await stub.SubmitBatch(requests(), timeout=timeout)
+    try:
+        receipt: intake_pb2.BatchReceipt = await stub.SubmitBatch(requests(), timeout=timeout)
+    finally:
+        rows.close()  # the file, also when the call failed half-way (intake went away)
     return receipt
 
 

@@ -838,13 +838,12 @@ async def check_cmd(ep: Endpoints, args: argparse.Namespace) -> int:
     async with ep.channel(ep.tally) as ch:
         r = await tally_pb2_grpc.TallyServiceStub(ch).CheckInvariants(
             tally_pb2.CheckInvariantsRequest(petition_id=args.petition), timeout=600)
-    t = Table(title=f"invariants of petition {escape(r.petition_id)}")
-    for col in ("check", "result", "violations", "what it means", "e.g."):
-        t.add_column(col)
+    console.print(f"delivery invariants of petition {escape(r.petition_id)} (as of {r.as_of})")
     for c in r.checks:
-        t.add_row(c.name, "[green]ok[/green]" if c.ok else "[red]FAILED[/red]", f"{c.violations:,}",
-                  c.description, escape(", ".join(c.examples[:3])))
-    console.print(t)
+        result = "[green]ok[/green]    " if c.ok else "[red]FAILED[/red]"
+        examples = f"; e.g. {escape(', '.join(c.examples[:3]))}" if c.examples else ""
+        console.print(f"  {result} {c.name:<24} {c.violations:>7,}  {escape(c.description)}"
+                      f"{examples}", soft_wrap=True)
     failed = [c.name for c in r.checks if not c.ok]
     if failed:
         console.print(f"[red]{len(failed)} invariant(s) violated:[/red] {', '.join(failed)}")

@@ -122,23 +122,37 @@ async def topic_is_empty(bootstrap: str, topic: str) -> bool:
         await consumer.stop()
 
 
-async def group_lag(bootstrap: str, group: str, topic: str) -> int:
-    """Records of ``topic`` that consumer group ``group`` has not committed yet (every
-    partition's end minus the group's committed offset; a partition it never committed
-    counts from its start). Reads offsets only: does not join the group."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
-                                enable_auto_commit=False)
-    await consumer.start()
+async def caught_up(bootstrap: str, group: str, topic: str, wait_ms: int = 1500) -> bool:
+    """True when consumer group ``group`` has committed every record of ``topic``: reading
+    each partition from the group's committed offset (its start when the group never
+    committed there) finds nothing. Reads records rather than comparing end offsets, which
+    tansu under-reports (the last batch's base offset + 1). Does not join the group."""
+    members = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
+                               enable_auto_commit=False)
+    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                              fetch_max_wait_ms=200, max_partition_fetch_bytes=64 * 1024)
+    await members.start()
     try:
-        tps = await _partitions(consumer, topic)
-        ends = await consumer.end_offsets(tps)
-        lag = 0
-        for tp in tps:
-            committed = await consumer.committed(tp)
-            lag += max(0, ends[tp] - (committed or 0))
-        return lag
+        await reader.start()
+        tps = await _partitions(members, topic)
+        if not tps:
+            return True
+        committed = {tp: await members.committed(tp) for tp in tps}
+        reader.assign(tps)
+        for tp, offset in committed.items():
+            if offset is None:
+                await reader.seek_to_beginning(tp)
+            else:
+                reader.seek(tp, offset)
+        end = asyncio.get_running_loop().time() + wait_ms / 1000
+        while (left := end - asyncio.get_running_loop().time()) > 0:
+            got = await reader.getmany(timeout_ms=int(left * 1000), max_records=1)
+            if any(got.values()):
+                return False
+        return True
     finally:
-        await consumer.stop()
+        await reader.stop()
+        await members.stop()
 
 
 @asynccontextmanager

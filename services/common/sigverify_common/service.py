@@ -80,7 +80,7 @@ class Reconciler:
 
     A pass runs only when the next stage has caught up: the service's outbox holds nothing
     for its output topic and every consumer group of that topic (``Topic.consumers``) has
-    committed up to the topic's end (lag 0). Then ``spec.redrive`` lists what the next
+    committed every record of it (lag 0, ``kafka.caught_up``). Then ``spec.redrive`` lists what the next
     stage still lacks, and only items that were already stranded in such a pass at least
     ``age`` seconds earlier, and not re-driven within ``cooldown`` seconds, are re-published
     (``kafka.RedriveGate``): an item in flight is either in the outbox or behind the
@@ -107,8 +107,8 @@ class Reconciler:
         if waiting:
             return False
         for group in self._groups:
-            if await kafka.group_lag(self._rt.config.kafka_bootstrap_servers, group,
-                                     self._spec.output_topic):
+            if not await kafka.caught_up(self._rt.config.kafka_bootstrap_servers, group,
+                                         self._spec.output_topic):
                 return False
         return True
 
