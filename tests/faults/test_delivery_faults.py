@@ -338,7 +338,8 @@ async def test_a_rebalance_waits_for_the_batch_being_applied(live_stack: stack.S
         # The newcomer's join (start waits for its assignment) rebalances the group while the
         # first member is mid-batch.
         joining = asyncio.create_task(other.start())
-        await asyncio.sleep(4)
+        # Long enough for the broker to complete the rebalance if nothing holds it back.
+        await asyncio.sleep(12)
         release.set()
         await asyncio.wait_for(joining, 60)
         assert other.assignment(), "the newcomer got no partition"
