@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,7 +69,7 @@ MAX_ROW_BYTES = 1 << 20
 BatchRow = tuple[int, list[str], str]
 
 
-def read_batch(path: Path) -> tuple[list[str], Iterator[BatchRow]]:
+def read_batch(path: Path) -> tuple[list[str], Generator[BatchRow, None, None]]:
     """The header and the rows of a batch CSV, read lazily in the file's own encoding
     (UTF-8 with or without BOM, cp1252, latin-1; see ``sigverify_common.textfile``).
 
@@ -89,7 +89,7 @@ def read_batch(path: Path) -> tuple[list[str], Iterator[BatchRow]]:
         fh.close()
         raise CliError(f"{path}: unreadable header: {exc}") from None
 
-    def rows() -> Iterator[BatchRow]:
+    def rows() -> Generator[BatchRow, None, None]:
         record = 0
         with fh:
             while True:
@@ -155,7 +155,10 @@ async def submit_batch(channel: grpc.aio.Channel, path: Path, petition: str, cou
         yield intake_pb2.SubmitBatchRequest(end=intake_pb2.BatchEnd(rows=sent))
 
     stub = intake_pb2_grpc.IntakeServiceStub(channel)
-    receipt: intake_pb2.BatchReceipt = await stub.SubmitBatch(requests(), timeout=timeout)
+    try:
+        receipt: intake_pb2.BatchReceipt = await stub.SubmitBatch(requests(), timeout=timeout)
+    finally:
+        rows.close()  # the file, also when the call failed half-way (intake went away)
     return receipt
 
 

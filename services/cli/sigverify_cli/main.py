@@ -24,6 +24,7 @@
                            [--expires 90d|12h|YYYY-MM-DD|ISO-TIMESTAMP|never]
     sigverify token list [--all] | revoke TOKEN_ID | bootstrap [--expires WHEN]
     sigverify audit verify
+    sigverify check --petition ID       (delivery invariants; exit 1 when one fails)
     (every command: --token TOKEN, else $SIGVERIFY_TOKEN, else the local stack's admin token)
     sigverify demo                      (what `make run` runs)
     sigverify eval-data make KIND --out DIR | score --truth T --results R --batches MAP
@@ -1078,6 +1079,25 @@ async def audit_cmd(ep: Endpoints, args: argparse.Namespace) -> int:
     return 1
 
 
+async def check_cmd(ep: Endpoints, args: argparse.Namespace) -> int:
+    """Prints each delivery invariant of the petition; 1 when one is violated."""
+    async with ep.channel(ep.tally) as ch:
+        r = await tally_pb2_grpc.TallyServiceStub(ch).CheckInvariants(
+            tally_pb2.CheckInvariantsRequest(petition_id=args.petition), timeout=600)
+    console.print(f"delivery invariants of petition {escape(r.petition_id)} (as of {r.as_of})")
+    for c in r.checks:
+        result = "[green]ok[/green]    " if c.ok else "[red]FAILED[/red]"
+        examples = f"; e.g. {escape(', '.join(c.examples[:3]))}" if c.examples else ""
+        console.print(f"  {result} {c.name:<24} {c.violations:>7,}  {escape(c.description)}"
+                      f"{examples}", soft_wrap=True)
+    failed = [c.name for c in r.checks if not c.ok]
+    if failed:
+        console.print(f"[red]{len(failed)} invariant(s) violated:[/red] {', '.join(failed)}")
+        return 1
+    console.print(f"every invariant holds ({len(r.checks)} checks)")
+    return 0
+
+
 # -- review ----------------------------------------------------------------------------------
 
 REVIEW_STATES = {1: "pending", 2: "claimed", 3: "resolved"}
@@ -1310,6 +1330,10 @@ def parser() -> argparse.ArgumentParser:
     aus = au.add_subparsers(dest="action", required=True)
     aus.add_parser("verify", help="check the audit log's hash chain (exit 1 when broken)")
 
+    ck = sub.add_parser("check", help="check a petition's delivery invariants (exit 1 when one "
+                        "is violated)")
+    ck.add_argument("--petition", required=True)
+
     d = sub.add_parser("demo", help="generate data, run it through the stack, compare with truth")
     d.add_argument("--voters", type=int, default=100_000)
     d.add_argument("--signatures", type=int, default=20_000)
@@ -1366,7 +1390,7 @@ def dispatch(args: argparse.Namespace) -> int:
         "submit": submit, "batch": batch_show, "wait": wait_cmd,
         "tally": tally_cmd, "results": export_cmd, "explain": explain_cmd,
         "review": review_cmd,
-        "token": token_cmd, "audit": audit_cmd, "report": report_cmd,
+        "token": token_cmd, "audit": audit_cmd, "report": report_cmd, "check": check_cmd,
     }
     return _endpoint_command(table[args.command])(args)
 

@@ -75,6 +75,7 @@ POLICY: dict[str, frozenset[Role]] = {
     f"/{TALLY}/WatchTally": frozenset({_O}),
     f"/{TALLY}/ListResults": frozenset({_O}),
     f"/{TALLY}/GetResult": frozenset({_O, _R}),
+    f"/{TALLY}/CheckInvariants": frozenset({_O}),
     f"/{MATCHING}/ExplainSignature": frozenset({_R}),
     f"/{MATCHING}/MatchSignature": frozenset({_R}),
     # The voter roll's lifecycle: loading, listing and switching versions.

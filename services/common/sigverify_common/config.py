@@ -115,6 +115,12 @@ class ServiceConfig:
     refusal_audit_seconds: float = 60.0
     #: The largest gRPC message the server accepts (a larger one: RESOURCE_EXHAUSTED).
     grpc_max_receive_bytes: int = 64 * 1024 * 1024
+    #: Reconciliation (service.Reconciler): how often to look for stranded work, how long an
+    #: item must have been stranded while the next stage was caught up, and how long before
+    #: the same item is re-driven again.
+    reconcile_interval_seconds: float = 30.0
+    reconcile_age_seconds: float = 120.0
+    reconcile_cooldown_seconds: float = 900.0
 
     @classmethod
     def base_from_env(cls, env: Mapping[str, str] | None = None) -> dict[str, object]:
@@ -134,6 +140,9 @@ class ServiceConfig:
             "refusal_audit_seconds": positive(float_var(e, "REFUSAL_AUDIT_SECONDS", 60.0),
                                               "REFUSAL_AUDIT_SECONDS"),
             "grpc_max_receive_bytes": int_var(e, "GRPC_MAX_RECEIVE_BYTES", 64 * 1024 * 1024),
+            "reconcile_interval_seconds": float_var(e, "RECONCILE_INTERVAL_SECONDS", 30.0),
+            "reconcile_age_seconds": float_var(e, "RECONCILE_AGE_SECONDS", 120.0),
+            "reconcile_cooldown_seconds": float_var(e, "RECONCILE_COOLDOWN_SECONDS", 900.0),
         }
 
     @classmethod

@@ -36,8 +36,11 @@ def migration_files(package: str) -> list[tuple[str, str]]:
     return files
 
 
-#: Tables every service schema has: the outbox its publisher drains and the dead letters its
-#: consumers set aside (records that could not be decoded).
+#: Tables every service schema has: the outbox its publisher drains, the outbox rows that can
+#: never be sent (too large, or refused by the broker for good: kept with the reason for an
+#: operator), and the dead letters its consumers set aside (records that could not be decoded,
+#: failed the topic's checks, made the handler fail on their own, or refer to what does not
+#: exist; ``kind`` says which).
 COMMON_TABLES = """
 CREATE TABLE IF NOT EXISTS "{schema}".outbox (
     id     bigserial PRIMARY KEY,
@@ -54,13 +57,22 @@ CREATE TABLE IF NOT EXISTS "{schema}".dead_letters (
     at         timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (topic, partition, "offset")
 );
+ALTER TABLE "{schema}".dead_letters ADD COLUMN IF NOT EXISTS kind text NOT NULL DEFAULT 'undecodable';
+CREATE TABLE IF NOT EXISTS "{schema}".outbox_quarantine (
+    id      bigint PRIMARY KEY,
+    topic   text NOT NULL,
+    key     bytea NOT NULL,
+    value   bytea NOT NULL,
+    reason  text NOT NULL,
+    at      timestamptz NOT NULL DEFAULT now()
+);
 """
 
 
 async def migrate(pool: asyncpg.Pool, schema: str, package: str) -> int:
     """Apply the package's migrations not yet applied to ``schema``; returns how many ran.
 
-    The schema's common tables (outbox, dead letters) are created first.
+    The schema's common tables (outbox, its quarantine, dead letters) are created first.
     """
     applied = 0
     lock_key = zlib.crc32(f"sigverify-migrate-{schema}".encode())

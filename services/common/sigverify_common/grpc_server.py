@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
+import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import asyncpg
 import grpc
@@ -18,7 +20,7 @@ from grpc_reflection.v1alpha import reflection
 
 from sigverify_common import metrics
 from sigverify_common.config import host_port
-from sigverify_common.errors import SigVerifyError
+from sigverify_common.errors import SigVerifyError, is_outage
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +32,28 @@ def _status(exc: SigVerifyError) -> grpc.StatusCode:
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
+def unexpected(method: str, exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The status and the generic message for an exception outside the error tree, logged
+    under a short reference with its class and where it was raised (never its text, which may
+    quote the request). Postgres or the broker unreachable or failing: UNAVAILABLE, so clients
+    retry; anything else: INTERNAL."""
+    ref = secrets.token_hex(4)
+    outage = is_outage(exc)
+    code = grpc.StatusCode.UNAVAILABLE if outage else grpc.StatusCode.INTERNAL
+    metrics.RPC_UNEXPECTED.labels(method, code.name).inc()
+    log.error("%s failed: %s (ref %s, answered %s); where:\n%s", method,
+              exc.__class__.__name__, ref, code.name,
+              "".join(traceback.format_tb(exc.__traceback__)).rstrip())
+    if outage:
+        return code, (f"a service this call needs (database or broker) is unavailable; "
+                      f"retry later (ref {ref})")
+    return code, f"internal error (ref {ref})"
+
+
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
-    """Maps ``SigVerifyError`` subclasses to their declared status; records latency."""
+    """Maps ``SigVerifyError`` subclasses to their declared status, every other exception to
+    UNAVAILABLE (outages) or INTERNAL with a generic message and a logged reference (see
+    ``unexpected``), for unary and streaming handlers alike; records latency."""
 
     async def intercept_service(
         self,
@@ -46,6 +68,12 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             "request_deserializer": handler.request_deserializer,
             "response_serializer": handler.response_serializer,
         }
+
+        async def fail(context: Context, exc: Exception) -> NoReturn:
+            if isinstance(exc, SigVerifyError):
+                await context.abort(_status(exc), str(exc))
+            await context.abort(*unexpected(method, exc))
+
         if handler.unary_unary or handler.stream_unary:
             # Both take (request or request iterator, context) and return one response.
             fn = handler.unary_unary or handler.stream_unary
@@ -54,36 +82,31 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                 start = time.perf_counter()
                 try:
                     return await fn(request, context)
-                except SigVerifyError as exc:
-                    await context.abort(_status(exc), str(exc))
+                except grpc.aio.AbortError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - every error gets a status, none leaks
+                    await fail(context, exc)
                 finally:
                     metrics.RPC_LATENCY.labels(method).observe(time.perf_counter() - start)
 
             make = (grpc.unary_unary_rpc_method_handler if handler.unary_unary
                     else grpc.stream_unary_rpc_method_handler)
             return make(single_response, **ser)
-        if handler.unary_stream:
-            ufn = handler.unary_stream
+        if handler.unary_stream or handler.stream_stream:
+            sfn = handler.unary_stream or handler.stream_stream
 
-            async def unary_stream(request: Any, context: Context) -> AsyncIterator[Any]:
+            async def streaming(request: Any, context: Context) -> AsyncIterator[Any]:
                 try:
-                    async for item in ufn(request, context):
+                    async for item in sfn(request, context):
                         yield item
-                except SigVerifyError as exc:
-                    await context.abort(_status(exc), str(exc))
+                except grpc.aio.AbortError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - every error gets a status, none leaks
+                    await fail(context, exc)
 
-            return grpc.unary_stream_rpc_method_handler(unary_stream, **ser)
-        if handler.stream_stream:
-            sfn = handler.stream_stream
-
-            async def stream_stream(requests: Any, context: Context) -> AsyncIterator[Any]:
-                try:
-                    async for item in sfn(requests, context):
-                        yield item
-                except SigVerifyError as exc:
-                    await context.abort(_status(exc), str(exc))
-
-            return grpc.stream_stream_rpc_method_handler(stream_stream, **ser)
+            make_stream = (grpc.unary_stream_rpc_method_handler if handler.unary_stream
+                           else grpc.stream_stream_rpc_method_handler)
+            return make_stream(streaming, **ser)
         return handler
 
 
@@ -96,12 +119,15 @@ class HealthMonitor:
     """Sets gRPC health from real checks of Postgres and the broker, every few seconds.
 
     The overall name "" and each service's name report readiness (NOT_SERVING when either
-    dependency is unreachable, and during shutdown).
+    dependency is unreachable, when one of ``problems`` names a problem, e.g. an outbox
+    publisher that keeps failing, and during shutdown).
     """
 
     def __init__(self, servicer: health.aio.HealthServicer, services: Sequence[str],
-                 pool: asyncpg.Pool, bootstrap: str, interval: float = 2.0) -> None:
+                 pool: asyncpg.Pool, bootstrap: str, interval: float = 2.0,
+                 problems: Sequence[Callable[[], str | None]] = ()) -> None:
         self._servicer = servicer
+        self._problems = list(problems)
         self._services = ["", *services]
         self._pool = pool
         self._bootstrap = bootstrap
@@ -139,6 +165,11 @@ class HealthMonitor:
                 await client.bootstrap()
             while not stop.is_set():
                 ok = await self._check_db() and await self._check_kafka(client)
+                problem = next((p for p in (check() for check in self._problems) if p), None)
+                if ok and problem is not None:
+                    ok = False
+                    if self.serving:
+                        log.warning("health: NOT_SERVING: %s", problem)
                 if ok != self.serving:
                     log.info("health: %s", "SERVING" if ok else "NOT_SERVING")
                 self.serving = ok

@@ -6,27 +6,59 @@ transaction (idempotent through unique keys), and only after that commit does it
 ``<schema>.outbox`` table in the same transaction as the state that caused it; the
 ``OutboxPublisher`` sends those rows and deletes them once the broker has acknowledged.
 No Kafka transactions or idempotent producer are used (tansu supports neither).
+
+Nothing one record does stops the others:
+
+- ``BatchConsumer`` sets aside (dead letters, with the reason and a ``kind``) a record that
+  cannot be decoded or fails its topic's checks (``Topic.problem``) before the handler sees
+  it. When the handler fails for a batch with a non-retriable error, the batch is applied
+  again in halves, down to single records, and only a record that fails on its own is set
+  aside (kind ``poison``, the reason being the exception's class: never its text, which may
+  quote data); the rest is applied and the consumer goes on. Retriable errors (the database
+  or the broker down or restarting: ``errors.is_transient``) are retried with back-off.
+  A handler may also return dead letters of its own (kind ``rejected``: a record about
+  something that does not exist), written in its transaction.
+- A rebalance waits for the batch being applied, so its offsets are committed before the
+  partitions move (a batch stuck retrying gives up and is left to the next owner); a commit
+  that still fails because the group moved on only means the batch is redelivered, which
+  changes nothing.
+- ``OutboxPublisher`` deletes every row the broker acknowledged even when another row of
+  the same round failed; a row that can never be sent (too large, or refused for good) is
+  moved to ``<schema>.outbox_quarantine`` with the reason and counted; retriable failures
+  back off, and the time spent failing is exported and reported to health.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+import time
+import traceback
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    CorruptRecordException,
+    InvalidTopicError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+    TopicAlreadyExistsError,
+)
 from google.protobuf.message import Message
 
 from sigverify_common import metrics
 from sigverify_common.db import Conn
-from sigverify_common.errors import SigVerifyError
+from sigverify_common.errors import is_transient
 from sigverify_common.topics import ALL_TOPICS, Topic
 
 log = logging.getLogger(__name__)
@@ -35,12 +67,13 @@ M = TypeVar("M", bound=Message)
 
 def is_retriable(exc: BaseException) -> bool:
     """Errors after which the same batch may succeed later (database or broker trouble)."""
-    if isinstance(exc, SigVerifyError):
-        return exc.retriable
-    return isinstance(
-        exc, asyncpg.PostgresConnectionError | asyncpg.InterfaceError | OSError | asyncio.TimeoutError
-        | asyncpg.exceptions.SerializationError | asyncpg.exceptions.DeadlockDetectedError
-    )
+    return is_transient(exc)
+
+
+def frames(exc: BaseException) -> str:
+    """Where ``exc`` was raised: the traceback's frames without the exception's message (a
+    message may quote the data being processed; frames show only code)."""
+    return "".join(traceback.format_tb(exc.__traceback__)).rstrip()
 
 
 async def ensure_topics(bootstrap: str, partitions: int, replication: int = 1,
@@ -70,19 +103,56 @@ async def ensure_topics(bootstrap: str, partitions: int, replication: int = 1,
             await admin.close()
 
 
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    partitions = consumer.partitions_for_topic(topic)
+    if not partitions:
+        await consumer._client.force_metadata_update()
+        partitions = consumer.partitions_for_topic(topic) or set()
+    return [TopicPartition(topic, p) for p in sorted(partitions)]
+
+
 async def topic_is_empty(bootstrap: str, topic: str) -> bool:
     """True when no record was ever written to ``topic`` (a new broker, or one that forgot)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            await consumer._client.force_metadata_update()
-            partitions = consumer.partitions_for_topic(topic) or set()
-        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
+        ends = await consumer.end_offsets(await _partitions(consumer, topic))
         return all(offset == 0 for offset in ends.values())
     finally:
         await consumer.stop()
+
+
+async def caught_up(bootstrap: str, group: str, topic: str, wait_ms: int = 1500) -> bool:
+    """True when consumer group ``group`` has committed every record of ``topic``: reading
+    each partition from the group's committed offset (its start when the group never
+    committed there) finds nothing. Reads records rather than comparing end offsets, which
+    tansu under-reports (the last batch's base offset + 1). Does not join the group."""
+    members = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
+                               enable_auto_commit=False)
+    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                              fetch_max_wait_ms=200, max_partition_fetch_bytes=64 * 1024)
+    await members.start()
+    try:
+        await reader.start()
+        tps = await _partitions(members, topic)
+        if not tps:
+            return True
+        committed = {tp: await members.committed(tp) for tp in tps}
+        reader.assign(tps)
+        for tp, offset in committed.items():
+            if offset is None:
+                await reader.seek_to_beginning(tp)
+            else:
+                reader.seek(tp, offset)
+        end = asyncio.get_running_loop().time() + wait_ms / 1000
+        while (left := end - asyncio.get_running_loop().time()) > 0:
+            got = await reader.getmany(timeout_ms=int(left * 1000), max_records=1)
+            if any(got.values()):
+                return False
+        return True
+    finally:
+        await reader.stop()
+        await members.stop()
 
 
 @asynccontextmanager
@@ -102,14 +172,8 @@ async def open_producer(bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
         await producer.stop()
 
 
-@dataclass(frozen=True)
-class Delivered(Generic[M]):
-    """One decoded record, with where it came from (for dead letters and logs)."""
-
-    message: M
-    topic: str
-    partition: int
-    offset: int
+#: Kinds of dead letter (the ``reason`` label of ``sigverify_dead_letters_total``).
+UNDECODABLE, INVALID, POISON, REJECTED = "undecodable", "invalid", "poison", "rejected"
 
 
 @dataclass(frozen=True)
@@ -119,9 +183,57 @@ class DeadLetter:
     offset: int
     reason: str
     payload: bytes
+    kind: str = UNDECODABLE
 
 
-Handler = Callable[[Sequence[Delivered[M]], Sequence[DeadLetter]], Awaitable[None]]
+@dataclass(frozen=True)
+class Delivered(Generic[M]):
+    """One decoded record, with where it came from (for dead letters and logs)."""
+
+    message: M
+    topic: str
+    partition: int
+    offset: int
+    #: The record's value as received (kept in a dead letter when the record is set aside).
+    value: bytes = b""
+
+    def reject(self, reason: str, kind: str = REJECTED) -> DeadLetter:
+        """This record as a dead letter (``reason`` must name ids and fields, never data)."""
+        return DeadLetter(self.topic, self.partition, self.offset, reason, self.value, kind)
+
+
+#: Applies a batch and the dead letters in one transaction; may return dead letters of its
+#: own (records it refused), which it has written in that transaction.
+Handler = Callable[[Sequence[Delivered[M]], Sequence[DeadLetter]],
+                   Awaitable[Sequence[DeadLetter] | None]]
+
+
+class _Abandoned(Exception):
+    """The batch is left uncommitted: the service stops, or its partitions are moving."""
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Lets the batch being applied finish and commit before the partitions move."""
+
+    def __init__(self, owner: BatchConsumer[Any]) -> None:
+        self._owner = owner
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        if not revoked:
+            return
+        owner = self._owner
+        owner.revoking.set()  # a batch stuck retrying gives up and is left to the next owner
+        try:
+            async with owner.applying:
+                pass
+        finally:
+            owner.revoking.clear()
+        log.info("group %s: %d partition(s) revoked", owner.group, len(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        metrics.REBALANCES.labels(self._owner.group).inc()
+        log.info("group %s: assigned partitions %s", self._owner.group,
+                 ",".join(str(tp.partition) for tp in sorted(assigned)) or "(none)")
 
 
 class BatchConsumer(Generic[M]):
@@ -129,8 +241,8 @@ class BatchConsumer(Generic[M]):
 
     ``handler`` must apply the whole batch in one database transaction (recording dead
     letters too) and be idempotent: a batch is redelivered when the service dies between
-    the database commit and the Kafka commit. When the handler raises, the batch is not
-    committed; the consumer seeks back and retries after a pause.
+    the database commit and the Kafka commit, or when a rebalance makes the commit fail.
+    See the module's docstring for what happens when the handler raises.
     """
 
     def __init__(
@@ -145,18 +257,21 @@ class BatchConsumer(Generic[M]):
     ) -> None:
         self._bootstrap = bootstrap
         self._topic = topic
-        self._group = group
+        self.group = group
         self._handler = handler
         self._max_records = max_records
         self._poll_timeout_ms = poll_timeout_ms
         self._consumer: AIOKafkaConsumer | None = None
         self.last_batch_at: float = 0.0
+        #: Held while a batch is applied and committed (a rebalance waits for it).
+        self.applying = asyncio.Lock()
+        #: Set while partitions are being revoked.
+        self.revoking = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
         consumer = AIOKafkaConsumer(
-            self._topic.name,
             bootstrap_servers=self._bootstrap,
-            group_id=self._group,
+            group_id=self.group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             session_timeout_ms=10_000,
@@ -166,76 +281,147 @@ class BatchConsumer(Generic[M]):
         )
         self._consumer = consumer
         await consumer.start()
-        log.info("consuming %s as group %s", self._topic.name, self._group)
+        consumer.subscribe([self._topic.name], listener=_Rebalance(self))
+        log.info("consuming %s as group %s", self._topic.name, self.group)
         try:
             while not stop.is_set():
-                batch = await consumer.getmany(
-                    timeout_ms=self._poll_timeout_ms, max_records=self._max_records
-                )
+                try:
+                    batch = await consumer.getmany(
+                        timeout_ms=self._poll_timeout_ms, max_records=self._max_records
+                    )
+                except KafkaError as exc:
+                    log.warning("group %s: polling failed (%s); retrying", self.group,
+                                exc.__class__.__name__)
+                    await asyncio.sleep(1.0)
+                    continue
                 if batch:
                     await self._apply(consumer, batch, stop)
         finally:
             self._consumer = None
             await consumer.stop()
 
-    async def _apply(
-        self, consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[Any]], stop: asyncio.Event
-    ) -> None:
+    def _split(self, batch: dict[TopicPartition, list[Any]]
+               ) -> tuple[list[Delivered[M]], list[DeadLetter]]:
         delivered: list[Delivered[M]] = []
         dead: list[DeadLetter] = []
         for tp, records in batch.items():
             for rec in records:
+                value = rec.value or b""
                 try:
                     msg = self._topic.decode(rec.value)
                 except ValueError as exc:
-                    dead.append(DeadLetter(tp.topic, tp.partition, rec.offset, str(exc), rec.value or b""))
+                    dead.append(DeadLetter(tp.topic, tp.partition, rec.offset, str(exc), value,
+                                           UNDECODABLE))
                     continue
-                delivered.append(Delivered(msg, tp.topic, tp.partition, rec.offset))
+                fault = self._topic.problem(msg)
+                if fault is not None:
+                    dead.append(DeadLetter(tp.topic, tp.partition, rec.offset, fault, value,
+                                           INVALID))
+                    continue
+                delivered.append(Delivered(msg, tp.topic, tp.partition, rec.offset, value))
+        return delivered, dead
+
+    async def _apply(
+        self, consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[Any]], stop: asyncio.Event
+    ) -> None:
+        async with self.applying:
+            delivered, dead = self._split(batch)
+            try:
+                written = await self._isolate(delivered, dead, stop)
+            except _Abandoned:
+                # Left uncommitted: redelivered after restart, or to the partitions' next owner.
+                for tp, records in batch.items():
+                    with contextlib.suppress(KafkaError, AssertionError):
+                        consumer.seek(tp, records[0].offset)
+                return
+            offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
+            try:
+                await consumer.commit(offsets)
+            except KafkaError as exc:
+                # CommitFailedError / IllegalStateError: the group rebalanced and the
+                # partitions may belong to another member now. The effects are in Postgres
+                # and idempotent: whoever owns the partitions redelivers the batch.
+                metrics.COMMIT_FAILURES.labels(self.group).inc()
+                log.warning("group %s: committing %d record(s) failed (%s); they will be "
+                            "redelivered, which changes nothing", self.group,
+                            len(delivered) + len(dead), exc.__class__.__name__)
+        metrics.CONSUMED.labels(self.group, self._topic.name).inc(len(delivered) + len(dead))
+        for d in written:
+            metrics.DEAD_LETTERS.labels(self.group, d.kind).inc()
+        self.last_batch_at = asyncio.get_running_loop().time()
+        self._observe_lag(consumer, offsets)
+
+    async def _isolate(self, delivered: Sequence[Delivered[M]], dead: Sequence[DeadLetter],
+                       stop: asyncio.Event) -> list[DeadLetter]:
+        """Apply ``delivered`` and ``dead``; when that fails for good, apply halves, down to
+        single records, and set aside the records that fail alone. Returns every dead letter
+        written."""
+        try:
+            return await self._attempt(delivered, dead, stop)
+        except _Abandoned:
+            raise
+        except Exception as exc:
+            if not delivered:
+                raise  # the dead letters themselves cannot be written: a bug, not a record
+            if len(delivered) == 1:
+                d = delivered[0]
+                reason = f"the handler failed on this record alone: {exc.__class__.__name__}"
+                log.error("group %s: setting aside %s[%d]@%d (%s); where:\n%s", self.group,
+                          d.topic, d.partition, d.offset, exc.__class__.__name__, frames(exc))
+                return await self._attempt([], [*dead, d.reject(reason, POISON)], stop)
+            log.warning("group %s: applying %d record(s) failed (%s); applying them in halves "
+                        "to set aside only the records that fail", self.group, len(delivered),
+                        exc.__class__.__name__)
+            mid = len(delivered) // 2
+            first = await self._isolate(delivered[:mid], dead, stop)
+            return [*first, *await self._isolate(delivered[mid:], [], stop)]
+
+    async def _attempt(self, delivered: Sequence[Delivered[M]], dead: Sequence[DeadLetter],
+                       stop: asyncio.Event) -> list[DeadLetter]:
         attempt = 0
         while True:
             try:
-                await self._handler(delivered, dead)
-                break
+                refused = await self._handler(delivered, dead)
+                return [*dead, *(refused or ())]
             except Exception as exc:
                 if not is_retriable(exc):
                     raise
                 attempt += 1
-                metrics.HANDLER_RETRIES.labels(self._group).inc()
+                metrics.HANDLER_RETRIES.labels(self.group).inc()
                 log.warning(
-                    "applying %d records failed (%s), attempt %d; retrying",
-                    len(delivered), exc.__class__.__name__, attempt,
+                    "group %s: applying %d records failed (%s), attempt %d; retrying",
+                    self.group, len(delivered), exc.__class__.__name__, attempt,
                 )
-                if stop.is_set():
-                    # Leave the batch uncommitted: it is redelivered after restart.
-                    for tp, records in batch.items():
-                        consumer.seek(tp, records[0].offset)
-                    return
-                await asyncio.sleep(min(5.0, 0.2 * 2**attempt))
-        offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
-        await consumer.commit(offsets)
-        metrics.CONSUMED.labels(self._group, self._topic.name).inc(len(delivered) + len(dead))
-        if dead:
-            metrics.DEAD_LETTERS.labels(self._group).inc(len(dead))
-        self.last_batch_at = asyncio.get_running_loop().time()
-        await self._observe_lag(consumer, offsets)
+                if not await self._pause(min(5.0, 0.2 * 2**attempt), stop):
+                    raise _Abandoned from exc
 
-    async def _observe_lag(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
+    async def _pause(self, seconds: float, stop: asyncio.Event) -> bool:
+        """Sleep ``seconds``; False as soon as the service stops or partitions are revoked."""
+        end = asyncio.get_running_loop().time() + seconds
+        while not (stop.is_set() or self.revoking.is_set()):
+            left = end - asyncio.get_running_loop().time()
+            if left <= 0:
+                return True
+            await asyncio.sleep(min(0.1, left))
+        return False
+
+    def _observe_lag(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
         for tp, pos in offsets.items():
             end = consumer.highwater(tp)
             if end is not None:
-                metrics.CONSUMER_LAG.labels(self._group, tp.topic, str(tp.partition)).set(max(0, end - pos))
+                metrics.CONSUMER_LAG.labels(self.group, tp.topic, str(tp.partition)).set(max(0, end - pos))
 
 
 async def write_dead_letters(conn: Conn, schema: str, dead: Sequence[DeadLetter]) -> None:
     if not dead:
         return
     await conn.executemany(
-        f'INSERT INTO "{schema}".dead_letters (topic, partition, "offset", reason, payload) '
-        "VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-        [(d.topic, d.partition, d.offset, d.reason, d.payload) for d in dead],
+        f'INSERT INTO "{schema}".dead_letters (topic, partition, "offset", reason, payload, kind) '
+        "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+        [(d.topic, d.partition, d.offset, d.reason, d.payload, d.kind) for d in dead],
     )
     for d in dead:
-        log.error("dead letter %s[%d]@%d: %s", d.topic, d.partition, d.offset, d.reason)
+        log.error("dead letter (%s) %s[%d]@%d: %s", d.kind, d.topic, d.partition, d.offset, d.reason)
 
 
 async def enqueue(
@@ -248,6 +434,52 @@ async def enqueue(
         )
 
 
+@dataclass
+class RedriveGate:
+    """Which stranded items a periodic reconciliation pass re-drives.
+
+    An item (identified by the value of the redrive query's cursor column) is re-driven when
+    it has been seen stranded for at least ``age`` seconds and was not re-driven in the last
+    ``cooldown`` seconds. Items no longer stranded are forgotten after each pass.
+    """
+
+    age: float
+    cooldown: float
+    first_seen: dict[Any, float] = field(default_factory=dict)
+    last_sent: dict[Any, float] = field(default_factory=dict)
+    _seen: set[Any] = field(default_factory=set)
+
+    def admit(self, item: Any, now: float) -> bool:
+        self._seen.add(item)
+        if now - self.first_seen.setdefault(item, now) < self.age:
+            return False
+        sent = self.last_sent.get(item)
+        if sent is not None and now - sent < self.cooldown:
+            return False
+        self.last_sent[item] = now
+        return True
+
+    def end_pass(self, now: float) -> None:
+        self.first_seen = {k: t for k, t in self.first_seen.items() if k in self._seen}
+        self.last_sent = {k: t for k, t in self.last_sent.items()
+                          if k in self._seen and now - t < self.cooldown}
+        self._seen = set()
+
+
+_GATE: contextvars.ContextVar[RedriveGate | None] = contextvars.ContextVar("redrive_gate",
+                                                                           default=None)
+
+
+@contextlib.contextmanager
+def gated(gate: RedriveGate) -> Iterator[None]:
+    """Within this block, ``republish`` re-drives only what ``gate`` admits."""
+    token = _GATE.set(gate)
+    try:
+        yield
+    finally:
+        _GATE.reset(token)
+
+
 async def republish(
     pool: asyncpg.Pool, schema: str, page: Callable[[int], Awaitable[list[asyncpg.Record]]],
     cursor: str, encode: Callable[[Any], tuple[str, bytes, bytes]],
@@ -255,15 +487,38 @@ async def republish(
     """Enqueue ``encode(row)`` for every row ``page(after)`` yields, page by page.
 
     ``page(after)`` returns the next rows whose ``cursor`` column is above ``after``, in
-    that column's order. Used to redrive unfinished work from Postgres.
+    that column's order. Used to redrive unfinished work from Postgres: every row at start
+    when the topic is empty, and inside ``gated`` (the periodic reconciler) only the rows its
+    gate admits. Counted in ``sigverify_redriven_total{service=<schema>}``.
     """
+    gate = _GATE.get()
+    now = time.monotonic()
     total, after = 0, 0
     while rows := await page(after):
-        async with pool.acquire() as conn, conn.transaction():
-            await enqueue(conn, schema, [encode(r) for r in rows])
-        total += len(rows)
+        chosen = rows if gate is None else [r for r in rows if gate.admit(r[cursor], now)]
+        if chosen:
+            async with pool.acquire() as conn, conn.transaction():
+                await enqueue(conn, schema, [encode(r) for r in chosen])
+        total += len(chosen)
         after = rows[-1][cursor]
+    if gate is not None:
+        gate.end_pass(now)
+    if total:
+        metrics.REDRIVEN.labels(schema).inc(total)
     return total
+
+
+#: Producer errors that are about the row itself: it can never be sent as it is.
+ROW_ERRORS = (MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError,
+              InvalidTopicError, CorruptRecordException)
+
+
+class PublishIncomplete(Exception):
+    """Some outbox rows of a round were neither acknowledged nor quarantined (retriable)."""
+
+    def __init__(self, left: int, cause: str) -> None:
+        super().__init__(f"{left} row(s) not sent ({cause})")
+        self.cause = cause
 
 
 class OutboxPublisher:
@@ -272,24 +527,59 @@ class OutboxPublisher:
     Rows are locked with ``FOR UPDATE SKIP LOCKED`` while they are sent, so replicas of a
     service share the outbox without sending a row twice in the normal case; after a crash
     between send and delete a row is sent again, which consumers tolerate.
+
+    Each row's outcome is its own: acknowledged rows are deleted even when others of the
+    round failed; a row refused for good (``ROW_ERRORS``, or another non-retriable error
+    while other rows of the round went through) moves to ``<schema>.outbox_quarantine``;
+    the others stay and the publisher backs off (0.5 s doubling to 30 s). While it fails,
+    ``sigverify_outbox_failing_seconds`` grows and, past ``failing_after`` seconds,
+    ``problem()`` makes the service's health NOT_SERVING.
     """
 
-    def __init__(self, pool: asyncpg.Pool, producer: AIOKafkaProducer, schema: str, batch: int = 2000):
+    def __init__(self, pool: asyncpg.Pool, producer: AIOKafkaProducer, schema: str,
+                 batch: int = 2000, failing_after: float = 30.0, send_timeout: float = 30.0):
         self._pool = pool
         self._producer = producer
         self._schema = schema
         self._batch = batch
+        self._failing_after = failing_after
+        self._send_timeout = send_timeout
         self.wake = asyncio.Event()
+        self.failing_since: float | None = None
+        self.last_failure = ""
+        metrics.OUTBOX_FAILING.labels(schema).set_function(self.failing_seconds)
+
+    def failing_seconds(self) -> float:
+        since = self.failing_since
+        return 0.0 if since is None else max(0.0, time.monotonic() - since)
+
+    def problem(self) -> str | None:
+        """Why health should say NOT_SERVING: the publisher has failed for too long."""
+        seconds = self.failing_seconds()
+        if seconds > self._failing_after:
+            return f"outbox publisher failing for {seconds:.0f}s ({self.last_failure})"
+        return None
 
     async def run(self, stop: asyncio.Event) -> None:
+        backoff = 0.0
         while not stop.is_set():
             try:
-                sent = await self.publish_once()
-            except (TimeoutError, asyncpg.PostgresError, OSError, KafkaError) as exc:
-                log.warning("outbox publish failed (%s); retrying", exc.__class__.__name__)
-                sent = 0
-                await asyncio.sleep(1.0)
-            if sent == 0:
+                handled = await self.publish_once()
+                self.failing_since = None
+                backoff = 0.0
+            except (PublishIncomplete, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
+                    OSError, KafkaError) as exc:
+                cause = exc.cause if isinstance(exc, PublishIncomplete) else exc.__class__.__name__
+                if self.failing_since is None:
+                    self.failing_since = time.monotonic()
+                self.last_failure = cause
+                metrics.OUTBOX_FAILURES.labels(self._schema).inc()
+                backoff = min(30.0, max(0.5, backoff * 2))
+                log.warning("outbox publish failed (%s); retrying in %.1fs", cause, backoff)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=backoff)
+                continue
+            if handled == 0:
                 self.wake.clear()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), timeout=0.25)
@@ -298,7 +588,37 @@ class OutboxPublisher:
             while await self.publish_once():
                 pass
 
+    async def _send_all(self, rows: Sequence[asyncpg.Record]) -> list[BaseException | None]:
+        """Each row's outcome: None when acknowledged, else the error."""
+        outcome: list[BaseException | None] = [None] * len(rows)
+        pending: dict[asyncio.Future[Any], int] = {}
+        for i, r in enumerate(rows):
+            try:
+                fut = await self._producer.send(r["topic"], key=r["key"], value=r["value"])
+            except Exception as exc:  # noqa: BLE001 - each row's error is judged below
+                outcome[i] = exc
+                continue
+            pending[fut] = i
+        if pending:
+            done, not_done = await asyncio.wait(pending, timeout=self._send_timeout)
+            for fut in done:
+                outcome[pending[fut]] = (TimeoutError("send cancelled") if fut.cancelled()
+                                         else fut.exception())
+            for fut in not_done:
+                outcome[pending[fut]] = TimeoutError("not acknowledged in time")
+                fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+        return outcome
+
+    @staticmethod
+    def _hopeless(exc: BaseException, any_sent: bool) -> bool:
+        """A row that can never be sent: refused for its own sake (too large, bad topic), or
+        refused for good (not transient) while other rows of the round went through, which
+        shows the producer and the broker work."""
+        return isinstance(exc, ROW_ERRORS) or (any_sent and not is_transient(exc))
+
     async def publish_once(self) -> int:
+        """One round; returns how many rows left the outbox (sent or quarantined). Raises
+        ``PublishIncomplete`` after committing when some rows must be tried again."""
         async with self._pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
                 f'SELECT id, topic, key, value FROM "{self._schema}".outbox '
@@ -307,13 +627,31 @@ class OutboxPublisher:
             )
             if not rows:
                 return 0
-            futures = [
-                await self._producer.send(r["topic"], key=r["key"], value=r["value"]) for r in rows
-            ]
-            await asyncio.wait_for(asyncio.gather(*futures), timeout=30)
-            await conn.execute(
-                f'DELETE FROM "{self._schema}".outbox WHERE id = ANY($1::bigint[])',
-                [r["id"] for r in rows],
-            )
-        metrics.PUBLISHED.labels(self._schema).inc(len(rows))
-        return len(rows)
+            outcome = await self._send_all(rows)
+            sent = [r["id"] for r, e in zip(rows, outcome, strict=True) if e is None]
+            failed = [(r, e) for r, e in zip(rows, outcome, strict=True) if e is not None]
+            hopeless = [(r, e) for r, e in failed if self._hopeless(e, any_sent=bool(sent))]
+            if sent:
+                await conn.execute(
+                    f'DELETE FROM "{self._schema}".outbox WHERE id = ANY($1::bigint[])', sent)
+            if hopeless:
+                await conn.executemany(
+                    f'INSERT INTO "{self._schema}".outbox_quarantine (id, topic, key, value, reason) '
+                    "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
+                    [(r["id"], r["topic"], r["key"], r["value"],
+                      f"{e.__class__.__name__}: {len(r['value'])} bytes") for r, e in hopeless])
+                await conn.execute(
+                    f'DELETE FROM "{self._schema}".outbox WHERE id = ANY($1::bigint[])',
+                    [r["id"] for r, _ in hopeless])
+        for r, e in hopeless:
+            metrics.OUTBOX_QUARANTINED.labels(self._schema, e.__class__.__name__).inc()
+            log.error("outbox row %d for %s (%d bytes) can never be sent (%s): moved to "
+                      "%s.outbox_quarantine", r["id"], r["topic"], len(r["value"]),
+                      e.__class__.__name__, self._schema)
+        metrics.PUBLISHED.labels(self._schema).inc(len(sent))
+        left = len(failed) - len(hopeless)
+        if left:
+            causes = sorted({e.__class__.__name__ for _, e in failed
+                             if not self._hopeless(e, any_sent=bool(sent))})
+            raise PublishIncomplete(left, ", ".join(causes))
+        return len(sent) + len(hopeless)

@@ -6,11 +6,32 @@ from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 CONSUMED = Counter("sigverify_consumed_records_total", "Kafka records applied", ["group", "topic"])
 PUBLISHED = Counter("sigverify_published_records_total", "Outbox rows published", ["schema"])
-DEAD_LETTERS = Counter("sigverify_dead_letters_total", "Undecodable records set aside", ["group"])
+#: reason: undecodable (not the topic's message), invalid (fails the topic's checks),
+#: poison (the handler failed on it alone), rejected (refers to what does not exist).
+DEAD_LETTERS = Counter("sigverify_dead_letters_total", "Records set aside in dead letters",
+                       ["group", "reason"])
 HANDLER_RETRIES = Counter("sigverify_handler_retries_total", "Batches retried after an error", ["group"])
+COMMIT_FAILURES = Counter("sigverify_commit_failures_total",
+                          "Offset commits lost to a rebalance (the batch is redelivered)", ["group"])
+REBALANCES = Counter("sigverify_rebalances_total", "Partition assignments received", ["group"])
 CONSUMER_LAG = Gauge("sigverify_consumer_lag", "Records behind the partition end",
                      ["group", "topic", "partition"])
+#: reason: the producer error's class (MessageSizeTooLargeError, ...).
+OUTBOX_QUARANTINED = Counter("sigverify_outbox_quarantined_total",
+                             "Outbox rows that can never be sent, moved to <schema>.outbox_quarantine",
+                             ["schema", "reason"])
+OUTBOX_FAILURES = Counter("sigverify_outbox_failures_total",
+                          "Publish rounds that left rows behind after a retriable error", ["schema"])
+OUTBOX_FAILING = Gauge("sigverify_outbox_failing_seconds",
+                       "Seconds the outbox publisher has been failing without a successful round "
+                       "(0 when it is not failing); alert above a minute", ["schema"])
+REDRIVEN = Counter("sigverify_redriven_total",
+                   "Events re-published from the database for work the next stage lacks",
+                   ["service"])
 RPC_LATENCY = Histogram("sigverify_rpc_seconds", "gRPC handler latency", ["method"])
+#: code: UNAVAILABLE (a dependency is down) or INTERNAL (a bug); each is logged with a reference.
+RPC_UNEXPECTED = Counter("sigverify_rpc_unexpected_errors_total",
+                         "RPCs that failed with an exception outside the error tree", ["method", "code"])
 HEALTHY = Gauge("sigverify_healthy", "1 when the service reports SERVING")
 ACCESS_REFUSALS = Counter("sigverify_access_refusals_total",
                           "Calls refused by the auth interceptor (written to the audit log "

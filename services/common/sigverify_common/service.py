@@ -4,6 +4,11 @@
 server), runs the service's loops in a TaskGroup, and on SIGTERM/SIGINT: reports
 NOT_SERVING, stops the gRPC server with a grace period, lets the loops finish their
 current batch, drains the outbox, and closes everything in reverse order.
+
+A service that publishes and can re-drive its unfinished work (``ServiceSpec.redrive``)
+does so at start when its output topic is empty (a new broker, or one that forgot), and
+periodically through the ``Reconciler``: work lost in between (an event deleted, a record
+set aside downstream, a broker that dropped part of a topic) is found and re-published.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import zlib
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -19,8 +25,9 @@ from typing import Any
 import asyncpg
 import grpc
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
-from sigverify_common import audit, db, kafka, logs, metrics, tokens
+from sigverify_common import audit, db, kafka, logs, metrics, tokens, topics
 from sigverify_common.auth import AuthInterceptor, RefusalLog
 from sigverify_common.config import ServiceConfig, host_port
 from sigverify_common.grpc_server import (
@@ -59,11 +66,85 @@ class ServiceSpec:
     #: Registers servicers on the server; returns their full names (for reflection/health).
     setup: Callable[[Runtime, grpc.aio.Server], Awaitable[Sequence[str]]]
     #: The topic the service publishes to, and how to re-publish, from its own tables, what
-    #: the next stage has not applied yet. Run at start when that topic is empty: the broker
-    #: is new or forgot its data (tansu keeps nothing across restarts), while Postgres, the
-    #: record of truth, still knows which work is unfinished.
+    #: the next stage has not applied yet (through ``kafka.republish``). Run at start when
+    #: that topic is empty: the broker is new or forgot its data (tansu keeps nothing across
+    #: restarts), while Postgres, the record of truth, still knows which work is unfinished;
+    #: and periodically by the ``Reconciler``, gated so that it re-drives only what is lost.
     output_topic: str = ""
     redrive: Callable[[Runtime], Awaitable[int]] | None = None
+
+
+class Reconciler:
+    """Re-drives work stranded downstream, every ``interval`` seconds, without flooding a
+    pipeline that is merely slow.
+
+    A pass runs only when the next stage has caught up: the service's outbox holds nothing
+    for its output topic and every consumer group of that topic (``Topic.consumers``) has
+    committed every record of it (lag 0, ``kafka.caught_up``). Then ``spec.redrive`` lists what the next
+    stage still lacks, and only items that were already stranded in such a pass at least
+    ``age`` seconds earlier, and not re-driven within ``cooldown`` seconds, are re-published
+    (``kafka.RedriveGate``): an item in flight is either in the outbox or behind the
+    consumer's committed offset, so it is never taken for lost. Replicas take turns through
+    a Postgres advisory lock. Counted in ``sigverify_redriven_total{service}``.
+    """
+
+    def __init__(self, spec: ServiceSpec, rt: Runtime) -> None:
+        assert spec.redrive is not None
+        self._spec = spec
+        self._redrive = spec.redrive
+        self._rt = rt
+        cfg = rt.config
+        self._interval = cfg.reconcile_interval_seconds
+        self._gate = kafka.RedriveGate(cfg.reconcile_age_seconds, cfg.reconcile_cooldown_seconds)
+        self._groups = topics.consumers_of(spec.output_topic)
+        self._lock_key = zlib.crc32(f"sigverify-reconcile-{spec.schema}".encode())
+
+    async def caught_up(self) -> bool:
+        """Nothing of the output topic waits in the outbox or behind a consumer group."""
+        waiting = await self._rt.pool.fetchval(
+            f'SELECT EXISTS (SELECT 1 FROM "{self._spec.schema}".outbox WHERE topic = $1)',  # noqa: S608
+            self._spec.output_topic)
+        if waiting:
+            return False
+        for group in self._groups:
+            if not await kafka.caught_up(self._rt.config.kafka_bootstrap_servers, group,
+                                         self._spec.output_topic):
+                return False
+        return True
+
+    async def once(self) -> int:
+        """One pass; returns how many events it re-published."""
+        async with self._rt.pool.acquire() as conn:
+            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", self._lock_key):
+                return 0  # another replica is reconciling
+            try:
+                if not await self.caught_up():
+                    return 0
+                with kafka.gated(self._gate):
+                    redriven = await self._redrive(self._rt)
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock($1)", self._lock_key)
+        if redriven:
+            log.warning("re-drove %d event(s) to %s: stranded for over %.0fs while %s had "
+                        "caught up", redriven, self._spec.output_topic, self._gate.age,
+                        ", ".join(self._groups) or "its consumers")
+            if self._rt.outbox is not None:
+                self._rt.outbox.wake.set()
+        return redriven
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), self._interval)
+                return
+            except TimeoutError:
+                pass
+            try:
+                await self.once()
+            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
+                    KafkaError) as exc:
+                log.warning("reconciliation pass failed (%s); next in %.0fs",
+                            exc.__class__.__name__, self._interval)
 
 
 async def _connect(url: str, stop: asyncio.Event) -> asyncpg.Pool:
@@ -110,6 +191,8 @@ async def run_service(spec: ServiceSpec, config: ServiceConfig) -> None:
                 if redriven:
                     log.warning("%s was empty: re-published %d unfinished event(s) from the "
                                 "database", spec.output_topic, redriven)
+            if spec.redrive is not None and config.reconcile_interval_seconds > 0:
+                rt.loops.append(Reconciler(spec, rt).run)
 
         refusals = RefusalLog(pool, spec.name, config.refusal_audit_seconds)
         rt.auth = AuthInterceptor(pool, spec.name, TokenCache(pool, config.auth_cache_seconds),
@@ -125,7 +208,8 @@ async def run_service(spec: ServiceSpec, config: ServiceConfig) -> None:
                                                      max_receive_bytes=config.grpc_max_receive_bytes)
         names = await spec.setup(rt, server)
         enable_reflection(server, names)
-        monitor = HealthMonitor(health_servicer, names, pool, config.kafka_bootstrap_servers)
+        monitor = HealthMonitor(health_servicer, names, pool, config.kafka_bootstrap_servers,
+                                problems=[rt.outbox.problem] if rt.outbox is not None else [])
         await server.start()
         log.info("%s serving gRPC on %s (%s)", spec.name, host_port(config.bind_host, port),
                  "insecure" if tls is None else "mutual TLS" if config.tls_client_ca else "TLS")

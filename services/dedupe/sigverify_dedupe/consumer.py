@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import asyncpg
 
 from sigverify.events.v1 import events_pb2
-from sigverify_common import kafka
+from sigverify_common import kafka, provenance
 from sigverify_common.convert import (
     parse_date_text,
     reason_from_pb,
@@ -57,12 +57,18 @@ class DedupeHandler:
         self._rules = PetitionRules(pool)
 
     async def __call__(self, batch: Sequence[Delivered[events_pb2.SignatureMatched]],
-                       dead: Sequence[DeadLetter]) -> None:
+                       dead: Sequence[DeadLetter]) -> list[DeadLetter]:
+        """Applies the batch; a SignatureMatched whose signature intake never stored (an
+        unknown petition, a made-up id) is refused: set aside as a dead letter."""
         async with self._pool.acquire() as conn, conn.transaction():
-            await kafka.write_dead_letters(conn, SCHEMA, dead)
-            published = await self._apply(conn, [d.message for d in batch])
+            why = await provenance.refusals(conn, [d.message for d in batch])
+            refused = [d.reject(w) for d, w in zip(batch, why, strict=True) if w is not None]
+            await kafka.write_dead_letters(conn, SCHEMA, [*dead, *refused])
+            published = await self._apply(
+                conn, [d.message for d, w in zip(batch, why, strict=True) if w is None])
         if published and self._outbox is not None:
             self._outbox.wake.set()
+        return refused
 
     async def _apply(self, conn: Conn, messages: Sequence[events_pb2.SignatureMatched]) -> int:
         fresh: dict[str, events_pb2.SignatureMatched] = {}

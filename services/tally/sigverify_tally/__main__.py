@@ -12,7 +12,13 @@ from sigverify_common.kafka import BatchConsumer
 from sigverify_common.service import Runtime, ServiceSpec, run_service
 from sigverify_common.topics import SIGNATURE_VERIFIED
 from sigverify_tally.config import Config
-from sigverify_tally.service import Decider, MetricsRefresher, TallyHandler, TallyService
+from sigverify_tally.service import (
+    Decider,
+    InvariantChecker,
+    MetricsRefresher,
+    TallyHandler,
+    TallyService,
+)
 
 
 async def setup(rt: Runtime, server: grpc.aio.Server) -> Sequence[str]:
@@ -24,6 +30,9 @@ async def setup(rt: Runtime, server: grpc.aio.Server) -> Sequence[str]:
     rt.loops.append(consumer.run)
     rt.loops.append(decider.run)
     rt.loops.append(MetricsRefresher(rt.pool).run)
+    interval = rt.config.invariant_interval_seconds if isinstance(rt.config, Config) else 60.0
+    if interval > 0:
+        rt.loops.append(InvariantChecker(rt.pool, interval).run)
     tally_pb2_grpc.add_TallyServiceServicer_to_server(TallyService(rt.pool, rt.stop), server)
     return [tally_pb2.DESCRIPTOR.services_by_name["TallyService"].full_name]
 

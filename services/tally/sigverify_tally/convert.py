@@ -20,6 +20,7 @@ from sigverify_common.convert import (
 from sigverify_common.vocab import Reason, Status
 from sigverify_tally import flags
 from sigverify_tally.domain import Counts, days_to_deadline, progress_percent
+from sigverify_tally.invariants import CheckResult
 from sigverify_tally.projection import Outcome
 from sigverify_tally.repository import ResultRow, TallySnapshot
 from sigverify_tally.statutory import LABEL, Assessment, CountyFigures, Stage
@@ -128,3 +129,13 @@ def result_to_pb(r: asyncpg.Record) -> tally_pb2.SignatureResult:
         score=r["score"],
         circulator_id=r["circulator_id"], petition_id=r["petition_id"], revision=r["revision"],
     )
+
+
+def invariants_to_pb(petition_id: str, checks: list[CheckResult],
+                     now: datetime | None = None) -> tally_pb2.InvariantReport:
+    return tally_pb2.InvariantReport(
+        petition_id=petition_id, ok=all(c.ok for c in checks),
+        checks=[tally_pb2.InvariantCheck(name=c.name, description=c.description, ok=c.ok,
+                                         violations=c.violations, examples=list(c.examples))
+                for c in checks],
+        as_of=(now or datetime.now(UTC)).isoformat())

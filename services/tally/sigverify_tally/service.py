@@ -13,12 +13,12 @@ from prometheus_client import Gauge
 
 from sigverify.events.v1 import events_pb2
 from sigverify.tally.v1 import tally_pb2, tally_pb2_grpc
-from sigverify_common import kafka
+from sigverify_common import kafka, provenance
 from sigverify_common.convert import parse_uuid
-from sigverify_common.errors import InvalidArgument
+from sigverify_common.errors import InvalidArgument, NotFound
 from sigverify_common.kafka import DeadLetter, Delivered
 from sigverify_common.sampling import Method
-from sigverify_tally import convert, repository
+from sigverify_tally import convert, invariants, repository
 from sigverify_tally.domain import Counts
 from sigverify_tally.projection import Outcome
 from sigverify_tally.statutory import Assessment
@@ -45,6 +45,9 @@ COUNTIES_CLOSED = Gauge("sigverify_tally_counties_closed", "Counties whose filin
                         ["petition"])
 COUNTIES = Gauge("sigverify_tally_counties", "Counties with signatures or named by the petition",
                  ["petition"])
+INVARIANT_VIOLATIONS = Gauge("sigverify_invariant_violations",
+                             "Violations of a delivery invariant per petition and check "
+                             "(see sigverify check); 0 when it holds", ["petition", "check"])
 #: ``sigverify_tally_outcome``'s values of ``outcome``: PENDING until a decision.
 OUTCOMES = ("PENDING", *(o.value for o in Outcome))
 
@@ -173,18 +176,62 @@ class Decider:
                 pass
 
 
+class InvariantChecker:
+    """Checks every petition's delivery invariants (``invariants.py``) every ``interval``
+    seconds and exports ``sigverify_invariant_violations{petition,check}``."""
+
+    def __init__(self, pool: asyncpg.Pool, interval: float = 60.0) -> None:
+        self._pool = pool
+        self._interval = interval
+        self._seen: set[tuple[str, str]] = set()
+
+    async def once(self) -> int:
+        """One pass; returns the total number of violations."""
+        now: dict[tuple[str, str], int] = {}
+        for pid in await invariants.petitions(self._pool):
+            for c in await invariants.check(self._pool, pid):
+                now[pid, c.name] = c.violations
+                if not c.ok:
+                    log.error("invariant %s violated %d time(s) on petition %s (e.g. %s)",
+                              c.name, c.violations, pid, ", ".join(c.examples[:3]))
+        for labels, n in now.items():
+            INVARIANT_VIOLATIONS.labels(*labels).set(n)
+        for stale in self._seen - now.keys():
+            INVARIANT_VIOLATIONS.remove(*stale)
+        self._seen = set(now)
+        return sum(now.values())
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.once()
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+                log.warning("checking the invariants failed (%s)", exc.__class__.__name__)
+            try:
+                await asyncio.wait_for(stop.wait(), self._interval)
+            except TimeoutError:
+                pass
+
+
 class TallyHandler:
     def __init__(self, pool: asyncpg.Pool, decider: Decider | None = None) -> None:
         self._pool = pool
         self._decider = decider
 
     async def __call__(self, batch: Sequence[Delivered[events_pb2.SignatureVerified]],
-                       dead: Sequence[DeadLetter]) -> None:
+                       dead: Sequence[DeadLetter]) -> list[DeadLetter]:
+        """Applies the batch; a SignatureVerified whose signature intake never stored is
+        refused (a dead letter with the reason): no count includes what was not received."""
         async with self._pool.acquire() as conn, conn.transaction():
-            await kafka.write_dead_letters(conn, "tally", dead)
-            await repository.apply_results(conn, [convert.result_from_event(d.message) for d in batch])
+            why = await provenance.refusals(conn, [d.message for d in batch])
+            refused = [d.reject(w) for d, w in zip(batch, why, strict=True) if w is not None]
+            accepted = [d for d, w in zip(batch, why, strict=True) if w is None]
+            await kafka.write_dead_letters(conn, "tally", [*dead, *refused])
+            await repository.apply_results(conn, [convert.result_from_event(d.message)
+                                                  for d in accepted])
         if self._decider is not None:
-            self._decider.touched.update(d.message.petition_id for d in batch)
+            self._decider.touched.update(d.message.petition_id for d in accepted)
+        return refused
 
 
 class TallyService(tally_pb2_grpc.TallyServiceServicer):
@@ -232,3 +279,15 @@ class TallyService(tally_pb2_grpc.TallyServiceServicer):
             raise InvalidArgument("petition_id is required")
         async for row in repository.results(self._pool, request.petition_id):
             yield convert.result_to_pb(row)
+
+    async def CheckInvariants(
+        self, request: tally_pb2.CheckInvariantsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> tally_pb2.InvariantReport:
+        if not request.petition_id:
+            raise InvalidArgument("petition_id is required")
+        if not await invariants.exists(self._pool, request.petition_id):
+            raise NotFound(f"no petition {request.petition_id!r}")
+        checks = await invariants.check(self._pool, request.petition_id)
+        for c in checks:
+            INVARIANT_VIOLATIONS.labels(request.petition_id, c.name).set(c.violations)
+        return convert.invariants_to_pb(request.petition_id, checks)

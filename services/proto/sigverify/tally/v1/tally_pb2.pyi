@@ -46,6 +46,92 @@ OUTCOME_QUALIFIES: Outcome.ValueType  # 4
 Global___Outcome: _TypeAlias = Outcome  # noqa: Y015
 
 @_typing.final
+class CheckInvariantsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PETITION_ID_FIELD_NUMBER: _builtins.int
+    petition_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        petition_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["petition_id", b"petition_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckInvariantsRequest: _TypeAlias = CheckInvariantsRequest  # noqa: Y015
+
+@_typing.final
+class InvariantCheck(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    OK_FIELD_NUMBER: _builtins.int
+    VIOLATIONS_FIELD_NUMBER: _builtins.int
+    EXAMPLES_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """received_accounted, final_by_status, verified_were_received, one_valid_per_voter,
+    agrees_with_dedupe.
+    """
+    description: _builtins.str
+    ok: _builtins.bool
+    violations: _builtins.int
+    @_builtins.property
+    def examples(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """A few offenders: batch, signature or voter ids, or "petition" (never voter data)."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        description: _builtins.str = ...,
+        ok: _builtins.bool = ...,
+        violations: _builtins.int = ...,
+        examples: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "examples", b"examples", "name", b"name", "ok", b"ok", "violations", b"violations"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InvariantCheck: _TypeAlias = InvariantCheck  # noqa: Y015
+
+@_typing.final
+class InvariantReport(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PETITION_ID_FIELD_NUMBER: _builtins.int
+    OK_FIELD_NUMBER: _builtins.int
+    CHECKS_FIELD_NUMBER: _builtins.int
+    AS_OF_FIELD_NUMBER: _builtins.int
+    petition_id: _builtins.str
+    ok: _builtins.bool
+    """True when every check passed."""
+    as_of: _builtins.str
+    @_builtins.property
+    def checks(self) -> _containers.RepeatedCompositeFieldContainer[Global___InvariantCheck]: ...
+    def __init__(
+        self,
+        *,
+        petition_id: _builtins.str = ...,
+        ok: _builtins.bool = ...,
+        checks: _abc.Iterable[Global___InvariantCheck] | None = ...,
+        as_of: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "checks", b"checks", "ok", b"ok", "petition_id", b"petition_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InvariantReport: _TypeAlias = InvariantReport  # noqa: Y015
+
+@_typing.final
 class GetResultRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -55,6 +55,11 @@ class TallyServiceStub:
                 request_serializer=sigverify_dot_tally_dot_v1_dot_tally__pb2.GetResultRequest.SerializeToString,
                 response_deserializer=sigverify_dot_tally_dot_v1_dot_tally__pb2.SignatureResult.FromString,
                 _registered_method=True)
+        self.CheckInvariants = channel.unary_unary(
+                '/sigverify.tally.v1.TallyService/CheckInvariants',
+                request_serializer=sigverify_dot_tally_dot_v1_dot_tally__pb2.CheckInvariantsRequest.SerializeToString,
+                response_deserializer=sigverify_dot_tally_dot_v1_dot_tally__pb2.InvariantReport.FromString,
+                _registered_method=True)
 
 
 class TallyServiceServicer:
@@ -88,6 +93,13 @@ class TallyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CheckInvariants(self, request, context):
+        """The delivery invariants of a petition's results, each with its violations (ops, admins).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TallyServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -110,6 +122,11 @@ def add_TallyServiceServicer_to_server(servicer, server):
                     servicer.GetResult,
                     request_deserializer=sigverify_dot_tally_dot_v1_dot_tally__pb2.GetResultRequest.FromString,
                     response_serializer=sigverify_dot_tally_dot_v1_dot_tally__pb2.SignatureResult.SerializeToString,
+            ),
+            'CheckInvariants': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckInvariants,
+                    request_deserializer=sigverify_dot_tally_dot_v1_dot_tally__pb2.CheckInvariantsRequest.FromString,
+                    response_serializer=sigverify_dot_tally_dot_v1_dot_tally__pb2.InvariantReport.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -221,6 +238,33 @@ class TallyService:
             '/sigverify.tally.v1.TallyService/GetResult',
             sigverify_dot_tally_dot_v1_dot_tally__pb2.GetResultRequest.SerializeToString,
             sigverify_dot_tally_dot_v1_dot_tally__pb2.SignatureResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckInvariants(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sigverify.tally.v1.TallyService/CheckInvariants',
+            sigverify_dot_tally_dot_v1_dot_tally__pb2.CheckInvariantsRequest.SerializeToString,
+            sigverify_dot_tally_dot_v1_dot_tally__pb2.InvariantReport.FromString,
             options,
             channel_credentials,
             insecure,

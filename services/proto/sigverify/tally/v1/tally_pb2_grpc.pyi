@@ -40,6 +40,8 @@ class TallyServiceStub:
     """Every signature of a petition with its final status (the results export)."""
     GetResult: _grpc.UnaryUnaryMultiCallable[_tally_pb2.GetResultRequest, _tally_pb2.SignatureResult]
     """One signature's final status."""
+    CheckInvariants: _grpc.UnaryUnaryMultiCallable[_tally_pb2.CheckInvariantsRequest, _tally_pb2.InvariantReport]
+    """The delivery invariants of a petition's results, each with its violations (ops, admins)."""
 
 @_typing.type_check_only
 class TallyServiceAsyncStub(TallyServiceStub):
@@ -53,6 +55,8 @@ class TallyServiceAsyncStub(TallyServiceStub):
     """Every signature of a petition with its final status (the results export)."""
     GetResult: _aio.UnaryUnaryMultiCallable[_tally_pb2.GetResultRequest, _tally_pb2.SignatureResult]  # type: ignore[assignment]
     """One signature's final status."""
+    CheckInvariants: _aio.UnaryUnaryMultiCallable[_tally_pb2.CheckInvariantsRequest, _tally_pb2.InvariantReport]  # type: ignore[assignment]
+    """The delivery invariants of a petition's results, each with its violations (ops, admins)."""
 
 class TallyServiceServicer(metaclass=_abc_1.ABCMeta):
     """Counts of verified signatures per petition."""
@@ -87,5 +91,13 @@ class TallyServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_tally_pb2.SignatureResult, _abc.Awaitable[_tally_pb2.SignatureResult]]:
         """One signature's final status."""
+
+    @_abc_1.abstractmethod
+    def CheckInvariants(
+        self,
+        request: _tally_pb2.CheckInvariantsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tally_pb2.InvariantReport, _abc.Awaitable[_tally_pb2.InvariantReport]]:
+        """The delivery invariants of a petition's results, each with its violations (ops, admins)."""
 
 def add_TallyServiceServicer_to_server(servicer: TallyServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,56 @@
+"""Whether an event's signature is one intake stored: consumers refuse the others.
+
+Intake's ``intake.signatures`` is the record of what was received. An event about a
+signature intake never stored (or stored under another petition or batch) is not applied:
+the consumer sets it aside as a dead letter with the reason, so no count ever includes a
+signature that was not received. Reasons name the signature id (a UUID the topic's checks
+have validated), never the event's other contents.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Protocol
+
+from sigverify_common.db import Conn
+
+
+class AboutSignature(Protocol):
+    @property
+    def signature_id(self) -> str: ...
+    @property
+    def petition_id(self) -> str: ...
+    @property
+    def batch_id(self) -> str: ...
+
+
+async def refusals(conn: Conn, events: Sequence[AboutSignature]) -> list[str | None]:
+    """For each event, why it must be refused (None when its signature is intake's)."""
+    if not events:
+        return []
+    ids = [uuid.UUID(e.signature_id) for e in events]
+    stored = {
+        r["signature_id"]: (r["petition_id"], r["batch_id"])
+        for r in await conn.fetch(
+            "SELECT signature_id, petition_id, batch_id FROM intake.signatures "
+            "WHERE signature_id = ANY($1::uuid[])", ids)
+    }
+    missing = {e.petition_id for e, sid in zip(events, ids, strict=True) if sid not in stored}
+    petitions = {
+        r["petition_id"] for r in await conn.fetch(
+            "SELECT petition_id FROM intake.petitions WHERE petition_id = ANY($1::text[])",
+            list(missing))
+    } if missing else set()
+    out: list[str | None] = []
+    for e, sid in zip(events, ids, strict=True):
+        at_intake = stored.get(sid)
+        if at_intake is None:
+            out.append(f"signature {sid} was never received by intake"
+                       + ("" if e.petition_id in petitions else " (its petition is unknown)"))
+        elif at_intake != (e.petition_id, uuid.UUID(e.batch_id)):
+            out.append(f"signature {sid} was received by intake for another "
+                       "petition or batch")
+        else:
+            out.append(None)
+    return out

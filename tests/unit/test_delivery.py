@@ -1,0 +1,187 @@
+"""Delivery's pure parts: each topic's checks of a decoded message, the classification of
+errors as transient, and the reconciler's gate."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date
+
+import asyncpg
+import pytest
+from aiokafka import errors as kafka_errors
+
+from sigverify.events.v1 import events_pb2
+from sigverify_common.errors import NotFound, Unavailable, is_outage, is_transient
+from sigverify_common.kafka import RedriveGate
+from sigverify_common.topics import (
+    SIGNATURE_MATCHED,
+    SIGNATURE_RECEIVED,
+    SIGNATURE_VERIFIED,
+    consumers_of,
+)
+from sigverify_common.vocab import Decision, Reason, Source
+from sigverify_intake.convert import received_event
+from sigverify_intake.domain import Signature
+from sigverify_matching.convert import matched_event
+from sigverify_matching.domain import MatchResult
+
+SID, BID = uuid.uuid4(), uuid.uuid4()
+
+
+def received() -> events_pb2.SignatureReceived:
+    """A SignatureReceived exactly as intake publishes it."""
+    s = Signature(line=3, first_name="Ann", middle_name="", last_name="Lee", street="1 Main St",
+                  unit="", city="Bakersfield", zip="93301", signed_on=date(2017, 5, 1),
+                  birth_date=None, circulator_id="c1", source=Source.PAPER, incomplete=False)
+    _, _, value = received_event(SID, BID, "calexit", "Kern", 7, s)
+    return SIGNATURE_RECEIVED.decode(value)
+
+
+def matched() -> events_pb2.SignatureMatched:
+    """A SignatureMatched exactly as matching publishes it."""
+    r = MatchResult(decision=Decision.MATCH, reason=Reason.MATCHED, voter_id="V1", score=97.0,
+                    candidates=())
+    _, _, value = matched_event(received(), r)
+    return SIGNATURE_MATCHED.decode(value)
+
+
+def verified() -> events_pb2.SignatureVerified:
+    from sigverify_common.convert import reason_to_pb, status_to_pb
+    from sigverify_common.vocab import Status
+    return events_pb2.SignatureVerified(
+        event_id=str(uuid.uuid4()), signature_id=str(SID), petition_id="calexit",
+        batch_id=str(BID), county="Kern", line=3, circulator_id="c1",
+        status=status_to_pb(Status.INVALID), reason=reason_to_pb(Reason.DUPLICATE),
+        voter_id="V1", score=91.0, revision=4)
+
+
+def test_events_as_the_services_publish_them_pass() -> None:
+    assert SIGNATURE_RECEIVED.problem(received()) is None
+    assert SIGNATURE_MATCHED.problem(matched()) is None
+    assert SIGNATURE_VERIFIED.problem(verified()) is None
+
+
+@pytest.mark.parametrize("value, reason", [
+    (None, "record has no value"),
+    (b"", "record value is empty"),
+    (b"\xff\xff\xff\xff", "undecodable SignatureReceived: DecodeError"),
+])
+def test_undecodable_values_are_refused_with_the_reason(value: bytes | None, reason: str) -> None:
+    with pytest.raises(ValueError) as exc:
+        SIGNATURE_RECEIVED.decode(value)
+    assert str(exc.value) == reason
+
+
+def test_each_fault_of_a_decoded_message_is_named_without_its_content() -> None:
+    cases: list[tuple[events_pb2.SignatureReceived | events_pb2.SignatureMatched
+                      | events_pb2.SignatureVerified, str]] = []
+    m = received()
+    m.signature_id = "not-a-uuid"
+    cases.append((m, "invalid SignatureReceived: signature_id is not a UUID"))
+    m = received()
+    m.batch_id = str(BID).upper()  # a UUID, not in the canonical text consumers compare
+    cases.append((m, "invalid SignatureReceived: batch_id is not a UUID"))
+    m = received()
+    m.petition_id = ""
+    cases.append((m, "invalid SignatureReceived: petition_id is empty"))
+    m = received()
+    m.printed.birth_date = "31/02/1990"
+    cases.append((m, "invalid SignatureReceived: printed.birth_date is not an ISO date"))
+    m = received()
+    m.source = 42  # type: ignore[assignment]
+    cases.append((m, "invalid SignatureReceived: source has a value this version does not know"))
+    mm = matched()
+    mm.candidates.add(voter_id="V2", score=1.0)
+    assert SIGNATURE_MATCHED.problem(mm) is None
+    mm.candidates[0].field_scores["last_name"] = 0.5
+    assert SIGNATURE_MATCHED.problem(mm) is None
+    mm = matched()
+    mm.reason = 0  # type: ignore[assignment]
+    cases.append((mm, "invalid SignatureMatched: reason is unspecified"))
+    mm = matched()
+    mm.decision = 17  # type: ignore[assignment]
+    cases.append((mm, "invalid SignatureMatched: decision has a value this version does not know"))
+    mm = matched()
+    mm.county = ""
+    cases.append((mm, "invalid SignatureMatched: county is empty"))
+    v = verified()
+    v.status = 1  # type: ignore[assignment]  # VALID with reason DUPLICATE
+    cases.append((v, "invalid SignatureVerified: status VALID does not go with reason DUPLICATE"))
+    v = verified()
+    v.status = 4  # type: ignore[assignment]  # NOT_SAMPLED is never in an event
+    cases.append((v, "invalid SignatureVerified: status NOT_SAMPLED does not go with reason "
+                     "DUPLICATE"))
+    v = verified()
+    v.reason = 99  # type: ignore[assignment]
+    cases.append((v, "invalid SignatureVerified: reason has a value this version does not know"))
+    topic = {events_pb2.SignatureReceived: SIGNATURE_RECEIVED,
+             events_pb2.SignatureMatched: SIGNATURE_MATCHED,
+             events_pb2.SignatureVerified: SIGNATURE_VERIFIED}
+    for message, reason in cases:
+        assert topic[type(message)].problem(message) == reason  # type: ignore[attr-defined]
+
+
+def test_each_topic_names_the_group_that_reads_it() -> None:
+    assert consumers_of(SIGNATURE_RECEIVED.name) == ("matching",)
+    assert consumers_of(SIGNATURE_MATCHED.name) == ("dedupe",)
+    assert consumers_of(SIGNATURE_VERIFIED.name) == ("tally",)
+    assert consumers_of("sigverify.other.v1") == ()
+
+
+def _pg(cls: type[asyncpg.PostgresError]) -> asyncpg.PostgresError:
+    return cls("message quoting a row")
+
+
+@pytest.mark.parametrize("exc", [
+    _pg(asyncpg.exceptions.AdminShutdownError),        # 57P01
+    _pg(asyncpg.exceptions.CrashShutdownError),        # 57P02
+    _pg(asyncpg.exceptions.CannotConnectNowError),     # 57P03
+    _pg(asyncpg.exceptions.IdleSessionTimeoutError),   # 57P05
+    _pg(asyncpg.exceptions.TooManyConnectionsError),   # 53300
+    _pg(asyncpg.exceptions.ConnectionFailureError),    # 08006
+    _pg(asyncpg.exceptions.SerializationError),        # 40001
+    _pg(asyncpg.exceptions.DeadlockDetectedError),     # 40P01
+    _pg(asyncpg.exceptions.LockNotAvailableError),     # 55P03
+    asyncpg.exceptions.InterfaceError("connection is closed"),
+    ConnectionResetError(), TimeoutError(), OSError(),
+    kafka_errors.KafkaConnectionError(), kafka_errors.NotLeaderForPartitionError(),
+    kafka_errors.KafkaTimeoutError(), Unavailable("no roll"),
+])
+def test_outages_and_recovery_are_transient(exc: BaseException) -> None:
+    assert is_transient(exc)
+    assert is_outage(exc)
+
+
+@pytest.mark.parametrize("exc", [
+    _pg(asyncpg.exceptions.DataError), _pg(asyncpg.exceptions.UniqueViolationError),
+    _pg(asyncpg.exceptions.QueryCanceledError), _pg(asyncpg.exceptions.UndefinedTableError),
+    ValueError("bad"), KeyError("k"), NotFound("x"),
+])
+def test_bugs_and_bad_data_are_not_transient(exc: BaseException) -> None:
+    assert not is_transient(exc)
+    assert not is_outage(exc)
+
+
+def test_every_kafka_error_is_an_outage_for_a_caller_but_not_all_are_transient() -> None:
+    exc = kafka_errors.MessageSizeTooLargeError()
+    assert is_outage(exc) and not is_transient(exc)
+
+
+def test_the_gate_redrives_only_what_stayed_stranded_and_not_again_within_the_cooldown() -> None:
+    gate = RedriveGate(age=10, cooldown=100)
+    assert not gate.admit(1, now=0)       # first seen
+    gate.end_pass(0)
+    assert not gate.admit(1, now=5)       # stranded for 5 s only
+    assert not gate.admit(2, now=5)
+    gate.end_pass(5)
+    assert gate.admit(1, now=10)          # stranded for 10 s
+    assert not gate.admit(2, now=10)
+    gate.end_pass(10)
+    assert not gate.admit(1, now=50)      # re-driven 40 s ago
+    assert gate.admit(2, now=50)
+    gate.end_pass(50)
+    # 2 was applied downstream (not seen in this pass): forgotten, so seen again it starts over.
+    assert not gate.admit(1, now=60)
+    gate.end_pass(60)
+    assert not gate.admit(2, now=61)
+    assert gate.admit(1, now=111)         # the cooldown is over
