@@ -240,7 +240,11 @@ class Address:
     direction: str  # pre- or post-directional, abbreviated ("N"), or ""
     street_type: str  # USPS suffix ("ST", "AVE") or ""
     unit: str  # unit identifier only ("4" for "Apt 4", "#4", "Unit 4"); "" if none
-    zip: str  # five digits or ""
+    zip: str  # five digits (four for a postcode) or ""
+    #: the street line as written, spaceless, its directionals and types written out
+    #: ("1633 9NORTH UNDERWOOD CIR" -> "16339NORTHUNDERWOODCIRCLE"): for slips that split
+    #: or join the parts
+    line: str = ""
 
     def render(self) -> str:
         """The normalised street line ("123 N MAIN ST #4")."""
@@ -256,16 +260,58 @@ def normalize_unit(text: str) -> str:
     return intern("".join(words))
 
 
+_TYPE_WORDS = frozenset(STREET_TYPE_ABBREVIATIONS) | frozenset(STREET_TYPE_ABBREVIATIONS.values())
+_ORDINAL = re.compile(r"^\d+(ST|ND|RD|TH)$")
+
+
+def _plain_street(rest: str) -> tuple[str, str, str, str] | None:
+    """The common case without usaddress: words of a name (letters, or an ordinal like 5TH),
+    an optional leading or trailing directional, and a known street type last ("N MAIN ST",
+    "SAN PABLO AVE", "5TH ST W"). None for anything else (usaddress decides)."""
+    words = rest.split()
+    if len(words) < 2 or "#" in rest:
+        return None
+    direction = ""
+    if len(words) >= 3 and words[-1] in _DIRECTIONS and words[-2] in _TYPE_WORDS:
+        direction = _DIRECTIONS[words.pop()]
+    if words[-1] not in _TYPE_WORDS:
+        return None
+    stype = _STREET_TYPES.get(words.pop(), "")
+    if not direction and len(words) >= 2 and words[0] in _DIRECTIONS:
+        direction = _DIRECTIONS[words.pop(0)]
+    for w in words:
+        if not (w.isalpha() or _ORDINAL.match(w)) or w in _UNIT_WORDS or w in _TYPE_WORDS:
+            return None
+    name = "".join(_NAME_WORDS.get(w, _ORDINALS.get(w, _DIRECTIONS.get(w, w))) for w in words)
+    return intern(name), intern(direction), intern(stype), ""
+
+
 @lru_cache(maxsize=1 << 18)
 def _parse_street(rest: str) -> tuple[str, str, str, str]:
     """(name, direction, type, unit) of a street line without its house number (memoised:
-    usaddress is the slow part, and one street serves many houses)."""
+    usaddress is the slow part, and one street serves many houses; a plain line skips it)."""
+    plain = _plain_street(rest)
+    if plain is not None and plain[2]:
+        return plain
+    return _usaddress_street(rest)
+
+
+def _usaddress_street(rest: str) -> tuple[str, str, str, str]:
+    parsed = usaddress.parse("1 " + rest)[1:]
+    # A unit only where a unit word says so ("APT 4", "#4"); else usaddress mistook a
+    # misspelt street for one ("5TH STRET": unit 5TH of type STRET): those words are the
+    # street's name.
+    genuine_unit = "#" in rest or any(t.strip(",").replace("#", "") in _UNIT_WORDS
+                                      for t, _ in parsed)
     labelled: dict[str, list[str]] = {}
-    for token, label in usaddress.parse("1 " + rest)[1:]:
+    for token, label in parsed:
+        if label in _UNIT_LABELS and not genuine_unit:
+            label = "StreetName"
         labelled.setdefault(label, []).append(token.strip(",").replace("#", ""))
     name_words = [w for lab in _NAME_LABELS for w in labelled.get(lab, ())]
-    if not name_words:  # nothing usaddress calls a name: keep what is not a unit
-        name_words = [w for lab, ws in labelled.items() if lab not in _UNIT_LABELS for w in ws]
+    if not name_words:  # nothing usaddress calls a name: keep what is not a unit or type
+        name_words = [w for lab, ws in labelled.items()
+                      if lab not in _UNIT_LABELS and lab != "StreetNamePostType" for w in ws]
     name = "".join(_NAME_WORDS.get(w, _ORDINALS.get(w, _DIRECTIONS.get(w, w)))
                    for w in name_words)
     direction = " ".join(
@@ -279,9 +325,14 @@ def _parse_street(rest: str) -> tuple[str, str, str, str]:
     return intern(name), intern(direction), intern(stype), unit
 
 
+_NOT_DIGITS = re.compile(r"\D+")
+
+
 def normalize_zip(text: str) -> str:
-    digits = "".join(c for c in (text or "") if c.isdigit())
-    return intern(digits[:5]) if len(digits) >= 5 else ""
+    """The postal code's digits: a US zip's first five (ZIP+4 dropped); a shorter code of
+    at least four digits as it is (a 4-digit postcode, or a zip missing one digit)."""
+    digits = _NOT_DIGITS.sub("", text or "")
+    return intern(digits[:5]) if len(digits) >= 4 else ""
 
 
 @lru_cache(maxsize=1 << 17)
@@ -298,13 +349,52 @@ def normalize_address(street: str, unit: str = "", zip_code: str = "") -> Addres
     m = _HOUSE.match(s)
     if m:
         house, letter, rest = m.group(1).lstrip("0") or "0", m.group(2) or "", m.group(3)
+    else:
+        # A house number with a slip of the pen inside ("105B0", "1G394"): kept as written,
+        # so that it is one edit from the roll's.
+        first, _, after = s.partition(" ")
+        digits = sum(ch.isdigit() for ch in first)
+        if 3 <= len(first) <= 8 and digits >= 2 and digits >= len(first) - 1 and after:
+            house, rest = first, after
     rest = rest.replace("/", " ")
     name, direction, stype, parsed_unit = _parse_street(rest) if rest else ("", "", "", "")
+    if not name and not house and unit:
+        # The street line and the second line written in each other's boxes ("#19" as the
+        # street, "1076 JODY LANE" as the unit): read them the other way round.
+        swapped = normalize_address(unit, street, zip_code)
+        if swapped.name and swapped.house:
+            return swapped
     return Address(
         house=intern(house), name=name, direction=direction, street_type=stype,
         unit=normalize_unit(unit) or street_unit or parsed_unit or letter,
-        zip=normalize_zip(zip_code),
+        zip=normalize_zip(zip_code), line=written_line(s),
     )
+
+
+_LONG_DIRECTIONS = {v: k for k, v in DIRECTIONAL_REPLACEMENTS.items() if len(k) > len(v)}
+
+
+def long_direction(short: str) -> str:
+    """"N" -> "NORTH" ("NE" -> "NORTHEAST")."""
+    return _LONG_DIRECTIONS.get(short, short)
+
+
+def _long_street_type(word: str) -> str:
+    short = _STREET_TYPES.get(word, word)
+    return _LONG_TYPE_OF.get(short, word)
+
+
+_LONG_TYPE_OF: dict[str, str] = {}
+for _long, _short in STREET_TYPE_ABBREVIATIONS.items():
+    if len(_long) > len(_LONG_TYPE_OF.get(_short, "")):
+        _LONG_TYPE_OF[_short] = _long
+
+
+def written_line(s: str) -> str:
+    """The street line spaceless, each directional and street type written out."""
+    words = s.split()
+    return "".join(long_direction(_DIRECTIONS[w]) if w in _DIRECTIONS
+                   else _long_street_type(w) if w in _TYPE_WORDS else w for w in words)
 
 
 def normalize_county(text: str) -> str:

@@ -61,7 +61,7 @@ def read_batches(out: SynthOutput) -> list[BatchRow]:
                     first_name=r["first_name"], middle_name=r["middle_name"],
                     last_name=r["last_name"], street=r["street"], unit=r["unit"], city=r["city"],
                     zip=r["zip"], county=county, signed_on=_date(r["signed_on"]),
-                    deadline=deadline,
+                    birth_date=_date(r.get("birth_date") or ""), deadline=deadline,
                 )
                 named = bool((r["first_name"] + r["last_name"]).strip())
                 rows.append(BatchRow(Path(path).name, int(r["line"]), sig,
