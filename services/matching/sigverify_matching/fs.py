@@ -215,7 +215,7 @@ def initial_m() -> dict[str, list[float]]:
     out = {}
     for c in COMPARISONS:
         k = len(LEVELS[c])
-        x = np.concatenate([[0.05], [0.5 ** i for i in range(k - 1)]])
+        x = np.concatenate([[0.05], [0.3 ** i for i in range(k - 1)]])
         out[c] = (x / x.sum()).tolist()
     return out
 
@@ -230,7 +230,7 @@ class EMResult:
 
 #: The prior's weight in EM: as many matched pairs as this at the prior's m, and as many
 #: signatures as this at the prior's registered share (``train_em``).
-PRIOR_MATCHES = 200.0
+PRIOR_MATCHES = 50.0
 PRIOR_SIGNATURES = 20.0
 
 
