@@ -9,10 +9,11 @@ PROTO_OUT := services/proto
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml requirements.lock
+$(STAMP): pyproject.toml requirements.lock requirements-eval.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements.lock
+	$(BIN)/python -m pip install -q --no-deps -r requirements-eval.lock
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $(STAMP)
 

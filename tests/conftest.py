@@ -1,5 +1,5 @@
-"""A real SigVerify stack for the integration and fault tests (one per session): real PostgreSQL, the real tansu broker,
-the four services as processes.
+"""A real SigVerify stack for the integration and fault tests (one per session): real
+PostgreSQL, the real tansu broker, the four services as processes.
 
 PostgreSQL: ``SIGVERIFY_TEST_DATABASE_URL`` if set; else a fresh database on the local
 server at 127.0.0.1:5432 when one answers (unless ``SIGVERIFY_TEST_EMBEDDED_PG=1``); else
@@ -18,11 +18,13 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from sigverify_cli import stack
+from sigverify_cli import credentials, stack
+from sigverify_cli.main import upload_roll
 from sigverify_cli.synth import SynthOutput, SynthSpec, generate
-from sigverify_matching.roll import load_roll
 
 LOCAL_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+#: How often the session's services write refused calls to the audit log (60 s by default).
+REFUSAL_AUDIT_SECONDS = "1"
 
 
 def _local_server_answers() -> bool:
@@ -62,14 +64,19 @@ def live_stack(stack_home: Path) -> Iterator[stack.StackState]:
         created_db = f"sigverify_test_{uuid.uuid4().hex[:10]}"
         stack.ensure_database(LOCAL_ADMIN_URL, created_db)
         env["DATABASE_URL"] = f"postgresql://postgres@127.0.0.1:5432/{created_db}"
+    # Refused calls reach the audit log within a second (services started or restarted by any
+    # test read it from this process's environment).
+    mp = pytest.MonkeyPatch()
+    mp.setenv("REFUSAL_AUDIT_SECONDS", REFUSAL_AUDIT_SECONDS)
     # A full count keeps few signatures in flight, so that test_statutory sees it stop at the
     # requirement (AB 2219) with signatures left unverified.
-    state = stack.up(stack_home, env, lambda m: None,
-                     service_extra_env={"intake": {"FULL_COUNT_IN_FLIGHT": "100"}})
     try:
+        state = stack.up(stack_home, env, lambda m: None,
+                         service_extra_env={"intake": {"FULL_COUNT_IN_FLIGHT": "100"}})
         yield state
     finally:
         stack.down(stack_home, lambda m: None)
+        mp.undo()
         if created_db:
             _drop_database(LOCAL_ADMIN_URL, created_db)
 
@@ -83,10 +90,9 @@ def synth_data(tmp_path_factory: pytest.TempPathFactory) -> SynthOutput:
 
 @pytest.fixture(scope="session")
 def loaded_roll(live_stack: stack.StackState, synth_data: SynthOutput) -> int:
+    """The synthetic roll loaded as an admin does (LoadRoll): active once the matcher serves it."""
     async def load() -> int:
-        pool = await asyncpg.create_pool(live_stack.database_url, min_size=1, max_size=2)
-        try:
-            return (await load_roll(pool, synth_data.roll_csv)).rows
-        finally:
-            await pool.close()
+        async with credentials.open_channel(live_stack.addr("matching"),
+                                            live_stack.admin_token()) as ch:
+            return (await upload_roll(ch, synth_data.roll_csv, timeout=120)).rows
     return asyncio.run(load())

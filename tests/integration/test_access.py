@@ -200,9 +200,16 @@ async def test_the_audit_log_is_append_only_chained_and_tamper_evident(
     pid = h.new_petition_id()
     await h.create_petition(live_stack, pid)
     receipt = await h.submit(live_stack, batch_file(tmp_path, "d.csv"), pid, "Orange")
+    before = await db.fetchval("SELECT coalesce(max(id), 0) FROM audit.entries")
     async with h.channel(live_stack, "intake", "") as ch:
         await code_of(intake_pb2_grpc.IntakeServiceStub(ch).GetPetition(
             intake_pb2.GetPetitionRequest(petition_id=pid), timeout=10))
+    # Refusals reach the log aggregated, every REFUSAL_AUDIT_SECONDS (1 s in the tests).
+    for _ in range(100):
+        if await db.fetchval("SELECT 1 FROM audit.entries WHERE action = 'access.denied' "
+                             "AND id > $1", before):
+            break
+        await asyncio.sleep(0.1)
     # Concurrent appends from many connections keep one chain.
     await asyncio.gather(*(audit.record_now(db, "system:test", "test.append", str(i), {"i": i})
                            for i in range(40)))
@@ -216,7 +223,9 @@ async def test_the_audit_log_is_append_only_chained_and_tamper_evident(
                                "ORDER BY id DESC LIMIT 1")
     assert denied is not None and denied["actor"] == "anonymous"
     assert denied["subject"] == "/sigverify.intake.v1.IntakeService/GetPetition"
-    assert set(json.loads(denied["detail"])) == {"reason", "service", "peer"}
+    assert set(json.loads(denied["detail"])) == {"reason", "service", "count", "first_at",
+                                                 "last_at", "peers", "other_peer_calls"}
+    assert list(json.loads(denied["detail"])["peers"]) == ["ipv4:127.0.0.1"]
 
     ok = cli(live_stack, "audit", "verify")
     assert ok.returncode == 0 and "OK" in ok.stdout, ok.stdout + ok.stderr

@@ -1,21 +1,400 @@
-"""Loading voter rolls into a scratch database on the stack's server: versions replace one
-another, and a load that fails half-way leaves nothing behind."""
+"""Voter roll versions as an admin manages them: ``sigverify roll load|list|activate|rollback``
+against the live stack (matching's LoadRoll, ListRolls and ActivateRoll RPCs), and the direct
+load's staging in a scratch database on the stack's server.
+
+Every roll loaded successfully on the live stack holds the session's synthetic voters, so the
+other tests keep matching against the same people whichever version is active.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import csv
+import hashlib
+import json
+import os
+import sys
+import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import asyncpg
+import grpc
 import pytest
 
+from sigverify.matching.v1 import matching_pb2, matching_pb2_grpc
 from sigverify_cli import stack
+from sigverify_cli.main import upload_roll
+from sigverify_cli.synth import SynthOutput
 from sigverify_common import audit, db
 from sigverify_matching.roll import CHUNK, ROLL_COLUMNS, load_roll
+from tests.integration import helpers as h
+from tests.integration.test_access import make_token
 
 pytestmark = pytest.mark.integration
 
+
+# -- helpers -------------------------------------------------------------------------------------
+
+async def cli(state: stack.StackState, *args: str, token: str | None = None
+              ) -> tuple[int, str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("INTAKE_ADDR", "MATCHING_ADDR", "TALLY_ADDR", "SIGVERIFY_TOKEN",
+                        "DATABASE_URL")}
+    env["SIGVERIFY_HOME"] = state.home
+    if token is not None:
+        env["SIGVERIFY_TOKEN"] = token
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "from sigverify_cli.main import main; main()", *args, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 300)
+    # rich folds long lines: compare messages with their line breaks as spaces.
+    return proc.returncode or 0, " ".join(out.decode().split()), " ".join(err.decode().split())
+
+
+@asynccontextmanager
+async def database(state: stack.StackState) -> AsyncIterator[asyncpg.Pool]:
+    pool = await asyncpg.create_pool(state.database_url, min_size=1, max_size=2)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+async def active_version(pool: asyncpg.Pool) -> int:
+    return int(await pool.fetchval(
+        "SELECT version FROM matching.roll_versions WHERE state = 'active'"))
+
+
+async def admin_token_id(pool: asyncpg.Pool, state: stack.StackState) -> str:
+    digest = hashlib.sha256(state.admin_token().encode()).hexdigest()
+    return str(await pool.fetchval("SELECT token_id FROM access.tokens WHERE token_sha256 = $1",
+                                   digest))
+
+
+async def roll_list(state: stack.StackState) -> dict[str, Any]:
+    rc, out, err = await cli(state, "roll", "list", "--json")
+    assert rc == 0, err
+    listed: dict[str, Any] = json.loads(out)
+    return listed
+
+
+async def serving(state: stack.StackState, version: int) -> list[dict[str, Any]]:
+    """The live replicas, once each reports serving ``version`` (at its next heartbeat)."""
+    for _ in range(50):
+        live = [r for r in (await roll_list(state))["replicas"] if r["live"]]
+        if live and all(r["serving_version"] == version for r in live):
+            return live
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"replicas not serving roll version {version}: {live}")
+
+
+def rewritten(source: Path, dest: Path, fix: dict[str, Any] | None = None,
+              extra: list[str] | None = None) -> Path:
+    """``source`` with ``fix[column](value)`` applied and ``extra`` lines appended."""
+    with source.open(newline="", encoding="utf-8") as fh, \
+            dest.open("w", newline="", encoding="utf-8") as out:
+        reader = csv.DictReader(fh)
+        writer = csv.DictWriter(out, fieldnames=list(reader.fieldnames or ()))
+        writer.writeheader()
+        for row in reader:
+            for column, f in (fix or {}).items():
+                row[column] = f(row[column])
+            writer.writerow(row)
+        for line in extra or ():
+            out.write(line + "\n")
+    return dest
+
+
+def us_date(iso: str) -> str:
+    return f"{iso[5:7]}/{iso[8:10]}/{iso[:4]}" if iso else ""
+
+
+async def decided_versions(pool: asyncpg.Pool, petition_id: str) -> set[int]:
+    return {r["roll_version"] for r in await pool.fetch(
+        "SELECT DISTINCT roll_version FROM matching.decisions WHERE petition_id = $1", petition_id)}
+
+
+async def file_batch(state: stack.StackState, synth: SynthOutput, n: int = 0) -> str:
+    """Submit one batch of the synthetic filing under a new petition; wait until verified."""
+    pid = h.new_petition_id()
+    await h.create_petition(state, pid)
+    path, county = synth.batches[n]
+    receipt = await h.submit(state, path, pid, county)
+    await h.wait_verified(state, pid, receipt.signatures_accepted)
+    return pid
+
+
+# -- refusals --------------------------------------------------------------------------------------
+
+async def test_a_roll_whose_every_row_is_rejected_is_refused_and_the_previous_one_stays_in_use(
+    live_stack: stack.StackState, loaded_roll: int, synth_data: SynthOutput, tmp_path: Path
+) -> None:
+    async with database(live_stack) as pool:
+        before = await active_version(pool)
+        voters = await pool.fetchval("SELECT count(*) FROM matching.voters WHERE version = $1",
+                                     before)
+        # The same voters with American dates: every row is rejected.
+        path = rewritten(synth_data.roll_csv, tmp_path / "us-dates.csv",
+                         {"birth_date": us_date, "registered_on": us_date})
+        with path.open(newline="", encoding="utf-8") as fh:
+            first = next(csv.DictReader(fh))
+        first_field = "birth_date" if first["birth_date"] else "registered_on"
+        rc, out, err = await cli(live_stack, "roll", "load", str(path))
+        assert rc != 0
+        assert "FAILED_PRECONDITION" in err and "Traceback" not in err + out
+        assert f"{loaded_roll:,} of {loaded_roll:,} rows rejected, more than the 1% allowed" in err
+        assert f"line 2: {first_field}: not a valid ISO date (YYYY-MM-DD)" in err
+        assert f"roll version {before} stays active" in err
+
+        assert await active_version(pool) == before
+        refused = await pool.fetchrow(
+            "SELECT * FROM matching.roll_versions ORDER BY version DESC LIMIT 1")
+        assert refused["state"] == "discarded" and refused["rejected"] == loaded_roll
+        assert "rows rejected" in refused["note"]
+        assert await pool.fetchval("SELECT count(*) FROM matching.voters WHERE version = $1",
+                                   refused["version"]) == 0
+        assert await pool.fetchval("SELECT count(*) FROM matching.voters WHERE version = $1",
+                                   before) == voters
+        entry = await pool.fetchrow(
+            "SELECT actor, detail FROM audit.entries WHERE action = 'roll.discarded' "
+            "AND subject = $1", f"roll-version-{refused['version']}")
+        assert entry is not None and entry["actor"] == await admin_token_id(pool, live_stack)
+
+        # An empty roll (a header, no voters) is refused too.
+        empty = tmp_path / "empty.csv"
+        empty.write_text(",".join(ROLL_COLUMNS) + "\n", encoding="utf-8")
+        rc, _, err = await cli(live_stack, "roll", "load", str(empty))
+        assert rc != 0 and "it has no voters" in err
+        assert await active_version(pool) == before
+
+        # The matcher still decides with the previous roll: registered signers are found.
+        pid = await file_batch(live_stack, synth_data)
+        assert await decided_versions(pool, pid) == {before}
+        reasons = [r[1] for r in (await h.results(live_stack, pid)).values()]
+        assert reasons.count("MATCHED") > len(reasons) // 2
+
+
+async def test_a_roll_over_max_rejected_is_refused_and_one_within_it_loads(
+    live_stack: stack.StackState, loaded_roll: int, synth_data: SynthOutput, tmp_path: Path
+) -> None:
+    # 1% of the file's rows, plus one, are unreadable.
+    bad = loaded_roll // 100 + 1
+    path = rewritten(synth_data.roll_csv, tmp_path / "some-bad.csv",
+                     extra=[f"X{i},Ana,,Lopez,,1980-01-01,1 Main St,,Fresno,93701,Fresno,"
+                            "MOVED,2010-01-01" for i in range(bad)])
+    async with database(live_stack) as pool:
+        before = await active_version(pool)
+        rc, _, err = await cli(live_stack, "roll", "load", str(path))
+        assert rc != 0
+        assert f"{bad} of {loaded_roll + bad:,} rows rejected, more than the 1% allowed" in err
+        assert f"line {loaded_roll + 2}: status: must be ACTIVE, INACTIVE or CANCELLED" in err
+        rc, _, err = await cli(live_stack, "roll", "load", str(path), "--max-rejected", str(bad - 1))
+        assert rc != 0 and f"more than the {bad - 1} rows allowed" in err
+        assert await active_version(pool) == before
+
+        rc, out, err = await cli(live_stack, "roll", "load", str(path), "--max-rejected", str(bad))
+        assert rc == 0, err
+        after = await active_version(pool)
+        assert after > before
+        assert f"roll version {after} active: {loaded_roll:,} voters, {bad} rows rejected" in out
+        assert f"version {before} kept for 'sigverify roll rollback'" in out
+        assert f"line {loaded_roll + 2}: status: must be ACTIVE, INACTIVE or CANCELLED" in out
+        # Progress went to stderr as the load went.
+        assert f"roll version {after}: {loaded_roll:,} voters loaded, {bad} rows rejected" in err
+        assert "1 of 1 live matcher replica(s) ready" in err
+
+
+async def test_an_unknown_max_rejected_and_a_file_without_roll_columns_are_refused(
+    live_stack: stack.StackState, loaded_roll: int, tmp_path: Path
+) -> None:
+    path = tmp_path / "batch.csv"
+    path.write_text("line,first_name,last_name\n1,A,B\n", encoding="utf-8")
+    rc, _, err = await cli(live_stack, "roll", "load", str(path), "--max-rejected", "lots")
+    assert rc != 0 and "INVALID_ARGUMENT" in err and "max_rejected 'lots'" in err
+    rc, _, err = await cli(live_stack, "roll", "load", str(path))
+    assert rc != 0 and "INVALID_ARGUMENT" in err
+    assert "batch.csv: roll header lacks column(s): voter_id, middle_name" in err
+
+
+async def test_a_load_the_client_abandons_leaves_nothing_behind(
+    live_stack: stack.StackState, loaded_roll: int, tmp_path: Path
+) -> None:
+    path = write_roll(tmp_path / "big.csv", CHUNK * 4)
+    first_chunk = asyncio.Event()
+
+    def seen(p: matching_pb2.RollProgress, sent: int) -> None:
+        if p.rows:
+            first_chunk.set()
+
+    async with database(live_stack) as pool:
+        before = await active_version(pool)
+        async with h.channel(live_stack, "matching") as ch:
+            upload = asyncio.create_task(upload_roll(ch, path, on_progress=seen))
+            await asyncio.wait_for(first_chunk.wait(), 60)
+            upload.cancel()  # as Ctrl-C would
+            await asyncio.gather(upload, return_exceptions=True)
+        version = int(await pool.fetchval("SELECT max(version) FROM matching.roll_versions"))
+        for _ in range(100):
+            state = await pool.fetchval(
+                "SELECT state FROM matching.roll_versions WHERE version = $1", version)
+            if state == "discarded":
+                break
+            await asyncio.sleep(0.1)
+        assert state == "discarded"
+        assert await pool.fetchval("SELECT count(*) FROM matching.voters WHERE version = $1",
+                                   version) == 0
+        assert await active_version(pool) == before
+    # The lifecycle lock went with the load: the next one goes through.
+    async with h.channel(live_stack, "matching") as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await upload_roll(ch, write_roll(tmp_path / "small.csv", 10))
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "1 of 11 rows rejected" in (e.value.details() or "")
+
+
+# -- list, activate, rollback ----------------------------------------------------------------------
+
+async def test_roll_list_activate_and_rollback(
+    live_stack: stack.StackState, loaded_roll: int, synth_data: SynthOutput, tmp_path: Path
+) -> None:
+    async with database(live_stack) as pool:
+        admin = await admin_token_id(pool, live_stack)
+        first = await active_version(pool)
+        rc, out, err = await cli(live_stack, "roll", "load", str(synth_data.roll_csv))
+        assert rc == 0, err
+        second = await active_version(pool)
+        rc, out, err = await cli(live_stack, "roll", "load", str(synth_data.roll_csv))
+        assert rc == 0, err
+        third = await active_version(pool)
+        assert first < second < third
+
+        listed = await roll_list(live_stack)
+        states = {v["version"]: v for v in listed["versions"]}
+        assert states[third]["state"] == "active" and states[third]["voters"] == loaded_roll
+        assert states[third]["source"] == synth_data.roll_csv.name
+        assert states[third]["loaded_by"] == admin and states[third]["activated_at"]
+        # The previous version is kept for a rollback; the one before it is retired.
+        assert states[second]["state"] == "ready" and states[second]["deactivated_at"]
+        assert states[first]["state"] == "retired"
+        kept = {r["version"]: r["n"] for r in await pool.fetch(
+            "SELECT version, count(*) AS n FROM matching.voters GROUP BY version")}
+        assert kept == {second: loaded_roll, third: loaded_roll}
+        replica = (await serving(live_stack, third))[0]
+        assert third in replica["built_versions"]
+        rc, out, _ = await cli(live_stack, "roll", "list")
+        assert rc == 0 and "matcher replicas" in out and replica["replica_id"] in out
+
+        rc, out, err = await cli(live_stack, "roll", "rollback")
+        assert rc == 0, err
+        assert f"roll version {second} active ({loaded_roll:,} voters)" in out
+        assert await active_version(pool) == second
+        pid = await file_batch(live_stack, synth_data, 1)
+        assert await decided_versions(pool, pid) == {second}
+
+        # Forward again: the version rolled back from is kept.
+        rc, out, err = await cli(live_stack, "roll", "activate", str(third))
+        assert rc == 0, err
+        assert await active_version(pool) == third
+        listed = await roll_list(live_stack)
+        assert {v["version"]: v["state"] for v in listed["versions"]}[second] == "ready"
+        await serving(live_stack, third)
+
+        rc, _, err = await cli(live_stack, "roll", "activate", str(first))
+        assert rc != 0 and f"roll version {first} is retired: its rows are no longer kept" in err
+        rc, _, err = await cli(live_stack, "roll", "activate", str(third))
+        assert rc != 0 and "already the active version" in err
+        rc, _, err = await cli(live_stack, "roll", "activate", "999999")
+        assert rc != 0 and "NOT_FOUND" in err
+
+        entries = await pool.fetch(
+            "SELECT actor, subject, detail FROM audit.entries WHERE action = 'roll.activated' "
+            "ORDER BY id DESC LIMIT 2")
+        assert [e["subject"] for e in entries] == [f"roll-version-{third}",
+                                                    f"roll-version-{second}"]
+        assert {e["actor"] for e in entries} == {admin}
+        assert [json.loads(e["detail"])["reason"] for e in entries] == ["activated", "rollback"]
+
+
+async def test_a_version_is_not_activated_while_a_live_matcher_lacks_its_index(
+    live_stack: stack.StackState, loaded_roll: int, synth_data: SynthOutput
+) -> None:
+    """A replica that heartbeats but never builds the new index holds the activation back
+    until the timeout; the load then fails, the version kept, the active one unchanged."""
+    slow = f"slow-replica-{uuid.uuid4().hex[:6]}"
+    async with database(live_stack) as pool:
+        before = await active_version(pool)
+
+        async def heartbeat() -> None:
+            while True:
+                await pool.execute(
+                    "INSERT INTO matching.replicas (replica_id, serving_version, heartbeat_at) "
+                    "VALUES ($1, $2, clock_timestamp()) ON CONFLICT (replica_id) DO UPDATE "
+                    "SET heartbeat_at = clock_timestamp()", slow, before)
+                await asyncio.sleep(0.5)
+
+        beating = asyncio.create_task(heartbeat())
+        try:
+            started = time.monotonic()
+            rc, _, err = await cli(live_stack, "roll", "load", str(synth_data.roll_csv),
+                                   "--timeout", "5")
+            assert rc != 0 and "FAILED_PRECONDITION" in err
+            kept = int(await pool.fetchval("SELECT max(version) FROM matching.roll_versions"))
+            assert (f"roll version {kept} was not activated: after 5s matcher replica(s) {slow} "
+                    "had not built its index") in err
+            assert "1 of 2 live matcher replica(s) ready" in err
+            assert time.monotonic() - started >= 5
+            assert await active_version(pool) == before
+            assert await pool.fetchval("SELECT state FROM matching.roll_versions WHERE version = $1",
+                                       kept) == "ready"
+            failed = await pool.fetchrow(
+                "SELECT detail FROM audit.entries WHERE action = 'roll.activation_failed' AND "
+                "subject = $1", f"roll-version-{kept}")
+            assert failed is not None and slow in failed["detail"]
+        finally:
+            beating.cancel()
+            await asyncio.gather(beating, return_exceptions=True)
+            await pool.execute("DELETE FROM matching.replicas WHERE replica_id = $1", slow)
+        # Without the slow replica the kept version can be activated.
+        rc, _out, err = await cli(live_stack, "roll", "activate", str(kept))
+        assert rc == 0, err
+        assert await active_version(pool) == kept
+
+
+async def test_only_admins_may_load_list_or_switch_rolls(
+    live_stack: stack.StackState, loaded_roll: int, synth_data: SynthOutput
+) -> None:
+    async with database(live_stack) as pool:
+        before = await active_version(pool)
+        for role, county in (("ops", ""), ("reviewer", ""), ("clerk", "Kern")):
+            token = await make_token(live_stack, role, county)
+            async with h.channel(live_stack, "matching", token) as ch:
+                stub = matching_pb2_grpc.MatchingServiceStub(ch)
+                with pytest.raises(grpc.aio.AioRpcError) as e:
+                    await upload_roll(ch, synth_data.roll_csv)
+                assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+                with pytest.raises(grpc.aio.AioRpcError) as e:
+                    await stub.ListRolls(matching_pb2.ListRollsRequest(), timeout=10)
+                assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+                with pytest.raises(grpc.aio.AioRpcError) as e:
+                    async for _ in stub.ActivateRoll(
+                            matching_pb2.ActivateRollRequest(previous=True), timeout=10):
+                        pass
+                assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            rc, _, err = await cli(live_stack, "roll", "rollback", token=token)
+            assert rc != 0 and f"role {role} may not call ActivateRoll" in err
+        assert await active_version(pool) == before
+        denied = await pool.fetch(
+            "SELECT subject FROM audit.entries WHERE action = 'access.denied' AND subject LIKE "
+            "'%MatchingService/%Roll%'")
+        assert {d["subject"].rsplit("/", 1)[-1] for d in denied} >= {"LoadRoll", "ListRolls",
+                                                                     "ActivateRoll"}
+
+
+# -- the direct load (fixtures, bench) in a scratch database ---------------------------------------
 
 @pytest.fixture
 async def scratch(live_stack: stack.StackState) -> AsyncIterator[asyncpg.Pool]:
@@ -52,10 +431,13 @@ async def test_versions_replace_each_other_and_a_failed_load_leaves_nothing(
     assert first.rows == n and first.errors == [(n + 2, "(row)", f"expected {len(ROLL_COLUMNS)} "
                                                 "fields, found 2")]
     second = await load_roll(scratch, write_roll(tmp_path / "b.csv", n, "W"))
-    versions = {r["version"]: (r["state"], r["rows"]) for r in
+    assert second.previous == first.version
+
+    async def states() -> dict[int, tuple[str, int]]:
+        return {r["version"]: (r["state"], r["rows"]) for r in
                 await scratch.fetch("SELECT * FROM matching.roll_versions")}
-    assert versions == {first.version: ("retired", n), second.version: ("active", n)}
-    assert await scratch.fetchval("SELECT count(*) FROM matching.voters") == n
+
+    assert await states() == {first.version: ("ready", n), second.version: ("active", n)}
     assert await scratch.fetchval("SELECT count(*) FROM matching.voters WHERE version = $1 "
                                   "AND voter_id LIKE 'W%' AND county = 'Fresno'", second.version) == n
 
@@ -64,8 +446,21 @@ async def test_versions_replace_each_other_and_a_failed_load_leaves_nothing(
 
     with pytest.raises(RuntimeError, match="disk full"):
         await load_roll(scratch, write_roll(tmp_path / "c.csv", n, "X"), fail_after_first_chunk)
-    assert await scratch.fetchval("SELECT count(*) FROM matching.voters") == n
     assert await scratch.fetchval("SELECT count(*) FROM matching.voters WHERE voter_id LIKE 'X%'") == 0
-    assert await scratch.fetchval("SELECT max(version) FROM matching.roll_versions "
-                                  "WHERE state = 'active'") == second.version
-    assert await scratch.fetchval("SELECT count(*) FROM matching.roll_versions") == 2
+    failed = await scratch.fetchrow("SELECT * FROM matching.roll_versions ORDER BY version DESC "
+                                    "LIMIT 1")
+    assert (failed["state"], failed["note"]) == ("discarded", "the load stopped: RuntimeError")
+    assert (await states())[second.version] == ("active", n)
+
+    # The next activation retires the version before the previous one, and its rows go.
+    third = await load_roll(scratch, write_roll(tmp_path / "d.csv", n, "Y"))
+    assert (await states())[first.version] == ("retired", n)
+    kept = {r["version"]: r["n"] for r in await scratch.fetch(
+        "SELECT version, count(*) AS n FROM matching.voters GROUP BY version")}
+    assert kept == {second.version: n, third.version: n}
+    # Activations are recorded with the instants they took effect and ended.
+    windows = await scratch.fetch("SELECT version, activated_at, deactivated_at FROM "
+                                  "matching.roll_activations ORDER BY id")
+    assert [w["version"] for w in windows] == [first.version, second.version, third.version]
+    assert windows[0]["deactivated_at"] == windows[1]["activated_at"]
+    assert windows[2]["deactivated_at"] is None

@@ -170,3 +170,106 @@ def test_the_cli_takes_its_token_from_the_flag_the_environment_or_the_local_stac
     assert resolve_token(None, tmp_path, {"SIGVERIFY_TOKEN": "sv_env"}) == "sv_env"
     assert resolve_token(None, tmp_path, {}) == "sv_local"
     assert resolve_token(None, tmp_path / "none", {}) == ""
+
+
+# -- token expiry (pure policy) -------------------------------------------------------------
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("30d", timedelta(days=30)),
+    ("12h", timedelta(hours=12)),
+    ("2w", timedelta(weeks=2)),
+    ("1d12h", timedelta(days=1, hours=12)),
+    ("90m", timedelta(minutes=90)),
+    ("2s", timedelta(seconds=2)),
+    (" 7D ", timedelta(days=7)),
+    ("never", access.NEVER),
+    ("2026-06-30", datetime(2026, 7, 1, tzinfo=UTC)),          # the end of that day, UTC
+    ("2026-06-30T08:00:00", datetime(2026, 6, 30, 8, tzinfo=UTC)),   # no offset: UTC
+    ("2026-06-30T08:00:00Z", datetime(2026, 6, 30, 8, tzinfo=UTC)),
+    ("2026-06-30T08:00:00-07:00", datetime(2026, 6, 30, 15, tzinfo=UTC)),
+])
+def test_expires_reads_lifetimes_dates_timestamps_and_never(text: str, expected: object) -> None:
+    assert access.parse_expiry(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "soon", "30", "d30", "3x", "2026-13-01", "9999-12-31",
+                                  "99999999999999999999999d"])
+def test_expires_refuses_what_it_cannot_read(text: str) -> None:
+    with pytest.raises(ValueError, match=r"--expires|ISO"):
+        access.parse_expiry(text)
+
+
+def test_each_role_gets_a_bounded_default_lifetime() -> None:
+    assert access.expiry_for(Role.CLERK, None, NOW) == NOW + timedelta(days=90)
+    assert access.expiry_for(Role.REVIEWER, None, NOW) == NOW + timedelta(days=90)
+    assert access.expiry_for(Role.OPS, None, NOW) == NOW + timedelta(days=180)
+    assert access.expiry_for(Role.ADMIN, None, NOW) == NOW + timedelta(days=30)
+    assert all(access.DEFAULT_LIFETIME[r] <= access.MAX_LIFETIME for r in Role)
+
+
+def test_only_admin_tokens_may_never_expire_or_live_longer_than_a_year() -> None:
+    assert access.expiry_for(Role.ADMIN, access.NEVER, NOW) is None
+    assert access.expiry_for(Role.ADMIN, timedelta(days=1000), NOW) == NOW + timedelta(days=1000)
+    for role in (Role.CLERK, Role.REVIEWER, Role.OPS):
+        with pytest.raises(ValueError, match="only admin tokens may be made to never expire"):
+            access.expiry_for(role, access.NEVER, NOW)
+        with pytest.raises(ValueError, match="at most 366 days"):
+            access.expiry_for(role, timedelta(days=367), NOW)
+        assert access.expiry_for(role, timedelta(days=366), NOW) == NOW + timedelta(days=366)
+    with pytest.raises(ValueError, match="not in the future"):
+        access.expiry_for(Role.CLERK, NOW - timedelta(seconds=1), NOW)
+    with pytest.raises(ValueError, match="not in the future"):
+        access.expiry_for(Role.ADMIN, timedelta(0), NOW)
+
+
+def test_bind_host_defaults_to_every_interface_and_must_be_an_address() -> None:
+    base = {"DATABASE_URL": "postgresql://x/y", "KAFKA_BOOTSTRAP_SERVERS": "k:9092",
+            "GRPC_PORT": "1", "METRICS_PORT": "2"}
+    assert ServiceConfig.from_env(base).bind_host == "0.0.0.0"
+    assert ServiceConfig.from_env({**base, "BIND_HOST": "127.0.0.1"}).bind_host == "127.0.0.1"
+    assert ServiceConfig.from_env({**base, "BIND_HOST": "[::1]"}).bind_host == "::1"
+    with pytest.raises(ConfigError, match="BIND_HOST must be an IP address"):
+        ServiceConfig.from_env({**base, "BIND_HOST": "everywhere"})
+    assert ServiceConfig.from_env(base).refusal_audit_seconds == 60.0
+    with pytest.raises(ConfigError, match="REFUSAL_AUDIT_SECONDS must be greater than 0"):
+        ServiceConfig.from_env({**base, "REFUSAL_AUDIT_SECONDS": "0"})
+
+
+def test_token_create_takes_expires() -> None:
+    args = parser().parse_args(["token", "create", "--role", "clerk", "--county", "Kern",
+                                "--expires", "30d"])
+    assert args.expires == "30d"
+    assert parser().parse_args(["token", "bootstrap", "--expires", "never"]).expires == "never"
+
+
+def test_refusals_are_counted_per_caller_rpc_and_reason_in_bounded_memory() -> None:
+    from typing import cast
+
+    import asyncpg
+
+    from sigverify_common import auth
+
+    log = auth.RefusalLog(cast(asyncpg.Pool, None), "intake")
+    for i in range(300):
+        log.note("anonymous", "/x.S/A", "no bearer token", f"ipv4:10.0.0.{i % 20}:{40000 + i}",
+                 "UNAUTHENTICATED", "no_token")
+    assert log.pending == 300
+    (key, tally), = log._pending.items()
+    assert key == ("anonymous", "/x.S/A", "no bearer token") and tally.count == 300
+    assert len(tally.peers) == auth.MAX_PEERS and set(tally.peers.values()) == {15}
+    assert tally.other_peer_calls == 300 - 15 * auth.MAX_PEERS
+    assert tally.first_at <= tally.last_at
+
+    many = auth.RefusalLog(cast(asyncpg.Pool, None), "intake")
+    for i in range(3 * auth.MAX_KEYS):
+        many.note(f"tk_{i:012x}", "/x.S/A", "role ops may not call A", "ipv6:[::1]:1",
+                  "PERMISSION_DENIED", "role")
+    assert many.pending == 3 * auth.MAX_KEYS
+    assert len(many._pending) == auth.MAX_KEYS + 1
+    assert many._pending[(auth.SEVERAL, "/x.S/A", "role ops may not call A")].count == \
+        2 * auth.MAX_KEYS
+    assert many._pending[("tk_000000000000", "/x.S/A", "role ops may not call A")].peers == \
+        {"ipv6:[::1]": 1}

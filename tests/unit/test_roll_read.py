@@ -8,7 +8,18 @@ from pathlib import Path
 import pytest
 
 from sigverify_common.errors import InvalidArgument
-from sigverify_matching.roll import ROLL_COLUMNS, read_roll
+from sigverify_matching.roll import (
+    DEFAULT_MAX_REJECTED,
+    ROLL_COLUMNS,
+    ChunkStream,
+    MaxRejected,
+    Rejections,
+    RollLoad,
+    read_roll,
+    read_roll_text,
+    refusal,
+    text_of,
+)
 
 HEADER = ",".join(ROLL_COLUMNS)
 
@@ -54,12 +65,100 @@ def test_each_unreadable_row_is_named_and_skipped(tmp_path: Path) -> None:
         (4, "voter_id", "missing"),
         (5, "voter_id", "repeated"),
         (6, "status", "must be ACTIVE, INACTIVE or CANCELLED"),
-        (7, "birth_date", "not a valid ISO date"),
-        (8, "registered_on", "not a valid ISO date"),
-        (10, "birth_date", "not a valid ISO date"),
+        (7, "birth_date", "not a valid ISO date (YYYY-MM-DD)"),
+        (8, "registered_on", "not a valid ISO date (YYYY-MM-DD)"),
+        (10, "birth_date", "not a valid ISO date (YYYY-MM-DD)"),
     ]
 
 
 def test_a_header_without_the_roll_columns_is_refused(tmp_path: Path) -> None:
     with pytest.raises(InvalidArgument, match="lacks column"):
         list(read_roll(roll(tmp_path, "1,A", header="voter_id,first_name"), []))
+
+
+def _streamed(data: bytes, size: int) -> list[bytes | None]:
+    return [*(data[i:i + size] for i in range(0, len(data), size)), None]
+
+
+@pytest.mark.parametrize("size", [1, 7, 64, 1 << 20])
+def test_an_uploaded_file_reads_as_the_file_does_however_it_is_split(
+        tmp_path: Path, size: int) -> None:
+    """The RPC hands the loader the file's bytes in chunks cut anywhere (inside a UTF-8
+    character, a quoted field with a line break, a CRLF): lines and values are the same."""
+    rows = [row("V1"), row("V2", birth="02/03/1980"),
+            'V3,"Zoë",,"Ng\nLi",,1980-02-03,1 Main St,,Fresno,93701,Fresno,ACTIVE,2010-01-01',
+            "", row("V4")]
+    path = tmp_path / "roll.csv"
+    path.write_bytes(("\ufeff" + "\r\n".join((HEADER, *rows)) + "\r\n").encode())
+    from_file: list[tuple[int, str, str]] = []
+    expected = list(read_roll(path, from_file))
+    chunks = _streamed(path.read_bytes(), size)
+    streamed: list[tuple[int, str, str]] = []
+    with text_of(ChunkStream(lambda: chunks.pop(0))) as fh:
+        got = list(read_roll_text(fh, "roll.csv", streamed))
+    assert got == expected and streamed == from_file
+    assert [r[0] for r in got] == ["V1", "V3", "V4"] and got[1][1:4] == ("Zoë", "", "Ng\nLi")
+    # Line numbers count the quoted line break; the blank line is no row at all.
+    assert streamed == [(3, "birth_date", "not a valid ISO date (YYYY-MM-DD)")]
+
+
+def test_a_row_that_is_not_utf8_is_rejected_by_its_line_and_field(tmp_path: Path) -> None:
+    """On the wire (the LoadRoll stream is UTF-8) such a row is rejected by line and field;
+    a whole file in cp1252 (one such byte and no UTF-8) is read as cp1252 from disk, and the
+    CLI re-encodes it before sending it (see test_cli_input)."""
+    data = (HEADER + "\n" + row("V1") + "\n").encode() + row("V2").replace(
+        "Lopez", "L\x00pez").encode().replace(b"\x00", b"\xe9") + ("\n" + row("V3")).encode()
+    (tmp_path / "roll.csv").write_bytes(data)
+    from_file: list[tuple[int, str, str]] = []
+    got = list(read_roll(tmp_path / "roll.csv", from_file))
+    assert [r[0] for r in got] == ["V1", "V2", "V3"] and got[1][3] == "Lépez" and not from_file
+    chunks = _streamed(data, 5)
+    streamed: list[tuple[int, str, str]] = []
+    with text_of(ChunkStream(lambda: chunks.pop(0))) as fh:
+        assert [r[0] for r in read_roll_text(fh, "roll.csv", streamed)] == ["V1", "V3"]
+    assert streamed == [(3, "last_name", "not UTF-8 text")]
+
+
+def test_an_empty_file_is_refused() -> None:
+    chunks: list[bytes | None] = [None]
+    with pytest.raises(InvalidArgument, match="empty"), \
+            text_of(ChunkStream(lambda: chunks.pop(0))) as fh:
+        list(read_roll_text(fh, "roll.csv", []))
+
+
+def test_rejections_are_all_counted_and_the_first_kept() -> None:
+    r = Rejections(keep=2)
+    for i in range(5):
+        r.append((i, "f", "bad"))
+    assert r.count == 5 and r.first == [(0, "f", "bad"), (1, "f", "bad")]
+
+
+@pytest.mark.parametrize(("text", "rejected", "total", "allowed"), [
+    ("100", 100, 10_000, True), ("100", 101, 10_000, False), ("0", 1, 10, False),
+    ("0", 0, 10, True), ("1%", 100, 10_000, True), ("1%", 101, 10_000, False),
+    ("0.5 %", 5, 1000, True), ("0.5%", 6, 1000, False), ("100%", 10, 10, True),
+    ("", 1, 100, True), ("", 2, 100, False),
+])
+def test_max_rejected_is_a_count_or_a_percentage(text: str, rejected: int, total: int,
+                                                  allowed: bool) -> None:
+    assert MaxRejected.parse(text).allows(rejected, total) is allowed
+
+
+@pytest.mark.parametrize("text", ["-1", "1.5", "abc", "101%", "x%", "nan%"])
+def test_a_wrong_max_rejected_is_refused(text: str) -> None:
+    with pytest.raises(InvalidArgument, match="max_rejected"):
+        MaxRejected.parse(text)
+
+
+def test_a_refusal_names_the_count_the_limit_and_the_first_rejections() -> None:
+    errors = [(i + 2, "birth_date", "not a valid ISO date (YYYY-MM-DD)") for i in range(30)]
+    why = refusal(RollLoad(rows=0, rejected=30, errors=errors, source="r.csv"),
+                  DEFAULT_MAX_REJECTED)
+    assert why is not None
+    assert "30 of 30 rows rejected, more than the 1% allowed" in why
+    assert "line 2: birth_date: not a valid ISO date" in why and "line 11:" in why
+    assert "line 12:" not in why and "the first 10 of 30" in why
+    assert "no voters" in str(refusal(RollLoad(source="r.csv"), DEFAULT_MAX_REJECTED))
+    assert refusal(RollLoad(rows=99, rejected=1, errors=errors[:1]), DEFAULT_MAX_REJECTED) is None
+    assert "more than the 0 rows allowed" in str(
+        refusal(RollLoad(rows=99, rejected=1, errors=errors[:1]), MaxRejected.parse("0")))

@@ -327,9 +327,11 @@ def test_compare_counts(tmp_path: Path) -> None:
         confusion={("INCOMPLETE", "MISSING"): 1, ("MATCHED", "NOT_REGISTERED"): 1,
                    ("MATCHED", "REVIEW"): 1, ("NOT_REGISTERED", "MATCHED"): 1,
                    ("WRONG_COUNTY", "ADDRESS_MISMATCH"): 1},
+        valid=4, links=None,
     )
     assert acc.rates() == {"false_accept_rate": 0.125, "false_reject_rate": 0.125,
-                           "review_rate": 0.125, "agreement": 0.375}
+                           "review_rate": 0.125, "agreement": 0.375,
+                           "valid_rejected_rate": 0.25}
     text = format_accuracy(acc)
     assert "agreement 37.50%" in text and "WRONG_COUNTY -> ADDRESS_MISMATCH" in text
 

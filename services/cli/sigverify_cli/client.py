@@ -14,6 +14,8 @@ from sigverify.intake.v1 import intake_pb2, intake_pb2_grpc
 from sigverify.tally.v1 import tally_pb2, tally_pb2_grpc
 from sigverify_cli import credentials
 from sigverify_cli.stack import StackState
+from sigverify_common.errors import InvalidArgument
+from sigverify_common.textfile import open_text
 
 CHUNK_ROWS = 500
 
@@ -57,9 +59,26 @@ class Endpoints:
                    credentials.tls_from_env())
 
 
-def read_batch(path: Path) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
-    """The header and the (record number, values) of a batch CSV, read lazily."""
-    fh = path.open(newline="", encoding="utf-8-sig")
+#: A chunk of rows sent in one message: at most this many rows and about this many bytes
+#: (intake refuses messages over 4 MiB).
+CHUNK_BYTES = 1 << 20
+#: A row larger than this is not sent: it goes as an unreadable record, which intake rejects.
+MAX_ROW_BYTES = 1 << 20
+
+#: (record number, values, why unreadable or "")
+BatchRow = tuple[int, list[str], str]
+
+
+def read_batch(path: Path) -> tuple[list[str], Iterator[BatchRow]]:
+    """The header and the rows of a batch CSV, read lazily in the file's own encoding
+    (UTF-8 with or without BOM, cp1252, latin-1; see ``sigverify_common.textfile``).
+
+    A record the csv module cannot read (broken quoting, a field over its 128 KiB limit) is
+    given as unreadable, with the reason, for intake to reject with its record number."""
+    try:
+        fh = open_text(path)
+    except InvalidArgument as exc:
+        raise CliError(str(exc)) from None
     reader = csv.reader(fh)
     try:
         columns = next(reader)
@@ -70,7 +89,7 @@ def read_batch(path: Path) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
         fh.close()
         raise CliError(f"{path}: unreadable header: {exc}") from None
 
-    def rows() -> Iterator[tuple[int, list[str]]]:
+    def rows() -> Iterator[BatchRow]:
         record = 0
         with fh:
             while True:
@@ -80,44 +99,85 @@ def read_batch(path: Path) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
                 except StopIteration:
                     return
                 except csv.Error as exc:
-                    # Broken quoting: send the record as one odd field so intake rejects it.
-                    values = [f"<unreadable: {exc}>"]
+                    yield record, [], f"line {reader.line_num}: {exc}"
+                    continue
                 if not values or values == [""]:
                     record -= 1
                     continue
-                yield record, values
+                yield record, values, ""
 
     return columns, rows()
 
 
+def row_size(values: list[str]) -> int:
+    """An upper bound of a row's size in a message (bytes)."""
+    return 4 * sum(map(len, values)) + 3 * len(values) + 16
+
+
+def chunked(rows: Iterator[BatchRow], max_rows: int = CHUNK_ROWS, max_bytes: int = CHUNK_BYTES,
+            max_row_bytes: int = MAX_ROW_BYTES) -> Iterator[list[intake_pb2.RawRow]]:
+    """Rows as RawRow chunks of at most ``max_rows`` rows and about ``max_bytes`` bytes."""
+    chunk: list[intake_pb2.RawRow] = []
+    size = 0
+    for record, values, unreadable in rows:
+        n = row_size(values)
+        if n > max_row_bytes:
+            n = sum(len(v.encode()) for v in values) + 3 * len(values) + 16
+            if n > max_row_bytes:
+                values, unreadable = [], (f"the row is {n:,} bytes long; a row may have at "
+                                          f"most {max_row_bytes:,}")
+                n = 64
+        if chunk and (len(chunk) >= max_rows or size + n > max_bytes):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(intake_pb2.RawRow(record=record, values=values, unreadable=unreadable))
+        size += n
+    if chunk:
+        yield chunk
+
+
 async def submit_batch(channel: grpc.aio.Channel, path: Path, petition: str, county: str,
                        key: str = "", progress: Callable[[int], None] | None = None,
-                       timeout: float = 600) -> intake_pb2.BatchReceipt:
+                       timeout: float = 3600) -> intake_pb2.BatchReceipt:
+    """Send one batch file; the receipt comes once intake has committed all of it."""
     columns, rows = read_batch(path)
 
     async def requests() -> AsyncIterator[intake_pb2.SubmitBatchRequest]:
         yield intake_pb2.SubmitBatchRequest(header=intake_pb2.BatchHeader(
             petition_id=petition, county=county, client_batch_key=key, columns=columns,
             filename=path.name))
-        chunk: list[intake_pb2.RawRow] = []
         sent = 0
-        for record, values in rows:
-            chunk.append(intake_pb2.RawRow(record=record, values=values))
-            if len(chunk) >= CHUNK_ROWS:
-                sent += len(chunk)
-                yield intake_pb2.SubmitBatchRequest(rows=intake_pb2.RowChunk(rows=chunk))
-                chunk = []
-                if progress:
-                    progress(sent)
-        if chunk:
+        for chunk in chunked(rows):
             sent += len(chunk)
             yield intake_pb2.SubmitBatchRequest(rows=intake_pb2.RowChunk(rows=chunk))
             if progress:
                 progress(sent)
+        yield intake_pb2.SubmitBatchRequest(end=intake_pb2.BatchEnd(rows=sent))
 
     stub = intake_pb2_grpc.IntakeServiceStub(channel)
     receipt: intake_pb2.BatchReceipt = await stub.SubmitBatch(requests(), timeout=timeout)
     return receipt
+
+
+async def get_batch(channel: grpc.aio.Channel, batch_id: str, offset: int = 0,
+                    limit: int = 0) -> intake_pb2.BatchReceipt:
+    r: intake_pb2.BatchReceipt = await intake_stub(channel).GetBatch(
+        intake_pb2.GetBatchRequest(batch_id=batch_id, rejections_offset=offset,
+                                   rejections_limit=limit), timeout=30)
+    return r
+
+
+async def all_rejections(channel: grpc.aio.Channel, batch_id: str
+                         ) -> AsyncIterator[intake_pb2.RowError]:
+    """Every rejected row of a batch, page by page."""
+    offset = 0
+    while True:
+        page = await get_batch(channel, batch_id, offset)
+        for e in page.rejected:
+            yield e
+        offset += len(page.rejected)
+        if not page.rejected or offset >= page.rows_rejected:
+            return
 
 
 async def get_tally(channel: grpc.aio.Channel, petition: str) -> tally_pb2.Tally:

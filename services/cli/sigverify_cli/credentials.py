@@ -19,8 +19,10 @@ from typing import Any
 import asyncpg
 import grpc
 
+from sigverify_cli.stack import write_private
 from sigverify_common import audit, db, tokens
-from sigverify_common.access import Role
+from sigverify_common.access import NEVER, ExpirySpec, Role
+from sigverify_common.tokens import TokenRow
 
 ADMIN_TOKEN_FILE = "admin-token"  # noqa: S105 - a file name
 
@@ -43,37 +45,40 @@ async def migrate_shared(pool: asyncpg.Pool) -> None:
     await db.migrate(pool, audit.SCHEMA, audit.MIGRATIONS)
 
 
-async def bootstrap_admin(database_url: str, existing: str, actor: str, label: str) -> str:
-    """``existing`` when it is a valid token in that database, else a new admin token created
-    directly in the database (the first admin token cannot come through an RPC that needs one)."""
+async def bootstrap_admin(database_url: str, existing: str, actor: str, label: str,
+                          expires: ExpirySpec | None = None) -> tuple[str, TokenRow | None]:
+    """``existing`` when it is a valid (unrevoked, unexpired) token in that database, else a
+    new admin token created directly in the database (the first admin token cannot come
+    through an RPC that needs one), expiring as ``expires`` says (None: the admin default).
+    Returns the secret and the new token's row (None when ``existing`` was kept)."""
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
     try:
         await migrate_shared(pool)
         if existing and await tokens.is_valid(pool, existing):
-            return existing
+            return existing, None
         async with pool.acquire() as conn, conn.transaction():
-            _, secret = await tokens.create(conn, Role.ADMIN, "", label, actor)
-        return secret
+            row, secret = await tokens.create(conn, Role.ADMIN, "", label, actor, expires)
+        return secret, row
     finally:
         await pool.close()
 
 
 def write_secret(path: Path, secret: str) -> None:
     """Write ``secret`` readable by its owner only (created 0600, never world-readable)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(secret + "\n")
-    tmp.replace(path)
+    write_private(path, secret + "\n")
 
 
 async def ensure_local_admin(home: Path, database_url: str) -> str:
     """The stack's local admin token: kept in ``<home>/admin-token`` while the database
-    knows it, made anew otherwise."""
+    knows it, made anew otherwise.
+
+    It never expires: whoever can read that file (mode 0600, in a 0700 directory) can also
+    read ``stack.json`` with the database's URL, which is more than any token gives, and
+    ``stack up`` replaces it whenever the database no longer knows it.
+    """
     existing = local_admin_token(home)
-    secret = await bootstrap_admin(database_url, existing, "system:stack",
-                                   f"local admin ({os.environ.get('USER', 'stack up')})")
+    secret, _ = await bootstrap_admin(database_url, existing, "system:stack",
+                                      f"local admin ({os.environ.get('USER', 'stack up')})", NEVER)
     if secret != existing:
         write_secret(home / ADMIN_TOKEN_FILE, secret)
     return secret

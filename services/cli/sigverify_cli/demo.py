@@ -62,7 +62,7 @@ async def _run(args: argparse.Namespace, ep: Endpoints, workdir: Path) -> int:
     data = generate(workdir / "data", spec)
     console.print(f"generated {spec.voters:,} voters and {spec.signatures:,} signatures in "
                   f"{len(data.batches)} batches ({time.perf_counter() - t0:.1f}s)")
-    await roll_load(data.roll_csv, ep.database_url)
+    await roll_load(ep, data.roll_csv)
     async with ep.channel(ep.intake) as ch:
         await intake_pb2_grpc.IntakeServiceStub(ch).CreatePetition(
             intake_pb2.CreatePetitionRequest(

@@ -1,7 +1,8 @@
 """``sigverify``: the command line for clerks, campaign staff, ops engineers and admins.
 
     sigverify stack up|down|status
-    sigverify roll load roll.csv
+    sigverify roll load roll.csv [--max-rejected N|P%] [--timeout S]
+    sigverify roll list [--json] | activate VERSION | rollback
     sigverify petition create --id ID --title T --required N --deadline YYYY-MM-DD
                               [--method full-count|random-sample] [--sample-minimum N]
                               [--sample-percent P] [--fail-below P] [--qualify-above P]
@@ -20,10 +21,12 @@
     sigverify results export --petition ID --out results.csv
     sigverify explain SIGNATURE_ID      [--json]
     sigverify token create --role clerk|reviewer|ops|admin [--county NAME] [--label TEXT]
-    sigverify token list [--all] | revoke TOKEN_ID | bootstrap
+                           [--expires 90d|12h|YYYY-MM-DD|ISO-TIMESTAMP|never]
+    sigverify token list [--all] | revoke TOKEN_ID | bootstrap [--expires WHEN]
     sigverify audit verify
     (every command: --token TOKEN, else $SIGVERIFY_TOKEN, else the local stack's admin token)
     sigverify demo                      (what `make run` runs)
+    sigverify eval-data make KIND --out DIR | score --truth T --results R --batches MAP
 """
 
 from __future__ import annotations
@@ -35,8 +38,8 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Coroutine, Iterable, Sequence
-from datetime import date, datetime
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Sequence
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -68,7 +71,7 @@ from sigverify_cli.statutory import (
     statewide_facts,
     statutory_dict,
 )
-from sigverify_common.access import Role
+from sigverify_common.access import Role, parse_expiry
 from sigverify_common.convert import (
     decision_from_pb,
     method_to_pb,
@@ -79,8 +82,10 @@ from sigverify_common.convert import (
     rules_from_pb,
     status_from_pb,
 )
-from sigverify_common.errors import InvalidArgument
+from sigverify_common.errors import InvalidArgument, SigVerifyError
 from sigverify_common.sampling import Method, SamplingRules, sample_size
+from sigverify_common.textfile import detect_encoding
+from sigverify_common.tokens import instant
 from sigverify_common.vocab import REVIEW_REJECTIONS, DuplicatePolicy, Reason, canonical_county
 
 console = Console(stderr=False, width=None if sys.stdout.isatty() else 110)
@@ -123,40 +128,209 @@ def _print_stack(state: stack.StackState) -> None:
     for name, p in state.services.items():
         alive = stack.pid_alive(p.pid)
         status = ("SERVING" if stack.healthy(state.addr(name)) else "NOT_SERVING") if alive else "down"
-        t.add_row(name, str(p.pid), state.addr(name), f"127.0.0.1:{p.metrics_port}", status)
+        grpc_bound, metrics_bound = state.bound(name) if alive else ("-", "-")
+        t.add_row(name, str(p.pid), grpc_bound, metrics_bound, status)
     console.print(t)
-    console.print(f"database: {'embedded' if state.pg_data else 'external'} "
-                  f"({state.database_url.rsplit('@', 1)[-1]})")
-    console.print(f"broker:   {'tansu (embedded)' if state.broker_pid else 'external'} "
-                  f"({state.kafka_bootstrap_servers})")
+    pg = (f"embedded, listening on {stack.bound(state.pg_port, '127.0.0.1')}" if state.pg_data
+          else f"external ({state.database_url.rsplit('@', 1)[-1]})")
+    console.print(f"database: {pg}")
+    broker_port = int(state.kafka_bootstrap_servers.rsplit(":", 1)[-1]) if state.broker_pid else 0
+    console.print("broker:   " + (f"tansu (embedded), listening on {stack.bound(broker_port, '127.0.0.1')}"
+                                  if state.broker_pid else f"external ({state.kafka_bootstrap_servers})"))
 
 
 # -- roll ----------------------------------------------------------------------------------------
 
-async def roll_load(path: Path, database_url: str) -> int:
-    import asyncpg
+#: Bytes per LoadRoll message (the server reads the file as one stream, whatever the split).
+ROLL_CHUNK_BYTES = 1 << 20
+#: Versions ``roll list`` shows without --all.
+ROLL_LIST_ROWS = 10
+#: Time allowed for a roll's upload and COPY, beyond the wait for the matchers' indexes.
+ROLL_UPLOAD_SECONDS = 3600.0
+ROLL_STATES = {
+    matching_pb2.ROLL_STATE_LOADING: "loading", matching_pb2.ROLL_STATE_BUILDING: "building",
+    matching_pb2.ROLL_STATE_ACTIVE: "active", matching_pb2.ROLL_STATE_READY: "ready",
+    matching_pb2.ROLL_STATE_RETIRED: "retired", matching_pb2.ROLL_STATE_DISCARDED: "discarded",
+}
 
-    from sigverify_matching.roll import load_roll
 
-    if not database_url:
-        raise CliError("no database: set DATABASE_URL or run 'sigverify stack up'")
-    if not path.exists():
-        raise CliError(f"{path}: no such file")
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+def _file_chunks(path: Path) -> Iterator[bytes]:
+    """The file as UTF-8 bytes in chunks: a spreadsheet's cp1252 or latin-1 export is
+    re-encoded (its encoding detected first); UTF-8 goes as it is."""
+    encoding = detect_encoding(path)
+    if encoding.startswith("utf-8"):
+        with path.open("rb") as fh:
+            while chunk := fh.read(ROLL_CHUNK_BYTES):
+                yield chunk
+        return
+    with path.open(encoding=encoding, newline="") as text:
+        while chunk_text := text.read(ROLL_CHUNK_BYTES):
+            yield chunk_text.encode("utf-8")
+
+
+async def upload_roll(channel: grpc.aio.Channel, path: Path, max_rejected: str = "",
+                      timeout: float = 0.0,
+                      on_progress: Callable[[matching_pb2.RollProgress, int], None] | None = None,
+                      ) -> matching_pb2.RollProgress:
+    """Stream ``path`` to matching's LoadRoll; ``on_progress(progress, bytes sent)`` sees each
+    progress message; returns the last (ACTIVE). Refusals raise the RPC's error.
+
+    The file follows the server's first answer, and stops when the server says the load is
+    discarded, so that no write is under way when the call ends with its status."""
+    sent = 0
+    go, stop = asyncio.Event(), False
+
+    async def requests() -> AsyncIterator[matching_pb2.LoadRollRequest]:
+        nonlocal sent
+        yield matching_pb2.LoadRollRequest(header=matching_pb2.RollHeader(
+            source=path.name, max_rejected=max_rejected, activation_timeout_seconds=timeout))
+        await go.wait()
+        chunks = _file_chunks(path)
+        while not stop and (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+            yield matching_pb2.LoadRollRequest(data=chunk)
+            sent += len(chunk)
+
+    call = matching_pb2_grpc.MatchingServiceStub(channel).LoadRoll(
+        requests(), timeout=ROLL_UPLOAD_SECONDS + (timeout or 900.0))
+    last: matching_pb2.RollProgress | None = None
     try:
-        started = time.perf_counter()
-        with _progress() as prog:
-            task = prog.add_task(f"loading {path.name}", total=None)
-            result = await load_roll(pool, path, lambda n: prog.update(task, completed=n))
-        secs = time.perf_counter() - started
+        async for p in call:
+            go.set()
+            if p.state == matching_pb2.ROLL_STATE_DISCARDED:
+                stop = True
+            last = p
+            if on_progress is not None:
+                on_progress(p, sent)
     finally:
-        await pool.close()
-    console.print(f"roll version {result.version}: {result.rows:,} voters loaded in {secs:.1f}s "
-                  f"({result.rows / max(secs, 1e-9):,.0f} rows/s), {len(result.errors)} rejected")
-    for line, field, reason in result.errors[:20]:
-        console.print(f"  line {line}: {field}: {reason}")
-    if len(result.errors) > 20:
-        console.print(f"  ... and {len(result.errors) - 20} more")
+        stop = True
+        go.set()
+    if last is None or last.state != matching_pb2.ROLL_STATE_ACTIVE:
+        raise CliError("the roll load ended without activating a version")
+    return last
+
+
+def _rows(n: int) -> str:
+    return f"{n:,} row{'' if n == 1 else 's'}"
+
+
+def _rejections(p: matching_pb2.RollProgress) -> None:
+    for r in p.rejections:
+        console.print(f"  line {r.line}: {r.field}: {r.reason}")
+    if p.rejected > len(p.rejections):
+        console.print(f"  ... and {p.rejected - len(p.rejections):,} more")
+
+
+class _RollPhases:
+    """Shows a roll load's or activation's progress: a bar on a terminal, a line per phase
+    on stderr everywhere (so a log shows what happened)."""
+
+    def __init__(self, prog: Progress, total_bytes: int | None) -> None:
+        self._prog = prog
+        self._task = prog.add_task("uploading", total=total_bytes)
+        self._state = 0
+        self._built: tuple[int, int] | None = None
+
+    def __call__(self, p: matching_pb2.RollProgress, sent: int) -> None:
+        if p.state == matching_pb2.ROLL_STATE_LOADING and p.version:
+            self._prog.update(self._task, completed=sent, description=(
+                f"version {p.version}: {p.rows:,} rows, {p.rejected:,} rejected"))
+        elif p.state == matching_pb2.ROLL_STATE_BUILDING:
+            if self._state != p.state and p.rows:
+                self._prog.update(self._task, completed=sent)
+                err.print(f"roll version {p.version}: {p.rows:,} voters loaded, "
+                          f"{_rows(p.rejected)} rejected; the matchers build its index "
+                          "(deciding meanwhile with the active version, if any)")
+            if self._built != (p.replicas_built, p.replicas_live):
+                self._built = (p.replicas_built, p.replicas_live)
+                err.print(f"  index of version {p.version}: {p.replicas_built} of "
+                          f"{p.replicas_live} live matcher replica(s) ready")
+        self._state = p.state
+
+
+async def roll_load(ep: Endpoints, path: Path, max_rejected: str = "", timeout: float = 0.0
+                    ) -> int:
+    check_input_file(path)
+    started = time.perf_counter()
+    async with ep.channel(ep.matching) as ch:
+        with _progress() as prog:
+            phases = _RollPhases(prog, path.stat().st_size)
+            done = await upload_roll(ch, path, max_rejected, timeout, phases)
+    secs = time.perf_counter() - started
+    console.print(f"roll version {done.version} active: {done.rows:,} voters, "
+                  f"{_rows(done.rejected)} rejected; {secs:.1f}s ({done.rows / max(secs, 1e-9):,.0f} rows/s)"
+                  + (f"; version {done.previous_version} kept for 'sigverify roll rollback'"
+                     if done.previous_version else ""))
+    _rejections(done)
+    return 0
+
+
+def _roll_dict(v: matching_pb2.RollVersion) -> dict[str, Any]:
+    return {"version": v.version, "state": ROLL_STATES.get(v.state, "?"), "voters": v.rows,
+            "rejected": v.rejected, "source": v.source, "loaded_by": v.loaded_by,
+            "started_at": v.started_at, "loaded_at": v.loaded_at,
+            "activated_at": v.activated_at, "deactivated_at": v.deactivated_at, "note": v.note}
+
+
+def _when(iso: str) -> str:
+    return iso[:16].replace("T", " ") if iso else ""
+
+
+async def roll_cmd(ep: Endpoints, args: argparse.Namespace) -> int:
+    if args.action == "load":
+        return await roll_load(ep, Path(args.file), args.max_rejected, args.timeout)
+    async with ep.channel(ep.matching) as ch:
+        stub = matching_pb2_grpc.MatchingServiceStub(ch)
+        if args.action in ("activate", "rollback"):
+            request = matching_pb2.ActivateRollRequest(
+                version=args.version if args.action == "activate" else 0,
+                previous=args.action == "rollback", activation_timeout_seconds=args.timeout)
+            last: matching_pb2.RollProgress | None = None
+            with _progress() as prog:
+                phases = _RollPhases(prog, None)
+                async for p in stub.ActivateRoll(request, timeout=(args.timeout or 900.0) + 60):
+                    phases(p, 0)
+                    last = p
+            if last is None or last.state != matching_pb2.ROLL_STATE_ACTIVE:
+                raise CliError("the activation ended without activating a version")
+            console.print(f"roll version {last.version} active ({last.rows:,} voters); version "
+                          f"{last.previous_version or '-'} kept for 'sigverify roll rollback'")
+            return 0
+        listed = await stub.ListRolls(matching_pb2.ListRollsRequest(), timeout=30)
+    if args.json:
+        console.print_json(json.dumps({
+            "versions": [_roll_dict(v) for v in listed.versions],
+            "replicas": [{"replica_id": r.replica_id, "serving_version": r.serving_version,
+                          "built_versions": list(r.built_versions),
+                          "heartbeat_at": r.heartbeat_at, "live": r.live}
+                         for r in listed.replicas]}))
+        return 0
+    shown = list(listed.versions) if args.all else list(listed.versions)[:ROLL_LIST_ROWS]
+    t = Table(title="voter roll versions (times UTC)")
+    for col in ("version", "state", "voters", "rejected", "source", "loaded by", "loaded",
+                "activated"):
+        t.add_column(col, no_wrap=col != "source",
+                     justify="right" if col in ("version", "voters", "rejected") else "left")
+    for v in shown:
+        discarded = v.state == matching_pb2.ROLL_STATE_DISCARDED
+        t.add_row(str(v.version), ROLL_STATES.get(v.state, "?"), "-" if discarded else f"{v.rows:,}",
+                  f"{v.rejected:,}", escape(v.source), v.loaded_by, _when(v.loaded_at),
+                  _when(v.activated_at))
+    console.print(t)
+    for v in shown:
+        if v.note:
+            console.print(f"version {v.version} {ROLL_STATES.get(v.state, '?')}: "
+                          + escape(v.note if len(v.note) <= 300 else v.note[:297] + "..."))
+    if len(shown) < len(listed.versions):
+        console.print(f"({len(listed.versions) - len(shown)} older version(s): --all)")
+    r = Table(title="matcher replicas")
+    for col in ("replica", "serving", "indexes held", "heartbeat", "live"):
+        r.add_column(col, no_wrap=True)
+    for rep in listed.replicas:
+        r.add_row(rep.replica_id, str(rep.serving_version or "-"),
+                  ", ".join(str(v) for v in rep.built_versions) or "-",
+                  rep.heartbeat_at[:19].replace("T", " "),
+                  "yes" if rep.live else "no")
+    console.print(r)
     return 0
 
 
@@ -389,22 +563,43 @@ async def sample_show(ep: Endpoints, args: argparse.Namespace) -> int:
     return 1
 
 
-def print_receipt(r: intake_pb2.BatchReceipt, path: str = "") -> None:
+def check_input_file(path: Path) -> None:
+    """A file to read: it exists and is not a directory (else a one-line error)."""
+    if not path.exists():
+        raise CliError(f"{path}: no such file")
+    if path.is_dir():
+        raise CliError(f"{path}: is a directory, not a CSV file")
+
+
+#: Rejected rows printed with a receipt; the rest: ``sigverify batch show ID --rejections``.
+SHOWN_REJECTIONS = 20
+
+
+def rejection_line(e: intake_pb2.RowError) -> str:
+    where = f"line {e.line} (record {e.record})" if e.line else f"record {e.record}"
+    return f"  rejected {where}: {e.field}: {e.reason}"
+
+
+def print_receipt(r: intake_pb2.BatchReceipt, path: str = "", shown: int = SHOWN_REJECTIONS
+                  ) -> None:
     note = " (resubmission: first receipt returned, nothing counted again)" if r.resubmission else ""
-    console.print(f"batch {r.batch_id} {path} county={r.county}: {r.rows_received} rows, "
-                  f"{r.signatures_accepted} signatures accepted ({r.incomplete} incomplete), "
-                  f"{len(r.rejected)} rejected{note}")
-    for e in r.rejected:
-        where = f"line {e.line}" if e.line else f"record {e.record}"
-        console.print(f"  rejected {where}: {e.field}: {e.reason}")
+    total = max(r.rows_rejected, len(r.rejected))
+    console.print(escape(f"batch {r.batch_id} {path} county={r.county}: {r.rows_received:,} rows, "
+                         f"{r.signatures_accepted:,} signatures accepted ({r.incomplete:,} "
+                         f"incomplete), {total:,} rejected{note}"), soft_wrap=True)
+    for e in r.rejected[:shown]:
+        console.print(escape(rejection_line(e)), highlight=False, soft_wrap=True)
+    if total > shown:
+        console.print(escape(f"  ... and {total - shown:,} more rejected rows: sigverify batch "
+                             f"show {r.batch_id} --rejections"), soft_wrap=True)
 
 
 async def submit(ep: Endpoints, args: argparse.Namespace) -> int:
+    paths = [Path(name) for name in args.files]
+    for path in paths:
+        check_input_file(path)
     async with ep.channel(ep.intake) as ch:
-        for name in args.files:
-            path = Path(name)
-            if not path.exists():
-                raise CliError(f"{path}: no such file")
+        for path in paths:
             with _progress() as prog:
                 task = prog.add_task(f"submitting {path.name}", total=None)
 
@@ -420,9 +615,13 @@ async def submit(ep: Endpoints, args: argparse.Namespace) -> int:
 
 async def batch_show(ep: Endpoints, args: argparse.Namespace) -> int:
     async with ep.channel(ep.intake) as ch:
-        r = await intake_pb2_grpc.IntakeServiceStub(ch).GetBatch(
-            intake_pb2.GetBatchRequest(batch_id=args.batch_id), timeout=30)
-    print_receipt(r)
+        r = await client.get_batch(ch, args.batch_id)
+        if not args.rejections:
+            print_receipt(r)
+            return 0
+        print_receipt(r, shown=0)
+        async for e in client.all_rejections(ch, args.batch_id):
+            console.print(escape(rejection_line(e)), highlight=False, soft_wrap=True)
     return 0
 
 
@@ -775,10 +974,49 @@ async def explain_cmd(ep: Endpoints, args: argparse.Namespace) -> int:
 
 # -- tokens, audit -----------------------------------------------------------------------------
 
+EXPIRES_HELP = ("when the token expires: a lifetime (90d, 12h, 2w, 30m), an ISO date (the end "
+                "of that day, UTC) or timestamp, or 'never' (admin tokens only). Default: clerk "
+                "and reviewer 90d, ops 180d, admin 30d; other roles than admin at most 366d")
+
+def _expires_text(expires_at: str) -> str:
+    """A token's expiry for people: the UTC time, or "never"."""
+    return instant(datetime.fromisoformat(expires_at)) if expires_at else "never"
+
+
+def _token_state(t: access_pb2.TokenInfo, now: datetime | None = None) -> str:
+    """``token list``'s expiry column (UTC): when it expires, "never", "expired ..." or,
+    for a revoked token, "revoked ..."."""
+    if t.revoked_at:
+        return f"revoked {t.revoked_at[:10]}"
+    if not t.expires_at:
+        return "never"
+    at = datetime.fromisoformat(t.expires_at)
+    text = at.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
+    return f"expired {text}" if at <= (now or datetime.now(UTC)) else text
+
+
 def _token_row(t: access_pb2.TokenInfo) -> tuple[str, ...]:
     role = access_pb2.Role.Name(t.role).removeprefix("ROLE_").lower()
-    return (t.token_id, role, t.county or "-", t.label, t.created_at[:19], t.created_by,
-            t.revoked_at[:19] or "-")
+    return (t.token_id, role, t.county or "-", t.label, t.created_at[:10], t.created_by,
+            _token_state(t))
+
+
+def expiry_request(text: str | None) -> dict[str, Any]:
+    """``--expires`` as CreateTokenRequest fields (none: the role's default)."""
+    if text is None:
+        return {}
+    try:
+        spec = parse_expiry(text)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    if isinstance(spec, timedelta):
+        seconds = int(spec.total_seconds())
+        if seconds <= 0:
+            raise CliError(f"--expires {text!r}: the lifetime must be greater than 0")
+        return {"expires_in_seconds": seconds}
+    if isinstance(spec, datetime):
+        return {"expires_at": spec.isoformat()}
+    return {"never_expires": True}
 
 
 async def token_cmd(ep: Endpoints, args: argparse.Namespace) -> int:
@@ -787,9 +1025,10 @@ async def token_cmd(ep: Endpoints, args: argparse.Namespace) -> int:
         if args.action == "create":
             r = await stub.CreateToken(access_pb2.CreateTokenRequest(
                 role=access_pb2.Role.Value(f"ROLE_{args.role.upper()}"), county=args.county,
-                label=args.label), timeout=30)
+                label=args.label, **expiry_request(args.expires)), timeout=30)
             err.print(f"token {r.info.token_id} ({args.role}"
-                      f"{', ' + r.info.county if r.info.county else ''}); it is shown this once:")
+                      f"{', ' + r.info.county if r.info.county else ''}; expires "
+                      f"{_expires_text(r.info.expires_at)}); it is shown this once:")
             print(r.token)
             return 0
         if args.action == "revoke":
@@ -800,22 +1039,29 @@ async def token_cmd(ep: Endpoints, args: argparse.Namespace) -> int:
         listed = await stub.ListTokens(access_pb2.ListTokensRequest(include_revoked=args.all),
                                        timeout=30)
     t = Table(title="tokens")
-    for col in ("id", "role", "county", "label", "created", "by", "revoked"):
-        t.add_column(col)
+    for col in ("id", "role", "county", "label", "created", "by", "expires (UTC)"):
+        t.add_column(col, no_wrap=col in ("id", "created", "expires (UTC)"),
+                     overflow="fold" if col == "by" else "ellipsis")
     for info in listed.tokens:
         t.add_row(*_token_row(info))
     console.print(t)
     return 0
 
 
-async def token_bootstrap() -> int:
+async def token_bootstrap(args: argparse.Namespace) -> int:
     from sigverify_cli.credentials import bootstrap_admin
 
     url = os.environ.get("DATABASE_URL", "")
     if not url:
         raise CliError("token bootstrap writes to the database directly: set DATABASE_URL")
-    secret = await bootstrap_admin(url, "", "system:bootstrap", "bootstrap admin")
-    err.print("admin token created; it is shown this once:")
+    try:
+        expires = parse_expiry(args.expires) if args.expires is not None else None
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    secret, row = await bootstrap_admin(url, "", "system:bootstrap", "bootstrap admin", expires)
+    assert row is not None
+    err.print(f"admin token {row.token_id} created (expires "
+              f"{instant(row.expires_at) if row.expires_at else 'never'}); it is shown this once:")
     print(secret)
     return 0
 
@@ -909,8 +1155,24 @@ def parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("roll", help="voter roll administration")
     rs = r.add_subparsers(dest="action", required=True)
-    rl = rs.add_parser("load", help="load a voter roll CSV as the new roll version")
+    rl = rs.add_parser("load", help="load a voter roll CSV as the new roll version (admins)")
     rl.add_argument("file")
+    rl.add_argument("--max-rejected", default="1%", metavar="N|P%",
+                    help="refuse the file when more rows than this are rejected: a count (100) "
+                         "or a percentage of its rows (default 1%%)")
+    rl.add_argument("--timeout", type=float, default=900.0, metavar="S",
+                    help="how long to wait for every matcher replica to build the version's "
+                         "index before failing without activating it (default 900)")
+    rli = rs.add_parser("list", help="roll versions, their states, and which matcher serves which")
+    rli.add_argument("--json", action="store_true")
+    rli.add_argument("--all", action="store_true",
+                     help=f"every version (default: the newest {ROLL_LIST_ROWS})")
+    ra = rs.add_parser("activate", help="make a kept (ready) roll version active again")
+    ra.add_argument("version", type=int)
+    rr = rs.add_parser("rollback", help="make the previous roll version active again")
+    for q in (ra, rr):
+        q.add_argument("--timeout", type=float, default=900.0, metavar="S",
+                       help="how long to wait for the matchers to build its index")
 
     pe = sub.add_parser("petition", help="petitions")
     ps = pe.add_subparsers(dest="action", required=True)
@@ -970,6 +1232,8 @@ def parser() -> argparse.ArgumentParser:
     bs = b.add_subparsers(dest="action", required=True)
     bsh = bs.add_parser("show", help="show a batch receipt")
     bsh.add_argument("batch_id")
+    bsh.add_argument("--rejections", action="store_true",
+                     help="list every rejected row (a receipt shows the first ones)")
 
     w = sub.add_parser("wait", help="wait until every received signature is verified")
     w.add_argument("--petition", required=True)
@@ -1033,12 +1297,14 @@ def parser() -> argparse.ArgumentParser:
     tkc.add_argument("--role", required=True, choices=[r.value for r in Role])
     tkc.add_argument("--county", default="", help="the clerk's county (clerks only, required)")
     tkc.add_argument("--label", default="", help="whom the token is for")
-    tkl = tks.add_parser("list", help="list tokens (never their secrets)")
-    tkl.add_argument("--all", action="store_true", help="include revoked tokens")
+    tkc.add_argument("--expires", default=None, metavar="WHEN", help=EXPIRES_HELP)
+    tkl = tks.add_parser("list", help="list tokens in force (never their secrets)")
+    tkl.add_argument("--all", action="store_true", help="include revoked and expired tokens")
     tkr = tks.add_parser("revoke", help="revoke a token")
     tkr.add_argument("token_id")
-    tks.add_parser("bootstrap", help="create an admin token directly in the database "
-                   "(DATABASE_URL): the first one of a new deployment")
+    tkb = tks.add_parser("bootstrap", help="create an admin token directly in the database "
+                         "(DATABASE_URL): the first one of a new deployment")
+    tkb.add_argument("--expires", default=None, metavar="WHEN", help=EXPIRES_HELP)
 
     au = sub.add_parser("audit", help="the audit log")
     aus = au.add_subparsers(dest="action", required=True)
@@ -1052,6 +1318,8 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--bench", action="store_true", help="print throughput figures")
     d.add_argument("--no-sample", dest="sample", action="store_false",
                    help="skip the second run through California's random sample")
+    from sigverify_cli.evaldata import add_parser as add_eval_data
+    add_eval_data(sub)
     return p
 
 
@@ -1080,23 +1348,22 @@ def _endpoint_command(fn: Callable[[Endpoints, argparse.Namespace], Coroutine[An
 def dispatch(args: argparse.Namespace) -> int:
     if args.command == "stack":
         return cmd_stack(args)
-    if args.command == "roll":
-        state = stack.StackState.load(client.home())
-        url = os.environ.get("DATABASE_URL") or (state.database_url if state else "")
-        return asyncio.run(roll_load(Path(args.file), url))
     if args.command == "bench":
         from sigverify_cli.bench import run_bench
         return run_bench(args)
     if args.command == "watch":
         return watch_main(args)
     if args.command == "token" and args.action == "bootstrap":
-        return asyncio.run(token_bootstrap())
+        return asyncio.run(token_bootstrap(args))
     if args.command == "demo":
         from sigverify_cli.demo import run_demo
         return run_demo(args)
+    if args.command == "eval-data":
+        from sigverify_cli.evaldata import run as run_eval_data
+        return run_eval_data(args)
     table: dict[str, Callable[[Endpoints, argparse.Namespace], Coroutine[Any, Any, int]]] = {
-        "petition": petition_cmd, "county": county_cmd, "sample": sample_show, "submit": submit,
-        "batch": batch_show, "wait": wait_cmd,
+        "roll": roll_cmd, "petition": petition_cmd, "county": county_cmd, "sample": sample_show,
+        "submit": submit, "batch": batch_show, "wait": wait_cmd,
         "tally": tally_cmd, "results": export_cmd, "explain": explain_cmd,
         "review": review_cmd,
         "token": token_cmd, "audit": audit_cmd, "report": report_cmd,
@@ -1104,16 +1371,33 @@ def dispatch(args: argparse.Namespace) -> int:
     return _endpoint_command(table[args.command])(args)
 
 
+def _error(message: str) -> None:
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+
+
 def main(argv: list[str] | None = None) -> None:
+    """Run one command. Whatever happens, it ends with an exit code and, on failure, one
+    ``error:`` line; SIGVERIFY_DEBUG=1 adds the traceback of an unexpected exception."""
     args = parser().parse_args(argv)
     try:
         code = dispatch(args)
-    except (CliError, stack.StackError) as exc:
-        err.print(f"[red]error:[/red] {exc}")
+    except (CliError, stack.StackError, SigVerifyError) as exc:
+        _error(str(exc))
         code = 2
     except grpc.aio.AioRpcError as exc:
-        err.print(f"[red]error:[/red] {exc.code().name}: {exc.details()}")
+        _error(f"{exc.code().name}: {exc.details()}")
         code = 1
     except KeyboardInterrupt:
         code = 130
+    except OSError as exc:
+        # A file or folder the command reads or writes: missing, a directory, not writable.
+        where = f"{exc.filename}: " if exc.filename else ""
+        _error(f"{where}{exc.strerror or exc.__class__.__name__}")
+        code = 1
+    except Exception as exc:  # noqa: BLE001 - the last resort: one line, never a traceback
+        if os.environ.get("SIGVERIFY_DEBUG") == "1":
+            err.print_exception()
+        _error(f"unexpected {exc.__class__.__name__}; run again with SIGVERIFY_DEBUG=1 for "
+               "details")
+        code = 70
     sys.exit(code)

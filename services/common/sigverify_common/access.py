@@ -7,15 +7,22 @@ the other roles only what ``POLICY`` lists for them; an RPC not listed is for ad
 cannot see a client stream's header, so intake checks that with ``county_refusal``.
 
 Only the SHA-256 of a token is stored; the token itself is shown once, when created.
+
+Every token expires unless it is an admin token explicitly made to never expire:
+``DEFAULT_LIFETIME`` is each role's lifetime when its creator names none, and tokens of
+roles other than admin live at most ``MAX_LIFETIME``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
+from typing import Literal
 
 from sigverify_common.vocab import canonical_county
 
@@ -52,6 +59,8 @@ OPEN_SERVICES = frozenset({
 })
 
 _C, _R, _O = Role.CLERK, Role.REVIEWER, Role.OPS
+#: Admins only, said explicitly (an entry for the method wins over its service's "/*").
+ADMIN_ONLY: frozenset[Role] = frozenset()
 
 #: Full method name (or "<service>/*" for every method of a service) -> the roles other than
 #: admin that may call it.
@@ -68,6 +77,10 @@ POLICY: dict[str, frozenset[Role]] = {
     f"/{TALLY}/GetResult": frozenset({_O, _R}),
     f"/{MATCHING}/ExplainSignature": frozenset({_R}),
     f"/{MATCHING}/MatchSignature": frozenset({_R}),
+    # The voter roll's lifecycle: loading, listing and switching versions.
+    f"/{MATCHING}/LoadRoll": ADMIN_ONLY,
+    f"/{MATCHING}/ListRolls": ADMIN_ONLY,
+    f"/{MATCHING}/ActivateRoll": ADMIN_ONLY,
     f"/{REVIEW}/*": frozenset({_R}),
 }
 
@@ -87,7 +100,8 @@ def is_open(method: str) -> bool:
 
 
 def allowed_roles(method: str) -> frozenset[Role]:
-    listed = POLICY.get(method) or POLICY.get(f"/{service_of(method)}/*") or frozenset()
+    listed = (POLICY[method] if method in POLICY
+              else POLICY.get(f"/{service_of(method)}/*", ADMIN_ONLY))
     return listed | {Role.ADMIN}
 
 
@@ -115,6 +129,90 @@ def check_grant(role: Role, county: str) -> str:
     if role is not Role.CLERK and c:
         raise ValueError(f"a {role.value} token takes no county")
     return c
+
+
+#: A new token's lifetime when its creator names none. Clerks are many, spread over 58
+#: county offices and change with staff: a quarter. Reviewers are people too: a quarter.
+#: Ops tokens mostly sit in a job's or a dashboard's secret and only read: half a year.
+#: Admin tokens can do everything, and an admin can always make another one (and
+#: ``sigverify token bootstrap`` can from the database): a month.
+DEFAULT_LIFETIME: dict[Role, timedelta] = {
+    Role.CLERK: timedelta(days=90),
+    Role.REVIEWER: timedelta(days=90),
+    Role.OPS: timedelta(days=180),
+    Role.ADMIN: timedelta(days=30),
+}
+#: The longest life a token other than an admin's may be given.
+MAX_LIFETIME = timedelta(days=366)
+
+NEVER: Literal["never"] = "never"
+#: What a token's creator asks for: a lifetime, an instant, or never (admin tokens only).
+ExpirySpec = timedelta | datetime | Literal["never"]
+
+_DURATION = re.compile(r"(\d+)([wdhms])")
+_UNITS = {"w": "weeks", "d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
+
+
+def parse_instant(text: str) -> datetime:
+    """An ISO timestamp (UTC when it has no offset) or an ISO date, meaning the end of that
+    day in UTC; ValueError otherwise."""
+    t = text.strip()
+    try:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", t):
+            day = date.fromisoformat(t)
+            return datetime.combine(day + timedelta(days=1), time(0), tzinfo=UTC)
+        at = datetime.fromisoformat(t)
+    except (ValueError, OverflowError):
+        raise ValueError(f"{text!r} is not an ISO date or timestamp") from None
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at
+
+
+def parse_expiry(text: str) -> ExpirySpec:
+    """``--expires``: a lifetime (``90d``, ``12h``, ``2w``, ``1d12h``; units w d h m s), an
+    ISO date (the end of that day, UTC) or timestamp, or ``never``; ValueError otherwise."""
+    t = text.strip().lower()
+    if t == NEVER:
+        return NEVER
+    if t and _DURATION.sub("", t) == "":
+        total = timedelta()
+        try:
+            for amount, unit in _DURATION.findall(t):
+                total += timedelta(**{_UNITS[unit]: int(amount)})
+        except OverflowError:
+            raise ValueError(f"--expires {text!r} is too long") from None
+        return total
+    try:
+        return parse_instant(text)
+    except ValueError:
+        raise ValueError(f"--expires {text!r}: give a lifetime such as 90d, 12h or 30m, an ISO "
+                         "date or timestamp, or never (admin tokens only)") from None
+
+
+def _a(role: Role) -> str:
+    return f"{'an' if role.value[0] in 'aeiou' else 'a'} {role.value}"
+
+
+def expiry_for(role: Role, spec: ExpirySpec | None, now: datetime) -> datetime | None:
+    """When a new ``role`` token made at ``now`` expires (None: never); ValueError when
+    ``spec`` is not allowed for the role or not in the future."""
+    if spec is None:
+        return now + DEFAULT_LIFETIME[role]
+    if spec == NEVER:
+        if role is not Role.ADMIN:
+            raise ValueError(f"{_a(role)} token must expire: only admin tokens may be made "
+                             "to never expire")
+        return None
+    try:
+        at = now + spec if isinstance(spec, timedelta) else spec
+    except OverflowError:
+        raise ValueError("the expiry is too far in the future") from None
+    assert isinstance(at, datetime)
+    if at <= now:
+        shown = at.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        raise ValueError(f"the expiry {shown} is not in the future")
+    if role is not Role.ADMIN and at - now > MAX_LIFETIME:
+        raise ValueError(f"{_a(role)} token may live at most {MAX_LIFETIME.days} days")
+    return at
 
 
 def new_token() -> str:

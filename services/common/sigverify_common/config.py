@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -42,6 +43,12 @@ def float_var(env: Mapping[str, str], name: str, default: float) -> float:
         raise ConfigError(f"environment variable {name} must be a number, got {raw!r}") from None
 
 
+def positive(value: float, name: str) -> float:
+    if value <= 0:
+        raise ConfigError(f"environment variable {name} must be greater than 0, got {value:g}")
+    return value
+
+
 def tls_from_env(env: Mapping[str, str]) -> dict[str, str]:
     """GRPC_TLS_CERT and GRPC_TLS_KEY (both or neither), optional GRPC_TLS_CLIENT_CA."""
     cert, key, ca = (env.get(n, "").strip() for n in ("GRPC_TLS_CERT", "GRPC_TLS_KEY",
@@ -55,6 +62,23 @@ def tls_from_env(env: Mapping[str, str]) -> dict[str, str]:
         if path and not os.path.isfile(path):
             raise ConfigError(f"environment variable {name}: no such file {path!r}")
     return {"tls_cert": cert, "tls_key": key, "tls_client_ca": ca}
+
+
+def bind_host_var(env: Mapping[str, str]) -> str:
+    """BIND_HOST: the address gRPC and metrics listen on. Default 0.0.0.0 (every interface),
+    which a container needs; ``sigverify stack up`` sets 127.0.0.1 (this machine only)."""
+    raw = env.get("BIND_HOST", "").strip() or "0.0.0.0"  # noqa: S104 - containers need it
+    try:
+        return str(ipaddress.ip_address(raw.strip("[]")))
+    except ValueError:
+        raise ConfigError("environment variable BIND_HOST must be an IP address (0.0.0.0 for "
+                          f"every interface, 127.0.0.1 for this machine only), got {raw!r}"
+                          ) from None
+
+
+def host_port(host: str, port: int) -> str:
+    """``host:port`` for binding, with an IPv6 address in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +108,13 @@ class ServiceConfig:
     tls_client_ca: str = ""
     #: How long a service remembers what a bearer token resolves to (revocation delay).
     auth_cache_seconds: float = 30.0
+    #: The address gRPC and metrics listen on (BIND_HOST).
+    bind_host: str = "0.0.0.0"  # noqa: S104 - containers need every interface
+    #: Refused calls are counted in memory and written to the audit log as one entry per
+    #: (reason, RPC, caller) this often, and at shutdown (REFUSAL_AUDIT_SECONDS).
+    refusal_audit_seconds: float = 60.0
+    #: The largest gRPC message the server accepts (a larger one: RESOURCE_EXHAUSTED).
+    grpc_max_receive_bytes: int = 64 * 1024 * 1024
 
     @classmethod
     def base_from_env(cls, env: Mapping[str, str] | None = None) -> dict[str, object]:
@@ -99,6 +130,10 @@ class ServiceConfig:
             "topic_replication": int_var(e, "TOPIC_REPLICATION", 1),
             **tls_from_env(e),
             "auth_cache_seconds": float_var(e, "AUTH_CACHE_SECONDS", 30.0),
+            "bind_host": bind_host_var(e),
+            "refusal_audit_seconds": positive(float_var(e, "REFUSAL_AUDIT_SECONDS", 60.0),
+                                              "REFUSAL_AUDIT_SECONDS"),
+            "grpc_max_receive_bytes": int_var(e, "GRPC_MAX_RECEIVE_BYTES", 64 * 1024 * 1024),
         }
 
     @classmethod

@@ -17,6 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from sigverify_common import metrics
+from sigverify_common.config import host_port
 from sigverify_common.errors import SigVerifyError
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,17 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                     await context.abort(_status(exc), str(exc))
 
             return grpc.unary_stream_rpc_method_handler(unary_stream, **ser)
+        if handler.stream_stream:
+            sfn = handler.stream_stream
+
+            async def stream_stream(requests: Any, context: Context) -> AsyncIterator[Any]:
+                try:
+                    async for item in sfn(requests, context):
+                        yield item
+                except SigVerifyError as exc:
+                    await context.abort(_status(exc), str(exc))
+
+            return grpc.stream_stream_rpc_method_handler(stream_stream, **ser)
         return handler
 
 
@@ -150,12 +162,16 @@ def server_credentials(cert: str, key: str, client_ca: str = "") -> grpc.ServerC
 
 def build_server(port: int, interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
                  credentials: grpc.ServerCredentials | None = None,
+                 host: str = "0.0.0.0",  # noqa: S104 - BIND_HOST, default for containers
+                 max_receive_bytes: int = 64 * 1024 * 1024,
                  ) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
     """A server with the error interceptor (outermost, then ``interceptors``, e.g. auth) and
-    health (every service starts NOT_SERVING); TLS when ``credentials`` are given."""
+    health (every service starts NOT_SERVING); TLS when ``credentials`` are given; listening
+    on ``host`` (BIND_HOST: 127.0.0.1 for this machine only). A message larger than
+    ``max_receive_bytes`` fails its call with RESOURCE_EXHAUSTED."""
     server = grpc.aio.server(
         interceptors=[ErrorInterceptor(), *interceptors],
-        options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)],
+        options=[("grpc.max_receive_message_length", max_receive_bytes)],
     )
     servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
@@ -164,8 +180,9 @@ def build_server(port: int, interceptors: Sequence[grpc.aio.ServerInterceptor] =
     initial = servicer._server_status
     initial[""] = health_pb2.HealthCheckResponse.NOT_SERVING
     initial[LIVENESS] = health_pb2.HealthCheckResponse.SERVING
-    bound = (server.add_secure_port(f"0.0.0.0:{port}", credentials) if credentials is not None
-             else server.add_insecure_port(f"0.0.0.0:{port}"))
+    address = host_port(host, port)
+    bound = (server.add_secure_port(address, credentials) if credentials is not None
+             else server.add_insecure_port(address))
     return server, servicer, bound
 
 

@@ -21,8 +21,8 @@ import grpc
 from aiokafka import AIOKafkaProducer
 
 from sigverify_common import audit, db, kafka, logs, metrics, tokens
-from sigverify_common.auth import AuthInterceptor
-from sigverify_common.config import ServiceConfig
+from sigverify_common.auth import AuthInterceptor, RefusalLog
+from sigverify_common.config import ServiceConfig, host_port
 from sigverify_common.grpc_server import (
     HealthMonitor,
     build_server,
@@ -85,7 +85,7 @@ async def run_service(spec: ServiceSpec, config: ServiceConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    metrics.serve(config.metrics_port)
+    metrics.serve(config.metrics_port, config.bind_host)
 
     async with AsyncExitStack() as stack:
         pool = await _connect(config.database_url, stop)
@@ -111,15 +111,23 @@ async def run_service(spec: ServiceSpec, config: ServiceConfig) -> None:
                     log.warning("%s was empty: re-published %d unfinished event(s) from the "
                                 "database", spec.output_topic, redriven)
 
-        rt.auth = AuthInterceptor(pool, spec.name, TokenCache(pool, config.auth_cache_seconds))
+        refusals = RefusalLog(pool, spec.name, config.refusal_audit_seconds)
+        rt.auth = AuthInterceptor(pool, spec.name, TokenCache(pool, config.auth_cache_seconds),
+                                  refusals)
+        rt.loops.append(refusals.run)
+        # Runs after the server has stopped and before the pool closes: refusals counted
+        # since the last interval reach the audit log too.
+        stack.push_async_callback(refusals.flush)
         tls = (server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca)
                if config.tls_cert else None)
-        server, health_servicer, port = build_server(config.grpc_port, [rt.auth], tls)
+        server, health_servicer, port = build_server(config.grpc_port, [rt.auth], tls,
+                                                     host=config.bind_host,
+                                                     max_receive_bytes=config.grpc_max_receive_bytes)
         names = await spec.setup(rt, server)
         enable_reflection(server, names)
         monitor = HealthMonitor(health_servicer, names, pool, config.kafka_bootstrap_servers)
         await server.start()
-        log.info("%s serving gRPC on port %d (%s)", spec.name, port,
+        log.info("%s serving gRPC on %s (%s)", spec.name, host_port(config.bind_host, port),
                  "insecure" if tls is None else "mutual TLS" if config.tls_client_ca else "TLS")
 
         try:

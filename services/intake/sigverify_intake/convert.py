@@ -13,8 +13,8 @@ from sigverify.events.v1 import events_pb2
 from sigverify.intake.v1 import intake_pb2
 from sigverify_common.convert import date_text, method_to_pb, policy_to_pb, rules_to_pb, source_to_pb
 from sigverify_common.topics import SIGNATURE_RECEIVED
-from sigverify_intake.domain import Signature, Validated
-from sigverify_intake.repository import PetitionRow, Receipt, signature_of
+from sigverify_intake.domain import Signature
+from sigverify_intake.repository import PetitionRow, Receipt, StoredSignature, signature_of
 
 if TYPE_CHECKING:
     from sigverify_intake.filings import Filing
@@ -29,6 +29,7 @@ def receipt_to_pb(r: Receipt) -> intake_pb2.BatchReceipt:
         rejected=[intake_pb2.RowError(line=e.line, record=e.record, field=e.field, reason=e.reason)
                   for e in r.rejected],
         resubmission=r.resubmission, received_at=r.received_at.isoformat(),
+        rows_rejected=r.rows_rejected,
     )
 
 
@@ -73,9 +74,6 @@ def received_event_of_row(r: Mapping[str, Any] | asyncpg.Record) -> tuple[str, b
                           r["received_seq"], signature_of(r))
 
 
-def signature_events(
-    batch_id: uuid.UUID, petition_id: str, county: str, ids: Sequence[uuid.UUID],
-    validated: Validated, seq_of: dict[uuid.UUID, int],
-) -> list[tuple[str, bytes, bytes]]:
-    return [received_event(sid, batch_id, petition_id, county, seq_of[sid], s)
-            for sid, s in zip(ids, validated.signatures, strict=True)]
+def signature_events(batch_id: uuid.UUID, petition_id: str, county: str,
+                     stored: Sequence[StoredSignature]) -> list[tuple[str, bytes, bytes]]:
+    return [received_event(sid, batch_id, petition_id, county, seq, s) for sid, seq, s in stored]

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
 import asyncpg
 
-from sigverify_common import audit, kafka
+from sigverify_common import audit
 from sigverify_common.db import Conn, table_exists
 from sigverify_common.errors import AlreadyExists, FailedPrecondition, NotFound
 from sigverify_common.sampling import CALIFORNIA, Method, SamplingRules
 from sigverify_common.vocab import DuplicatePolicy, Source
-from sigverify_intake.domain import RowError, Signature, Validated
+from sigverify_intake.domain import RowError, Signature
+
+#: A signature as stored: (signature id, receipt sequence number, the signature).
+StoredSignature = tuple[uuid.UUID, int, Signature]
 
 SCHEMA = "intake"
 
@@ -48,9 +51,16 @@ class Receipt:
     rows_received: int
     signatures_accepted: int
     incomplete: int
+    #: The first rejected rows (RECEIPT_REJECTIONS at most, or the page asked for).
     rejected: tuple[RowError, ...]
     resubmission: bool
     received_at: datetime
+    #: Every rejected row of the batch.
+    rows_rejected: int = 0
+
+
+#: A receipt carries at most this many rejected rows; the rest are read page by page.
+RECEIPT_REJECTIONS = 1_000
 
 
 def rules_of(r: asyncpg.Record) -> SamplingRules:
@@ -121,133 +131,133 @@ async def get_petition(pool: asyncpg.Pool, petition_id: str) -> PetitionRow:
     return _petition(row)
 
 
-def _receipt(r: asyncpg.Record, resubmission: bool) -> Receipt:
-    rejected = tuple(RowError(**e) for e in json.loads(r["rejected"]))
+async def rejections(conn: Conn | asyncpg.Pool, batch_id: uuid.UUID, offset: int = 0,
+                     limit: int = RECEIPT_REJECTIONS) -> tuple[RowError, ...]:
+    """The batch's rejected rows in file order, from ``offset`` (0-based), at most ``limit``."""
+    rows = await conn.fetch(
+        "SELECT line, record, field, reason FROM intake.rejections WHERE batch_id = $1 "
+        "AND ordinal >= $2 ORDER BY ordinal LIMIT $3", batch_id, offset, limit)
+    return tuple(RowError(r["line"], r["record"], r["field"], r["reason"]) for r in rows)
+
+
+async def receipt_of(conn: Conn | asyncpg.Pool, r: asyncpg.Record, resubmission: bool,
+                     offset: int = 0, limit: int = RECEIPT_REJECTIONS) -> Receipt:
     return Receipt(r["batch_id"], r["petition_id"], r["county"], r["client_batch_key"] or "",
                    r["content_sha256"], r["rows_received"], r["signatures_accepted"],
-                   r["incomplete"], rejected, resubmission, r["received_at"])
+                   r["incomplete"], await rejections(conn, r["batch_id"], offset, limit),
+                   resubmission, r["received_at"], r["rows_rejected"])
 
 
-async def find_batch(conn: Conn | asyncpg.Pool, petition_id: str, client_key: str,
-                     digest: str) -> asyncpg.Record | None:
+async def find_by_key(conn: Conn, petition_id: str, county: str, key: str
+                      ) -> asyncpg.Record | None:
+    """The committed batch of this (petition, county) sent under client key ``key``."""
+    if not key:
+        return None
     return await conn.fetchrow(
-        "SELECT * FROM intake.batches WHERE petition_id = $1 AND "
-        "(content_sha256 = $2 OR ($3 <> '' AND client_batch_key = $3)) ORDER BY received_at LIMIT 1",
-        petition_id, digest, client_key,
-    )
+        "SELECT * FROM intake.batches WHERE petition_id = $1 AND county = $2 "
+        "AND client_batch_key = $3", petition_id, county, key)
 
 
-async def get_batch(pool: asyncpg.Pool, batch_id: uuid.UUID) -> Receipt:
+async def find_by_content(conn: Conn, petition_id: str, county: str, digest: str
+                          ) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT * FROM intake.batches WHERE petition_id = $1 AND county = $2 "
+        "AND content_sha256 = $3", petition_id, county, digest)
+
+
+async def get_batch(pool: asyncpg.Pool, batch_id: uuid.UUID, offset: int = 0,
+                    limit: int = RECEIPT_REJECTIONS) -> Receipt:
     row = await pool.fetchrow("SELECT * FROM intake.batches WHERE batch_id = $1", batch_id)
     if row is None:
         raise NotFound(f"no batch {batch_id}")
-    return _receipt(row, resubmission=False)
+    return await receipt_of(pool, row, resubmission=False, offset=offset, limit=limit)
 
 
-#: (batch id, petition, county, signature ids, validated rows, receipt order by id) -> outbox rows
-EventEncoder = Callable[
-    [uuid.UUID, str, str, Sequence[uuid.UUID], Validated, dict[uuid.UUID, int]],
-    list[tuple[str, bytes, bytes]],
-]
+async def check_filing(conn: Conn, petition_id: str, county: str) -> tuple[bool, str]:
+    """In the batch's transaction, before storing it: (whether its signatures go to matching
+    now, why the county takes no more batches or ""). Locks the petition FOR SHARE, so that
+    closing a county (FOR UPDATE) waits for the batches being stored."""
+    petition = await conn.fetchrow(
+        "SELECT method, counties, filing_closes_at, filing_closes_at <= now() AS past "
+        "FROM intake.petitions WHERE petition_id = $1 FOR SHARE", petition_id)
+    if petition is None:
+        raise FailedPrecondition(f"no petition {petition_id!r}: create it first")
+    if petition["counties"] and county not in petition["counties"]:
+        raise FailedPrecondition(
+            f"{county} is not one of the counties petition {petition_id!r} expects "
+            f"({', '.join(petition['counties'])})")
+    closed_at = await conn.fetchval(
+        "SELECT closed_at FROM intake.counties WHERE petition_id = $1 AND county = $2",
+        petition_id, county)
+    if closed_at is None and petition["past"]:
+        closed_at = petition["filing_closes_at"]
+    closed = (f"{county}'s filing for petition {petition_id!r} closed at "
+              f"{closed_at.isoformat(timespec='seconds')}: no more batches" if closed_at else "")
+    # A random-sample petition holds its signatures until the county's sample is drawn; a
+    # full-count one sends every signature to matching now.
+    return Method(petition["method"]) is Method.FULL_COUNT, closed
+
+
+async def open_batch(conn: Conn, batch_id: uuid.UUID, petition_id: str, county: str, key: str,
+                     filename: str) -> None:
+    """The batch's row, before its signatures (their foreign key needs it); its content hash
+    and counts are set by ``close_batch``. A key taken by another batch raises
+    UniqueViolationError (after that batch commits, when it is being stored concurrently)."""
+    await conn.execute(
+        "INSERT INTO intake.batches (batch_id, petition_id, county, client_batch_key, "
+        "content_sha256, filename, rows_received, signatures_accepted, incomplete, rejected) "
+        "VALUES ($1, $2, $3, NULLIF($4, ''), $5, $6, 0, 0, 0, '[]'::jsonb)",
+        batch_id, petition_id, county, key, f"pending:{batch_id}", filename)
+
 
 SIGNATURE_COLUMNS = (
-    "signature_id", "batch_id", "petition_id", "county", "line", "circulator_id", "source",
-    "first_name", "middle_name", "last_name", "street", "unit", "city", "zip", "signed_on",
-    "birth_date", "incomplete", "released",
+    "signature_id", "received_seq", "batch_id", "petition_id", "county", "line", "circulator_id",
+    "source", "first_name", "middle_name", "last_name", "street", "unit", "city", "zip",
+    "signed_on", "birth_date", "incomplete", "released",
 )
 
 
-async def store_batch(
-    pool: asyncpg.Pool,
-    *,
-    petition_id: str,
-    county: str,
-    client_key: str,
-    filename: str,
-    digest: str,
-    validated: Validated,
-    encode_events: EventEncoder,
-    actor: str = "system:intake",
-) -> Receipt:
-    """Store the batch, its signatures and their events in one transaction.
+async def next_seqs(conn: Conn, n: int) -> list[int]:
+    """``n`` receipt sequence numbers, ascending (the signatures' order of receipt)."""
+    rows = await conn.fetch(
+        "SELECT nextval(pg_get_serial_sequence('intake.signatures', 'received_seq')) AS seq "
+        "FROM generate_series(1, $1)", n)
+    return sorted(r["seq"] for r in rows)
 
-    Returns the first receipt when the same batch (key or content) was stored before.
-    """
-    async with pool.acquire() as conn:
-        try:
-            async with conn.transaction():
-                # FOR SHARE: closing a county (FOR UPDATE) waits for batches being stored.
-                petition = await conn.fetchrow(
-                    "SELECT method, counties, filing_closes_at, filing_closes_at <= now() AS past "
-                    "FROM intake.petitions WHERE petition_id = $1 FOR SHARE", petition_id)
-                if petition is None:
-                    raise FailedPrecondition(f"no petition {petition_id!r}: create it first")
-                existing = await find_batch(conn, petition_id, client_key, digest)
-                if existing is not None:
-                    return _receipt(existing, resubmission=True)
-                if petition["counties"] and county not in petition["counties"]:
-                    raise FailedPrecondition(
-                        f"{county} is not one of the counties petition {petition_id!r} expects "
-                        f"({', '.join(petition['counties'])})")
-                closed_at = await conn.fetchval(
-                    "SELECT closed_at FROM intake.counties WHERE petition_id = $1 AND county = $2",
-                    petition_id, county)
-                if closed_at is None and petition["past"]:
-                    closed_at = petition["filing_closes_at"]
-                if closed_at is not None:
-                    raise FailedPrecondition(
-                        f"{county}'s filing for petition {petition_id!r} closed at "
-                        f"{closed_at.isoformat(timespec='seconds')}: no more batches")
-                # A random-sample petition holds its signatures until the county's sample
-                # is drawn; a full-count one sends every signature to matching now.
-                release = Method(petition["method"]) is Method.FULL_COUNT
-                batch_id = uuid.uuid4()
-                rejected = json.dumps([
-                    {"line": e.line, "record": e.record, "field": e.field, "reason": e.reason}
-                    for e in validated.rejected
-                ])
-                batch = await conn.fetchrow(
-                    "INSERT INTO intake.batches (batch_id, petition_id, county, client_batch_key, "
-                    "content_sha256, filename, rows_received, signatures_accepted, incomplete, "
-                    "rejected) VALUES ($1, $2, $3, NULLIF($4, ''), $5, $6, $7, $8, $9, $10::jsonb) "
-                    "RETURNING *",
-                    batch_id, petition_id, county, client_key, digest, filename,
-                    validated.rows_received, len(validated.signatures), validated.incomplete,
-                    rejected,
-                )
-                ids = [uuid.uuid4() for _ in validated.signatures]
-                await conn.copy_records_to_table(
-                    "signatures", schema_name=SCHEMA, columns=SIGNATURE_COLUMNS,
-                    records=[
-                        (sid, batch_id, petition_id, county, s.line, s.circulator_id,
-                         s.source.value, s.first_name, s.middle_name, s.last_name, s.street,
-                         s.unit, s.city, s.zip, s.signed_on, s.birth_date, s.incomplete, release)
-                        for sid, s in zip(ids, validated.signatures, strict=True)
-                    ],
-                )
-                seqs = await conn.fetch(
-                    "SELECT signature_id, received_seq FROM intake.signatures WHERE batch_id = $1",
-                    batch_id,
-                )
-                seq_of = {r["signature_id"]: r["received_seq"] for r in seqs}
-                if release:
-                    events = encode_events(batch_id, petition_id, county, ids, validated, seq_of)
-                    await kafka.enqueue(conn, SCHEMA, events)
-                assert batch is not None
-                await audit.record(conn, actor, "batch.received", str(batch_id), {
-                    "petition_id": petition_id, "county": county,
-                    "rows_received": validated.rows_received,
-                    "signatures_accepted": len(validated.signatures),
-                    "incomplete": validated.incomplete, "rows_rejected": len(validated.rejected),
-                    "held_for_sampling": not release})
-                return _receipt(batch, resubmission=False)
-        except asyncpg.UniqueViolationError:
-            # A concurrent submission of the same batch won: answer with its receipt.
-            existing = await find_batch(conn, petition_id, client_key, digest)
-            if existing is None:
-                raise
-            return _receipt(existing, resubmission=True)
 
+async def copy_signatures(conn: Conn, batch_id: uuid.UUID, petition_id: str, county: str,
+                          release: bool, stored: Sequence[StoredSignature]) -> None:
+    await conn.copy_records_to_table(
+        "signatures", schema_name=SCHEMA, columns=SIGNATURE_COLUMNS,
+        records=[(sid, seq, batch_id, petition_id, county, s.line, s.circulator_id,
+                  s.source.value, s.first_name, s.middle_name, s.last_name, s.street, s.unit,
+                  s.city, s.zip, s.signed_on, s.birth_date, s.incomplete, release)
+                 for sid, seq, s in stored])
+
+
+async def copy_rejections(conn: Conn, batch_id: uuid.UUID, first_ordinal: int,
+                          errors: Sequence[RowError]) -> None:
+    await conn.copy_records_to_table(
+        "rejections", schema_name=SCHEMA,
+        columns=("batch_id", "ordinal", "record", "line", "field", "reason"),
+        records=[(batch_id, first_ordinal + i, e.record, e.line, e.field, e.reason)
+                 for i, e in enumerate(errors)])
+
+
+async def close_batch(conn: Conn, batch_id: uuid.UUID, digest: str, rows: int, accepted: int,
+                      incomplete: int, rows_rejected: int, first_rejected: Sequence[RowError]
+                      ) -> asyncpg.Record:
+    """Set the stored batch's content hash and counts. Raises UniqueViolationError when a
+    batch of the same content committed meanwhile."""
+    row = await conn.fetchrow(
+        "UPDATE intake.batches SET content_sha256 = $2, rows_received = $3, "
+        "signatures_accepted = $4, incomplete = $5, rows_rejected = $6, rejected = $7::jsonb "
+        "WHERE batch_id = $1 RETURNING *",
+        batch_id, digest, rows, accepted, incomplete, rows_rejected,
+        json.dumps([{"line": e.line, "record": e.record, "field": e.field, "reason": e.reason}
+                    for e in first_rejected]))
+    assert row is not None
+    return row
 
 
 async def unfinished(pool: asyncpg.Pool, limit: int, after_seq: int) -> list[asyncpg.Record]:

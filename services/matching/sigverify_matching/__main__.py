@@ -13,22 +13,28 @@ from sigverify_common.kafka import BatchConsumer
 from sigverify_common.service import Runtime, ServiceSpec, run_service
 from sigverify_common.topics import SIGNATURE_MATCHED, SIGNATURE_RECEIVED
 from sigverify_matching.config import Config
-from sigverify_matching.consumer import Deadlines, MatchHandler, RollIndex
+from sigverify_matching.consumer import Deadlines, MatchHandler
 from sigverify_matching.consumer import redrive as consumer_redrive
 from sigverify_matching.review import ReviewService
 from sigverify_matching.service import MatchingService
+from sigverify_matching.versions import RollIndex, build_candidate_index
 
 
 async def setup(rt: Runtime, server: grpc.aio.Server) -> Sequence[str]:
     assert isinstance(rt.config, Config)
-    roll = RollIndex(rt.pool)
+    # This replica's indexes of the roll; the heartbeat loop builds each new version's index
+    # in the background and tells loaders which versions this replica holds.
+    roll = RollIndex(rt.pool, rt.config.roll.replica_id, build=build_candidate_index,
+                     heartbeat_seconds=rt.config.roll.heartbeat_seconds)
+    rt.loops.append(roll.run)
     consumer = BatchConsumer(
         bootstrap=rt.config.kafka_bootstrap_servers, topic=SIGNATURE_RECEIVED, group="matching",
         handler=MatchHandler(rt.pool, roll, rt.outbox, rt.config.match), max_records=1000,
     )
     rt.loops.append(consumer.run)
     matching_pb2_grpc.add_MatchingServiceServicer_to_server(
-        MatchingService(rt.pool, roll, Deadlines(rt.pool), rt.config.match), server)
+        MatchingService(rt.pool, roll, Deadlines(rt.pool), rt.config.match, rt.config.roll),
+        server)
     review_pb2_grpc.add_ReviewServiceServicer_to_server(ReviewService(rt.pool, rt.outbox), server)
     return [matching_pb2.DESCRIPTOR.services_by_name["MatchingService"].full_name,
             review_pb2.DESCRIPTOR.services_by_name["ReviewService"].full_name]

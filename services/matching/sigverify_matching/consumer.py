@@ -12,89 +12,25 @@ from dataclasses import asdict
 from datetime import date
 
 import asyncpg
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Histogram
 
 from sigverify.events.v1 import events_pb2
 from sigverify_common import audit, kafka
 from sigverify_common.db import table_exists
-from sigverify_common.errors import Unavailable
 from sigverify_common.kafka import DeadLetter, Delivered
 from sigverify_common.vocab import Decision, Reason
 from sigverify_matching import convert
-from sigverify_matching.domain import MatchConfig, MatchResult, VoterRecord
-from sigverify_matching.index import CandidateIndex
+from sigverify_matching.domain import MatchConfig, MatchResult
+from sigverify_matching.versions import RollIndex, ensure_active
 
 log = logging.getLogger(__name__)
 SCHEMA = "matching"
 
 DECISIONS = Counter("sigverify_match_decisions_total", "Matcher outcomes", ["decision", "reason"])
 MATCH_SECONDS = Histogram("sigverify_match_batch_seconds", "Time to match one polled batch")
-ROLL_SIZE = Gauge("sigverify_roll_voters", "Voters in the loaded candidate index")
 
 INCOMPLETE = MatchResult(decision=Decision.NO_MATCH, reason=Reason.INCOMPLETE, voter_id="",
                          score=0.0, candidates=())
-
-
-class RollIndex:
-    """The candidate index of the active roll version.
-
-    The first index is built before matching starts. When a newer roll version becomes
-    active, its index is built in the background while matching goes on with the current
-    one, and swapped in when ready; decisions record which version made them.
-    """
-
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
-        self.version = 0
-        self.index: CandidateIndex | None = None
-        self._building: asyncio.Task[None] | None = None
-        self._building_version = 0
-
-    async def current(self) -> tuple[int, CandidateIndex]:
-        active = await self._pool.fetchval(
-            "SELECT max(version) FROM matching.roll_versions WHERE state = 'active'")
-        if active is None:
-            raise Unavailable("no voter roll is loaded yet (sigverify roll load)")
-        if active != self.version:
-            task = self._start_build(active)
-            if self.index is None:
-                await asyncio.shield(task)
-        if self.index is None:
-            raise Unavailable("the candidate index is not built yet")
-        return self.version, self.index
-
-    def _start_build(self, version: int) -> asyncio.Task[None]:
-        if self._building is None or self._building.done() or self._building_version != version:
-            self._building_version = version
-            self._building = asyncio.create_task(self._build(version), name=f"roll-index-{version}")
-        return self._building
-
-    async def _build(self, version: int) -> None:
-        started = time.perf_counter()
-        try:
-            async with self._pool.acquire() as conn, conn.transaction(
-                isolation="repeatable_read", readonly=True
-            ):
-                rows = await conn.fetch(
-                    "SELECT voter_id, first_name, middle_name, last_name, suffix, birth_date, "
-                    "street, unit, city, zip, county, status, registered_on FROM matching.voters "
-                    "WHERE version = $1", version)
-            # Record conversion and indexing are CPU work: off the event loop.
-            index = await asyncio.to_thread(_build_index, rows)
-            del rows
-        except (asyncpg.PostgresError, OSError) as exc:
-            log.warning("building the index of roll version %d failed (%s); will retry", version,
-                        exc.__class__.__name__)
-            return
-        if version >= self.version:
-            self.index, self.version = index, version
-            ROLL_SIZE.set(len(index))
-        log.info("candidate index for roll version %d: %d voters in %.1fs", version, len(index),
-                 time.perf_counter() - started)
-
-
-def _build_index(rows: list[asyncpg.Record]) -> CandidateIndex:
-    return CandidateIndex.build(VoterRecord(**dict(r)) for r in rows)
 
 
 class Deadlines:
@@ -143,6 +79,9 @@ class MatchHandler:
         results = dict(zip((m.signature_id for m in complete), matched, strict=True))
         decided = [(m, results.get(m.signature_id, INCOMPLETE)) for m in todo]
         async with self._pool.acquire() as conn, conn.transaction():
+            # Until commit, the version cannot stop being active (activation waits for this
+            # lock); if it already has, the batch is decided again with the active one.
+            await ensure_active(conn, version)
             await kafka.write_dead_letters(conn, SCHEMA, dead)
             inserted = {
                 str(r["signature_id"]) for r in await conn.fetch(

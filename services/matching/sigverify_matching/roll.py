@@ -1,8 +1,15 @@
 """Loading a voter roll CSV into ``matching.voters`` (PostgreSQL COPY) as a new version.
 
-The admin's ``sigverify roll load`` calls ``load_roll``; the matching service notices the
-new active version and rebuilds its index. Rows that cannot be read are reported with
-their line and field and skipped; the rest load.
+``sigverify roll load`` streams the file to matching's ``LoadRoll`` RPC, which calls
+``load_roll_text``: rows are read and validated in a worker thread and COPYed in chunks
+under the new version while it is 'loading'. A file whose rejected rows exceed the limit
+(``MaxRejected``, default 1 % of its rows), or that has no voters, is refused: the version is
+discarded and nothing else changes. An accepted version is activated as
+``sigverify_matching.versions`` describes (once every matcher replica holds its index).
+
+``load_roll`` is the same load straight from a file with a database pool, activated at once
+without waiting for the replicas (they build the index when they next need it): the fast
+path of the test fixtures and the benchmark.
 """
 
 from __future__ import annotations
@@ -10,17 +17,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import io
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import date
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import Protocol, TextIO
 
 import asyncpg
 
-from sigverify_common import audit
-from sigverify_common.errors import InvalidArgument
+from sigverify_common.db import Conn
+from sigverify_common.errors import FailedPrecondition, InvalidArgument
+from sigverify_common.textfile import detect_encoding
 from sigverify_common.vocab import canonical_county
+from sigverify_matching import versions
 
 ROLL_COLUMNS = (
     "voter_id", "first_name", "middle_name", "last_name", "suffix", "birth_date", "street",
@@ -28,93 +41,263 @@ ROLL_COLUMNS = (
 )
 STATUSES = frozenset({"ACTIVE", "INACTIVE", "CANCELLED"})
 
+#: (line, field, reason) of a row that cannot be read; never the row's content.
+Rejection = tuple[int, str, str]
+#: How many rejections a load keeps to report (all are counted).
+KEEP_REJECTIONS = 1000
+#: How many a refusal's message names.
+NAMED_REJECTIONS = 10
+
+
+class _Sink(Protocol):
+    def append(self, item: Rejection, /) -> None: ...
+
+
+class Rejections:
+    """Rejected rows: how many, and the first ``keep`` of them."""
+
+    def __init__(self, keep: int = KEEP_REJECTIONS) -> None:
+        self.count = 0
+        self.first: list[Rejection] = []
+        self._keep = keep
+
+    def append(self, item: Rejection) -> None:
+        self.count += 1
+        if len(self.first) < self._keep:
+            self.first.append(item)
+
+
+@dataclass(frozen=True, slots=True)
+class MaxRejected:
+    """How many rejected rows a roll file may have and still load: a count of rows, or a
+    percentage of the file's rows (``--max-rejected 100`` or ``1%``)."""
+
+    count: int | None = None
+    percent: Decimal | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> MaxRejected:
+        t = text.strip().replace(" ", "")
+        if not t:
+            return DEFAULT_MAX_REJECTED
+        try:
+            if t.endswith("%"):
+                p = Decimal(t[:-1])
+                if p.is_finite() and 0 <= p <= 100:
+                    return cls(percent=p)
+            elif t.isdigit():
+                return cls(count=int(t))
+        except InvalidOperation:
+            pass
+        raise InvalidArgument(f"max_rejected {text!r}: give a number of rows (100) or a "
+                              "percentage of the file's rows (1%)")
+
+    def allows(self, rejected: int, total: int) -> bool:
+        if self.count is not None:
+            return rejected <= self.count
+        assert self.percent is not None
+        return rejected * 100 <= self.percent * total
+
+    def __str__(self) -> str:
+        if self.count is not None:
+            return f"{self.count:,} row{'s' if self.count != 1 else ''}"
+        return f"{self.percent}%"
+
+
+DEFAULT_MAX_REJECTED = MaxRejected(percent=Decimal(1))
+
 
 @dataclass
 class RollLoad:
     version: int = 0
     rows: int = 0
-    errors: list[tuple[int, str, str]] = field(default_factory=list)  # (line, field, reason)
+    #: The first rejected rows (line, field, reason); ``rejected`` counts them all.
+    errors: list[Rejection] = field(default_factory=list)
+    rejected: int = 0
+    source: str = ""
+    #: After activation: the version it replaced (0: none).
+    previous: int = 0
+
+
+class RollRefused(FailedPrecondition):
+    """The file is not loaded: too many rows rejected, or no voters."""
+
+
+def refusal(load: RollLoad, limit: MaxRejected) -> str | None:
+    """Why a file read as ``load`` must not become a roll version, or None."""
+    total = load.rows + load.rejected
+    if load.rejected and not limit.allows(load.rejected, total):
+        named = "; ".join(f"line {line}: {fld}: {why}"
+                          for line, fld, why in load.errors[:NAMED_REJECTIONS])
+        more = (f" (the first {NAMED_REJECTIONS} of {load.rejected:,})"
+                if load.rejected > NAMED_REJECTIONS else "")
+        return (f"roll file {load.source} refused: {load.rejected:,} of {total:,} rows rejected, "
+                f"more than the {limit} allowed (max_rejected): {named}{more}")
+    if load.rows == 0:
+        return f"roll file {load.source} refused: it has no voters ({total:,} rows read)"
+    return None
 
 
 def _date(text: str) -> date | None:
     return date.fromisoformat(text) if text else None
 
 
-def read_roll(path: Path, errors: list[tuple[int, str, str]]) -> Iterator[tuple[object, ...]]:
-    """Yield COPY records (without the version column); append unreadable rows to ``errors``."""
-    with path.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.reader(fh)
-        header = [h.strip().lower() for h in next(reader, [])]
+def read_roll_text(fh: TextIO, name: str, errors: _Sink) -> Iterator[tuple[object, ...]]:
+    """Yield COPY records (without the version column) from CSV text; append unreadable
+    rows to ``errors``. A file that cannot be read as CSV text at all: InvalidArgument."""
+    reader = csv.reader(fh)
+    try:
+        first = next(reader, None)
+        if first is None:
+            raise InvalidArgument(f"{name}: the file is empty (no header row)")
+        header = [h.strip().lower() for h in first]
         missing = [c for c in ROLL_COLUMNS if c not in header]
         if missing:
-            raise InvalidArgument(f"{path.name}: roll header lacks column(s): {', '.join(missing)}")
-        width = len(header)
-        (i_id, i_first, i_middle, i_last, i_suffix, i_birth, i_street, i_unit, i_city, i_zip,
-         i_county, i_status, i_registered) = (header.index(c) for c in ROLL_COLUMNS)
-        seen: set[str] = set()
-        counties: dict[str, str] = {}  # as written -> canonical (a roll has few spellings)
-        dates: dict[str, date | None] = {"": None}
-        for values in reader:
-            line = reader.line_num
-            if len(values) != width:
-                errors.append((line, "(row)", f"expected {width} fields, found {len(values)}"))
-                continue
-            voter_id = values[i_id].strip()
-            if not voter_id:
-                errors.append((line, "voter_id", "missing"))
-                continue
-            if voter_id in seen:
-                errors.append((line, "voter_id", "repeated"))
-                continue
-            status = values[i_status].strip().upper()
-            if status not in STATUSES:
-                errors.append((line, "status", "must be ACTIVE, INACTIVE or CANCELLED"))
-                continue
-            birth_text, registered_text = values[i_birth].strip(), values[i_registered].strip()
-            try:
-                birth = dates[birth_text] if birth_text in dates else _date(birth_text)
-            except ValueError:
-                errors.append((line, "birth_date", "not a valid ISO date"))
-                continue
-            try:
-                registered = (dates[registered_text] if registered_text in dates
-                              else _date(registered_text))
-            except ValueError:
-                errors.append((line, "registered_on", "not a valid ISO date"))
-                continue
-            if len(dates) < 100_000:
-                dates[birth_text], dates[registered_text] = birth, registered
-            county_text = values[i_county]
-            county = counties.get(county_text)
-            if county is None:
-                county = counties[county_text] = canonical_county(county_text)
-            seen.add(voter_id)
-            yield (voter_id, values[i_first].strip(), values[i_middle].strip(),
-                   values[i_last].strip(), values[i_suffix].strip(), birth,
-                   values[i_street].strip(), values[i_unit].strip(), values[i_city].strip(),
-                   values[i_zip].strip(), county, status, registered)
+            raise InvalidArgument(f"{name}: roll header lacks column(s): {', '.join(missing)}")
+        yield from _records(reader, header, errors)
+    except csv.Error as exc:
+        raise InvalidArgument(f"{name}: line {reader.line_num}: unreadable CSV ({exc})") from None
+
+
+def _records(reader: Iterator[list[str]], header: list[str], errors: _Sink
+             ) -> Iterator[tuple[object, ...]]:
+    width = len(header)
+    (i_id, i_first, i_middle, i_last, i_suffix, i_birth, i_street, i_unit, i_city, i_zip,
+     i_county, i_status, i_registered) = (header.index(c) for c in ROLL_COLUMNS)
+    seen: set[str] = set()
+    counties: dict[str, str] = {}  # as written -> canonical (a roll has few spellings)
+    dates: dict[str, date | None] = {"": None}
+    while True:
+        try:
+            values = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:  # broken quoting, a field over the csv module's limit
+            errors.append((reader.line_num, "(row)", f"unreadable: {exc}"))  # type: ignore[attr-defined]
+            continue
+        line = reader.line_num  # type: ignore[attr-defined]
+        if len(values) != width:
+            if not values:
+                continue  # a blank line
+            errors.append((line, "(row)", f"expected {width} fields, found {len(values)}"))
+            continue
+        if not "".join(values).isascii() and (bad := _not_utf8(values)) is not None:
+            errors.append((line, header[bad], "not UTF-8 text"))
+            continue
+        if "\x00" in "".join(values):
+            errors.append((line, "(row)", "contains a NUL character (byte 0)"))
+            continue
+        voter_id = values[i_id].strip()
+        if not voter_id:
+            errors.append((line, "voter_id", "missing"))
+            continue
+        if voter_id in seen:
+            errors.append((line, "voter_id", "repeated"))
+            continue
+        status = values[i_status].strip().upper()
+        if status not in STATUSES:
+            errors.append((line, "status", "must be ACTIVE, INACTIVE or CANCELLED"))
+            continue
+        birth_text, registered_text = values[i_birth].strip(), values[i_registered].strip()
+        try:
+            birth = dates[birth_text] if birth_text in dates else _date(birth_text)
+        except ValueError:
+            errors.append((line, "birth_date", "not a valid ISO date (YYYY-MM-DD)"))
+            continue
+        try:
+            registered = (dates[registered_text] if registered_text in dates
+                          else _date(registered_text))
+        except ValueError:
+            errors.append((line, "registered_on", "not a valid ISO date (YYYY-MM-DD)"))
+            continue
+        if len(dates) < 100_000:
+            dates[birth_text], dates[registered_text] = birth, registered
+        county_text = values[i_county]
+        county = counties.get(county_text)
+        if county is None:
+            county = counties[county_text] = canonical_county(county_text)
+        seen.add(voter_id)
+        yield (voter_id, values[i_first].strip(), values[i_middle].strip(),
+               values[i_last].strip(), values[i_suffix].strip(), birth,
+               values[i_street].strip(), values[i_unit].strip(), values[i_city].strip(),
+               values[i_zip].strip(), county, status, registered)
+
+
+def _not_utf8(values: list[str]) -> int | None:
+    """The index of the first value holding bytes that are not UTF-8 (read as lone
+    surrogates: the text is decoded with errors="surrogateescape"), else None."""
+    for i, v in enumerate(values):
+        try:
+            v.encode("utf-8")
+        except UnicodeEncodeError:
+            return i
+    return None
+
+
+def open_roll(path: Path) -> TextIO:
+    """A roll file as ``read_roll_text`` wants it. Its encoding is detected (UTF-8 with or
+    without BOM, cp1252, latin-1: a roll exported from a spreadsheet loads as it is); in a
+    UTF-8 file, a row with bytes that are not UTF-8 is rejected by its line and field."""
+    encoding = detect_encoding(path)
+    if encoding.startswith("utf-8"):
+        return path.open(newline="", encoding="utf-8-sig", errors="surrogateescape")
+    return path.open(newline="", encoding=encoding)
+
+
+def read_roll(path: Path, errors: _Sink) -> Iterator[tuple[object, ...]]:
+    with open_roll(path) as fh:
+        yield from read_roll_text(fh, path.name, errors)
+
+
+class ChunkStream(io.RawIOBase):
+    """A readable byte stream over chunks handed over one by one (``get`` blocks for the
+    next, None at the end): the file a client uploads, read by the loader's worker thread."""
+
+    def __init__(self, get: Callable[[], bytes | None]) -> None:
+        self._get = get
+        self._buf = b""
+        self._eof = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: memoryview) -> int:  # type: ignore[override]
+        while not self._buf and not self._eof:
+            chunk = self._get()
+            if chunk is None:
+                self._eof = True
+            else:
+                self._buf = chunk
+        n = min(len(b), len(self._buf))
+        b[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
+
+
+def text_of(stream: io.RawIOBase) -> TextIO:
+    """CSV text (UTF-8, an optional BOM) over a byte stream, lines as the csv module wants."""
+    return io.TextIOWrapper(io.BufferedReader(stream, 1 << 20), encoding="utf-8-sig",
+                            errors="surrogateescape", newline="")
 
 
 #: Rows per COPY: the file is read in a worker thread one chunk ahead of the COPY, so that
 #: Python's parsing and the server's ingest overlap.
 CHUNK = 20_000
 
+OpenText = Callable[[], AbstractContextManager[TextIO]]
 
-async def load_roll(pool: asyncpg.Pool, path: Path,
-                    progress: Callable[[int], None] | None = None,
-                    actor: str = "cli:roll-load") -> RollLoad:
-    """Load ``path`` as a new roll version and make it the active one.
 
-    Rows are read and normalised in a worker thread (dates parsed, status upper-cased,
-    county spelled one way) and COPYed in chunks straight into ``matching.voters`` under the
-    new version, whose state stays 'loading': matching reads only the active version, so it
-    keeps using the previous one until the switch at the end, in one transaction with the
-    audit entry. A failed load's rows are removed; a retired version's rows afterwards.
-    """
-    result = RollLoad()
+async def copy_roll(conn: Conn, version: int, open_text: OpenText, result: RollLoad,
+                    on_rows: Callable[[RollLoad], None] | None = None,
+                    unblock: Callable[[], None] | None = None) -> None:
+    """Read ``open_text()`` in a worker thread (validated, normalised, in chunks) and COPY the
+    records into ``matching.voters`` under ``version``; counts go to ``result``, which
+    ``on_rows`` sees after each chunk. ``unblock`` releases a reader waiting for input when
+    the load stops early."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[list[tuple[object, ...]] | Exception | None] = asyncio.Queue(maxsize=2)
     cancelled = threading.Event()
+    rejections = Rejections()
 
     def produce() -> None:
         def put(item: list[tuple[object, ...]] | Exception | None) -> None:
@@ -122,59 +305,104 @@ async def load_roll(pool: asyncpg.Pool, path: Path,
 
         chunk: list[tuple[object, ...]] = []
         try:
-            for rec in read_roll(path, result.errors):
-                if cancelled.is_set():
-                    return
-                chunk.append((version, *rec))
-                if len(chunk) >= CHUNK:
-                    put(chunk)
-                    chunk = []
+            with open_text() as fh:
+                for rec in read_roll_text(fh, result.source, rejections):
+                    if cancelled.is_set():
+                        return
+                    chunk.append((version, *rec))
+                    if len(chunk) >= CHUNK:
+                        put(chunk)
+                        chunk = []
             put(chunk)
             put(None)
         except Exception as exc:  # noqa: BLE001 - handed to the loader, which raises it
-            put(exc)
+            if not cancelled.is_set():
+                put(exc)
 
-    async with pool.acquire() as conn:
-        version = result.version = await conn.fetchval(
-            "INSERT INTO matching.roll_versions (state, source) VALUES ('loading', $1) "
-            "RETURNING version", path.name)
-        reader = loop.run_in_executor(None, produce)
+    reader = loop.run_in_executor(None, produce)
+    try:
+        while (item := await queue.get()) is not None:
+            if isinstance(item, Exception):
+                raise item
+            if item:
+                await conn.copy_records_to_table(
+                    "voters", schema_name="matching", columns=("version", *ROLL_COLUMNS),
+                    records=item)
+                result.rows += len(item)
+            result.rejected, result.errors = rejections.count, rejections.first
+            if on_rows:
+                on_rows(result)
+        await reader
+        result.rejected, result.errors = rejections.count, rejections.first
+    except BaseException:
+        cancelled.set()
+        if unblock is not None:
+            unblock()
+        while not reader.done():  # let the reader see the flag (it may wait on a full queue)
+            with contextlib.suppress(asyncio.QueueEmpty):
+                queue.get_nowait()
+            await asyncio.sleep(0.01)
+        result.rejected, result.errors = rejections.count, rejections.first
+        raise
+
+
+async def load_roll_text(
+    pool: asyncpg.Pool, source: str, open_text: OpenText, *, actor: str,
+    max_rejected: MaxRejected = DEFAULT_MAX_REJECTED,
+    on_rows: Callable[[RollLoad], None] | None = None,
+    unblock: Callable[[], None] | None = None,
+    activate: Callable[[Conn, RollLoad], Awaitable[versions.Activation]] | None = None,
+    result: RollLoad | None = None,
+) -> RollLoad:
+    """Load CSV text as a new roll version and activate it.
+
+    Holds the lifecycle lock throughout. A refused (``RollRefused``) or failed load is
+    discarded: its rows deleted, its record kept with why, an audit entry under ``actor``.
+    ``activate(conn, load)`` activates the staged version (by default at once, without
+    waiting for the matcher replicas). ``result`` (else a new one) follows the load.
+    """
+    result = result or RollLoad()
+    result.source = source
+    async with versions.lifecycle_lock(pool) as conn:
+        result.version = await versions.new_version(conn, source, actor)
         try:
-            while (item := await queue.get()) is not None:
-                if isinstance(item, Exception):
-                    raise item
-                if item:
-                    await conn.copy_records_to_table(
-                        "voters", schema_name="matching", columns=("version", *ROLL_COLUMNS),
-                        records=item)
-                    result.rows += len(item)
-                    if progress:
-                        progress(result.rows)
-            await reader
-            async with conn.transaction():
-                await conn.execute(
-                    "UPDATE matching.roll_versions SET state = 'retired' WHERE state = 'active'")
-                await conn.execute(
-                    "UPDATE matching.roll_versions SET state = 'active', rows = $2, rejected = $3, "
-                    "loaded_at = now() WHERE version = $1",
-                    version, result.rows, len(result.errors))
-                await audit.record(conn, actor, "roll.loaded", f"roll-version-{version}",
-                                   {"source": path.name, "voters": result.rows,
-                                    "rejected": len(result.errors)})
-        except BaseException:
-            cancelled.set()
-            while not reader.done():  # let the reader see the flag (it may wait on a full queue)
-                with contextlib.suppress(asyncio.QueueEmpty):
-                    queue.get_nowait()
-                await asyncio.sleep(0.01)
-            await conn.execute("DELETE FROM matching.voters WHERE version = $1", version)
-            await conn.execute("DELETE FROM matching.roll_versions WHERE version = $1", version)
+            await copy_roll(conn, result.version, open_text, result, on_rows, unblock)
+            why = refusal(result, max_rejected)
+            if why is not None:
+                raise RollRefused(why + await _unchanged(pool))
+        except BaseException as exc:
+            note = str(exc) if isinstance(exc, InvalidArgument | FailedPrecondition) else (
+                f"the load stopped: {exc.__class__.__name__}")
+            await asyncio.shield(versions.discard(pool, result.version, result.rows,
+                                                  result.rejected, note, actor))
             raise
-        # Older versions' rows are no longer needed once the new one is active.
-        await conn.execute(
-            "DELETE FROM matching.voters WHERE version IN "
-            "(SELECT version FROM matching.roll_versions WHERE state = 'retired')")
+        await versions.staged(conn, result.version, result.rows, result.rejected, actor)
+        if activate is None:
+            done = await versions.activate(conn, result.version, actor, "loaded")
+        else:
+            done = await activate(conn, result)
+        result.previous = done.previous
     return result
+
+
+async def _unchanged(pool: asyncpg.Pool) -> str:
+    active = await pool.fetchval("SELECT version FROM matching.roll_versions WHERE state = 'active'")
+    return (f". Nothing changed: roll version {active} stays active" if active
+            else ". Nothing changed: there is still no active roll")
+
+
+async def load_roll(pool: asyncpg.Pool, path: Path,
+                    progress: Callable[[int], None] | None = None,
+                    actor: str = "cli:roll-load", *,
+                    max_rejected: MaxRejected = DEFAULT_MAX_REJECTED) -> RollLoad:
+    """Load ``path`` as a new roll version and make it the active one at once (the fast
+    path: the matcher replicas build its index when they next decide)."""
+    def open_text() -> AbstractContextManager[TextIO]:
+        return open_roll(path)
+
+    on_rows = (lambda r: progress(r.rows)) if progress else None
+    return await load_roll_text(pool, path.name, open_text, actor=actor,
+                                max_rejected=max_rejected, on_rows=on_rows)
 
 
 async def plain_copy(pool: asyncpg.Pool, path: Path) -> int:

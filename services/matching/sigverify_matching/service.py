@@ -1,30 +1,104 @@
-"""MatchingService: match one printed signature on request (internal clients, reviewers)."""
+"""MatchingService: match one printed signature on request (internal clients, reviewers),
+explain a decision, and the voter roll's lifecycle (admins: load, list, activate)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import replace
-from typing import Any
+from datetime import datetime
+from pathlib import PurePath
+from typing import Any, TextIO
 
 import asyncpg
 import grpc
 
 from sigverify.matching.v1 import matching_pb2, matching_pb2_grpc
+from sigverify_common import auth
 from sigverify_common.convert import parse_uuid
-from sigverify_common.errors import InvalidArgument, NotFound
+from sigverify_common.db import Conn
+from sigverify_common.errors import InvalidArgument, NotFound, SigVerifyError, Unavailable
 from sigverify_common.vocab import canonical_county
-from sigverify_matching import convert
-from sigverify_matching.consumer import Deadlines, RollIndex
+from sigverify_matching import convert, versions
+from sigverify_matching.config import RollConfig
+from sigverify_matching.consumer import Deadlines
 from sigverify_matching.domain import MatchConfig
+from sigverify_matching.roll import ChunkStream, MaxRejected, RollLoad, load_roll_text, text_of
+from sigverify_matching.versions import RollIndex
+
+log = logging.getLogger(__name__)
+Context = grpc.aio.ServicerContext[Any, Any]
+ACTOR = "system:matching"
+#: Rejected rows a progress message carries (the file's first ones).
+SENT_REJECTIONS = 20
+#: How long a refused load goes on reading (and dropping) the rest of the upload.
+DRAIN_SECONDS = 60.0
+
+_STATES: dict[str, matching_pb2.RollState.ValueType] = {
+    versions.LOADING: matching_pb2.ROLL_STATE_LOADING,
+    versions.BUILDING: matching_pb2.ROLL_STATE_BUILDING,
+    versions.ACTIVE: matching_pb2.ROLL_STATE_ACTIVE,
+    versions.READY: matching_pb2.ROLL_STATE_READY,
+    versions.RETIRED: matching_pb2.ROLL_STATE_RETIRED,
+    versions.DISCARDED: matching_pb2.ROLL_STATE_DISCARDED,
+}
+
+
+def _ts(value: datetime | None) -> str:
+    return value.isoformat() if value is not None else ""
+
+
+def _progress(state: str, load: RollLoad, build: versions.BuildProgress | None = None,
+              previous: int = 0, rejections: bool = False) -> matching_pb2.RollProgress:
+    return matching_pb2.RollProgress(
+        state=_STATES[state], version=load.version, rows=load.rows, rejected=load.rejected,
+        replicas_live=build.live if build else 0, replicas_built=build.built if build else 0,
+        rejections=[matching_pb2.RollRejection(line=line, field=f, reason=why)
+                    for line, f, why in load.errors[:SENT_REJECTIONS]] if rejections else [],
+        previous_version=previous)
+
+
+@contextlib.contextmanager
+def _database_errors() -> Iterator[None]:
+    """A database failure in the middle of a roll operation, told without its internals."""
+    try:
+        yield
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        log.error("roll operation failed: %s", exc.__class__.__name__)
+        raise Unavailable(f"the database failed during the roll operation "
+                          f"({exc.__class__.__name__}); 'sigverify roll list' shows where each "
+                          "version stands") from None
+
+
+async def _stream(
+    work: Callable[[asyncio.Queue[matching_pb2.RollProgress | None]], Coroutine[Any, Any, None]],
+) -> AsyncIterator[matching_pb2.RollProgress]:
+    """Run ``work`` (which puts progress on the queue) and yield the progress as it comes;
+    ``work``'s error ends the stream with its status. A client that goes away cancels it."""
+    events: asyncio.Queue[matching_pb2.RollProgress | None] = asyncio.Queue()
+    task = asyncio.create_task(work(events))
+    task.add_done_callback(lambda _: events.put_nowait(None))
+    try:
+        while (event := await events.get()) is not None:
+            yield event
+        await task
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
 
 
 class MatchingService(matching_pb2_grpc.MatchingServiceServicer):
     def __init__(self, pool: asyncpg.Pool, roll: RollIndex, deadlines: Deadlines,
-                 config: MatchConfig) -> None:
+                 config: MatchConfig, roll_config: RollConfig | None = None) -> None:
         self._pool = pool
         self._roll = roll
         self._deadlines = deadlines
         self._config = config
+        self._roll_config = roll_config or RollConfig()
 
     async def ExplainSignature(
         self, request: matching_pb2.ExplainSignatureRequest,
@@ -55,3 +129,139 @@ class MatchingService(matching_pb2_grpc.MatchingServiceServicer):
         printed.county = canonical_county(p.county)
         result = await asyncio.to_thread(index.match, convert.printed_input(printed, deadline), config)
         return convert.response_to_pb(result, version)
+
+    # -- the voter roll ------------------------------------------------------------------------
+
+    def _timeout(self, requested: float) -> float:
+        if requested < 0:
+            raise InvalidArgument("activation_timeout_seconds must not be negative")
+        return requested or self._roll_config.activation_timeout_seconds
+
+    async def LoadRoll(
+        self, request_iterator: AsyncIterator[matching_pb2.LoadRollRequest], context: Context,
+    ) -> AsyncIterator[matching_pb2.RollProgress]:
+        """The client sends the header, waits for the first answer, then the file. An error
+        while the file is still coming is announced in band (DISCARDED), the rest of the
+        upload is read and dropped, and only then does the call end with the error's status:
+        a client still writing when the status arrives would see INTERNAL instead
+        (grpc/grpc#36066)."""
+        actor = auth.actor(ACTOR)
+        parts = aiter(request_iterator)
+        first = await anext(parts, None)
+        if first is None or not first.HasField("header"):
+            raise InvalidArgument("the first message of a roll load must be its header")
+        header = first.header
+        limit = MaxRejected.parse(header.max_rejected)
+        timeout = self._timeout(header.activation_timeout_seconds)
+        source = PurePath(header.source.strip() or "roll.csv").name
+        loop = asyncio.get_running_loop()
+        inbound: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(maxsize=16)
+        discarding = asyncio.Event()
+        load = RollLoad(source=source)
+
+        async def feed() -> None:
+            try:
+                async for part in parts:
+                    if part.HasField("header"):
+                        raise InvalidArgument("a roll load has exactly one header")
+                    if part.data and not discarding.is_set():
+                        await inbound.put(part.data)
+            except InvalidArgument as exc:
+                await inbound.put(exc)
+                return
+            await inbound.put(None)
+
+        def get() -> bytes | None:  # in the loader's worker thread
+            item = asyncio.run_coroutine_threadsafe(inbound.get(), loop).result()
+            if isinstance(item, BaseException):
+                raise item
+            return item
+
+        def open_text() -> contextlib.nullcontext[TextIO]:
+            return contextlib.nullcontext(text_of(ChunkStream(get)))
+
+        def unblock() -> None:
+            discarding.set()
+            while not inbound.empty():
+                inbound.get_nowait()
+            inbound.put_nowait(None)
+
+        async def work(events: asyncio.Queue[matching_pb2.RollProgress | None]) -> None:
+            async def activate(conn: Conn, staged: RollLoad) -> versions.Activation:
+                async def building(b: versions.BuildProgress) -> None:
+                    events.put_nowait(_progress(versions.BUILDING, staged, b, rejections=True))
+
+                return await versions.activate_when_built(
+                    conn, staged.version, actor, "loaded", timeout=timeout,
+                    stale_seconds=self._roll_config.stale_seconds, progress=building)
+
+            with _database_errors():
+                await load_roll_text(
+                    self._pool, source, open_text, actor=actor, max_rejected=limit,
+                    on_rows=lambda r: events.put_nowait(_progress(versions.LOADING, r)),
+                    unblock=unblock, activate=activate, result=load)
+            events.put_nowait(_progress(versions.ACTIVE, load, previous=load.previous,
+                                        rejections=True))
+
+        feeder = asyncio.create_task(feed())
+        try:
+            yield _progress(versions.LOADING, load)  # the header is accepted: send the file
+            try:
+                async for event in _stream(work):
+                    yield event
+            except SigVerifyError:
+                if not feeder.done():
+                    unblock()
+                    yield _progress(versions.DISCARDED, load, rejections=True)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(asyncio.shield(feeder), DRAIN_SECONDS)
+                raise
+        finally:
+            feeder.cancel()
+
+    async def ActivateRoll(
+        self, request: matching_pb2.ActivateRollRequest, context: Context,
+    ) -> AsyncIterator[matching_pb2.RollProgress]:
+        actor = auth.actor(ACTOR)
+        timeout = self._timeout(request.activation_timeout_seconds)
+        if request.version < 0 or (request.version == 0) != request.previous:
+            raise InvalidArgument("give either a version to activate or previous (rollback)")
+
+        async def work(events: asyncio.Queue[matching_pb2.RollProgress | None]) -> None:
+            with _database_errors():
+                await activate(events)
+
+        async def activate(events: asyncio.Queue[matching_pb2.RollProgress | None]) -> None:
+            async with versions.lifecycle_lock(self._pool) as conn:
+                version = request.version or await versions.previous_version(conn)
+                load = RollLoad(version=version)
+
+                async def building(b: versions.BuildProgress) -> None:
+                    events.put_nowait(_progress(versions.BUILDING, load, b))
+
+                done = await versions.activate_when_built(
+                    conn, version, actor, "rollback" if request.previous else "activated",
+                    timeout=timeout, stale_seconds=self._roll_config.stale_seconds,
+                    progress=building)
+            load.rows = done.voters
+            events.put_nowait(_progress(versions.ACTIVE, load, previous=done.previous))
+
+        async for event in _stream(work):
+            yield event
+
+    async def ListRolls(self, request: matching_pb2.ListRollsRequest, context: Context
+                        ) -> matching_pb2.ListRollsResponse:
+        rows = await versions.list_versions(self._pool)
+        reps = await versions.replicas(self._pool, self._roll_config.stale_seconds)
+        return matching_pb2.ListRollsResponse(
+            versions=[matching_pb2.RollVersion(
+                version=r["version"], rows=r["rows"], rejected=r["rejected"],
+                state=_STATES.get(r["state"], matching_pb2.ROLL_STATE_UNSPECIFIED),
+                source=r["source"], loaded_by=r["loaded_by"],
+                note=r["note"], started_at=_ts(r["started_at"]), loaded_at=_ts(r["loaded_at"]),
+                activated_at=_ts(r["activated_at"]), deactivated_at=_ts(r["deactivated_at"]))
+                for r in rows],
+            replicas=[matching_pb2.RollReplica(
+                replica_id=r.replica_id, serving_version=r.serving_version,
+                built_versions=list(r.built_versions), heartbeat_at=_ts(r.heartbeat_at),
+                live=r.live) for r in reps])

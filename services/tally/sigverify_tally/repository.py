@@ -115,7 +115,7 @@ async def snapshot(pool: asyncpg.Pool, petition_id: str) -> TallySnapshot:
              for r in statuses),
         )
         rejected = await conn.fetchval(
-            "SELECT coalesce(sum(jsonb_array_length(rejected)), 0) FROM intake.batches "
+            "SELECT coalesce(sum(rows_rejected), 0) FROM intake.batches "
             "WHERE petition_id = $1", petition_id)
         state = await statutory_state(conn, p, total(groups["county"].values()))
     return TallySnapshot(

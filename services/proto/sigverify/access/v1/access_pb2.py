@@ -24,31 +24,31 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n sigverify/access/v1/access.proto\x12\x13sigverify.access.v1\"\xa1\x01\n\tTokenInfo\x12\x10\n\x08token_id\x18\x01 \x01(\t\x12\'\n\x04role\x18\x02 \x01(\x0e\x32\x19.sigverify.access.v1.Role\x12\x0e\n\x06\x63ounty\x18\x03 \x01(\t\x12\r\n\x05label\x18\x04 \x01(\t\x12\x12\n\ncreated_at\x18\x05 \x01(\t\x12\x12\n\ncreated_by\x18\x06 \x01(\t\x12\x12\n\nrevoked_at\x18\x07 \x01(\t\"\\\n\x12\x43reateTokenRequest\x12\'\n\x04role\x18\x01 \x01(\x0e\x32\x19.sigverify.access.v1.Role\x12\x0e\n\x06\x63ounty\x18\x02 \x01(\t\x12\r\n\x05label\x18\x03 \x01(\t\"R\n\x13\x43reateTokenResponse\x12,\n\x04info\x18\x01 \x01(\x0b\x32\x1e.sigverify.access.v1.TokenInfo\x12\r\n\x05token\x18\x02 \x01(\t\",\n\x11ListTokensRequest\x12\x17\n\x0finclude_revoked\x18\x01 \x01(\x08\"D\n\x12ListTokensResponse\x12.\n\x06tokens\x18\x01 \x03(\x0b\x32\x1e.sigverify.access.v1.TokenInfo\"&\n\x12RevokeTokenRequest\x12\x10\n\x08token_id\x18\x01 \x01(\t\"\x17\n\x15VerifyAuditLogRequest\"r\n\x16VerifyAuditLogResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0f\n\x07\x65ntries\x18\x02 \x01(\x03\x12\x17\n\x0f\x66irst_broken_id\x18\x03 \x01(\x03\x12\x0f\n\x07problem\x18\x04 \x01(\t\x12\x11\n\thead_hash\x18\x05 \x01(\t*]\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0e\n\nROLE_CLERK\x10\x01\x12\x11\n\rROLE_REVIEWER\x10\x02\x12\x0c\n\x08ROLE_OPS\x10\x03\x12\x0e\n\nROLE_ADMIN\x10\x04\x32\x93\x03\n\rAccessService\x12`\n\x0b\x43reateToken\x12\'.sigverify.access.v1.CreateTokenRequest\x1a(.sigverify.access.v1.CreateTokenResponse\x12]\n\nListTokens\x12&.sigverify.access.v1.ListTokensRequest\x1a\'.sigverify.access.v1.ListTokensResponse\x12V\n\x0bRevokeToken\x12\'.sigverify.access.v1.RevokeTokenRequest\x1a\x1e.sigverify.access.v1.TokenInfo\x12i\n\x0eVerifyAuditLog\x12*.sigverify.access.v1.VerifyAuditLogRequest\x1a+.sigverify.access.v1.VerifyAuditLogResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n sigverify/access/v1/access.proto\x12\x13sigverify.access.v1\"\xb5\x01\n\tTokenInfo\x12\x10\n\x08token_id\x18\x01 \x01(\t\x12\'\n\x04role\x18\x02 \x01(\x0e\x32\x19.sigverify.access.v1.Role\x12\x0e\n\x06\x63ounty\x18\x03 \x01(\t\x12\r\n\x05label\x18\x04 \x01(\t\x12\x12\n\ncreated_at\x18\x05 \x01(\t\x12\x12\n\ncreated_by\x18\x06 \x01(\t\x12\x12\n\nrevoked_at\x18\x07 \x01(\t\x12\x12\n\nexpires_at\x18\x08 \x01(\t\"\xb3\x01\n\x12\x43reateTokenRequest\x12\'\n\x04role\x18\x01 \x01(\x0e\x32\x19.sigverify.access.v1.Role\x12\x0e\n\x06\x63ounty\x18\x02 \x01(\t\x12\r\n\x05label\x18\x03 \x01(\t\x12\x14\n\nexpires_at\x18\x04 \x01(\tH\x00\x12\x1c\n\x12\x65xpires_in_seconds\x18\x05 \x01(\x03H\x00\x12\x17\n\rnever_expires\x18\x06 \x01(\x08H\x00\x42\x08\n\x06\x65xpiry\"R\n\x13\x43reateTokenResponse\x12,\n\x04info\x18\x01 \x01(\x0b\x32\x1e.sigverify.access.v1.TokenInfo\x12\r\n\x05token\x18\x02 \x01(\t\",\n\x11ListTokensRequest\x12\x17\n\x0finclude_revoked\x18\x01 \x01(\x08\"D\n\x12ListTokensResponse\x12.\n\x06tokens\x18\x01 \x03(\x0b\x32\x1e.sigverify.access.v1.TokenInfo\"&\n\x12RevokeTokenRequest\x12\x10\n\x08token_id\x18\x01 \x01(\t\"\x17\n\x15VerifyAuditLogRequest\"r\n\x16VerifyAuditLogResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0f\n\x07\x65ntries\x18\x02 \x01(\x03\x12\x17\n\x0f\x66irst_broken_id\x18\x03 \x01(\x03\x12\x0f\n\x07problem\x18\x04 \x01(\t\x12\x11\n\thead_hash\x18\x05 \x01(\t*]\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0e\n\nROLE_CLERK\x10\x01\x12\x11\n\rROLE_REVIEWER\x10\x02\x12\x0c\n\x08ROLE_OPS\x10\x03\x12\x0e\n\nROLE_ADMIN\x10\x04\x32\x93\x03\n\rAccessService\x12`\n\x0b\x43reateToken\x12\'.sigverify.access.v1.CreateTokenRequest\x1a(.sigverify.access.v1.CreateTokenResponse\x12]\n\nListTokens\x12&.sigverify.access.v1.ListTokensRequest\x1a\'.sigverify.access.v1.ListTokensResponse\x12V\n\x0bRevokeToken\x12\'.sigverify.access.v1.RevokeTokenRequest\x1a\x1e.sigverify.access.v1.TokenInfo\x12i\n\x0eVerifyAuditLog\x12*.sigverify.access.v1.VerifyAuditLogRequest\x1a+.sigverify.access.v1.VerifyAuditLogResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sigverify.access.v1.access_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROLE']._serialized_start=696
-  _globals['_ROLE']._serialized_end=789
+  _globals['_ROLE']._serialized_start=804
+  _globals['_ROLE']._serialized_end=897
   _globals['_TOKENINFO']._serialized_start=58
-  _globals['_TOKENINFO']._serialized_end=219
-  _globals['_CREATETOKENREQUEST']._serialized_start=221
-  _globals['_CREATETOKENREQUEST']._serialized_end=313
-  _globals['_CREATETOKENRESPONSE']._serialized_start=315
-  _globals['_CREATETOKENRESPONSE']._serialized_end=397
-  _globals['_LISTTOKENSREQUEST']._serialized_start=399
-  _globals['_LISTTOKENSREQUEST']._serialized_end=443
-  _globals['_LISTTOKENSRESPONSE']._serialized_start=445
-  _globals['_LISTTOKENSRESPONSE']._serialized_end=513
-  _globals['_REVOKETOKENREQUEST']._serialized_start=515
-  _globals['_REVOKETOKENREQUEST']._serialized_end=553
-  _globals['_VERIFYAUDITLOGREQUEST']._serialized_start=555
-  _globals['_VERIFYAUDITLOGREQUEST']._serialized_end=578
-  _globals['_VERIFYAUDITLOGRESPONSE']._serialized_start=580
-  _globals['_VERIFYAUDITLOGRESPONSE']._serialized_end=694
-  _globals['_ACCESSSERVICE']._serialized_start=792
-  _globals['_ACCESSSERVICE']._serialized_end=1195
+  _globals['_TOKENINFO']._serialized_end=239
+  _globals['_CREATETOKENREQUEST']._serialized_start=242
+  _globals['_CREATETOKENREQUEST']._serialized_end=421
+  _globals['_CREATETOKENRESPONSE']._serialized_start=423
+  _globals['_CREATETOKENRESPONSE']._serialized_end=505
+  _globals['_LISTTOKENSREQUEST']._serialized_start=507
+  _globals['_LISTTOKENSREQUEST']._serialized_end=551
+  _globals['_LISTTOKENSRESPONSE']._serialized_start=553
+  _globals['_LISTTOKENSRESPONSE']._serialized_end=621
+  _globals['_REVOKETOKENREQUEST']._serialized_start=623
+  _globals['_REVOKETOKENREQUEST']._serialized_end=661
+  _globals['_VERIFYAUDITLOGREQUEST']._serialized_start=663
+  _globals['_VERIFYAUDITLOGREQUEST']._serialized_end=686
+  _globals['_VERIFYAUDITLOGRESPONSE']._serialized_start=688
+  _globals['_VERIFYAUDITLOGRESPONSE']._serialized_end=802
+  _globals['_ACCESSSERVICE']._serialized_start=900
+  _globals['_ACCESSSERVICE']._serialized_end=1303
 # @@protoc_insertion_point(module_scope)

@@ -59,6 +59,7 @@ class TokenInfo(_message.Message):
     CREATED_AT_FIELD_NUMBER: _builtins.int
     CREATED_BY_FIELD_NUMBER: _builtins.int
     REVOKED_AT_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
     token_id: _builtins.str
     role: Global___Role.ValueType
     county: _builtins.str
@@ -69,6 +70,10 @@ class TokenInfo(_message.Message):
     """Token id of the admin who created it, or "system:<component>"."""
     revoked_at: _builtins.str
     """Empty while the token is valid."""
+    expires_at: _builtins.str
+    """When the token stops working (RFC 3339, UTC); empty for a token that never expires
+    (admin tokens made with never_expires, and tokens made before expiry existed).
+    """
     def __init__(
         self,
         *,
@@ -79,10 +84,11 @@ class TokenInfo(_message.Message):
         created_at: _builtins.str = ...,
         created_by: _builtins.str = ...,
         revoked_at: _builtins.str = ...,
+        expires_at: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["county", b"county", "created_at", b"created_at", "created_by", b"created_by", "label", b"label", "revoked_at", b"revoked_at", "role", b"role", "token_id", b"token_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["county", b"county", "created_at", b"created_at", "created_by", b"created_by", "expires_at", b"expires_at", "label", b"label", "revoked_at", b"revoked_at", "role", b"role", "token_id", b"token_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -95,23 +101,37 @@ class CreateTokenRequest(_message.Message):
     ROLE_FIELD_NUMBER: _builtins.int
     COUNTY_FIELD_NUMBER: _builtins.int
     LABEL_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    EXPIRES_IN_SECONDS_FIELD_NUMBER: _builtins.int
+    NEVER_EXPIRES_FIELD_NUMBER: _builtins.int
     role: Global___Role.ValueType
     county: _builtins.str
     """Required for ROLE_CLERK, refused for the other roles."""
     label: _builtins.str
     """Whom the token is for (free text, e.g. "Kern registrar's office")."""
+    expires_at: _builtins.str
+    """An instant in the future (RFC 3339; without an offset it is UTC)."""
+    expires_in_seconds: _builtins.int
+    """A lifetime from now, as the server's clock has it."""
+    never_expires: _builtins.bool
+    """Admin tokens only (e.g. a break-glass token kept offline)."""
     def __init__(
         self,
         *,
         role: Global___Role.ValueType = ...,
         county: _builtins.str = ...,
         label: _builtins.str = ...,
+        expires_at: _builtins.str = ...,
+        expires_in_seconds: _builtins.int = ...,
+        never_expires: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "expires_in_seconds", b"expires_in_seconds", "expiry", b"expiry", "never_expires", b"never_expires"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["county", b"county", "label", b"label", "role", b"role"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["county", b"county", "expires_at", b"expires_at", "expires_in_seconds", b"expires_in_seconds", "expiry", b"expiry", "label", b"label", "never_expires", b"never_expires", "role", b"role"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType_expiry: _TypeAlias = _typing.Literal["expires_at", "expires_in_seconds", "never_expires"]  # noqa: Y015
+    _WhichOneofArgType_expiry: _TypeAlias = _typing.Literal["expiry", b"expiry"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_expiry) -> _WhichOneofReturnType_expiry | None: ...
 
 Global___CreateTokenRequest: _TypeAlias = CreateTokenRequest  # noqa: Y015
 
@@ -145,6 +165,7 @@ class ListTokensRequest(_message.Message):
 
     INCLUDE_REVOKED_FIELD_NUMBER: _builtins.int
     include_revoked: _builtins.bool
+    """Also revoked and expired tokens."""
     def __init__(
         self,
         *,

@@ -39,7 +39,7 @@ class AccessServiceStub:
     CreateToken: _grpc.UnaryUnaryMultiCallable[_access_pb2.CreateTokenRequest, _access_pb2.CreateTokenResponse]
     """Creates a token and returns it once: only its SHA-256 is stored."""
     ListTokens: _grpc.UnaryUnaryMultiCallable[_access_pb2.ListTokensRequest, _access_pb2.ListTokensResponse]
-    """Every token, without secrets."""
+    """Every token in force (neither revoked nor expired), or every token; without secrets."""
     RevokeToken: _grpc.UnaryUnaryMultiCallable[_access_pb2.RevokeTokenRequest, _access_pb2.TokenInfo]
     """Revokes a token (services forget it within their cache time, 30 s by default)."""
     VerifyAuditLog: _grpc.UnaryUnaryMultiCallable[_access_pb2.VerifyAuditLogRequest, _access_pb2.VerifyAuditLogResponse]
@@ -56,7 +56,7 @@ class AccessServiceAsyncStub(AccessServiceStub):
     CreateToken: _aio.UnaryUnaryMultiCallable[_access_pb2.CreateTokenRequest, _access_pb2.CreateTokenResponse]  # type: ignore[assignment]
     """Creates a token and returns it once: only its SHA-256 is stored."""
     ListTokens: _aio.UnaryUnaryMultiCallable[_access_pb2.ListTokensRequest, _access_pb2.ListTokensResponse]  # type: ignore[assignment]
-    """Every token, without secrets."""
+    """Every token in force (neither revoked nor expired), or every token; without secrets."""
     RevokeToken: _aio.UnaryUnaryMultiCallable[_access_pb2.RevokeTokenRequest, _access_pb2.TokenInfo]  # type: ignore[assignment]
     """Revokes a token (services forget it within their cache time, 30 s by default)."""
     VerifyAuditLog: _aio.UnaryUnaryMultiCallable[_access_pb2.VerifyAuditLogRequest, _access_pb2.VerifyAuditLogResponse]  # type: ignore[assignment]
@@ -82,7 +82,7 @@ class AccessServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _access_pb2.ListTokensRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_access_pb2.ListTokensResponse, _abc.Awaitable[_access_pb2.ListTokensResponse]]:
-        """Every token, without secrets."""
+        """Every token in force (neither revoked nor expired), or every token; without secrets."""
 
     @_abc_1.abstractmethod
     def RevokeToken(

@@ -25,47 +25,49 @@ _sym_db = _symbol_database.Default()
 from sigverify.common.v1 import common_pb2 as sigverify_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n sigverify/intake/v1/intake.proto\x12\x13sigverify.intake.v1\x1a sigverify/common/v1/common.proto\"\x7f\n\x12SubmitBatchRequest\x12\x32\n\x06header\x18\x01 \x01(\x0b\x32 .sigverify.intake.v1.BatchHeaderH\x00\x12-\n\x04rows\x18\x02 \x01(\x0b\x32\x1d.sigverify.intake.v1.RowChunkH\x00\x42\x06\n\x04part\"o\n\x0b\x42\x61tchHeader\x12\x13\n\x0bpetition_id\x18\x01 \x01(\t\x12\x0e\n\x06\x63ounty\x18\x02 \x01(\t\x12\x18\n\x10\x63lient_batch_key\x18\x03 \x01(\t\x12\x0f\n\x07\x63olumns\x18\x04 \x03(\t\x12\x10\n\x08\x66ilename\x18\x05 \x01(\t\"5\n\x08RowChunk\x12)\n\x04rows\x18\x01 \x03(\x0b\x32\x1b.sigverify.intake.v1.RawRow\"(\n\x06RawRow\x12\x0e\n\x06record\x18\x01 \x01(\x03\x12\x0e\n\x06values\x18\x02 \x03(\t\"G\n\x08RowError\x12\x0c\n\x04line\x18\x01 \x01(\x03\x12\x0e\n\x06record\x18\x02 \x01(\x03\x12\r\n\x05\x66ield\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\x9b\x02\n\x0c\x42\x61tchReceipt\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x13\n\x0bpetition_id\x18\x02 \x01(\t\x12\x0e\n\x06\x63ounty\x18\x03 \x01(\t\x12\x18\n\x10\x63lient_batch_key\x18\x04 \x01(\t\x12\x16\n\x0e\x63ontent_sha256\x18\x05 \x01(\t\x12\x15\n\rrows_received\x18\x06 \x01(\x03\x12\x1b\n\x13signatures_accepted\x18\x07 \x01(\x03\x12\x12\n\nincomplete\x18\x08 \x01(\x03\x12/\n\x08rejected\x18\t \x03(\x0b\x32\x1d.sigverify.intake.v1.RowError\x12\x14\n\x0cresubmission\x18\n \x01(\x08\x12\x13\n\x0breceived_at\x18\x0b \x01(\t\"#\n\x0fGetBatchRequest\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\"\x82\x03\n\x08Petition\x12\x13\n\x0bpetition_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x1b\n\x13required_signatures\x18\x03 \x01(\x03\x12\x10\n\x08\x64\x65\x61\x64line\x18\x04 \x01(\t\x12\x12\n\ncreated_at\x18\x05 \x01(\t\x12>\n\x10\x64uplicate_policy\x18\x06 \x01(\x0e\x32$.sigverify.common.v1.DuplicatePolicy\x12\x15\n\raccept_online\x18\x07 \x01(\x08\x12\x37\n\x06method\x18\x08 \x01(\x0e\x32\'.sigverify.common.v1.VerificationMethod\x12\x34\n\x08sampling\x18\t \x01(\x0b\x32\".sigverify.common.v1.SamplingRules\x12\x18\n\x10\x66iling_closes_at\x18\n \x01(\t\x12\x1d\n\x15\x66ull_count_started_at\x18\x0b \x01(\t\x12\x10\n\x08\x63ounties\x18\x0c \x03(\t\"\xdc\x02\n\x15\x43reatePetitionRequest\x12\x13\n\x0bpetition_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x1b\n\x13required_signatures\x18\x03 \x01(\x03\x12\x10\n\x08\x64\x65\x61\x64line\x18\x04 \x01(\t\x12>\n\x10\x64uplicate_policy\x18\x05 \x01(\x0e\x32$.sigverify.common.v1.DuplicatePolicy\x12\x15\n\raccept_online\x18\x06 \x01(\x08\x12\x37\n\x06method\x18\x07 \x01(\x0e\x32\'.sigverify.common.v1.VerificationMethod\x12\x34\n\x08sampling\x18\x08 \x01(\x0b\x32\".sigverify.common.v1.SamplingRules\x12\x18\n\x10\x66iling_closes_at\x18\t \x01(\t\x12\x10\n\x08\x63ounties\x18\n \x03(\t\"\xb2\x01\n\x1cSetVerificationMethodRequest\x12\x13\n\x0bpetition_id\x18\x01 \x01(\t\x12\x37\n\x06method\x18\x02 \x01(\x0e\x32\'.sigverify.common.v1.VerificationMethod\x12\x34\n\x08sampling\x18\x03 \x01(\x0b\x32\".sigverify.common.v1.SamplingRules\x12\x0e\n\x06reason\x18\x04 \x01(\t\"G\n\x12\x43loseCountyRequest\x12\x13\n\x0bpetition_id\x18\x01 \x01(\t\x12\x0e\n\x06\x63ounty\x18\x02 \x01(\t\x12\x0c\n\x04seed\x18\x03 \x01(\t\"\xb1\x01\n\x0c\x43ountyFiling\x12\x13\n\x0bpetition_id\x18\x01 \x01(\t\x12\x0e\n\x06\x63ounty\x18\x02 \x01(\t\x12\x11\n\traw_count\x18\x03 \x01(\x03\x12\x0e\n\x06\x63losed\x18\x04 \x01(\x08\x12\x11\n\tclosed_at\x18\x05 \x01(\t\x12\x11\n\tclosed_by\x18\x06 \x01(\t\x12\x13\n\x0bsample_size\x18\x07 \x01(\x03\x12\x0c\n\x04seed\x18\x08 \x01(\t\x12\x10\n\x08released\x18\t \x01(\x03\"*\n\x13ListCountiesRequest\x12\x13\n\x0bpetition_id\x18\x01 \x01(\t\"K\n\x14ListCountiesResponse\x12\x33\n\x08\x63ounties\x18\x01 \x03(\x0b\x32!.sigverify.intake.v1.CountyFiling\"S\n\x11ListSampleRequest\x12\x13\n\x0bpetition_id\x18\x01 \x01(\t\x12\x0e\n\x06\x63ounty\x18\x02 \x01(\t\x12\x19\n\x11include_unsampled\x18\x03 \x01(\x08\"t\n\x0bSampleEntry\x12\x14\n\x0csignature_id\x18\x01 \x01(\t\x12\x10\n\x08\x62\x61tch_id\x18\x02 \x01(\t\x12\x0c\n\x04line\x18\x03 \x01(\x03\x12\x0c\n\x04rank\x18\x04 \x01(\x03\x12\x0f\n\x07sampled\x18\x05 \x01(\x08\x12\x10\n\x08\x64raw_key\x18\x06 \x01(\t\")\n\x12GetPetitionRequest\x12\x13\n\x0bpetition_id\x18\x01 \x01(\t2\xfa\x05\n\rIntakeService\x12[\n\x0bSubmitBatch\x12\'.sigverify.intake.v1.SubmitBatchRequest\x1a!.sigverify.intake.v1.BatchReceipt(\x01\x12S\n\x08GetBatch\x12$.sigverify.intake.v1.GetBatchRequest\x1a!.sigverify.intake.v1.BatchReceipt\x12[\n\x0e\x43reatePetition\x12*.sigverify.intake.v1.CreatePetitionRequest\x1a\x1d.sigverify.intake.v1.Petition\x12U\n\x0bGetPetition\x12\'.sigverify.intake.v1.GetPetitionRequest\x1a\x1d.sigverify.intake.v1.Petition\x12i\n\x15SetVerificationMethod\x12\x31.sigverify.intake.v1.SetVerificationMethodRequest\x1a\x1d.sigverify.intake.v1.Petition\x12Y\n\x0b\x43loseCounty\x12\'.sigverify.intake.v1.CloseCountyRequest\x1a!.sigverify.intake.v1.CountyFiling\x12\x63\n\x0cListCounties\x12(.sigverify.intake.v1.ListCountiesRequest\x1a).sigverify.intake.v1.ListCountiesResponse\x12X\n\nListSample\x12&.sigverify.intake.v1.ListSampleRequest\x1a .sigverify.intake.v1.SampleEntry0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n sigverify/intake/v1/intake.proto\x12\x13sigverify.intake.v1\x1a sigverify/common/v1/common.proto\"\xad\x01\n\x12SubmitBatchRequest\x12\x32\n\x06header\x18\x01 \x01(\x0b\x32 .sigverify.intake.v1.BatchHeaderH\x00\x12-\n\x04rows\x18\x02 \x01(\x0b\x32\x1d.sigverify.intake.v1.RowChunkH\x00\x12,\n\x03\x65nd\x18\x03 \x01(\x0b\x32\x1d.sigverify.intake.v1.BatchEndH\x00\x42\x06\n\x04part\"\x18\n\x08\x42\x61tchEnd\x12\x0c\n\x04rows\x18\x01 \x01(\x03\"o\n\x0b\x42\x61tchHeader\x12\x13\n\x0bpetition_id\x18\x01 \x01(\t\x12\x0e\n\x06\x63ounty\x18\x02 \x01(\t\x12\x18\n\x10\x63lient_batch_key\x18\x03 \x01(\t\x12\x0f\n\x07\x63olumns\x18\x04 \x03(\t\x12\x10\n\x08\x66ilename\x18\x05 \x01(\t\"5\n\x08RowChunk\x12)\n\x04rows\x18\x01 \x03(\x0b\x32\x1b.sigverify.intake.v1.RawRow\"<\n\x06RawRow\x12\x0e\n\x06record\x18\x01 \x01(\x03\x12\x0e\n\x06values\x18\x02 \x03(\t\x12\x12\n\nunreadable\x18\x03 \x01(\t\"G\n\x08RowError\x12\x0c\n\x04line\x18\x01 \x01(\x03\x12\x0e\n\x06record\x18\x02 \x01(\x03\x12\r\n\x05\x66ield\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\xb2\x02\n\x0c\x42\x61tchReceipt\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x13\n\x0bpetition_id\x18\x02 \x01(\t\x12\x0e\n\x06\x63ounty\x18\x03 \x01(\t\x12\x18\n\x10\x63lient_batch_key\x18\x04 \x01(\t\x12\x16\n\x0e\x63ontent_sha256\x18\x05 \x01(\t\x12\x15\n\rrows_received\x18\x06 \x01(\x03\x12\x1b\n\x13signatures_accepted\x18\x07 \x01(\x03\x12\x12\n\nincomplete\x18\x08 \x01(\x03\x12/\n\x08rejected\x18\t \x03(\x0b\x32\x1d.sigverify.intake.v1.RowError\x12\x14\n\x0cresubmission\x18\n \x01(\x08\x12\x13\n\x0breceived_at\x18\x0b \x01(\t\x12\x15\n\rrows_rejected\x18\x0c \x01(\x03\"X\n\x0fGetBatchRequest\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x19\n\x11rejections_offset\x18\x02 \x01(\x03\x12\x18\n\x10rejections_limit\x18\x03 \x01(\x05\"\x82\x03\n\x08Petition\x12\x13\n\x0bpetition_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x1b\n\x13required_signatures\x18\x03 \x01(\x03\x12\x10\n\x08\x64\x65\x61\x64line\x18\x04 \x01(\t\x12\x12\n\ncreated_at\x18\x05 \x01(\t\x12>\n\x10\x64uplicate_policy\x18\x06 \x01(\x0e\x32$.sigverify.common.v1.DuplicatePolicy\x12\x15\n\raccept_online\x18\x07 \x01(\x08\x12\x37\n\x06method\x18\x08 \x01(\x0e\x32\'.sigverify.common.v1.VerificationMethod\x12\x34\n\x08sampling\x18\t \x01(\x0b\x32\".sigverify.common.v1.SamplingRules\x12\x18\n\x10\x66iling_closes_at\x18\n \x01(\t\x12\x1d\n\x15\x66ull_count_started_at\x18\x0b \x01(\t\x12\x10\n\x08\x63ounties\x18\x0c \x03(\t\"\xdc\x02\n\x15\x43reatePetitionRequest\x12\x13\n\x0bpetition_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x1b\n\x13required_signatures\x18\x03 \x01(\x03\x12\x10\n\x08\x64\x65\x61\x64line\x18\x04 \x01(\t\x12>\n\x10\x64uplicate_policy\x18\x05 \x01(\x0e\x32$.sigverify.common.v1.DuplicatePolicy\x12\x15\n\raccept_online\x18\x06 \x01(\x08\x12\x37\n\x06method\x18\x07 \x01(\x0e\x32\'.sigverify.common.v1.VerificationMethod\x12\x34\n\x08sampling\x18\x08 \x01(\x0b\x32\".sigverify.common.v1.SamplingRules\x12\x18\n\x10\x66iling_closes_at\x18\t \x01(\t\x12\x10\n\x08\x63ounties\x18\n \x03(\t\"\xb2\x01\n\x1cSetVerificationMethodRequest\x12\x13\n\x0bpetition_id\x18\x01 \x01(\t\x12\x37\n\x06method\x18\x02 \x01(\x0e\x32\'.sigverify.common.v1.VerificationMethod\x12\x34\n\x08sampling\x18\x03 \x01(\x0b\x32\".sigverify.common.v1.SamplingRules\x12\x0e\n\x06reason\x18\x04 \x01(\t\"G\n\x12\x43loseCountyRequest\x12\x13\n\x0bpetition_id\x18\x01 \x01(\t\x12\x0e\n\x06\x63ounty\x18\x02 \x01(\t\x12\x0c\n\x04seed\x18\x03 \x01(\t\"\xb1\x01\n\x0c\x43ountyFiling\x12\x13\n\x0bpetition_id\x18\x01 \x01(\t\x12\x0e\n\x06\x63ounty\x18\x02 \x01(\t\x12\x11\n\traw_count\x18\x03 \x01(\x03\x12\x0e\n\x06\x63losed\x18\x04 \x01(\x08\x12\x11\n\tclosed_at\x18\x05 \x01(\t\x12\x11\n\tclosed_by\x18\x06 \x01(\t\x12\x13\n\x0bsample_size\x18\x07 \x01(\x03\x12\x0c\n\x04seed\x18\x08 \x01(\t\x12\x10\n\x08released\x18\t \x01(\x03\"*\n\x13ListCountiesRequest\x12\x13\n\x0bpetition_id\x18\x01 \x01(\t\"K\n\x14ListCountiesResponse\x12\x33\n\x08\x63ounties\x18\x01 \x03(\x0b\x32!.sigverify.intake.v1.CountyFiling\"S\n\x11ListSampleRequest\x12\x13\n\x0bpetition_id\x18\x01 \x01(\t\x12\x0e\n\x06\x63ounty\x18\x02 \x01(\t\x12\x19\n\x11include_unsampled\x18\x03 \x01(\x08\"t\n\x0bSampleEntry\x12\x14\n\x0csignature_id\x18\x01 \x01(\t\x12\x10\n\x08\x62\x61tch_id\x18\x02 \x01(\t\x12\x0c\n\x04line\x18\x03 \x01(\x03\x12\x0c\n\x04rank\x18\x04 \x01(\x03\x12\x0f\n\x07sampled\x18\x05 \x01(\x08\x12\x10\n\x08\x64raw_key\x18\x06 \x01(\t\")\n\x12GetPetitionRequest\x12\x13\n\x0bpetition_id\x18\x01 \x01(\t2\xfa\x05\n\rIntakeService\x12[\n\x0bSubmitBatch\x12\'.sigverify.intake.v1.SubmitBatchRequest\x1a!.sigverify.intake.v1.BatchReceipt(\x01\x12S\n\x08GetBatch\x12$.sigverify.intake.v1.GetBatchRequest\x1a!.sigverify.intake.v1.BatchReceipt\x12[\n\x0e\x43reatePetition\x12*.sigverify.intake.v1.CreatePetitionRequest\x1a\x1d.sigverify.intake.v1.Petition\x12U\n\x0bGetPetition\x12\'.sigverify.intake.v1.GetPetitionRequest\x1a\x1d.sigverify.intake.v1.Petition\x12i\n\x15SetVerificationMethod\x12\x31.sigverify.intake.v1.SetVerificationMethodRequest\x1a\x1d.sigverify.intake.v1.Petition\x12Y\n\x0b\x43loseCounty\x12\'.sigverify.intake.v1.CloseCountyRequest\x1a!.sigverify.intake.v1.CountyFiling\x12\x63\n\x0cListCounties\x12(.sigverify.intake.v1.ListCountiesRequest\x1a).sigverify.intake.v1.ListCountiesResponse\x12X\n\nListSample\x12&.sigverify.intake.v1.ListSampleRequest\x1a .sigverify.intake.v1.SampleEntry0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sigverify.intake.v1.intake_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SUBMITBATCHREQUEST']._serialized_start=91
-  _globals['_SUBMITBATCHREQUEST']._serialized_end=218
-  _globals['_BATCHHEADER']._serialized_start=220
-  _globals['_BATCHHEADER']._serialized_end=331
-  _globals['_ROWCHUNK']._serialized_start=333
-  _globals['_ROWCHUNK']._serialized_end=386
-  _globals['_RAWROW']._serialized_start=388
-  _globals['_RAWROW']._serialized_end=428
-  _globals['_ROWERROR']._serialized_start=430
-  _globals['_ROWERROR']._serialized_end=501
-  _globals['_BATCHRECEIPT']._serialized_start=504
-  _globals['_BATCHRECEIPT']._serialized_end=787
-  _globals['_GETBATCHREQUEST']._serialized_start=789
-  _globals['_GETBATCHREQUEST']._serialized_end=824
-  _globals['_PETITION']._serialized_start=827
-  _globals['_PETITION']._serialized_end=1213
-  _globals['_CREATEPETITIONREQUEST']._serialized_start=1216
-  _globals['_CREATEPETITIONREQUEST']._serialized_end=1564
-  _globals['_SETVERIFICATIONMETHODREQUEST']._serialized_start=1567
-  _globals['_SETVERIFICATIONMETHODREQUEST']._serialized_end=1745
-  _globals['_CLOSECOUNTYREQUEST']._serialized_start=1747
-  _globals['_CLOSECOUNTYREQUEST']._serialized_end=1818
-  _globals['_COUNTYFILING']._serialized_start=1821
-  _globals['_COUNTYFILING']._serialized_end=1998
-  _globals['_LISTCOUNTIESREQUEST']._serialized_start=2000
-  _globals['_LISTCOUNTIESREQUEST']._serialized_end=2042
-  _globals['_LISTCOUNTIESRESPONSE']._serialized_start=2044
-  _globals['_LISTCOUNTIESRESPONSE']._serialized_end=2119
-  _globals['_LISTSAMPLEREQUEST']._serialized_start=2121
-  _globals['_LISTSAMPLEREQUEST']._serialized_end=2204
-  _globals['_SAMPLEENTRY']._serialized_start=2206
-  _globals['_SAMPLEENTRY']._serialized_end=2322
-  _globals['_GETPETITIONREQUEST']._serialized_start=2324
-  _globals['_GETPETITIONREQUEST']._serialized_end=2365
-  _globals['_INTAKESERVICE']._serialized_start=2368
-  _globals['_INTAKESERVICE']._serialized_end=3130
+  _globals['_SUBMITBATCHREQUEST']._serialized_start=92
+  _globals['_SUBMITBATCHREQUEST']._serialized_end=265
+  _globals['_BATCHEND']._serialized_start=267
+  _globals['_BATCHEND']._serialized_end=291
+  _globals['_BATCHHEADER']._serialized_start=293
+  _globals['_BATCHHEADER']._serialized_end=404
+  _globals['_ROWCHUNK']._serialized_start=406
+  _globals['_ROWCHUNK']._serialized_end=459
+  _globals['_RAWROW']._serialized_start=461
+  _globals['_RAWROW']._serialized_end=521
+  _globals['_ROWERROR']._serialized_start=523
+  _globals['_ROWERROR']._serialized_end=594
+  _globals['_BATCHRECEIPT']._serialized_start=597
+  _globals['_BATCHRECEIPT']._serialized_end=903
+  _globals['_GETBATCHREQUEST']._serialized_start=905
+  _globals['_GETBATCHREQUEST']._serialized_end=993
+  _globals['_PETITION']._serialized_start=996
+  _globals['_PETITION']._serialized_end=1382
+  _globals['_CREATEPETITIONREQUEST']._serialized_start=1385
+  _globals['_CREATEPETITIONREQUEST']._serialized_end=1733
+  _globals['_SETVERIFICATIONMETHODREQUEST']._serialized_start=1736
+  _globals['_SETVERIFICATIONMETHODREQUEST']._serialized_end=1914
+  _globals['_CLOSECOUNTYREQUEST']._serialized_start=1916
+  _globals['_CLOSECOUNTYREQUEST']._serialized_end=1987
+  _globals['_COUNTYFILING']._serialized_start=1990
+  _globals['_COUNTYFILING']._serialized_end=2167
+  _globals['_LISTCOUNTIESREQUEST']._serialized_start=2169
+  _globals['_LISTCOUNTIESREQUEST']._serialized_end=2211
+  _globals['_LISTCOUNTIESRESPONSE']._serialized_start=2213
+  _globals['_LISTCOUNTIESRESPONSE']._serialized_end=2288
+  _globals['_LISTSAMPLEREQUEST']._serialized_start=2290
+  _globals['_LISTSAMPLEREQUEST']._serialized_end=2373
+  _globals['_SAMPLEENTRY']._serialized_start=2375
+  _globals['_SAMPLEENTRY']._serialized_end=2491
+  _globals['_GETPETITIONREQUEST']._serialized_start=2493
+  _globals['_GETPETITIONREQUEST']._serialized_end=2534
+  _globals['_INTAKESERVICE']._serialized_start=2537
+  _globals['_INTAKESERVICE']._serialized_end=3299
 # @@protoc_insertion_point(module_scope)

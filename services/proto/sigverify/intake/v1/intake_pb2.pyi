@@ -25,25 +25,51 @@ class SubmitBatchRequest(_message.Message):
 
     HEADER_FIELD_NUMBER: _builtins.int
     ROWS_FIELD_NUMBER: _builtins.int
+    END_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def header(self) -> Global___BatchHeader: ...
     @_builtins.property
     def rows(self) -> Global___RowChunk: ...
+    @_builtins.property
+    def end(self) -> Global___BatchEnd: ...
     def __init__(
         self,
         *,
         header: Global___BatchHeader | None = ...,
         rows: Global___RowChunk | None = ...,
+        end: Global___BatchEnd | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "part", b"part", "rows", b"rows"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "header", b"header", "part", b"part", "rows", b"rows"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "part", b"part", "rows", b"rows"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "header", b"header", "part", b"part", "rows", b"rows"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["header", "rows"]  # noqa: Y015
+    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["header", "rows", "end"]  # noqa: Y015
     _WhichOneofArgType_part: _TypeAlias = _typing.Literal["part", b"part"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
 
 Global___SubmitBatchRequest: _TypeAlias = SubmitBatchRequest  # noqa: Y015
+
+@_typing.final
+class BatchEnd(_message.Message):
+    """The last message of a batch."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROWS_FIELD_NUMBER: _builtins.int
+    rows: _builtins.int
+    """How many RawRow messages the client sent (checked: a mismatch stores nothing)."""
+    def __init__(
+        self,
+        *,
+        rows: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rows", b"rows"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchEnd: _TypeAlias = BatchEnd  # noqa: Y015
 
 @_typing.final
 class BatchHeader(_message.Message):
@@ -108,8 +134,13 @@ class RawRow(_message.Message):
 
     RECORD_FIELD_NUMBER: _builtins.int
     VALUES_FIELD_NUMBER: _builtins.int
+    UNREADABLE_FIELD_NUMBER: _builtins.int
     record: _builtins.int
     """1-based record number in the file after the header (for errors when `line` is unusable)."""
+    unreadable: _builtins.str
+    """Set when the client could not read the record (broken quoting, a row too large to
+    send): why, in a few words. The row is rejected with this reason; values may be empty.
+    """
     @_builtins.property
     def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Values in the order of BatchHeader.columns."""
@@ -119,10 +150,11 @@ class RawRow(_message.Message):
         *,
         record: _builtins.int = ...,
         values: _abc.Iterable[_builtins.str] | None = ...,
+        unreadable: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["record", b"record", "values", b"values"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["record", b"record", "unreadable", b"unreadable", "values", b"values"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -172,6 +204,7 @@ class BatchReceipt(_message.Message):
     REJECTED_FIELD_NUMBER: _builtins.int
     RESUBMISSION_FIELD_NUMBER: _builtins.int
     RECEIVED_AT_FIELD_NUMBER: _builtins.int
+    ROWS_REJECTED_FIELD_NUMBER: _builtins.int
     batch_id: _builtins.str
     petition_id: _builtins.str
     county: _builtins.str
@@ -183,8 +216,13 @@ class BatchReceipt(_message.Message):
     resubmission: _builtins.bool
     """True when this batch had been submitted before and this is the first receipt."""
     received_at: _builtins.str
+    rows_rejected: _builtins.int
     @_builtins.property
-    def rejected(self) -> _containers.RepeatedCompositeFieldContainer[Global___RowError]: ...
+    def rejected(self) -> _containers.RepeatedCompositeFieldContainer[Global___RowError]:
+        """The first 1,000 rejected rows in file order (GetBatch: the page asked for);
+        rows_rejected counts them all.
+        """
+
     def __init__(
         self,
         *,
@@ -199,10 +237,11 @@ class BatchReceipt(_message.Message):
         rejected: _abc.Iterable[Global___RowError] | None = ...,
         resubmission: _builtins.bool = ...,
         received_at: _builtins.str = ...,
+        rows_rejected: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "client_batch_key", b"client_batch_key", "content_sha256", b"content_sha256", "county", b"county", "incomplete", b"incomplete", "petition_id", b"petition_id", "received_at", b"received_at", "rejected", b"rejected", "resubmission", b"resubmission", "rows_received", b"rows_received", "signatures_accepted", b"signatures_accepted"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "client_batch_key", b"client_batch_key", "content_sha256", b"content_sha256", "county", b"county", "incomplete", b"incomplete", "petition_id", b"petition_id", "received_at", b"received_at", "rejected", b"rejected", "resubmission", b"resubmission", "rows_received", b"rows_received", "rows_rejected", b"rows_rejected", "signatures_accepted", b"signatures_accepted"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -213,15 +252,24 @@ class GetBatchRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     BATCH_ID_FIELD_NUMBER: _builtins.int
+    REJECTIONS_OFFSET_FIELD_NUMBER: _builtins.int
+    REJECTIONS_LIMIT_FIELD_NUMBER: _builtins.int
     batch_id: _builtins.str
+    rejections_offset: _builtins.int
+    """Rejected rows to return: from this 0-based position in file order, at most
+    rejections_limit of them (0 or more than 1,000: 1,000).
+    """
+    rejections_limit: _builtins.int
     def __init__(
         self,
         *,
         batch_id: _builtins.str = ...,
+        rejections_offset: _builtins.int = ...,
+        rejections_limit: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "rejections_limit", b"rejections_limit", "rejections_offset", b"rejections_offset"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -82,10 +82,14 @@ class IntakeServiceServicer:
     """
 
     def SubmitBatch(self, request_iterator, context):
-        """Client stream: first message is the header, then any number of row chunks.
-        The receipt is returned only after the batch is committed to the database.
-        The same (petition, client batch key), or the same content when no key is
-        given, returns the first receipt and stores nothing again.
+        """Client stream: first message is the header, then any number of row chunks, then the
+        end (a stream that stops without it, e.g. a cancelled upload, stores nothing). Rows are
+        validated and stored as they arrive, all in one transaction; the receipt is returned only
+        after it commits. Keys and content are scoped to (petition, county): the same client
+        batch key with the same content, or the same content under any key, returns the first
+        receipt and stores nothing again; the same key with other content is refused
+        (ALREADY_EXISTS). A message larger than intake's limit (4 MiB) is refused with
+        RESOURCE_EXHAUSTED and nothing is stored.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

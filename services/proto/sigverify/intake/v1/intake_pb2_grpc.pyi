@@ -34,10 +34,14 @@ class IntakeServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> IntakeServiceAsyncStub: ...
     SubmitBatch: _grpc.StreamUnaryMultiCallable[_intake_pb2.SubmitBatchRequest, _intake_pb2.BatchReceipt]
-    """Client stream: first message is the header, then any number of row chunks.
-    The receipt is returned only after the batch is committed to the database.
-    The same (petition, client batch key), or the same content when no key is
-    given, returns the first receipt and stores nothing again.
+    """Client stream: first message is the header, then any number of row chunks, then the
+    end (a stream that stops without it, e.g. a cancelled upload, stores nothing). Rows are
+    validated and stored as they arrive, all in one transaction; the receipt is returned only
+    after it commits. Keys and content are scoped to (petition, county): the same client
+    batch key with the same content, or the same content under any key, returns the first
+    receipt and stores nothing again; the same key with other content is refused
+    (ALREADY_EXISTS). A message larger than intake's limit (4 MiB) is refused with
+    RESOURCE_EXHAUSTED and nothing is stored.
     """
     GetBatch: _grpc.UnaryUnaryMultiCallable[_intake_pb2.GetBatchRequest, _intake_pb2.BatchReceipt]
     CreatePetition: _grpc.UnaryUnaryMultiCallable[_intake_pb2.CreatePetitionRequest, _intake_pb2.Petition]
@@ -64,10 +68,14 @@ class IntakeServiceAsyncStub(IntakeServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     SubmitBatch: _aio.StreamUnaryMultiCallable[_intake_pb2.SubmitBatchRequest, _intake_pb2.BatchReceipt]  # type: ignore[assignment]
-    """Client stream: first message is the header, then any number of row chunks.
-    The receipt is returned only after the batch is committed to the database.
-    The same (petition, client batch key), or the same content when no key is
-    given, returns the first receipt and stores nothing again.
+    """Client stream: first message is the header, then any number of row chunks, then the
+    end (a stream that stops without it, e.g. a cancelled upload, stores nothing). Rows are
+    validated and stored as they arrive, all in one transaction; the receipt is returned only
+    after it commits. Keys and content are scoped to (petition, county): the same client
+    batch key with the same content, or the same content under any key, returns the first
+    receipt and stores nothing again; the same key with other content is refused
+    (ALREADY_EXISTS). A message larger than intake's limit (4 MiB) is refused with
+    RESOURCE_EXHAUSTED and nothing is stored.
     """
     GetBatch: _aio.UnaryUnaryMultiCallable[_intake_pb2.GetBatchRequest, _intake_pb2.BatchReceipt]  # type: ignore[assignment]
     CreatePetition: _aio.UnaryUnaryMultiCallable[_intake_pb2.CreatePetitionRequest, _intake_pb2.Petition]  # type: ignore[assignment]
@@ -97,10 +105,14 @@ class IntakeServiceServicer(metaclass=_abc_1.ABCMeta):
         request_iterator: _MaybeAsyncIterator[_intake_pb2.SubmitBatchRequest],
         context: _ServicerContext,
     ) -> _typing.Union[_intake_pb2.BatchReceipt, _abc.Awaitable[_intake_pb2.BatchReceipt]]:
-        """Client stream: first message is the header, then any number of row chunks.
-        The receipt is returned only after the batch is committed to the database.
-        The same (petition, client batch key), or the same content when no key is
-        given, returns the first receipt and stores nothing again.
+        """Client stream: first message is the header, then any number of row chunks, then the
+        end (a stream that stops without it, e.g. a cancelled upload, stores nothing). Rows are
+        validated and stored as they arrive, all in one transaction; the receipt is returned only
+        after it commits. Keys and content are scoped to (petition, county): the same client
+        batch key with the same content, or the same content under any key, returns the first
+        receipt and stores nothing again; the same key with other content is refused
+        (ALREADY_EXISTS). A message larger than intake's limit (4 MiB) is refused with
+        RESOURCE_EXHAUSTED and nothing is stored.
         """
 
     @_abc_1.abstractmethod

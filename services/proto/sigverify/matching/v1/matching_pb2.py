@@ -25,21 +25,41 @@ _sym_db = _symbol_database.Default()
 from sigverify.common.v1 import common_pb2 as sigverify_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$sigverify/matching/v1/matching.proto\x12\x15sigverify.matching.v1\x1a sigverify/common/v1/common.proto\"/\n\x17\x45xplainSignatureRequest\x12\x14\n\x0csignature_id\x18\x01 \x01(\t\"\xce\x02\n\x0b\x45xplanation\x12\x14\n\x0csignature_id\x18\x01 \x01(\t\x12\x13\n\x0bpetition_id\x18\x02 \x01(\t\x12\x34\n\x08\x64\x65\x63ision\x18\x03 \x01(\x0e\x32\".sigverify.common.v1.MatchDecision\x12+\n\x06reason\x18\x04 \x01(\x0e\x32\x1b.sigverify.common.v1.Reason\x12\x10\n\x08voter_id\x18\x05 \x01(\t\x12\r\n\x05score\x18\x06 \x01(\x01\x12\x32\n\ncandidates\x18\x07 \x03(\x0b\x32\x1e.sigverify.common.v1.Candidate\x12\x14\n\x0croll_version\x18\x08 \x01(\x03\x12\x12\n\ndecided_at\x18\t \x01(\t\x12\x18\n\x10\x61\x63\x63\x65pt_threshold\x18\n \x01(\x01\x12\x18\n\x10review_threshold\x18\x0b \x01(\x01\"|\n\x15MatchSignatureRequest\x12\x36\n\x07printed\x18\x01 \x01(\x0b\x32%.sigverify.common.v1.PrintedSignature\x12\x13\n\x0bpetition_id\x18\x02 \x01(\t\x12\x16\n\x0emax_candidates\x18\x03 \x01(\x05\"\xe6\x01\n\x16MatchSignatureResponse\x12\x34\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0e\x32\".sigverify.common.v1.MatchDecision\x12+\n\x06reason\x18\x02 \x01(\x0e\x32\x1b.sigverify.common.v1.Reason\x12\x10\n\x08voter_id\x18\x03 \x01(\t\x12\r\n\x05score\x18\x04 \x01(\x01\x12\x32\n\ncandidates\x18\x05 \x03(\x0b\x32\x1e.sigverify.common.v1.Candidate\x12\x14\n\x0croll_version\x18\x06 \x01(\x03\x32\xe8\x01\n\x0fMatchingService\x12m\n\x0eMatchSignature\x12,.sigverify.matching.v1.MatchSignatureRequest\x1a-.sigverify.matching.v1.MatchSignatureResponse\x12\x66\n\x10\x45xplainSignature\x12..sigverify.matching.v1.ExplainSignatureRequest\x1a\".sigverify.matching.v1.Explanationb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$sigverify/matching/v1/matching.proto\x12\x15sigverify.matching.v1\x1a sigverify/common/v1/common.proto\"^\n\x0fLoadRollRequest\x12\x33\n\x06header\x18\x01 \x01(\x0b\x32!.sigverify.matching.v1.RollHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"V\n\nRollHeader\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x14\n\x0cmax_rejected\x18\x02 \x01(\t\x12\"\n\x1a\x61\x63tivation_timeout_seconds\x18\x03 \x01(\x01\"<\n\rRollRejection\x12\x0c\n\x04line\x18\x01 \x01(\x03\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xf3\x01\n\x0cRollProgress\x12/\n\x05state\x18\x01 \x01(\x0e\x32 .sigverify.matching.v1.RollState\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x0c\n\x04rows\x18\x03 \x01(\x03\x12\x10\n\x08rejected\x18\x04 \x01(\x03\x12\x15\n\rreplicas_live\x18\x05 \x01(\x05\x12\x16\n\x0ereplicas_built\x18\x06 \x01(\x05\x12\x38\n\nrejections\x18\x07 \x03(\x0b\x32$.sigverify.matching.v1.RollRejection\x12\x18\n\x10previous_version\x18\x08 \x01(\x03\"\x12\n\x10ListRollsRequest\"\xf5\x01\n\x0bRollVersion\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12/\n\x05state\x18\x02 \x01(\x0e\x32 .sigverify.matching.v1.RollState\x12\x0c\n\x04rows\x18\x03 \x01(\x03\x12\x10\n\x08rejected\x18\x04 \x01(\x03\x12\x0e\n\x06source\x18\x05 \x01(\t\x12\x11\n\tloaded_by\x18\x06 \x01(\t\x12\x0c\n\x04note\x18\x07 \x01(\t\x12\x12\n\nstarted_at\x18\x08 \x01(\t\x12\x11\n\tloaded_at\x18\t \x01(\t\x12\x14\n\x0c\x61\x63tivated_at\x18\n \x01(\t\x12\x16\n\x0e\x64\x65\x61\x63tivated_at\x18\x0b \x01(\t\"v\n\x0bRollReplica\x12\x12\n\nreplica_id\x18\x01 \x01(\t\x12\x17\n\x0fserving_version\x18\x02 \x01(\x03\x12\x16\n\x0e\x62uilt_versions\x18\x03 \x03(\x03\x12\x14\n\x0cheartbeat_at\x18\x04 \x01(\t\x12\x0c\n\x04live\x18\x05 \x01(\x08\"\x7f\n\x11ListRollsResponse\x12\x34\n\x08versions\x18\x01 \x03(\x0b\x32\".sigverify.matching.v1.RollVersion\x12\x34\n\x08replicas\x18\x02 \x03(\x0b\x32\".sigverify.matching.v1.RollReplica\"\\\n\x13\x41\x63tivateRollRequest\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x10\n\x08previous\x18\x02 \x01(\x08\x12\"\n\x1a\x61\x63tivation_timeout_seconds\x18\x03 \x01(\x01\"/\n\x17\x45xplainSignatureRequest\x12\x14\n\x0csignature_id\x18\x01 \x01(\t\"\xce\x02\n\x0b\x45xplanation\x12\x14\n\x0csignature_id\x18\x01 \x01(\t\x12\x13\n\x0bpetition_id\x18\x02 \x01(\t\x12\x34\n\x08\x64\x65\x63ision\x18\x03 \x01(\x0e\x32\".sigverify.common.v1.MatchDecision\x12+\n\x06reason\x18\x04 \x01(\x0e\x32\x1b.sigverify.common.v1.Reason\x12\x10\n\x08voter_id\x18\x05 \x01(\t\x12\r\n\x05score\x18\x06 \x01(\x01\x12\x32\n\ncandidates\x18\x07 \x03(\x0b\x32\x1e.sigverify.common.v1.Candidate\x12\x14\n\x0croll_version\x18\x08 \x01(\x03\x12\x12\n\ndecided_at\x18\t \x01(\t\x12\x18\n\x10\x61\x63\x63\x65pt_threshold\x18\n \x01(\x01\x12\x18\n\x10review_threshold\x18\x0b \x01(\x01\"|\n\x15MatchSignatureRequest\x12\x36\n\x07printed\x18\x01 \x01(\x0b\x32%.sigverify.common.v1.PrintedSignature\x12\x13\n\x0bpetition_id\x18\x02 \x01(\t\x12\x16\n\x0emax_candidates\x18\x03 \x01(\x05\"\xe6\x01\n\x16MatchSignatureResponse\x12\x34\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0e\x32\".sigverify.common.v1.MatchDecision\x12+\n\x06reason\x18\x02 \x01(\x0e\x32\x1b.sigverify.common.v1.Reason\x12\x10\n\x08voter_id\x18\x03 \x01(\t\x12\r\n\x05score\x18\x04 \x01(\x01\x12\x32\n\ncandidates\x18\x05 \x03(\x0b\x32\x1e.sigverify.common.v1.Candidate\x12\x14\n\x0croll_version\x18\x06 \x01(\x03*\xb7\x01\n\tRollState\x12\x1a\n\x16ROLL_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12ROLL_STATE_LOADING\x10\x01\x12\x17\n\x13ROLL_STATE_BUILDING\x10\x02\x12\x15\n\x11ROLL_STATE_ACTIVE\x10\x03\x12\x14\n\x10ROLL_STATE_READY\x10\x04\x12\x16\n\x12ROLL_STATE_RETIRED\x10\x05\x12\x18\n\x14ROLL_STATE_DISCARDED\x10\x06\x32\x88\x04\n\x0fMatchingService\x12m\n\x0eMatchSignature\x12,.sigverify.matching.v1.MatchSignatureRequest\x1a-.sigverify.matching.v1.MatchSignatureResponse\x12\x66\n\x10\x45xplainSignature\x12..sigverify.matching.v1.ExplainSignatureRequest\x1a\".sigverify.matching.v1.Explanation\x12[\n\x08LoadRoll\x12&.sigverify.matching.v1.LoadRollRequest\x1a#.sigverify.matching.v1.RollProgress(\x01\x30\x01\x12^\n\tListRolls\x12\'.sigverify.matching.v1.ListRollsRequest\x1a(.sigverify.matching.v1.ListRollsResponse\x12\x61\n\x0c\x41\x63tivateRoll\x12*.sigverify.matching.v1.ActivateRollRequest\x1a#.sigverify.matching.v1.RollProgress0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sigverify.matching.v1.matching_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EXPLAINSIGNATUREREQUEST']._serialized_start=97
-  _globals['_EXPLAINSIGNATUREREQUEST']._serialized_end=144
-  _globals['_EXPLANATION']._serialized_start=147
-  _globals['_EXPLANATION']._serialized_end=481
-  _globals['_MATCHSIGNATUREREQUEST']._serialized_start=483
-  _globals['_MATCHSIGNATUREREQUEST']._serialized_end=607
-  _globals['_MATCHSIGNATURERESPONSE']._serialized_start=610
-  _globals['_MATCHSIGNATURERESPONSE']._serialized_end=840
-  _globals['_MATCHINGSERVICE']._serialized_start=843
-  _globals['_MATCHINGSERVICE']._serialized_end=1075
+  _globals['_ROLLSTATE']._serialized_start=1946
+  _globals['_ROLLSTATE']._serialized_end=2129
+  _globals['_LOADROLLREQUEST']._serialized_start=97
+  _globals['_LOADROLLREQUEST']._serialized_end=191
+  _globals['_ROLLHEADER']._serialized_start=193
+  _globals['_ROLLHEADER']._serialized_end=279
+  _globals['_ROLLREJECTION']._serialized_start=281
+  _globals['_ROLLREJECTION']._serialized_end=341
+  _globals['_ROLLPROGRESS']._serialized_start=344
+  _globals['_ROLLPROGRESS']._serialized_end=587
+  _globals['_LISTROLLSREQUEST']._serialized_start=589
+  _globals['_LISTROLLSREQUEST']._serialized_end=607
+  _globals['_ROLLVERSION']._serialized_start=610
+  _globals['_ROLLVERSION']._serialized_end=855
+  _globals['_ROLLREPLICA']._serialized_start=857
+  _globals['_ROLLREPLICA']._serialized_end=975
+  _globals['_LISTROLLSRESPONSE']._serialized_start=977
+  _globals['_LISTROLLSRESPONSE']._serialized_end=1104
+  _globals['_ACTIVATEROLLREQUEST']._serialized_start=1106
+  _globals['_ACTIVATEROLLREQUEST']._serialized_end=1198
+  _globals['_EXPLAINSIGNATUREREQUEST']._serialized_start=1200
+  _globals['_EXPLAINSIGNATUREREQUEST']._serialized_end=1247
+  _globals['_EXPLANATION']._serialized_start=1250
+  _globals['_EXPLANATION']._serialized_end=1584
+  _globals['_MATCHSIGNATUREREQUEST']._serialized_start=1586
+  _globals['_MATCHSIGNATUREREQUEST']._serialized_end=1710
+  _globals['_MATCHSIGNATURERESPONSE']._serialized_start=1713
+  _globals['_MATCHSIGNATURERESPONSE']._serialized_end=1943
+  _globals['_MATCHINGSERVICE']._serialized_start=2132
+  _globals['_MATCHINGSERVICE']._serialized_end=2652
 # @@protoc_insertion_point(module_scope)

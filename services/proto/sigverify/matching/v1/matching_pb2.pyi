@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from sigverify.common.v1 import common_pb2 as _common_pb2
 import builtins as _builtins
 import sys
@@ -18,6 +19,328 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _RollState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RollStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RollState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ROLL_STATE_UNSPECIFIED: _RollState.ValueType  # 0
+    ROLL_STATE_LOADING: _RollState.ValueType  # 1
+    """Rows being copied in."""
+    ROLL_STATE_BUILDING: _RollState.ValueType  # 2
+    """Loaded; the matcher replicas are building its index."""
+    ROLL_STATE_ACTIVE: _RollState.ValueType  # 3
+    """The version every decision is made with."""
+    ROLL_STATE_READY: _RollState.ValueType  # 4
+    """Rows kept, not active (the previous version, or a load whose activation timed out)."""
+    ROLL_STATE_RETIRED: _RollState.ValueType  # 5
+    """Replaced; rows deleted."""
+    ROLL_STATE_DISCARDED: _RollState.ValueType  # 6
+    """Refused or failed; rows deleted."""
+
+class RollState(_RollState, metaclass=_RollStateEnumTypeWrapper):
+    """Where a roll version is in its life."""
+
+ROLL_STATE_UNSPECIFIED: RollState.ValueType  # 0
+ROLL_STATE_LOADING: RollState.ValueType  # 1
+"""Rows being copied in."""
+ROLL_STATE_BUILDING: RollState.ValueType  # 2
+"""Loaded; the matcher replicas are building its index."""
+ROLL_STATE_ACTIVE: RollState.ValueType  # 3
+"""The version every decision is made with."""
+ROLL_STATE_READY: RollState.ValueType  # 4
+"""Rows kept, not active (the previous version, or a load whose activation timed out)."""
+ROLL_STATE_RETIRED: RollState.ValueType  # 5
+"""Replaced; rows deleted."""
+ROLL_STATE_DISCARDED: RollState.ValueType  # 6
+"""Refused or failed; rows deleted."""
+Global___RollState: _TypeAlias = RollState  # noqa: Y015
+
+@_typing.final
+class LoadRollRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    data: _builtins.bytes
+    """The next bytes of the CSV file (UTF-8, header row first)."""
+    @_builtins.property
+    def header(self) -> Global___RollHeader: ...
+    def __init__(
+        self,
+        *,
+        header: Global___RollHeader | None = ...,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "header", b"header", "part", b"part"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "header", b"header", "part", b"part"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["header", "data"]  # noqa: Y015
+    _WhichOneofArgType_part: _TypeAlias = _typing.Literal["part", b"part"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
+
+Global___LoadRollRequest: _TypeAlias = LoadRollRequest  # noqa: Y015
+
+@_typing.final
+class RollHeader(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCE_FIELD_NUMBER: _builtins.int
+    MAX_REJECTED_FIELD_NUMBER: _builtins.int
+    ACTIVATION_TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    source: _builtins.str
+    """The file's name, for the record."""
+    max_rejected: _builtins.str
+    """Refuse the file when more rows than this are rejected: a count ("100") or a percentage
+    of its rows ("1%"). Empty: 1%.
+    """
+    activation_timeout_seconds: _builtins.float
+    """How long to wait for every live matcher replica to build the index (0: the server's
+    ROLL_ACTIVATION_TIMEOUT_SECONDS).
+    """
+    def __init__(
+        self,
+        *,
+        source: _builtins.str = ...,
+        max_rejected: _builtins.str = ...,
+        activation_timeout_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activation_timeout_seconds", b"activation_timeout_seconds", "max_rejected", b"max_rejected", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RollHeader: _TypeAlias = RollHeader  # noqa: Y015
+
+@_typing.final
+class RollRejection(_message.Message):
+    """A row of a roll file that could not be read (never its content)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LINE_FIELD_NUMBER: _builtins.int
+    FIELD_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    line: _builtins.int
+    field: _builtins.str
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        line: _builtins.int = ...,
+        field: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["field", b"field", "line", b"line", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RollRejection: _TypeAlias = RollRejection  # noqa: Y015
+
+@_typing.final
+class RollProgress(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    ROWS_FIELD_NUMBER: _builtins.int
+    REJECTED_FIELD_NUMBER: _builtins.int
+    REPLICAS_LIVE_FIELD_NUMBER: _builtins.int
+    REPLICAS_BUILT_FIELD_NUMBER: _builtins.int
+    REJECTIONS_FIELD_NUMBER: _builtins.int
+    PREVIOUS_VERSION_FIELD_NUMBER: _builtins.int
+    state: Global___RollState.ValueType
+    version: _builtins.int
+    rows: _builtins.int
+    """Rows copied in, and rows rejected, so far."""
+    rejected: _builtins.int
+    replicas_live: _builtins.int
+    """While BUILDING: live matcher replicas, and how many hold the version's index."""
+    replicas_built: _builtins.int
+    previous_version: _builtins.int
+    """When ACTIVE: the version it replaced (0: none)."""
+    @_builtins.property
+    def rejections(self) -> _containers.RepeatedCompositeFieldContainer[Global___RollRejection]:
+        """The first rejected rows (sent once the file is read)."""
+
+    def __init__(
+        self,
+        *,
+        state: Global___RollState.ValueType = ...,
+        version: _builtins.int = ...,
+        rows: _builtins.int = ...,
+        rejected: _builtins.int = ...,
+        replicas_live: _builtins.int = ...,
+        replicas_built: _builtins.int = ...,
+        rejections: _abc.Iterable[Global___RollRejection] | None = ...,
+        previous_version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["previous_version", b"previous_version", "rejected", b"rejected", "rejections", b"rejections", "replicas_built", b"replicas_built", "replicas_live", b"replicas_live", "rows", b"rows", "state", b"state", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RollProgress: _TypeAlias = RollProgress  # noqa: Y015
+
+@_typing.final
+class ListRollsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRollsRequest: _TypeAlias = ListRollsRequest  # noqa: Y015
+
+@_typing.final
+class RollVersion(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    ROWS_FIELD_NUMBER: _builtins.int
+    REJECTED_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    LOADED_BY_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    STARTED_AT_FIELD_NUMBER: _builtins.int
+    LOADED_AT_FIELD_NUMBER: _builtins.int
+    ACTIVATED_AT_FIELD_NUMBER: _builtins.int
+    DEACTIVATED_AT_FIELD_NUMBER: _builtins.int
+    version: _builtins.int
+    state: Global___RollState.ValueType
+    rows: _builtins.int
+    rejected: _builtins.int
+    source: _builtins.str
+    loaded_by: _builtins.str
+    """Who loaded it (token id)."""
+    note: _builtins.str
+    """Why a DISCARDED version was refused or failed."""
+    started_at: _builtins.str
+    """ISO timestamps; empty when not (yet) so."""
+    loaded_at: _builtins.str
+    activated_at: _builtins.str
+    deactivated_at: _builtins.str
+    def __init__(
+        self,
+        *,
+        version: _builtins.int = ...,
+        state: Global___RollState.ValueType = ...,
+        rows: _builtins.int = ...,
+        rejected: _builtins.int = ...,
+        source: _builtins.str = ...,
+        loaded_by: _builtins.str = ...,
+        note: _builtins.str = ...,
+        started_at: _builtins.str = ...,
+        loaded_at: _builtins.str = ...,
+        activated_at: _builtins.str = ...,
+        deactivated_at: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activated_at", b"activated_at", "deactivated_at", b"deactivated_at", "loaded_at", b"loaded_at", "loaded_by", b"loaded_by", "note", b"note", "rejected", b"rejected", "rows", b"rows", "source", b"source", "started_at", b"started_at", "state", b"state", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RollVersion: _TypeAlias = RollVersion  # noqa: Y015
+
+@_typing.final
+class RollReplica(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPLICA_ID_FIELD_NUMBER: _builtins.int
+    SERVING_VERSION_FIELD_NUMBER: _builtins.int
+    BUILT_VERSIONS_FIELD_NUMBER: _builtins.int
+    HEARTBEAT_AT_FIELD_NUMBER: _builtins.int
+    LIVE_FIELD_NUMBER: _builtins.int
+    replica_id: _builtins.str
+    serving_version: _builtins.int
+    """The version it decides with (0: none yet)."""
+    heartbeat_at: _builtins.str
+    live: _builtins.bool
+    """Heartbeat recent enough to count in an activation."""
+    @_builtins.property
+    def built_versions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The versions whose candidate index it holds."""
+
+    def __init__(
+        self,
+        *,
+        replica_id: _builtins.str = ...,
+        serving_version: _builtins.int = ...,
+        built_versions: _abc.Iterable[_builtins.int] | None = ...,
+        heartbeat_at: _builtins.str = ...,
+        live: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["built_versions", b"built_versions", "heartbeat_at", b"heartbeat_at", "live", b"live", "replica_id", b"replica_id", "serving_version", b"serving_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RollReplica: _TypeAlias = RollReplica  # noqa: Y015
+
+@_typing.final
+class ListRollsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSIONS_FIELD_NUMBER: _builtins.int
+    REPLICAS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def versions(self) -> _containers.RepeatedCompositeFieldContainer[Global___RollVersion]: ...
+    @_builtins.property
+    def replicas(self) -> _containers.RepeatedCompositeFieldContainer[Global___RollReplica]: ...
+    def __init__(
+        self,
+        *,
+        versions: _abc.Iterable[Global___RollVersion] | None = ...,
+        replicas: _abc.Iterable[Global___RollReplica] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["replicas", b"replicas", "versions", b"versions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRollsResponse: _TypeAlias = ListRollsResponse  # noqa: Y015
+
+@_typing.final
+class ActivateRollRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    PREVIOUS_FIELD_NUMBER: _builtins.int
+    ACTIVATION_TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    version: _builtins.int
+    """The version to activate; 0 with previous = true: the version the active one replaced."""
+    previous: _builtins.bool
+    activation_timeout_seconds: _builtins.float
+    def __init__(
+        self,
+        *,
+        version: _builtins.int = ...,
+        previous: _builtins.bool = ...,
+        activation_timeout_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activation_timeout_seconds", b"activation_timeout_seconds", "previous", b"previous", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ActivateRollRequest: _TypeAlias = ActivateRollRequest  # noqa: Y015
 
 @_typing.final
 class ExplainSignatureRequest(_message.Message):

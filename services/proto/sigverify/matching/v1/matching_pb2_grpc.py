@@ -45,6 +45,21 @@ class MatchingServiceStub:
                 request_serializer=sigverify_dot_matching_dot_v1_dot_matching__pb2.ExplainSignatureRequest.SerializeToString,
                 response_deserializer=sigverify_dot_matching_dot_v1_dot_matching__pb2.Explanation.FromString,
                 _registered_method=True)
+        self.LoadRoll = channel.stream_stream(
+                '/sigverify.matching.v1.MatchingService/LoadRoll',
+                request_serializer=sigverify_dot_matching_dot_v1_dot_matching__pb2.LoadRollRequest.SerializeToString,
+                response_deserializer=sigverify_dot_matching_dot_v1_dot_matching__pb2.RollProgress.FromString,
+                _registered_method=True)
+        self.ListRolls = channel.unary_unary(
+                '/sigverify.matching.v1.MatchingService/ListRolls',
+                request_serializer=sigverify_dot_matching_dot_v1_dot_matching__pb2.ListRollsRequest.SerializeToString,
+                response_deserializer=sigverify_dot_matching_dot_v1_dot_matching__pb2.ListRollsResponse.FromString,
+                _registered_method=True)
+        self.ActivateRoll = channel.unary_stream(
+                '/sigverify.matching.v1.MatchingService/ActivateRoll',
+                request_serializer=sigverify_dot_matching_dot_v1_dot_matching__pb2.ActivateRollRequest.SerializeToString,
+                response_deserializer=sigverify_dot_matching_dot_v1_dot_matching__pb2.RollProgress.FromString,
+                _registered_method=True)
 
 
 class MatchingServiceServicer:
@@ -65,6 +80,34 @@ class MatchingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def LoadRoll(self, request_iterator, context):
+        """Admins: load a voter roll file as a new version. The first message is the header, then
+        the file's bytes in order (any split). The server answers with progress: rows copied
+        and rejected while loading, replicas that built the version's index while it waits for
+        all live matcher replicas, and ACTIVE once the version is active. Refused with
+        FAILED_PRECONDITION (too many rows rejected, no voters, the replicas did not build the
+        index in time, another load in progress) or INVALID_ARGUMENT (no roll header); a
+        refused load changes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRolls(self, request, context):
+        """Admins: the roll versions (newest first) and which matcher replica serves which.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ActivateRoll(self, request, context):
+        """Admins: make a kept (READY) version active again, or the previous version (rollback),
+        once every live matcher replica has built its index; progress as for LoadRoll.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MatchingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -77,6 +120,21 @@ def add_MatchingServiceServicer_to_server(servicer, server):
                     servicer.ExplainSignature,
                     request_deserializer=sigverify_dot_matching_dot_v1_dot_matching__pb2.ExplainSignatureRequest.FromString,
                     response_serializer=sigverify_dot_matching_dot_v1_dot_matching__pb2.Explanation.SerializeToString,
+            ),
+            'LoadRoll': grpc.stream_stream_rpc_method_handler(
+                    servicer.LoadRoll,
+                    request_deserializer=sigverify_dot_matching_dot_v1_dot_matching__pb2.LoadRollRequest.FromString,
+                    response_serializer=sigverify_dot_matching_dot_v1_dot_matching__pb2.RollProgress.SerializeToString,
+            ),
+            'ListRolls': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRolls,
+                    request_deserializer=sigverify_dot_matching_dot_v1_dot_matching__pb2.ListRollsRequest.FromString,
+                    response_serializer=sigverify_dot_matching_dot_v1_dot_matching__pb2.ListRollsResponse.SerializeToString,
+            ),
+            'ActivateRoll': grpc.unary_stream_rpc_method_handler(
+                    servicer.ActivateRoll,
+                    request_deserializer=sigverify_dot_matching_dot_v1_dot_matching__pb2.ActivateRollRequest.FromString,
+                    response_serializer=sigverify_dot_matching_dot_v1_dot_matching__pb2.RollProgress.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -134,6 +192,87 @@ class MatchingService:
             '/sigverify.matching.v1.MatchingService/ExplainSignature',
             sigverify_dot_matching_dot_v1_dot_matching__pb2.ExplainSignatureRequest.SerializeToString,
             sigverify_dot_matching_dot_v1_dot_matching__pb2.Explanation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LoadRoll(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/sigverify.matching.v1.MatchingService/LoadRoll',
+            sigverify_dot_matching_dot_v1_dot_matching__pb2.LoadRollRequest.SerializeToString,
+            sigverify_dot_matching_dot_v1_dot_matching__pb2.RollProgress.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRolls(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sigverify.matching.v1.MatchingService/ListRolls',
+            sigverify_dot_matching_dot_v1_dot_matching__pb2.ListRollsRequest.SerializeToString,
+            sigverify_dot_matching_dot_v1_dot_matching__pb2.ListRollsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ActivateRoll(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/sigverify.matching.v1.MatchingService/ActivateRoll',
+            sigverify_dot_matching_dot_v1_dot_matching__pb2.ActivateRollRequest.SerializeToString,
+            sigverify_dot_matching_dot_v1_dot_matching__pb2.RollProgress.FromString,
             options,
             channel_credentials,
             insecure,

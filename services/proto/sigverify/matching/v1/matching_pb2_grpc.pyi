@@ -38,6 +38,21 @@ class MatchingServiceStub:
     """Why the matcher decided as it did for a stored signature: its candidates and their
     per-field scores.
     """
+    LoadRoll: _grpc.StreamStreamMultiCallable[_matching_pb2.LoadRollRequest, _matching_pb2.RollProgress]
+    """Admins: load a voter roll file as a new version. The first message is the header, then
+    the file's bytes in order (any split). The server answers with progress: rows copied
+    and rejected while loading, replicas that built the version's index while it waits for
+    all live matcher replicas, and ACTIVE once the version is active. Refused with
+    FAILED_PRECONDITION (too many rows rejected, no voters, the replicas did not build the
+    index in time, another load in progress) or INVALID_ARGUMENT (no roll header); a
+    refused load changes nothing.
+    """
+    ListRolls: _grpc.UnaryUnaryMultiCallable[_matching_pb2.ListRollsRequest, _matching_pb2.ListRollsResponse]
+    """Admins: the roll versions (newest first) and which matcher replica serves which."""
+    ActivateRoll: _grpc.UnaryStreamMultiCallable[_matching_pb2.ActivateRollRequest, _matching_pb2.RollProgress]
+    """Admins: make a kept (READY) version active again, or the previous version (rollback),
+    once every live matcher replica has built its index; progress as for LoadRoll.
+    """
 
 @_typing.type_check_only
 class MatchingServiceAsyncStub(MatchingServiceStub):
@@ -48,6 +63,21 @@ class MatchingServiceAsyncStub(MatchingServiceStub):
     ExplainSignature: _aio.UnaryUnaryMultiCallable[_matching_pb2.ExplainSignatureRequest, _matching_pb2.Explanation]  # type: ignore[assignment]
     """Why the matcher decided as it did for a stored signature: its candidates and their
     per-field scores.
+    """
+    LoadRoll: _aio.StreamStreamMultiCallable[_matching_pb2.LoadRollRequest, _matching_pb2.RollProgress]  # type: ignore[assignment]
+    """Admins: load a voter roll file as a new version. The first message is the header, then
+    the file's bytes in order (any split). The server answers with progress: rows copied
+    and rejected while loading, replicas that built the version's index while it waits for
+    all live matcher replicas, and ACTIVE once the version is active. Refused with
+    FAILED_PRECONDITION (too many rows rejected, no voters, the replicas did not build the
+    index in time, another load in progress) or INVALID_ARGUMENT (no roll header); a
+    refused load changes nothing.
+    """
+    ListRolls: _aio.UnaryUnaryMultiCallable[_matching_pb2.ListRollsRequest, _matching_pb2.ListRollsResponse]  # type: ignore[assignment]
+    """Admins: the roll versions (newest first) and which matcher replica serves which."""
+    ActivateRoll: _aio.UnaryStreamMultiCallable[_matching_pb2.ActivateRollRequest, _matching_pb2.RollProgress]  # type: ignore[assignment]
+    """Admins: make a kept (READY) version active again, or the previous version (rollback),
+    once every live matcher replica has built its index; progress as for LoadRoll.
     """
 
 class MatchingServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -68,6 +98,39 @@ class MatchingServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_matching_pb2.Explanation, _abc.Awaitable[_matching_pb2.Explanation]]:
         """Why the matcher decided as it did for a stored signature: its candidates and their
         per-field scores.
+        """
+
+    @_abc_1.abstractmethod
+    def LoadRoll(
+        self,
+        request_iterator: _MaybeAsyncIterator[_matching_pb2.LoadRollRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_matching_pb2.RollProgress], _abc.AsyncIterator[_matching_pb2.RollProgress]]:
+        """Admins: load a voter roll file as a new version. The first message is the header, then
+        the file's bytes in order (any split). The server answers with progress: rows copied
+        and rejected while loading, replicas that built the version's index while it waits for
+        all live matcher replicas, and ACTIVE once the version is active. Refused with
+        FAILED_PRECONDITION (too many rows rejected, no voters, the replicas did not build the
+        index in time, another load in progress) or INVALID_ARGUMENT (no roll header); a
+        refused load changes nothing.
+        """
+
+    @_abc_1.abstractmethod
+    def ListRolls(
+        self,
+        request: _matching_pb2.ListRollsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_matching_pb2.ListRollsResponse, _abc.Awaitable[_matching_pb2.ListRollsResponse]]:
+        """Admins: the roll versions (newest first) and which matcher replica serves which."""
+
+    @_abc_1.abstractmethod
+    def ActivateRoll(
+        self,
+        request: _matching_pb2.ActivateRollRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_matching_pb2.RollProgress], _abc.AsyncIterator[_matching_pb2.RollProgress]]:
+        """Admins: make a kept (READY) version active again, or the previous version (rollback),
+        once every live matcher replica has built its index; progress as for LoadRoll.
         """
 
 def add_MatchingServiceServicer_to_server(servicer: MatchingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

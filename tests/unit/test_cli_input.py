@@ -1,0 +1,182 @@
+"""The CLI's side of hostile and messy input: files in any common encoding, rows chunked under
+intake's message limit, and every failure one ``error:`` line (no traceback)."""
+
+from __future__ import annotations
+
+import codecs
+from pathlib import Path
+
+import pytest
+
+from sigverify_cli import client
+from sigverify_cli import main as cli_main
+from sigverify_cli.client import CliError, chunked, read_batch
+from sigverify_common.errors import InvalidArgument
+from sigverify_common.textfile import detect_encoding
+from sigverify_matching.roll import read_roll
+
+HEADER = "line,first_name,last_name,street,signed_on\n"
+ROW = "1,José,Muñoz,1 Calle Señora,2017-05-02\n"
+
+
+def write(tmp: Path, name: str, data: bytes) -> Path:
+    p = tmp / name
+    p.write_bytes(data)
+    return p
+
+
+@pytest.mark.parametrize("data, encoding", [
+    ((HEADER + ROW).encode("utf-8"), "utf-8"),
+    (codecs.BOM_UTF8 + (HEADER + ROW).encode("utf-8"), "utf-8-sig"),
+    ((HEADER + ROW + "2,Zoë,O\u2019Brien,2 \u201cMain\u201d St,2017-05-02\n").encode("cp1252"), "cp1252"),
+    ((HEADER + ROW).encode("latin-1") + b"2,A\x81,B,1 Main St,2017-05-02\n", "latin-1"),
+    (b"", "utf-8"),
+])
+def test_the_encoding_of_a_spreadsheet_export_is_found(tmp_path: Path, data: bytes,
+                                                      encoding: str) -> None:
+    assert detect_encoding(write(tmp_path, "b.csv", data)) == encoding
+
+
+def test_a_cp1252_batch_reads_as_the_names_written(tmp_path: Path) -> None:
+    path = write(tmp_path, "excel.csv", (HEADER + ROW).encode("cp1252"))
+    columns, rows = read_batch(path)
+    assert columns == ["line", "first_name", "last_name", "street", "signed_on"]
+    assert list(rows) == [(1, ["1", "José", "Muñoz", "1 Calle Señora", "2017-05-02"], "")]
+
+
+@pytest.mark.parametrize("data, problem", [
+    ((HEADER + ROW).encode("utf-8") + "2,José,X,1 Main St,2017-05-02\n".encode("cp1252"),
+     "mixes encodings: most of it is UTF-8 but line 3"),
+    (codecs.BOM_UTF16_LE + (HEADER + ROW).encode("utf-16-le"), "UTF-16"),
+    (b"PK\x03\x04" + b"\x00" * 40, "workbook (xlsx)"),
+    (b"\xd0\xcf\x11\xe0" + b"\x00" * 40, "(xls)"),
+])
+def test_files_that_cannot_be_read_as_csv_are_refused_clearly(tmp_path: Path, data: bytes,
+                                                               problem: str) -> None:
+    path = write(tmp_path, "b.csv", data)
+    with pytest.raises(CliError, match=problem.replace("(", r"\(").replace(")", r"\)")):
+        read_batch(path)
+    with pytest.raises(InvalidArgument, match="CSV UTF-8"):
+        list(read_roll(path, []))
+
+
+def test_a_cp1252_roll_loads_its_names(tmp_path: Path) -> None:
+    roll = ("voter_id,first_name,middle_name,last_name,suffix,birth_date,street,unit,city,zip,"
+            "county,status,registered_on\n"
+            "V1,José,,Muñoz,,1970-01-02,1 Calle Señora,,Bakersfield,93301,kern,ACTIVE,2010-01-01\n"
+            "V2,Ann,,Lee\x00,,,2 Main St,,Bakersfield,93301,Kern,ACTIVE,2010-01-01\n")
+    errors: list[tuple[int, str, str]] = []
+    rows = list(read_roll(write(tmp_path, "roll.csv", roll.encode("cp1252")), errors))
+    assert [(r[0], r[1], r[3], r[10]) for r in rows] == [("V1", "José", "Muñoz", "Kern")]
+    assert errors == [(3, "(row)", "contains a NUL character (byte 0)")]
+
+
+def test_unreadable_records_are_sent_for_intake_to_reject(tmp_path: Path) -> None:
+    big = "x" * 200_000  # over the csv module's 128 KiB field limit
+    path = write(tmp_path, "b.csv", (HEADER + ROW + f'2,A,B,"{big}",2017-05-02\n'
+                                     + "3,C,D,3 Main St,2017-05-02\n").encode())
+    _, rows = read_batch(path)
+    got = list(rows)
+    assert [(r, u != "") for r, _, u in got] == [(1, False), (2, True), (3, False)]
+    assert "field larger than field limit" in got[1][2]
+    assert got[2][1][0] == "3"
+
+
+def test_chunks_stay_under_the_byte_limit_and_a_huge_row_goes_as_unreadable() -> None:
+    rows = [(i, [str(i), "é" * 3000], "") for i in range(1, 200)]
+    rows.insert(5, (999, ["999", "x" * 400_000, "y" * 400_000], ""))
+    chunks = list(chunked(iter(rows), max_rows=500, max_bytes=64 * 1024, max_row_bytes=256 * 1024))
+    sent = [r for c in chunks for r in c]
+    assert [r.record for r in sent] == [r for r, _, _ in rows]
+    assert all(sum(r.ByteSize() for r in c) <= 64 * 1024 for c in chunks)
+    huge = next(r for r in sent if r.record == 999)
+    assert list(huge.values) == [] and "800," in huge.unreadable
+    assert len(list(chunked(iter(rows[:10]), max_rows=3))) == 4
+
+
+@pytest.fixture
+def no_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("SIGVERIFY_HOME", str(tmp_path / "home"))
+    for var in ("INTAKE_ADDR", "MATCHING_ADDR", "TALLY_ADDR"):
+        monkeypatch.setenv(var, "127.0.0.1:9")
+    monkeypatch.setenv("SIGVERIFY_TOKEN", "sv_test")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://nobody@127.0.0.1:9/none")
+    monkeypatch.delenv("SIGVERIFY_DEBUG", raising=False)
+    return tmp_path
+
+
+def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as e:
+        cli_main.main(argv)
+    out = capsys.readouterr()
+    return int(e.value.code or 0), out.out + out.err
+
+
+@pytest.mark.parametrize("argv", [
+    ["submit", "{dir}", "--petition", "p", "--county", "Kern"],
+    ["submit", "{dir}/missing.csv", "--petition", "p", "--county", "Kern"],
+    ["roll", "load", "{dir}"],
+])
+def test_a_directory_or_missing_file_is_one_error_line(
+        argv: list[str], no_stack: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, text = run_cli([a.format(dir=no_stack) for a in argv], capsys)
+    assert code != 0
+    assert text.startswith("error: ") and text.count("\n") == 1, text
+    assert "Traceback" not in text
+
+
+def test_an_unexpected_exception_is_one_line_without_its_text(
+        no_stack: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(args: object) -> int:
+        raise RuntimeError("internal detail: password=hunter2")
+
+    monkeypatch.setattr(cli_main, "dispatch", boom)
+    code, text = run_cli(["tally", "--petition", "p"], capsys)
+    assert code != 0
+    assert text.startswith("error: unexpected RuntimeError") and text.count("\n") == 1, text
+    assert "hunter2" not in text and "Traceback" not in text
+    monkeypatch.setenv("SIGVERIFY_DEBUG", "1")
+    code, text = run_cli(["tally", "--petition", "p"], capsys)
+    assert code != 0 and "Traceback" in text and "hunter2" in text
+
+
+def test_an_os_error_names_the_file(no_stack: Path, capsys: pytest.CaptureFixture[str],
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    def write_fails(args: object) -> int:
+        return int((no_stack / "no" / "such" / "dir" / "x.csv").open("w").write("x"))
+
+    monkeypatch.setattr(cli_main, "dispatch", write_fails)
+    code, text = run_cli(["tally", "--petition", "p"], capsys)
+    assert code != 0 and text.count("\n") == 1
+    assert text.startswith("error: ") and "x.csv: No such file or directory" in text
+
+
+def test_receipts_show_the_first_rejections_and_say_how_to_see_the_rest(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from sigverify.intake.v1 import intake_pb2
+    r = intake_pb2.BatchReceipt(
+        batch_id="b-1", county="Kern", rows_received=5000, signatures_accepted=1000,
+        rows_rejected=4000,
+        rejected=[intake_pb2.RowError(line=i, record=i, field="line", reason="repeated")
+                  for i in range(1, 1001)])
+    cli_main.print_receipt(r, "x.csv")
+    text = capsys.readouterr().out
+    assert "4,000 rejected" in text
+    assert text.count("rejected line") == cli_main.SHOWN_REJECTIONS
+    assert "and 3,980 more rejected rows: sigverify batch show b-1 --rejections" in text
+    assert client.CHUNK_BYTES < 4 * 1024 * 1024
+
+
+def test_a_cp1252_roll_is_sent_as_utf8(tmp_path: Path) -> None:
+    """roll load streams bytes to the server, which reads UTF-8: an Excel (cp1252) roll is
+    re-encoded on the way, a UTF-8 one goes as it is."""
+    from sigverify_cli.main import _file_chunks
+
+    text = "voter_id,first_name,last_name\r\nV1,José,Muñoz\r\n"
+    cp = tmp_path / "cp1252.csv"
+    cp.write_bytes(text.encode("cp1252"))
+    assert b"".join(_file_chunks(cp)).decode("utf-8") == text
+    utf = tmp_path / "utf8.csv"
+    utf.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    assert b"".join(_file_chunks(utf)) == utf.read_bytes()
