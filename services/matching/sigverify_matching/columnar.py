@@ -5,9 +5,9 @@ normalised strings, dates as integers); blocking keys are sorted int64 arrays, s
 candidate voters of a whole batch of signatures come from one ``np.searchsorted`` per rule.
 Nothing on the hot path is a Python object per voter.
 
-Built once per roll version (``IndexBuilder``: chunks of roll rows in, ``RollIndex`` out),
-saved as one byte string (``RollIndex.dumps``) and loaded by every matcher replica
-(``RollIndex.loads``) in a fraction of the build time.
+Built once per roll version (``IndexBuilder``: chunks of roll rows in, ``VoterIndex`` out),
+saved as one byte string (``VoterIndex.dumps``) and loaded by every matcher replica
+(``VoterIndex.loads``) in a fraction of the build time.
 
 Normalisation is ``sigverify_matching.domain``'s (unidecode, nameparser-free token rules,
 usaddress with scourgify's USPS tables, the ``nicknames`` package, metaphone), so a
@@ -97,7 +97,7 @@ class Vocab:
         """The strings of ``codes`` (all valid) as a numpy unicode array."""
         if not len(codes):
             return np.zeros(0, dtype="U1")
-        return self.values[codes].astype("U")
+        return np.asarray(self.values[codes].astype("U"))
 
 
 # ------------------------------------------------------------------------- key hashing
@@ -188,7 +188,7 @@ class KeyIds:
         return np.stack([self.row(n, typo) for n in names])
 
 
-def key_ids(ix: RollIndex) -> KeyIds:
+def key_ids(ix: VoterIndex) -> KeyIds:
     got = ix.cache.get("key_ids")
     if got is None:
         got = ix.cache.setdefault("key_ids", KeyIds(dict(ix.nick_ids)))
@@ -232,7 +232,7 @@ RULES = {
 
 
 @dataclass
-class RollIndex:
+class VoterIndex:
     """One roll version, columnar. Immutable after build; safe to read from threads."""
 
     version: int
@@ -298,11 +298,11 @@ class RollIndex:
         arrays["nick_names"] = np.array([k.encode() for k, _ in nick] or [b""], dtype="S")
         arrays["meta"] = np.array([FORMAT, self.version, self.size, len(nick)], dtype=np.int64)
         buf = io.BytesIO()
-        np.savez(buf, **arrays)
+        np.savez(buf, **arrays)  # type: ignore[arg-type]
         return buf.getvalue()
 
     @classmethod
-    def loads(cls, data: bytes) -> RollIndex:
+    def loads(cls, data: bytes) -> VoterIndex:
         z = np.load(io.BytesIO(data), allow_pickle=False)
         fmt, version, size, n_nick = (int(x) for x in z["meta"])
         if fmt != FORMAT:
@@ -396,7 +396,7 @@ def _remap(codes: I32, remap: I32) -> I32:
 
 
 class IndexBuilder:
-    """Builds a ``RollIndex`` from chunks of roll rows (validated, as ``read_roll`` yields)."""
+    """Builds a ``VoterIndex`` from chunks of roll rows (validated, as ``read_roll`` yields)."""
 
     def __init__(self, version: int = 0) -> None:
         self.version = version
@@ -445,7 +445,7 @@ class IndexBuilder:
                 self._cols[name].append(arr)
         self.size += n
 
-    def finish(self) -> RollIndex:
+    def finish(self) -> VoterIndex:
         vocabs: dict[str, Vocab] = {}
         remaps: dict[str, I32] = {}
         for name in VOCABS:
@@ -479,17 +479,18 @@ class IndexBuilder:
         last_strs = [last_v.text(i) for i in range(len(last_v))]
         given_phon = np.array([phon.code(phonetic(s)) for s in given_strs], dtype=np.int32)
         last_phon = np.array([phon.code(phonetic(s)) for s in last_strs], dtype=np.int32)
-        parts = np.full((len(last_strs), 3), -1, dtype=np.int32)
+        part_codes = np.full((len(last_strs), 3), -1, dtype=np.int32)
         spaced = self._last_spaced
         for i, s in enumerate(last_strs):
             ps = last_parts(spaced.get(s, s))
             if len(ps) > 1:
                 for j, p in enumerate(ps[:3]):
-                    parts[i, j] = phon.code(phonetic(p))
+                    part_codes[i, j] = phon.code(phonetic(p))
         phon_v, phon_remap = phon.finish()
         vocabs["phon"] = phon_v
         given_phon, last_phon = _remap(given_phon, phon_remap), _remap(last_phon, phon_remap)
-        parts = np.where(parts >= 0, phon_remap[np.maximum(parts, 0)], -1).astype(np.int32)
+        part_codes = np.where(part_codes >= 0, phon_remap[np.maximum(part_codes, 0)],
+                              -1).astype(np.int32)
         nick = KeyIds()
         given_nick = nick.table(given_strs)
         lengths = np.fromiter((len(b) for b in self._ids), dtype=np.int64, count=n)
@@ -497,9 +498,10 @@ class IndexBuilder:
         np.cumsum(lengths, out=offsets[1:])
         blob = b"".join(self._ids)
         self._ids = []
-        index = RollIndex(
+        index = VoterIndex(
             version=self.version, size=n, cols=cols, vocabs=vocabs, given_phon=given_phon,
-            given_nick=given_nick, last_phon=last_phon, last_part_phon=parts, n_first=n_first,
+            given_nick=given_nick, last_phon=last_phon, last_part_phon=part_codes,
+            n_first=n_first,
             n_last=n_last, id_blob=blob, id_offsets=offsets, keys={}, nick_ids=nick.ids)
         index.keys = {rule: _sorted(*voter_keys(index, rule)) for rule in RULES}
         return index
@@ -526,7 +528,7 @@ def _explode(who: I32, table: I32) -> tuple[I32, I32]:
     return who[rows], table[rows, cols]
 
 
-def voter_keys(ix: RollIndex, rule: str) -> tuple[U64, I32]:
+def voter_keys(ix: VoterIndex, rule: str) -> tuple[U64, I32]:
     """The voter side of a blocking rule: (keys, voter index per key)."""
     c = ix.cols
     n = ix.size
@@ -539,7 +541,7 @@ def voter_keys(ix: RollIndex, rule: str) -> tuple[U64, I32]:
                      zip_prefix(ix, c["zip"]))
 
 
-def zip_prefix(ix: RollIndex, zip_codes: I32) -> I32:
+def zip_prefix(ix: VoterIndex, zip_codes: I32) -> I32:
     """The first three digits of each zip (as a number; -1 for none)."""
     table = ix.cache.get("zip3")
     if table is None:
@@ -550,7 +552,7 @@ def zip_prefix(ix: RollIndex, zip_codes: I32) -> I32:
     return table[np.where((zip_codes >= 0) & (zip_codes < n), zip_codes, n)]  # type: ignore[no-any-return]
 
 
-def first_sound_table(ix: RollIndex, first: I32) -> I32:
+def first_sound_table(ix: VoterIndex, first: I32) -> I32:
     """(rows, 1 + _NICK_WIDTH): the first name's sound, then the sounds of its nickname keys."""
     n = len(first)
     t = np.full((n, 1 + _NICK_WIDTH), -1, dtype=np.int32)
@@ -560,7 +562,7 @@ def first_sound_table(ix: RollIndex, first: I32) -> I32:
     return t
 
 
-def nick_sounds(ix: RollIndex) -> I32:
+def nick_sounds(ix: VoterIndex) -> I32:
     """Per given-name code, the sounds of its nickname keys (-1 padded)."""
     got = ix.cache.get("nick_sounds")
     if got is not None:
@@ -579,7 +581,7 @@ def nick_sounds(ix: RollIndex) -> I32:
     return t
 
 
-def last_sound_table(ix: RollIndex, last: I32) -> I32:
+def last_sound_table(ix: VoterIndex, last: I32) -> I32:
     """(rows, 4): the surname's sound, then its parts' sounds (-1 padded)."""
     n = len(last)
     t = np.full((n, 4), -1, dtype=np.int32)
@@ -596,12 +598,12 @@ def _initials(vocab: Vocab) -> npt.NDArray[np.int16]:
     return np.frombuffer(v.tobytes(), dtype=np.uint8)[:: v.itemsize].astype(np.int16)
 
 
-def first_initial(ix: RollIndex, first: I32) -> npt.NDArray[np.int16]:
+def first_initial(ix: VoterIndex, first: I32) -> npt.NDArray[np.int16]:
     ini = _initials(ix.vocabs["given"])
     return np.where(first >= 0, ini[np.maximum(first, 0)] if len(ini) else 0, -1).astype(np.int16)
 
 
-def last_initial(ix: RollIndex, last: I32) -> npt.NDArray[np.int16]:
+def last_initial(ix: VoterIndex, last: I32) -> npt.NDArray[np.int16]:
     ini = _initials(ix.vocabs["last"])
     return np.where(last >= 0, ini[np.maximum(last, 0)] if len(ini) else 0, -1).astype(np.int16)
 

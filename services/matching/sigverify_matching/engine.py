@@ -32,8 +32,8 @@ from sigverify_matching.columnar import (
     RULES,
     STATUSES,
     SUFFIX_CODES,
-    RollIndex,
     Vocab,
+    VoterIndex,
     key_ids,
     last_parts,
     long_type,
@@ -83,7 +83,7 @@ class Coder:
     def codes(self, strings: Sequence[str]) -> I32:
         out = self.vocab.codes(strings)
         n = len(self.vocab)
-        for i in np.nonzero(out < 0)[0]:
+        for i in np.nonzero(out < 0)[0].tolist():
             s = strings[i]
             if s:
                 c = self.index.get(s)
@@ -97,7 +97,7 @@ class Coder:
         n = len(self.vocab)
         return self.vocab.text(code) if code < n else self.ext[code - n]
 
-    def strs(self, codes: I32) -> S:
+    def strs(self, codes: npt.NDArray[np.integer[Any]]) -> S:
         """The strings of valid codes, as a numpy unicode array."""
         n = len(self.vocab)
         known = codes < n
@@ -147,7 +147,7 @@ CODERS = ("given", "last", "house", "street", "stype", "sdir", "unit", "city", "
           "county", "phon")
 
 
-def prepare(ix: RollIndex, sigs: Sequence[SignatureInput]) -> SigBatch:
+def prepare(ix: VoterIndex, sigs: Sequence[SignatureInput]) -> SigBatch:
     """Normalise and code a batch of signatures against the roll's vocabularies."""
     n = len(sigs)
     names = [person_name(s.first_name, s.middle_name, s.last_name) for s in sigs]
@@ -178,7 +178,7 @@ def prepare(ix: RollIndex, sigs: Sequence[SignatureInput]) -> SigBatch:
     # A spelling the roll lacks: the sounds of the names it may be a nickname of, or a
     # misspelt nickname of ("MKIE": MIKE, MICHAEL).
     width = first_sounds.shape[1] - 1
-    for i in np.nonzero(~known & (cols["first"] >= 0))[0]:
+    for i in np.nonzero(~known & (cols["first"] >= 0))[0].tolist():
         name = names[i].first
         keys = sorted((first_name_keys(name) | typo_keys(name)) - {name})
         sounds = phon.codes([phonetic(k) for k in keys])[:width]
@@ -224,7 +224,7 @@ def _expand(lo: I64, size: I64) -> I64:
 SWAPPED_RULES = frozenset({"zl", "zf", "lf", "bf", "bl", "pl"})
 
 
-def _batch_zip3(ix: RollIndex, b: SigBatch) -> I32:
+def _batch_zip3(ix: VoterIndex, b: SigBatch) -> I32:
     """First three digits of the batch's zips (the roll's table, or read from the text)."""
     z = b.cols["zip"]
     out = zip_prefix(ix, z)
@@ -234,7 +234,7 @@ def _batch_zip3(ix: RollIndex, b: SigBatch) -> I32:
     return out
 
 
-def candidates(ix: RollIndex, b: SigBatch, rules: Sequence[str] = tuple(RULES)) -> Pairs:
+def candidates(ix: VoterIndex, b: SigBatch, rules: Sequence[str] = tuple(RULES)) -> Pairs:
     """Candidate (signature, voter) pairs of a batch: the union of the rules' blocks."""
     c = b.cols
     who = np.arange(b.n, dtype=np.int32)
@@ -315,7 +315,7 @@ def _any_shared(x: I32, y: I32) -> B:
     return np.asarray(eq.any(axis=(1, 2)))
 
 
-def _nick_rows(ix: RollIndex, coder: Coder, codes: I64, typo: bool) -> I32:
+def _nick_rows(ix: VoterIndex, coder: Coder, codes: I64, typo: bool) -> I32:
     """Nickname key ids (or, with ``typo``, those of names one edit away) per given code."""
     kid = key_ids(ix)
     n = len(ix.vocabs["given"])
@@ -334,7 +334,7 @@ def _nick_rows(ix: RollIndex, coder: Coder, codes: I64, typo: bool) -> I32:
     return kid.table([coder.text(int(c)) for c in uc], typo=True)[inv]
 
 
-def _phon_of(ix: RollIndex, coder: Coder, codes: I64) -> I32:
+def _phon_of(ix: VoterIndex, coder: Coder, codes: I64) -> I32:
     """Phonetic codes (the roll's vocabulary; -1 for a sound it lacks) of given-name codes."""
     n = len(ix.vocabs["given"])
     out = np.full(len(codes), -1, dtype=np.int32)
@@ -346,7 +346,7 @@ def _phon_of(ix: RollIndex, coder: Coder, codes: I64) -> I32:
     return out
 
 
-def _first_levels(ix: RollIndex, sf: I32, vf: I32, coder: Coder) -> npt.NDArray[np.int8]:
+def _first_levels(ix: VoterIndex, sf: I32, vf: I32, coder: Coder) -> npt.NDArray[np.int8]:
     """FIRST levels of pairs (signature given-name codes ``sf`` vs voter codes ``vf``)."""
     out = np.full(len(sf), fs.FIRST_DIFF, dtype=np.int8)
     missing = (sf < 0) | (vf < 0)
@@ -381,7 +381,7 @@ def _first_levels(ix: RollIndex, sf: I32, vf: I32, coder: Coder) -> npt.NDArray[
     return out
 
 
-def _last_levels(ix: RollIndex, sl: I32, vl: I32, s_sound: I32, s_parts: I32,
+def _last_levels(ix: VoterIndex, sl: I32, vl: I32, s_sound: I32, s_parts: I32,
                  coder: Coder) -> npt.NDArray[np.int8]:
     out = np.full(len(sl), fs.LAST_DIFF, dtype=np.int8)
     missing = (sl < 0) | (vl < 0)
@@ -415,7 +415,7 @@ def _last_levels(ix: RollIndex, sl: I32, vl: I32, s_sound: I32, s_parts: I32,
     return out
 
 
-def _middle_levels(ix: RollIndex, sm: I32, vm: I32, coder: Coder) -> npt.NDArray[np.int8]:
+def _middle_levels(ix: VoterIndex, sm: I32, vm: I32, coder: Coder) -> npt.NDArray[np.int8]:
     out = np.full(len(sm), fs.MID_DIFF, dtype=np.int8)
     missing = (sm < 0) | (vm < 0)
     out[missing] = 0
@@ -473,7 +473,7 @@ def _starts_with_digit(strs: S) -> B:
     return (first >= "0") & (first <= "9")
 
 
-def _meta(ix: RollIndex, vocab: str) -> tuple[npt.NDArray[np.int16], npt.NDArray[np.int16]]:
+def _meta(ix: VoterIndex, vocab: str) -> tuple[npt.NDArray[np.int16], npt.NDArray[np.int16]]:
     """(length, first character) of every string of a roll vocabulary (remembered)."""
     key = f"meta_{vocab}"
     got = ix.cache.get(key)
@@ -488,7 +488,7 @@ def _meta(ix: RollIndex, vocab: str) -> tuple[npt.NDArray[np.int16], npt.NDArray
     return got  # type: ignore[no-any-return]
 
 
-def _coded_meta(ix: RollIndex, vocab: str, coder: Coder, codes: I32
+def _coded_meta(ix: VoterIndex, vocab: str, coder: Coder, codes: I32
                 ) -> tuple[npt.NDArray[np.int16], npt.NDArray[np.int16]]:
     """(length, first character) of valid codes of a batch (the roll's and its own)."""
     lengths, first = _meta(ix, vocab)
@@ -504,7 +504,7 @@ def _coded_meta(ix: RollIndex, vocab: str, coder: Coder, codes: I32
     return out_l, out_f
 
 
-def _long_type_table(ix: RollIndex) -> S:
+def _long_type_table(ix: VoterIndex) -> S:
     got = ix.cache.get("long_types")
     if got is None:
         v = ix.vocabs["stype"]
@@ -513,7 +513,7 @@ def _long_type_table(ix: RollIndex) -> S:
     return got  # type: ignore[no-any-return]
 
 
-def _long_types(ix: RollIndex, coder: Coder, codes: I64) -> S:
+def _long_types(ix: VoterIndex, coder: Coder, codes: I64) -> S:
     """Street types written out ("PKWY" -> "PARKWAY"); "" where none (code -1)."""
     table = _long_type_table(ix)
     n = len(ix.vocabs["stype"])
@@ -533,11 +533,11 @@ def _slip(a: S, b: S, long: int) -> B:
     d = _osa(a, b)
     la, lb = np.strings.str_len(a), np.strings.str_len(b)
     shorter = np.minimum(la, lb)
-    return (((d <= 1) & (np.maximum(la, lb) >= 4))
-            | ((d <= 2) & (shorter >= long) & (a.astype("U1") == b.astype("U1"))))
+    return np.asarray(((d <= 1) & (np.maximum(la, lb) >= 4))
+                      | ((d <= 2) & (shorter >= long) & (a.astype("U1") == b.astype("U1"))))
 
 
-def _long_dirs(ix: RollIndex, codes: I64) -> S:
+def _long_dirs(ix: VoterIndex, codes: I64) -> S:
     """Directionals written out ("N" -> "NORTH"); "" where none."""
     v = ix.vocabs["sdir"]
     table = ix.cache.get("long_dirs")
@@ -548,7 +548,7 @@ def _long_dirs(ix: RollIndex, codes: I64) -> S:
     return table[np.where((codes >= 0) & (codes < n), codes, n)]  # type: ignore[no-any-return]
 
 
-def _short_types(ix: RollIndex, coder: Coder, codes: I64, vocab: str = "stype") -> S:
+def _short_types(ix: VoterIndex, coder: Coder, codes: I64, vocab: str = "stype") -> S:
     """Street types (or directionals) as coded ("PKWY"); "" where none."""
     v = ix.vocabs[vocab]
     table = ix.cache.get(f"short_{vocab}")
@@ -564,7 +564,7 @@ def _short_types(ix: RollIndex, coder: Coder, codes: I64, vocab: str = "stype") 
     return out  # type: ignore[no-any-return]
 
 
-def _residence_levels(ix: RollIndex, b: SigBatch, s: I32, v: I32) -> npt.NDArray[np.int8]:
+def _residence_levels(ix: VoterIndex, b: SigBatch, s: I32, v: I32) -> npt.NDArray[np.int8]:
     c, vc, co, vv = b.cols, ix.cols, b.coders, ix.vocabs
 
     def house_slip(ua: I64, ub: I64) -> B:
@@ -670,7 +670,7 @@ def _residence_levels(ix: RollIndex, b: SigBatch, s: I32, v: I32) -> npt.NDArray
     return lvl.astype(np.int8)
 
 
-def _joined_given(ix: RollIndex, b: SigBatch, s: I32, v: I32,
+def _joined_given(ix: VoterIndex, b: SigBatch, s: I32, v: I32,
                   first: npt.NDArray[np.int8]) -> npt.NDArray[np.int8]:
     """A two-word given name written as one or split ("FANG JIAN" for FANGJIAN, "JINXIN"
     for JING-XIN): first and middle name read as one word on either side."""
@@ -695,7 +695,7 @@ def _joined_given(ix: RollIndex, b: SigBatch, s: I32, v: I32,
     return out
 
 
-def compare(ix: RollIndex, b: SigBatch, s: I32, v: I32, swapped: bool = True) -> fs.Levels:
+def compare(ix: VoterIndex, b: SigBatch, s: I32, v: I32, swapped: bool = True) -> fs.Levels:
     """Every comparison's level for pairs (signature row ``s``, voter ``v``). With
     ``swapped``, names are also read the other way round (first and last exchanged) where
     the surnames disagree, and the reading with the stronger surname level is kept."""
@@ -763,7 +763,12 @@ class Decided:
     levels: fs.Levels
     weights: F64
     pair_probability: F64
-    index: RollIndex
+    index: VoterIndex
+    #: per pair: each comparison's part of the weight, and the prior (bits)
+    parts: dict[str, F64] = field(default_factory=dict)
+    priors: F64 = field(default_factory=lambda: np.zeros(0))
+    #: per signature: the section's county code
+    counties: I32 = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
 
     def __len__(self) -> int:
         return len(self.decision)
@@ -772,38 +777,58 @@ class Decided:
         v = int(self.voter[i])
         return self.index.voter_id(v) if v >= 0 else ""
 
-    def result(self, i: int) -> MatchResult:
+    def candidate(self, p: int, county: int) -> ScoredCandidate:
+        """Pair ``p`` as a candidate, with its waterfall (``county``: the section's)."""
         ix = self.index
-        shown = tuple(ScoredCandidate(
-            voter_id=ix.voter_id(int(self.pairs.voter[p])),
-            county=ix.county_text(int(self.pairs.voter[p])),
-            score=round(100 * float(self.pair_probability[p]), 2),
-            field_scores={"weight": round(float(self.weights[p]), 2)})
-            for p in self.top[i] if p >= 0)
+        v = int(self.pairs.voter[p])
+        w = round(float(self.weights[p]), 2)
+        evidence: tuple[tuple[str, str, float], ...] = ()
+        if self.parts:
+            evidence = tuple(
+                (c, fs.LEVELS[c][int(getattr(self.levels, c)[p])]
+                 + (" (read swapped)" if c in ("first", "last") and self.levels.swapped[p] else ""),
+                 round(float(self.parts[c][p]), 2)) for c in fs.COMPARISONS)
+        if len(self.priors):
+            where = ("in the section's county" if int(ix.cols["county"][v]) == county
+                     else "in another county")
+            evidence += (("prior", where, round(float(self.priors[p]), 2)),)
+        return ScoredCandidate(voter_id=ix.voter_id(v), county=ix.county_text(v),
+                               score=round(100 * float(self.pair_probability[p]), 2),
+                               field_scores={"weight": w}, weight=w, evidence=evidence)
+
+    def result(self, i: int, county: int = -1) -> MatchResult:
+        shown = tuple(self.candidate(int(p), county) for p in self.top[i] if p >= 0)
         return MatchResult(DECISIONS[int(self.decision[i])], REASONS[int(self.reason[i])],
                            self.voter_id(i), round(100 * float(self.probability[i]), 2), shown)
 
-    def results(self) -> list[MatchResult]:
-        return [self.result(i) for i in range(len(self))]
+    def results(self, counties: I32 | None = None) -> list[MatchResult]:
+        """Every signature's result (``counties``: the sections' county codes, for the
+        candidates' priors; ``Decided.counties`` when the batch was prepared here)."""
+        cs = self.counties if counties is None else counties
+        return [self.result(i, int(cs[i]) if len(cs) else -1) for i in range(len(self))]
 
 
-def match_batch(ix: RollIndex, model: fs.Model, sigs: Sequence[SignatureInput],
+def match_batch(ix: VoterIndex, model: fs.Model, sigs: Sequence[SignatureInput],
                 config: MatchConfig) -> Decided:
     """Decide a batch of signatures."""
     b = prepare(ix, sigs)
     pairs = candidates(ix, b)
     lv = compare(ix, b, pairs.sig, pairs.voter)
-    w, _ = model.weights(lv)
+    w, parts = model.weights(lv)
     prob = np.zeros(len(w))
+    priors = _pair_priors(ix, model, b, pairs)
     if len(w):
         present = np.unique(pairs.sig)
         starts = np.searchsorted(pairs.sig, present).astype(np.int64)
         extra = _crowded_mass(ix, model, b, present, pairs.crowded[present])
-        prob = fs.posterior(starts, w, _pair_priors(ix, model, b, pairs), extra)
-    return _decide(ix, b, pairs, lv, w, prob, config)
+        prob = fs.posterior(starts, w, priors, extra)
+    decided = _decide(ix, b, pairs, lv, w, prob, config)
+    decided.parts, decided.priors = parts, priors
+    decided.counties = b.cols["county"]
+    return decided
 
 
-def county_counts(ix: RollIndex) -> I64:
+def county_counts(ix: VoterIndex) -> I64:
     got = ix.cache.get("county_counts")
     if got is None:
         got = ix.cache.setdefault("county_counts", np.bincount(
@@ -811,7 +836,7 @@ def county_counts(ix: RollIndex) -> I64:
     return got  # type: ignore[no-any-return]
 
 
-def _pair_priors(ix: RollIndex, model: fs.Model, b: SigBatch, pairs: Pairs) -> F64:
+def _pair_priors(ix: VoterIndex, model: fs.Model, b: SigBatch, pairs: Pairs) -> F64:
     sc = b.cols["county"][pairs.sig]
     counts = county_counts(ix)
     known = (sc >= 0) & (sc < len(counts))
@@ -820,7 +845,7 @@ def _pair_priors(ix: RollIndex, model: fs.Model, b: SigBatch, pairs: Pairs) -> F
     return model.pair_priors(same, nc)
 
 
-def _crowded_mass(ix: RollIndex, model: fs.Model, b: SigBatch, rows: I32, crowded: I32) -> F64:
+def _crowded_mass(ix: VoterIndex, model: fs.Model, b: SigBatch, rows: I32, crowded: I32) -> F64:
     """Odds of the namesakes a crowded statewide name block left uncompared: each a voter of
     this very name (its frequencies in the roll) at another address, anywhere in the state."""
     out = np.zeros(len(crowded))
@@ -840,7 +865,7 @@ def _crowded_mass(ix: RollIndex, model: fs.Model, b: SigBatch, rows: I32, crowde
                       dtype=np.float64)
 
 
-def _decide(ix: RollIndex, b: SigBatch, pairs: Pairs, lv: fs.Levels, w: F64, prob: F64,
+def _decide(ix: VoterIndex, b: SigBatch, pairs: Pairs, lv: fs.Levels, w: F64, prob: F64,
             config: MatchConfig) -> Decided:
     n = b.n
     k = max(1, config.max_candidates)
@@ -891,13 +916,13 @@ def _decide(ix: RollIndex, b: SigBatch, pairs: Pairs, lv: fs.Levels, w: F64, pro
     return Decided(decision, reason, voter, best_p, top, pairs, lv, w, prob, ix)
 
 
-def status_of(ix: RollIndex, voter: int) -> str:
+def status_of(ix: VoterIndex, voter: int) -> str:
     return STATUSES[int(ix.cols["status"][voter])]
 
 
 # ----------------------------------------------------------------------------- learning
 
-def voters_as_batch(ix: RollIndex, rows: I32) -> SigBatch:
+def voters_as_batch(ix: VoterIndex, rows: I32) -> SigBatch:
     """Voters of the roll posing as signatures (random pairs of voters, for ``estimate_u``)."""
     c = ix.cols
     cols = {k: c[k][rows] for k in ("first", "middle", "last", "suffix", "dob", "house",
@@ -924,7 +949,7 @@ def voters_as_batch(ix: RollIndex, rows: I32) -> SigBatch:
                     lines=lines)
 
 
-def _level_counts(ix: RollIndex, b: SigBatch, s: I32, v: I32) -> dict[str, F64]:
+def _level_counts(ix: VoterIndex, b: SigBatch, s: I32, v: I32) -> dict[str, F64]:
     counts = {c: np.zeros(len(fs.LEVELS[c])) for c in fs.COMPARISONS}
     step = 250_000
     for lo in range(0, len(s), step):
@@ -934,7 +959,7 @@ def _level_counts(ix: RollIndex, b: SigBatch, s: I32, v: I32) -> dict[str, F64]:
     return counts
 
 
-def estimate_u(ix: RollIndex, b: SigBatch, pairs: int = 1_000_000, seed: int = 20_170_725
+def estimate_u(ix: VoterIndex, b: SigBatch, pairs: int = 1_000_000, seed: int = 20_170_725
                ) -> tuple[dict[str, list[float]], int]:
     """u per comparison level from ``pairs`` random (signature, voter) pairs: how often a
     signature agrees at each level with a voter picked at random (seeded, so the same
@@ -960,8 +985,8 @@ def estimate_u(ix: RollIndex, b: SigBatch, pairs: int = 1_000_000, seed: int = 2
     return fs.u_from_counts(counts, fallback), pairs
 
 
-def train(ix: RollIndex, sigs: Sequence[SignatureInput], u: dict[str, list[float]] | None = None,
-          u_pairs: int = 1_000_000) -> fs.Model:
+def train(ix: VoterIndex, sigs: Sequence[SignatureInput], u: dict[str, list[float]] | None = None,
+          prior: fs.Model | None = None, u_pairs: int = 1_000_000) -> fs.Model:
     """A model for a roll version, from the roll and signatures received (unlabelled):
     u from random (signature, voter) pairs (``estimate_u``), then m and the share of
     registered signers by EM on the signatures' candidate pairs (``fs.train_em``)."""
@@ -978,7 +1003,7 @@ def train(ix: RollIndex, sigs: Sequence[SignatureInput], u: dict[str, list[float
     counts = county_counts(ix)
     known = (sc >= 0) & (sc < len(counts))
     em = fs.train_em(model, lv, starts, b.n, ix.cols["county"][pairs.voter] == sc,
-                     np.where(known, counts[np.where(known, sc, 0)], 0))
+                     np.where(known, counts[np.where(known, sc, 0)], 0), prior)
     model.trained = {"signatures": b.n, "candidate_pairs": len(pairs.sig),
                      "u_pairs": u_pairs, "em_iterations": em.iterations,
                      "em_converged": em.converged,

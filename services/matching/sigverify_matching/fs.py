@@ -276,8 +276,8 @@ def train_em(model: Model, levels: Levels, starts: npt.NDArray[np.int64], signat
         for c in COMPARISONS:
             k = len(LEVELS[c])
             x = np.bincount(getattr(levels, c).astype(np.intp), weights=p, minlength=k)[:k]
-            x = x + PRIOR_MATCHES * np.asarray(centre[c])
-            model.m[c] = (x / x.sum()).tolist()
+            xp = x + PRIOR_MATCHES * np.asarray(centre[c], dtype=np.float64)
+            model.m[c] = (xp / xp.sum()).tolist()
         share = float((mass.sum() + PRIOR_SIGNATURES * share0)
                       / (max(signatures, 1) + PRIOR_SIGNATURES))
         model.in_county_share = float((p[same_county].sum() + PRIOR_SIGNATURES * county0)
@@ -307,7 +307,7 @@ def posterior(starts: npt.NDArray[np.int64], weights: F64, prior: float | F64,
     denom = np.add.reduceat(e, starts) + np.exp2(-top)
     if extra_mass is not None:
         denom = denom + extra_mass * np.exp2(-top)
-    return e / denom[group]
+    return np.asarray(e / denom[group], dtype=np.float64)
 
 
 def level_name(comparison: str, level: int) -> str:
