@@ -98,7 +98,9 @@ class MatchConfig:
     """Decision bands on the posterior probability (0..100) that the best candidate signed:
     at or above ``accept_threshold`` the signature is that voter's (then county, address
     and eligibility decide its reason); from ``review_threshold`` a person looks (when the
-    address and county agree); below, nobody on the roll signed it."""
+    voters at the signature's address in the section's county hold that much together: a
+    father and son both fitting a signature without JR/SR); below, nobody on the roll
+    signed it."""
 
     accept_threshold: float = 95.0
     review_threshold: float = 50.0

@@ -892,7 +892,19 @@ def _decide(ix: VoterIndex, b: SigBatch, pairs: Pairs, lv: fs.Levels, w: F64, pr
         same_county = ix.cols["county"][bv] == b.cols["county"][rows]
         agrees = np.isin(lv.residence[best], fs.ADDRESS_AGREES)
         accept = pv >= config.accept_threshold / 100.0
-        review = (pv >= config.review_threshold / 100.0) & ~accept & same_county & agrees
+        # Review when the voters at the signature's address in the section's county hold
+        # the band's mass together: one of them signed, a person says which (a father and
+        # son, SR and JR, both fit a signature without the suffix, each at half the mass).
+        here = (np.isin(lv.residence, fs.ADDRESS_AGREES)
+                & (ix.cols["county"][pairs.voter] == b.cols["county"][pairs.sig]))
+        here_mass = np.bincount(pairs.sig[here], weights=prob[here], minlength=n)[rows]
+        review = (here_mass >= config.review_threshold / 100.0) & ~accept
+        # ... naming the likeliest of them (pairs in ``order`` are best first).
+        here_order = order[here[order]]
+        here_sigs, here_first = np.unique(pairs.sig[here_order], return_index=True)
+        best_here = np.full(n, -1, dtype=np.int64)
+        best_here[here_sigs] = here_order[here_first]
+        bv = np.where(review, pairs.voter[np.maximum(best_here[rows], 0)], bv)
         status = ix.cols["status"][bv]
         reg = ix.cols["registered"][bv]
         signed, dl = b.signed_on[rows], b.deadline[rows]
