@@ -176,10 +176,14 @@ class Model:
         parts["residence"][alone] = lm_r[RES_EXACT] - np.log2(np.maximum(lv.n_addr[alone], 1) / n)
         # With the surname agreeing, the address is as likely as the share of that surname's
         # voters living there: household members share both.
+        # Another member writes the address as the signer would: exactly or with a slip, at
+        # m's shares of those levels (a slip is no evidence against the member who signed).
         hh = last_ex & np.isin(lv.residence, ADDRESS_AGREES)
         share = np.maximum(lv.n_last_addr[hh], 1) / np.maximum(lv.n_last[hh], 1)
-        u_res = np.maximum(share, np.exp2(lu_r[lv.residence[hh].astype(np.intp)]))
-        parts["residence"][hh] = lm_r[lv.residence[hh].astype(np.intp)] - np.log2(u_res)
+        level = lv.residence[hh].astype(np.intp)
+        m_here = np.exp2(lm_r[RES_EXACT]) + np.exp2(lm_r[RES_NEAR])
+        u_res = np.maximum(share * np.exp2(lm_r[level]) / m_here, np.exp2(lu_r[level]))
+        parts["residence"][hh] = lm_r[level] - np.log2(u_res)
         total = np.zeros(len(lv), dtype=np.float64)
         for w in parts.values():
             total += w
