@@ -277,6 +277,10 @@ def _plain_street(rest: str) -> tuple[str, str, str, str] | None:
     if words[-1] not in _TYPE_WORDS:
         return None
     stype = _STREET_TYPES.get(words.pop(), "")
+    if all(w in _DIRECTIONS for w in words):
+        # "N PINE", "E PARK": a name that is also a type word, the type left off (a street
+        # called NORTH ST is read alike either way): usaddress decides.
+        return None
     if not direction and len(words) >= 2 and words[0] in _DIRECTIONS:
         direction = _DIRECTIONS[words.pop(0)]
     for w in words:
