@@ -18,6 +18,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from sigverify.matching.v1 import matching_pb2, matching_pb2_grpc
 from sigverify_cli import credentials, stack
 from sigverify_cli.main import upload_roll
 from sigverify_cli.synth import SynthOutput, SynthSpec, generate
@@ -72,7 +73,8 @@ def live_stack(stack_home: Path) -> Iterator[stack.StackState]:
     # requirement (AB 2219) with signatures left unverified.
     try:
         state = stack.up(stack_home, env, lambda m: None,
-                         service_extra_env={"intake": {"FULL_COUNT_IN_FLIGHT": "100"}})
+                         service_extra_env={"intake": {"FULL_COUNT_IN_FLIGHT": "100"},
+                                            "matching": {"MATCH_TRAIN_MIN": "500"}})
         yield state
     finally:
         stack.down(stack_home, lambda m: None)
@@ -90,9 +92,25 @@ def synth_data(tmp_path_factory: pytest.TempPathFactory) -> SynthOutput:
 
 @pytest.fixture(scope="session")
 def loaded_roll(live_stack: stack.StackState, synth_data: SynthOutput) -> int:
-    """The synthetic roll loaded as an admin does (LoadRoll): active once the matcher serves it."""
+    """The synthetic roll loaded as an admin does (LoadRoll): active once the matcher serves it;
+    then the match model learned as in production, from signatures received: the synthetic
+    batches are filed as a petition of their own, and an admin's TrainModel fixes the model
+    every test of the session decides with (learned from exactly those signatures)."""
     async def load() -> int:
         async with credentials.open_channel(live_stack.addr("matching"),
                                             live_stack.admin_token()) as ch:
-            return (await upload_roll(ch, synth_data.roll_csv, timeout=120)).rows
+            rows = (await upload_roll(ch, synth_data.roll_csv, timeout=120)).rows
+        from tests.integration import helpers as h
+
+        petition = "model-training"
+        await h.create_petition(live_stack, petition)
+        total = 0
+        for path, county in synth_data.batches:
+            total += (await h.submit(live_stack, path, petition, county)).signatures_accepted
+        await h.wait_verified(live_stack, petition, total, timeout=240)
+        async with credentials.open_channel(live_stack.addr("matching"),
+                                            live_stack.admin_token()) as ch:
+            await matching_pb2_grpc.MatchingServiceStub(ch).TrainModel(
+                matching_pb2.TrainModelRequest(max_signatures=total), timeout=300)
+        return rows
     return asyncio.run(load())

@@ -546,7 +546,7 @@ def respawn(state: stack.StackState, name: str, extra: dict[str, str] | None = N
 
 def _ok_received(pid: str) -> events_pb2.SignatureReceived:
     e = received_event(1, pid)
-    e.printed.last_name = "X"
+    e.signed_on = "2017-05-01"
     return e
 
 

@@ -48,8 +48,18 @@ async def test_explain_shows_the_decision_and_its_candidates(
         assert reason_from_pb(x.reason).value == "MATCHED"
         assert x.voter_id == result.voter_id and x.petition_id == pid
         assert x.candidates and x.candidates[0].voter_id == x.voter_id
-        assert {"first", "last", "address"} <= set(x.candidates[0].field_scores)
         assert x.score >= x.accept_threshold > x.review_threshold
+        # The waterfall: each comparison's level and bits, then the prior; the comparisons
+        # add up to the candidate's match weight, and the best candidate's evidence for it.
+        best = x.candidates[0]
+        parts = {e.field: e for e in best.evidence}
+        assert set(parts) == {"first", "middle", "last", "suffix", "residence", "birth", "prior"}
+        assert parts["last"].level in ("exact", "typo") and parts["last"].weight > 0
+        assert parts["prior"].weight < 0 and parts["prior"].weight == x.prior_weight
+        assert abs(sum(e.weight for e in best.evidence if e.field != "prior")
+                   - best.match_weight) < 0.05
+        assert best.match_weight + x.prior_weight > 0  # odds in its favour
+        assert x.model_id > 0
         with pytest.raises(grpc.aio.AioRpcError) as e:
             await stub.ExplainSignature(matching_pb2.ExplainSignatureRequest(
                 signature_id="00000000-0000-0000-0000-000000000000"), timeout=10)

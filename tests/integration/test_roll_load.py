@@ -387,11 +387,16 @@ async def test_only_admins_may_load_list_or_switch_rolls(
             rc, _, err = await cli(live_stack, "roll", "rollback", token=token)
             assert rc != 0 and f"role {role} may not call ActivateRoll" in err
         assert await active_version(pool) == before
-        denied = await pool.fetch(
-            "SELECT subject FROM audit.entries WHERE action = 'access.denied' AND subject LIKE "
-            "'%MatchingService/%Roll%'")
-        assert {d["subject"].rsplit("/", 1)[-1] for d in denied} >= {"LoadRoll", "ListRolls",
-                                                                     "ActivateRoll"}
+        # Refusals reach the audit log aggregated, at the next flush (every second here).
+        wanted = {"LoadRoll", "ListRolls", "ActivateRoll"}
+        for _ in range(100):
+            denied = await pool.fetch(
+                "SELECT subject FROM audit.entries WHERE action = 'access.denied' AND subject "
+                "LIKE '%MatchingService/%Roll%'")
+            if {d["subject"].rsplit("/", 1)[-1] for d in denied} >= wanted:
+                break
+            await asyncio.sleep(0.1)
+        assert {d["subject"].rsplit("/", 1)[-1] for d in denied} >= wanted
 
 
 # -- the direct load (fixtures, bench) in a scratch database ---------------------------------------

@@ -46,9 +46,12 @@ async def test_a_roll_loaded_mid_filing_decides_nothing_against_the_old_version_
             # more after, so that both replicas are deciding when the switch happens.
             loaded = asyncio.Event()
             filed: dict[str, int] = {}
+            after_switch: list[str] = []
 
             async def file_until_loaded() -> None:
-                for _ in range(30):
+                # A petition about every second (the filing must not race ahead of matching):
+                # until the switch, then one more, filed wholly after it.
+                for _ in range(300):
                     last = loaded.is_set()
                     pid = h.new_petition_id()
                     await h.create_petition(live_stack, pid)
@@ -57,7 +60,9 @@ async def test_a_roll_loaded_mid_filing_decides_nothing_against_the_old_version_
                         filed[pid] += (await h.submit(live_stack, path, pid, county)
                                        ).signatures_accepted
                     if last:
+                        after_switch.append(pid)
                         return
+                    await asyncio.sleep(1.0)
 
             filing = asyncio.create_task(file_until_loaded())
             for _ in range(200):  # matching is under way with the old version
@@ -73,7 +78,8 @@ async def test_a_roll_loaded_mid_filing_decides_nothing_against_the_old_version_
             # The switch waited for both replicas to hold the new index.
             assert "2 of 2 live matcher replica(s) ready" in err
             await filing
-            late = list(filed)[-1]  # filed after the switch
+            assert after_switch, "the filing ended before the switch"
+            late = after_switch[0]  # filed after the switch
             for pid, n in filed.items():
                 await h.wait_verified(live_stack, pid, n)
 

@@ -85,8 +85,8 @@ def test_each_fault_of_a_decoded_message_is_named_without_its_content() -> None:
     m.petition_id = ""
     cases.append((m, "invalid SignatureReceived: petition_id is empty"))
     m = received()
-    m.printed.birth_date = "31/02/1990"
-    cases.append((m, "invalid SignatureReceived: printed.birth_date is not an ISO date"))
+    m.signed_on = "31/02/2017"
+    cases.append((m, "invalid SignatureReceived: signed_on is not an ISO date"))
     m = received()
     m.source = 42  # type: ignore[assignment]
     cases.append((m, "invalid SignatureReceived: source has a value this version does not know"))

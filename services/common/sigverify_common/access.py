@@ -78,6 +78,9 @@ POLICY: dict[str, frozenset[Role]] = {
     f"/{TALLY}/CheckInvariants": frozenset({_O}),
     f"/{MATCHING}/ExplainSignature": frozenset({_R}),
     f"/{MATCHING}/MatchSignature": frozenset({_R}),
+    # The match model: what a decision weighed (reviewers, ops); learning one (admins).
+    f"/{MATCHING}/GetModel": frozenset({_R, _O}),
+    f"/{MATCHING}/TrainModel": ADMIN_ONLY,
     # The voter roll's lifecycle: loading, listing and switching versions.
     f"/{MATCHING}/LoadRoll": ADMIN_ONLY,
     f"/{MATCHING}/ListRolls": ADMIN_ONLY,

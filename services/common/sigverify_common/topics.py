@@ -147,7 +147,7 @@ _TEXTS = ("petition_id", "county")
 SIGNATURE_RECEIVED = Topic(
     "sigverify.intake.signature-received.v1", events_pb2.SignatureReceived,
     consumers=("matching",), uuids=_IDS, required=_TEXTS,
-    dates=("printed.signed_on", "printed.birth_date"))
+    dates=("signed_on",))
 SIGNATURE_MATCHED = Topic(
     "sigverify.matching.signature-matched.v1", events_pb2.SignatureMatched,
     consumers=("dedupe",), uuids=_IDS, required=_TEXTS, dates=("signed_on",),

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from sigverify.common.v1 import common_pb2
 from sigverify.events.v1 import events_pb2
 from sigverify.intake.v1 import intake_pb2
 from sigverify_common.convert import date_text, method_to_pb, policy_to_pb, rules_to_pb, source_to_pb
@@ -54,16 +53,13 @@ def filing_to_pb(f: Filing) -> intake_pb2.CountyFiling:
 
 def received_event(sid: uuid.UUID, batch_id: uuid.UUID, petition_id: str, county: str,
                    seq: int, s: Signature) -> tuple[str, bytes, bytes]:
-    """The SignatureReceived outbox row of one stored signature, keyed by signature id."""
+    """The SignatureReceived outbox row of one stored signature, keyed by signature id. It
+    carries no name, address or birth date: matching reads those from intake's table."""
     event = events_pb2.SignatureReceived(
         event_id=str(uuid.uuid4()), signature_id=str(sid), petition_id=petition_id,
         batch_id=str(batch_id), county=county, line=s.line, circulator_id=s.circulator_id,
         source=source_to_pb(s.source), incomplete=s.incomplete, received_seq=seq,
-        printed=common_pb2.PrintedSignature(
-            first_name=s.first_name, middle_name=s.middle_name, last_name=s.last_name,
-            street=s.street, unit=s.unit, city=s.city, zip=s.zip, county=county,
-            signed_on=date_text(s.signed_on), birth_date=date_text(s.birth_date),
-        ),
+        signed_on=date_text(s.signed_on),
     )
     return SIGNATURE_RECEIVED.name, str(sid).encode(), SIGNATURE_RECEIVED.encode(event)
 

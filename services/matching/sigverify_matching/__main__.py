@@ -12,6 +12,7 @@ from sigverify.review.v1 import review_pb2, review_pb2_grpc
 from sigverify_common.kafka import BatchConsumer
 from sigverify_common.service import Runtime, ServiceSpec, run_service
 from sigverify_common.topics import SIGNATURE_MATCHED, SIGNATURE_RECEIVED
+from sigverify_matching import store
 from sigverify_matching.config import Config
 from sigverify_matching.consumer import Deadlines, MatchHandler
 from sigverify_matching.consumer import redrive as consumer_redrive
@@ -27,14 +28,18 @@ async def setup(rt: Runtime, server: grpc.aio.Server) -> Sequence[str]:
     roll = RollIndex(rt.pool, rt.config.roll.replica_id, build=build_candidate_index,
                      heartbeat_seconds=rt.config.roll.heartbeat_seconds)
     rt.loops.append(roll.run)
+    mc = rt.config.model
+    models = store.Models(rt.pool, train_min=mc.train_min, train_max=mc.train_max,
+                          train_wait=mc.train_wait_seconds)
     consumer = BatchConsumer(
         bootstrap=rt.config.kafka_bootstrap_servers, topic=SIGNATURE_RECEIVED, group="matching",
-        handler=MatchHandler(rt.pool, roll, rt.outbox, rt.config.match), max_records=1000,
+        handler=MatchHandler(rt.pool, roll, models, rt.outbox, rt.config.match),
+        max_records=2000,
     )
     rt.loops.append(consumer.run)
     matching_pb2_grpc.add_MatchingServiceServicer_to_server(
-        MatchingService(rt.pool, roll, Deadlines(rt.pool), rt.config.match, rt.config.roll),
-        server)
+        MatchingService(rt.pool, roll, Deadlines(rt.pool), rt.config.match, rt.config.roll,
+                        models, mc), server)
     review_pb2_grpc.add_ReviewServiceServicer_to_server(ReviewService(rt.pool, rt.outbox), server)
     return [matching_pb2.DESCRIPTOR.services_by_name["MatchingService"].full_name,
             review_pb2.DESCRIPTOR.services_by_name["ReviewService"].full_name]

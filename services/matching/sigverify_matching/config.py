@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Self
 
-from sigverify_common.config import ServiceConfig, float_var
+from sigverify_common.config import ServiceConfig, float_var, int_var
 from sigverify_common.errors import ConfigError
 from sigverify_matching.domain import MatchConfig
 
@@ -31,9 +31,22 @@ class RollConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ModelConfig:
+    """When and from what the match model of a roll version is learned."""
+
+    #: The first model of a version waits for this many signatures (MATCH_TRAIN_MIN) ...
+    train_min: int = 1000
+    #: ... or this long since a batch first needed it (MATCH_TRAIN_WAIT_SECONDS).
+    train_wait_seconds: float = 10.0
+    #: At most this many of the most recent signatures (MATCH_TRAIN_MAX).
+    train_max: int = 20_000
+
+
+@dataclass(frozen=True, slots=True)
 class Config(ServiceConfig):
     match: MatchConfig = field(default_factory=MatchConfig)
     roll: RollConfig = field(default_factory=RollConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
@@ -60,4 +73,15 @@ class Config(ServiceConfig):
                               "ROLL_REPLICA_STALE_SECONDS")
         if roll.activation_timeout_seconds <= 0:
             raise ConfigError("ROLL_ACTIVATION_TIMEOUT_SECONDS must be positive")
-        return cls(**base, match=match, roll=roll)  # type: ignore[arg-type]
+        m = ModelConfig()
+        model = ModelConfig(
+            train_min=int_var(e, "MATCH_TRAIN_MIN", m.train_min),
+            train_wait_seconds=float_var(e, "MATCH_TRAIN_WAIT_SECONDS", m.train_wait_seconds),
+            train_max=int_var(e, "MATCH_TRAIN_MAX", m.train_max),
+        )
+        if model.train_min < 1 or model.train_max < model.train_min:
+            raise ConfigError("MATCH_TRAIN_MIN must be at least 1 and at most MATCH_TRAIN_MAX")
+        if not 0 < match.review_threshold <= match.accept_threshold <= 100:
+            raise ConfigError("MATCH_REVIEW_THRESHOLD and MATCH_ACCEPT_THRESHOLD are "
+                              "probabilities in percent: 0 < review <= accept <= 100")
+        return cls(**base, match=match, roll=roll, model=model)  # type: ignore[arg-type]

@@ -19,7 +19,7 @@ from sigverify_common import audit, kafka
 from sigverify_common.db import table_exists
 from sigverify_common.kafka import DeadLetter, Delivered
 from sigverify_common.vocab import Decision, Reason
-from sigverify_matching import convert
+from sigverify_matching import convert, engine, store
 from sigverify_matching.domain import MatchConfig, MatchResult
 from sigverify_matching.versions import RollIndex, ensure_active
 
@@ -51,11 +51,25 @@ class Deadlines:
         return {p: self._cache[p] for p in petition_ids if p in self._cache}
 
 
+async def printed_signatures(pool: asyncpg.Pool, ids: Sequence[str]
+                             ) -> dict[str, asyncpg.Record]:
+    """The printed name, address and dates of stored signatures, read from intake's table
+    (they never travel on a topic)."""
+    if not ids:
+        return {}
+    rows = await pool.fetch(
+        "SELECT signature_id, first_name, middle_name, last_name, street, unit, city, zip, "
+        "county, signed_on, birth_date FROM intake.signatures "
+        "WHERE signature_id = ANY($1::uuid[])", list(ids))
+    return {str(r["signature_id"]): r for r in rows}
+
+
 class MatchHandler:
-    def __init__(self, pool: asyncpg.Pool, roll: RollIndex, outbox: kafka.OutboxPublisher | None,
-                 config: MatchConfig) -> None:
+    def __init__(self, pool: asyncpg.Pool, roll: RollIndex, models: store.Models,
+                 outbox: kafka.OutboxPublisher | None, config: MatchConfig) -> None:
         self._pool = pool
         self._roll = roll
+        self._models = models
         self._outbox = outbox
         self._deadlines = Deadlines(pool)
         self._config = config
@@ -63,6 +77,7 @@ class MatchHandler:
     async def __call__(self, batch: Sequence[Delivered[events_pb2.SignatureReceived]],
                        dead: Sequence[DeadLetter]) -> None:
         version, index = await self._roll.current()
+        model = await self._models.current(index)
         messages = list({d.message.signature_id: d.message for d in batch}.values())
         done = {
             str(r["signature_id"]) for r in await self._pool.fetch(
@@ -71,10 +86,17 @@ class MatchHandler:
         }
         todo = [m for m in messages if m.signature_id not in done]
         deadlines = await self._deadlines.get({m.petition_id for m in todo})
-        complete = [m for m in todo if not m.incomplete]
-        inputs = [convert.signature_input(m, deadlines.get(m.petition_id)) for m in complete]
+        printed = await printed_signatures(self._pool, [m.signature_id for m in todo
+                                                        if not m.incomplete])
+        complete = [m for m in todo if not m.incomplete and m.signature_id in printed]
+        inputs = [convert.row_input(dict(printed[m.signature_id]), deadlines.get(m.petition_id))
+                  for m in complete]
         started = time.perf_counter()
-        matched = await asyncio.to_thread(index.match_many, inputs, self._config) if inputs else []
+        matched: list[MatchResult] = []
+        if inputs:
+            decided_batch = await asyncio.to_thread(
+                engine.match_batch, index, model.model, inputs, self._config)
+            matched = decided_batch.results()
         MATCH_SECONDS.observe(time.perf_counter() - started)
         results = dict(zip((m.signature_id for m in complete), matched, strict=True))
         decided = [(m, results.get(m.signature_id, INCOMPLETE)) for m in todo]
@@ -86,14 +108,15 @@ class MatchHandler:
             inserted = {
                 str(r["signature_id"]) for r in await conn.fetch(
                     "INSERT INTO matching.decisions (signature_id, petition_id, decision, reason, "
-                    "voter_id, score, candidates, roll_version) SELECT * FROM unnest($1::uuid[], "
-                    "$2::text[], $3::text[], $4::text[], $5::text[], $6::float8[], $7::jsonb[], "
-                    "$8::bigint[]) ON CONFLICT (signature_id) DO NOTHING RETURNING signature_id",
+                    "voter_id, score, candidates, roll_version, model_id) SELECT * FROM unnest("
+                    "$1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::float8[], "
+                    "$7::jsonb[], $8::bigint[], $9::bigint[]) ON CONFLICT (signature_id) DO NOTHING "
+                    "RETURNING signature_id",
                     [m.signature_id for m, _ in decided], [m.petition_id for m, _ in decided],
                     [r.decision.value for _, r in decided], [r.reason.value for _, r in decided],
                     [r.voter_id for _, r in decided], [r.score for _, r in decided],
                     [json.dumps([asdict(c) for c in r.candidates]) for _, r in decided],
-                    [version] * len(decided),
+                    [version] * len(decided), [model.model_id] * len(decided),
                 )
             }
             await conn.execute(
@@ -111,6 +134,7 @@ class MatchHandler:
                 # roll version (identifiers and counts only).
                 await audit.record(conn, "system:matching", "decisions.recorded",
                                    f"roll-version-{version}", {
+                    "model_id": model.model_id,
                     "signature_ids": sorted(inserted),
                     "by_reason": dict(Tally(r.reason.value for m, r in decided
                                               if m.signature_id in inserted)),

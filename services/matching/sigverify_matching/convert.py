@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from datetime import date
 from typing import Any
 
+import numpy as np
+
 from sigverify.common.v1 import common_pb2
 from sigverify.events.v1 import events_pb2
 from sigverify.matching.v1 import matching_pb2
@@ -21,6 +23,8 @@ from sigverify_common.convert import (
 from sigverify_common.topics import SIGNATURE_MATCHED
 from sigverify_common.vocab import Decision, Reason, Source
 from sigverify_matching.domain import MatchConfig, MatchResult, ScoredCandidate, SignatureInput
+from sigverify_matching.fs import COMPARISONS, HAS_MISSING, LEVELS
+from sigverify_matching.store import StoredModel
 
 
 def printed_input(p: common_pb2.PrintedSignature, deadline: date | None) -> SignatureInput:
@@ -32,13 +36,21 @@ def printed_input(p: common_pb2.PrintedSignature, deadline: date | None) -> Sign
     )
 
 
-def signature_input(m: events_pb2.SignatureReceived, deadline: date | None) -> SignatureInput:
-    return printed_input(m.printed, deadline)
+def row_input(r: Mapping[str, Any], deadline: date | None) -> SignatureInput:
+    """A stored ``intake.signatures`` row as the matcher reads it."""
+    return SignatureInput(
+        first_name=r["first_name"], middle_name=r["middle_name"], last_name=r["last_name"],
+        street=r["street"], unit=r["unit"], city=r["city"], zip=r["zip"], county=r["county"],
+        signed_on=r["signed_on"], birth_date=r["birth_date"], deadline=deadline,
+    )
 
 
 def candidate_to_pb(c: ScoredCandidate) -> common_pb2.Candidate:
-    return common_pb2.Candidate(voter_id=c.voter_id, score=c.score, county=c.county,
-                                field_scores=c.field_scores)
+    return common_pb2.Candidate(
+        voter_id=c.voter_id, score=c.score, county=c.county, field_scores=c.field_scores,
+        match_weight=c.weight,
+        evidence=[common_pb2.FieldEvidence(field=f, level=lvl, weight=w)
+                  for f, lvl, w in c.evidence])
 
 
 def matched_event(m: events_pb2.SignatureReceived, r: MatchResult, match_revision: int = 0
@@ -47,7 +59,7 @@ def matched_event(m: events_pb2.SignatureReceived, r: MatchResult, match_revisio
     event = events_pb2.SignatureMatched(
         event_id=str(uuid.uuid4()), signature_id=m.signature_id, petition_id=m.petition_id,
         batch_id=m.batch_id, county=m.county, line=m.line, circulator_id=m.circulator_id,
-        signed_on=m.printed.signed_on, decision=decision_to_pb(r.decision),
+        signed_on=m.signed_on, decision=decision_to_pb(r.decision),
         reason=reason_to_pb(r.reason), voter_id=r.voter_id, score=r.score,
         candidates=[candidate_to_pb(c) for c in r.candidates], source=m.source,
         received_seq=m.received_seq, match_revision=match_revision,
@@ -64,18 +76,52 @@ def response_to_pb(r: MatchResult, version: int) -> matching_pb2.MatchSignatureR
 
 
 def candidates_from_json(text: str) -> tuple[ScoredCandidate, ...]:
-    return tuple(ScoredCandidate(**c) for c in json.loads(text))
+    """Stored candidates (older decisions have only voter, county, score and field scores)."""
+    out = []
+    for c in json.loads(text):
+        evidence = tuple((str(f), str(lvl), float(w)) for f, lvl, w in c.get("evidence", ()))
+        out.append(ScoredCandidate(voter_id=c["voter_id"], county=c["county"], score=c["score"],
+                                   field_scores=c.get("field_scores", {}),
+                                   weight=float(c.get("weight", 0.0)), evidence=evidence))
+    return tuple(out)
 
 
 def explanation_to_pb(r: Mapping[str, Any], config: MatchConfig) -> matching_pb2.Explanation:
+    candidates = candidates_from_json(r["candidates"])
+    prior = next((w for c in candidates[:1] for f, _, w in c.evidence if f == "prior"), 0.0)
     return matching_pb2.Explanation(
         signature_id=str(r["signature_id"]), petition_id=r["petition_id"],
         decision=decision_to_pb(Decision(r["decision"])), reason=reason_to_pb(Reason(r["reason"])),
         voter_id=r["voter_id"], score=r["score"],
-        candidates=[candidate_to_pb(c) for c in candidates_from_json(r["candidates"])],
+        candidates=[candidate_to_pb(c) for c in candidates],
         roll_version=r["roll_version"], decided_at=r["decided_at"].isoformat(),
         accept_threshold=config.accept_threshold, review_threshold=config.review_threshold,
+        model_id=r.get("model_id", 0) or 0, prior_weight=prior,
     )
+
+
+def model_to_pb(s: StoredModel) -> matching_pb2.ModelInfo:
+    m = s.model
+    t = m.trained
+    in_county = m.pair_priors(np.array([True]), np.array([max(1, m.voters // 10)]))
+    other = m.pair_priors(np.array([False]), np.array([max(1, m.voters // 10)]))
+    tables = m.tables()
+    comparisons = []
+    for c in COMPARISONS:
+        lm, lu = tables[c]
+        comparisons.append(matching_pb2.ComparisonInfo(comparison=c, levels=[
+            matching_pb2.LevelInfo(level=name, m=m.m[c][i], u=m.u[c][i],
+                                   weight=0.0 if i == 0 and c in HAS_MISSING
+                                   else float(lm[i] - lu[i]))
+            for i, name in enumerate(LEVELS[c])]))
+    return matching_pb2.ModelInfo(
+        model_id=s.model_id, roll_version=s.roll_version, trained_at=s.trained_at,
+        signatures=int(t.get("signatures", s.signatures)),
+        candidate_pairs=int(t.get("candidate_pairs", 0)), random_pairs=int(t.get("u_pairs", 0)),
+        em_iterations=int(t.get("em_iterations", 0)), em_converged=bool(t.get("em_converged")),
+        registered_share=m.registered_share, in_county_share=m.in_county_share,
+        voters=m.voters, comparisons=comparisons, prior_in_county=float(in_county[0]),
+        prior_other_county=float(other[0]), trained_by=s.trained_by)
 
 
 def matched_event_from_row(r: Mapping[str, Any]) -> tuple[str, bytes, bytes]:
@@ -84,8 +130,7 @@ def matched_event_from_row(r: Mapping[str, Any]) -> tuple[str, bytes, bytes]:
         signature_id=str(r["signature_id"]), petition_id=r["petition_id"],
         batch_id=str(r["batch_id"]), county=r["county"], line=r["line"],
         circulator_id=r["circulator_id"], source=source_to_pb(Source(r["source"])),
-        received_seq=r["received_seq"],
-        printed=common_pb2.PrintedSignature(signed_on=date_text(r["signed_on"])),
+        received_seq=r["received_seq"], signed_on=date_text(r["signed_on"]),
     )
     result = MatchResult(
         decision=Decision(r["decision"]), reason=Reason(r["reason"]), voter_id=r["voter_id"],

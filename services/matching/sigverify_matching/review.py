@@ -181,7 +181,7 @@ class ReviewService(review_pb2_grpc.ReviewServiceServicer):
                 signature_id=str(sid), petition_id=row["petition_id"], batch_id=str(row["batch_id"]),
                 county=row["county"], line=row["line"], circulator_id=row["circulator_id"],
                 source=source_to_pb(Source(row["source"])), received_seq=row["received_seq"],
-                printed=common_pb2.PrintedSignature(signed_on=date_text(row["signed_on"])))
+                signed_on=date_text(row["signed_on"]))
             result = MatchResult(decision=decision, reason=reason, voter_id=voter_id,
                                  score=row["score"],
                                  candidates=convert.candidates_from_json(row["candidates"]))

@@ -19,10 +19,16 @@ from sigverify.matching.v1 import matching_pb2, matching_pb2_grpc
 from sigverify_common import auth
 from sigverify_common.convert import parse_uuid
 from sigverify_common.db import Conn
-from sigverify_common.errors import InvalidArgument, NotFound, SigVerifyError, Unavailable
+from sigverify_common.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    SigVerifyError,
+    Unavailable,
+)
 from sigverify_common.vocab import canonical_county
-from sigverify_matching import convert, versions
-from sigverify_matching.config import RollConfig
+from sigverify_matching import convert, engine, store, versions
+from sigverify_matching.config import ModelConfig, RollConfig
 from sigverify_matching.consumer import Deadlines
 from sigverify_matching.domain import MatchConfig
 from sigverify_matching.roll import ChunkStream, MaxRejected, RollLoad, load_roll_text, text_of
@@ -93,12 +99,16 @@ async def _stream(
 
 class MatchingService(matching_pb2_grpc.MatchingServiceServicer):
     def __init__(self, pool: asyncpg.Pool, roll: RollIndex, deadlines: Deadlines,
-                 config: MatchConfig, roll_config: RollConfig | None = None) -> None:
+                 config: MatchConfig, roll_config: RollConfig | None = None,
+                 models: store.Models | None = None, model_config: ModelConfig | None = None
+                 ) -> None:
         self._pool = pool
         self._roll = roll
         self._deadlines = deadlines
         self._config = config
         self._roll_config = roll_config or RollConfig()
+        self._models = models or store.Models(pool)
+        self._model_config = model_config or ModelConfig()
 
     async def ExplainSignature(
         self, request: matching_pb2.ExplainSignatureRequest,
@@ -121,14 +131,49 @@ class MatchingService(matching_pb2_grpc.MatchingServiceServicer):
         if request.petition_id:
             deadline = (await self._deadlines.get({request.petition_id})).get(request.petition_id)
         version, index = await self._roll.current()
+        model = await self._models.current(index)
         config = self._config
         if request.max_candidates > 0:
-            config = replace(config, max_candidates=request.max_candidates)
+            config = replace(config, max_candidates=min(request.max_candidates, 20))
         printed = type(p)()
         printed.CopyFrom(p)
         printed.county = canonical_county(p.county)
-        result = await asyncio.to_thread(index.match, convert.printed_input(printed, deadline), config)
-        return convert.response_to_pb(result, version)
+        sig = convert.printed_input(printed, deadline)
+        decided = await asyncio.to_thread(engine.match_batch, index, model.model, [sig], config)
+        return convert.response_to_pb(decided.results()[0], version)
+
+    # -- the match model -------------------------------------------------------------------------
+
+    async def GetModel(self, request: matching_pb2.GetModelRequest, context: Context
+                       ) -> matching_pb2.ModelInfo:
+        if request.model_id < 0:
+            raise InvalidArgument("model_id must not be negative")
+        if request.model_id:
+            stored = await store.model_by_id(self._pool, request.model_id)
+            if stored is None:
+                raise NotFound(f"no model {request.model_id}")
+        else:
+            version, _ = await self._roll.current()
+            stored = await store.latest_model(self._pool, version)
+            if stored is None:
+                raise NotFound(f"roll version {version} has no match model yet: it is learned "
+                               "when signatures arrive, or by 'sigverify model train'")
+        return convert.model_to_pb(stored)
+
+    async def TrainModel(self, request: matching_pb2.TrainModelRequest, context: Context
+                         ) -> matching_pb2.ModelInfo:
+        if request.max_signatures < 0:
+            raise InvalidArgument("max_signatures must not be negative")
+        limit = request.max_signatures or self._model_config.train_max
+        version, index = await self._roll.current()
+        sigs = await store.training_signatures(self._pool, min(limit, 1_000_000))
+        if not sigs:
+            raise FailedPrecondition("no signatures have been received yet: the model is "
+                                     "learned from them")
+        stored = await store.train(self._pool, index, sigs, auth.actor(ACTOR),
+                                   "sigverify model train")
+        self._models.forget(version)
+        return convert.model_to_pb(stored)
 
     # -- the voter roll ------------------------------------------------------------------------
 

@@ -50,8 +50,8 @@ from prometheus_client import Gauge
 from sigverify_common import audit
 from sigverify_common.db import Conn
 from sigverify_common.errors import FailedPrecondition, NotFound, Unavailable
-from sigverify_matching.domain import VoterRecord
-from sigverify_matching.index import CandidateIndex
+from sigverify_matching import store
+from sigverify_matching.columnar import VoterIndex
 
 log = logging.getLogger(__name__)
 
@@ -106,10 +106,11 @@ async def _clear_leftovers(conn: Conn) -> None:
 
 
 async def delete_rows(conn: Conn | asyncpg.Pool) -> None:
-    """Delete the voters of retired and discarded versions."""
+    """Delete the voters, and the saved index, of retired and discarded versions."""
     await conn.execute(
         "DELETE FROM matching.voters WHERE version IN (SELECT version FROM "
         "matching.roll_versions WHERE state IN ('retired', 'discarded'))")
+    await store.delete_indexes(conn)
 
 
 async def new_version(conn: Conn, source: str, actor: str) -> int:
@@ -238,6 +239,7 @@ async def activate(conn: Conn, version: int, actor: str, reason: str,
             "reason": reason, "voters": row["rows"], "previous": previous, "retired": retired})
     if retired:
         await conn.execute("DELETE FROM matching.voters WHERE version = ANY($1::bigint[])", retired)
+        await store.delete_indexes(conn)
     log.info("roll version %d active (%s; previous %d, retired %s)", version, reason, previous,
              retired)
     return Activation(version, previous, int(row["rows"]), tuple(retired))
@@ -322,25 +324,14 @@ async def list_versions(pool: asyncpg.Pool) -> list[dict[str, Any]]:
 
 # -- each matcher replica ----------------------------------------------------------------------
 
-#: Given a roll version, return its candidate index: the one place an index is made, so that
-#: another kind of index (built once, saved, loaded by every replica) replaces it here.
-IndexBuilder = Callable[[asyncpg.Pool, int], Awaitable[CandidateIndex]]
-
-VOTER_COLUMNS = ("voter_id, first_name, middle_name, last_name, suffix, birth_date, street, "
-                 "unit, city, zip, county, status, registered_on")
+#: Given a roll version, return its candidate index: the one place an index is made. The
+#: columnar index is built once per version (by the first replica to need it) and saved;
+#: every other replica loads it (``store.index_of``).
+IndexBuilder = Callable[[asyncpg.Pool, int], Awaitable[VoterIndex]]
 
 
-async def build_candidate_index(pool: asyncpg.Pool, version: int) -> CandidateIndex:
-    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-        rows = await conn.fetch(
-            f"SELECT {VOTER_COLUMNS} FROM matching.voters WHERE version = $1",  # noqa: S608
-            version)
-    # Record conversion and indexing are CPU work: off the event loop.
-    return await asyncio.to_thread(_build_index, rows)
-
-
-def _build_index(rows: list[asyncpg.Record]) -> CandidateIndex:
-    return CandidateIndex.build(VoterRecord(**dict(r)) for r in rows)
+async def build_candidate_index(pool: asyncpg.Pool, version: int) -> VoterIndex:
+    return await store.index_of(pool, version)
 
 
 class RollIndex:
@@ -362,15 +353,15 @@ class RollIndex:
         self._heartbeat = heartbeat_seconds
         self._retry = retry_seconds
         self.version = 0
-        self.indexes: dict[int, CandidateIndex] = {}
+        self.indexes: dict[int, VoterIndex] = {}
         self._builds: dict[int, asyncio.Task[None]] = {}
         self._failed_at: dict[int, float] = {}
 
     @property
-    def index(self) -> CandidateIndex | None:
+    def index(self) -> VoterIndex | None:
         return self.indexes.get(self.version)
 
-    async def current(self) -> tuple[int, CandidateIndex]:
+    async def current(self) -> tuple[int, VoterIndex]:
         active = await self._pool.fetchval(
             "SELECT version FROM matching.roll_versions WHERE state = 'active'")
         if active is None:

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n sigverify/common/v1/common.proto\x12\x13sigverify.common.v1\"z\n\rSamplingRules\x12\x16\n\x0eminimum_sample\x18\x01 \x01(\x03\x12\x16\n\x0esample_percent\x18\x02 \x01(\t\x12\x1a\n\x12\x66\x61il_below_percent\x18\x03 \x01(\t\x12\x1d\n\x15qualify_above_percent\x18\x04 \x01(\t\"\xbe\x01\n\x10PrintedSignature\x12\x12\n\nfirst_name\x18\x01 \x01(\t\x12\x13\n\x0bmiddle_name\x18\x02 \x01(\t\x12\x11\n\tlast_name\x18\x03 \x01(\t\x12\x0e\n\x06street\x18\x04 \x01(\t\x12\x0c\n\x04unit\x18\x05 \x01(\t\x12\x0c\n\x04\x63ity\x18\x06 \x01(\t\x12\x0b\n\x03zip\x18\x07 \x01(\t\x12\x0e\n\x06\x63ounty\x18\x08 \x01(\t\x12\x11\n\tsigned_on\x18\t \x01(\t\x12\x12\n\nbirth_date\x18\n \x01(\t\"\xb7\x01\n\tCandidate\x12\x10\n\x08voter_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x45\n\x0c\x66ield_scores\x18\x03 \x03(\x0b\x32/.sigverify.common.v1.Candidate.FieldScoresEntry\x12\x0e\n\x06\x63ounty\x18\x04 \x01(\t\x1a\x32\n\x10\x46ieldScoresEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01*\xac\x01\n\x0fSignatureStatus\x12 \n\x1cSIGNATURE_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16SIGNATURE_STATUS_VALID\x10\x01\x12\x1c\n\x18SIGNATURE_STATUS_INVALID\x10\x02\x12\x1b\n\x17SIGNATURE_STATUS_REVIEW\x10\x03\x12 \n\x1cSIGNATURE_STATUS_NOT_SAMPLED\x10\x04*\xa2\x03\n\x06Reason\x12\x16\n\x12REASON_UNSPECIFIED\x10\x00\x12\x12\n\x0eREASON_MATCHED\x10\x01\x12\x19\n\x15REASON_NOT_REGISTERED\x10\x02\x12\x1b\n\x17REASON_ADDRESS_MISMATCH\x10\x03\x12\x17\n\x13REASON_WRONG_COUNTY\x10\x04\x12\x19\n\x15REASON_VOTER_INACTIVE\x10\x05\x12\x1a\n\x16REASON_VOTER_CANCELLED\x10\x06\x12%\n!REASON_SIGNED_BEFORE_REGISTRATION\x10\x07\x12 \n\x1cREASON_SIGNED_AFTER_DEADLINE\x10\x08\x12\x14\n\x10REASON_DUPLICATE\x10\t\x12\x15\n\x11REASON_INCOMPLETE\x10\n\x12\x19\n\x15REASON_PENDING_REVIEW\x10\x0b\x12\x1e\n\x1aREASON_ONLINE_NOT_ACCEPTED\x10\x0c\x12\x1d\n\x19REASON_SIGNATURE_MISMATCH\x10\r\x12\x14\n\x10REASON_WITHDRAWN\x10\x0e*y\n\x0f\x44uplicatePolicy\x12 \n\x1c\x44UPLICATE_POLICY_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x44UPLICATE_POLICY_KEEP_FIRST\x10\x01\x12#\n\x1f\x44UPLICATE_POLICY_INVALIDATE_ALL\x10\x02*\x84\x01\n\x12VerificationMethod\x12#\n\x1fVERIFICATION_METHOD_UNSPECIFIED\x10\x00\x12\"\n\x1eVERIFICATION_METHOD_FULL_COUNT\x10\x01\x12%\n!VERIFICATION_METHOD_RANDOM_SAMPLE\x10\x02*\x81\x01\n\rMatchDecision\x12\x1e\n\x1aMATCH_DECISION_UNSPECIFIED\x10\x00\x12\x18\n\x14MATCH_DECISION_MATCH\x10\x01\x12\x1b\n\x17MATCH_DECISION_NO_MATCH\x10\x02\x12\x19\n\x15MATCH_DECISION_REVIEW\x10\x03*l\n\x0fSignatureSource\x12 \n\x1cSIGNATURE_SOURCE_UNSPECIFIED\x10\x00\x12\x1a\n\x16SIGNATURE_SOURCE_PAPER\x10\x01\x12\x1b\n\x17SIGNATURE_SOURCE_ONLINE\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n sigverify/common/v1/common.proto\x12\x13sigverify.common.v1\"z\n\rSamplingRules\x12\x16\n\x0eminimum_sample\x18\x01 \x01(\x03\x12\x16\n\x0esample_percent\x18\x02 \x01(\t\x12\x1a\n\x12\x66\x61il_below_percent\x18\x03 \x01(\t\x12\x1d\n\x15qualify_above_percent\x18\x04 \x01(\t\"\xbe\x01\n\x10PrintedSignature\x12\x12\n\nfirst_name\x18\x01 \x01(\t\x12\x13\n\x0bmiddle_name\x18\x02 \x01(\t\x12\x11\n\tlast_name\x18\x03 \x01(\t\x12\x0e\n\x06street\x18\x04 \x01(\t\x12\x0c\n\x04unit\x18\x05 \x01(\t\x12\x0c\n\x04\x63ity\x18\x06 \x01(\t\x12\x0b\n\x03zip\x18\x07 \x01(\t\x12\x0e\n\x06\x63ounty\x18\x08 \x01(\t\x12\x11\n\tsigned_on\x18\t \x01(\t\x12\x12\n\nbirth_date\x18\n \x01(\t\"\x83\x02\n\tCandidate\x12\x10\n\x08voter_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x45\n\x0c\x66ield_scores\x18\x03 \x03(\x0b\x32/.sigverify.common.v1.Candidate.FieldScoresEntry\x12\x0e\n\x06\x63ounty\x18\x04 \x01(\t\x12\x14\n\x0cmatch_weight\x18\x05 \x01(\x01\x12\x34\n\x08\x65vidence\x18\x06 \x03(\x0b\x32\".sigverify.common.v1.FieldEvidence\x1a\x32\n\x10\x46ieldScoresEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"=\n\rFieldEvidence\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\r\n\x05level\x18\x02 \x01(\t\x12\x0e\n\x06weight\x18\x03 \x01(\x01*\xac\x01\n\x0fSignatureStatus\x12 \n\x1cSIGNATURE_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16SIGNATURE_STATUS_VALID\x10\x01\x12\x1c\n\x18SIGNATURE_STATUS_INVALID\x10\x02\x12\x1b\n\x17SIGNATURE_STATUS_REVIEW\x10\x03\x12 \n\x1cSIGNATURE_STATUS_NOT_SAMPLED\x10\x04*\xa2\x03\n\x06Reason\x12\x16\n\x12REASON_UNSPECIFIED\x10\x00\x12\x12\n\x0eREASON_MATCHED\x10\x01\x12\x19\n\x15REASON_NOT_REGISTERED\x10\x02\x12\x1b\n\x17REASON_ADDRESS_MISMATCH\x10\x03\x12\x17\n\x13REASON_WRONG_COUNTY\x10\x04\x12\x19\n\x15REASON_VOTER_INACTIVE\x10\x05\x12\x1a\n\x16REASON_VOTER_CANCELLED\x10\x06\x12%\n!REASON_SIGNED_BEFORE_REGISTRATION\x10\x07\x12 \n\x1cREASON_SIGNED_AFTER_DEADLINE\x10\x08\x12\x14\n\x10REASON_DUPLICATE\x10\t\x12\x15\n\x11REASON_INCOMPLETE\x10\n\x12\x19\n\x15REASON_PENDING_REVIEW\x10\x0b\x12\x1e\n\x1aREASON_ONLINE_NOT_ACCEPTED\x10\x0c\x12\x1d\n\x19REASON_SIGNATURE_MISMATCH\x10\r\x12\x14\n\x10REASON_WITHDRAWN\x10\x0e*y\n\x0f\x44uplicatePolicy\x12 \n\x1c\x44UPLICATE_POLICY_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x44UPLICATE_POLICY_KEEP_FIRST\x10\x01\x12#\n\x1f\x44UPLICATE_POLICY_INVALIDATE_ALL\x10\x02*\x84\x01\n\x12VerificationMethod\x12#\n\x1fVERIFICATION_METHOD_UNSPECIFIED\x10\x00\x12\"\n\x1eVERIFICATION_METHOD_FULL_COUNT\x10\x01\x12%\n!VERIFICATION_METHOD_RANDOM_SAMPLE\x10\x02*\x81\x01\n\rMatchDecision\x12\x1e\n\x1aMATCH_DECISION_UNSPECIFIED\x10\x00\x12\x18\n\x14MATCH_DECISION_MATCH\x10\x01\x12\x1b\n\x17MATCH_DECISION_NO_MATCH\x10\x02\x12\x19\n\x15MATCH_DECISION_REVIEW\x10\x03*l\n\x0fSignatureSource\x12 \n\x1cSIGNATURE_SOURCE_UNSPECIFIED\x10\x00\x12\x1a\n\x16SIGNATURE_SOURCE_PAPER\x10\x01\x12\x1b\n\x17SIGNATURE_SOURCE_ONLINE\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,24 +33,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CANDIDATE_FIELDSCORESENTRY']._loaded_options = None
   _globals['_CANDIDATE_FIELDSCORESENTRY']._serialized_options = b'8\001'
-  _globals['_SIGNATURESTATUS']._serialized_start=561
-  _globals['_SIGNATURESTATUS']._serialized_end=733
-  _globals['_REASON']._serialized_start=736
-  _globals['_REASON']._serialized_end=1154
-  _globals['_DUPLICATEPOLICY']._serialized_start=1156
-  _globals['_DUPLICATEPOLICY']._serialized_end=1277
-  _globals['_VERIFICATIONMETHOD']._serialized_start=1280
-  _globals['_VERIFICATIONMETHOD']._serialized_end=1412
-  _globals['_MATCHDECISION']._serialized_start=1415
-  _globals['_MATCHDECISION']._serialized_end=1544
-  _globals['_SIGNATURESOURCE']._serialized_start=1546
-  _globals['_SIGNATURESOURCE']._serialized_end=1654
+  _globals['_SIGNATURESTATUS']._serialized_start=700
+  _globals['_SIGNATURESTATUS']._serialized_end=872
+  _globals['_REASON']._serialized_start=875
+  _globals['_REASON']._serialized_end=1293
+  _globals['_DUPLICATEPOLICY']._serialized_start=1295
+  _globals['_DUPLICATEPOLICY']._serialized_end=1416
+  _globals['_VERIFICATIONMETHOD']._serialized_start=1419
+  _globals['_VERIFICATIONMETHOD']._serialized_end=1551
+  _globals['_MATCHDECISION']._serialized_start=1554
+  _globals['_MATCHDECISION']._serialized_end=1683
+  _globals['_SIGNATURESOURCE']._serialized_start=1685
+  _globals['_SIGNATURESOURCE']._serialized_end=1793
   _globals['_SAMPLINGRULES']._serialized_start=57
   _globals['_SAMPLINGRULES']._serialized_end=179
   _globals['_PRINTEDSIGNATURE']._serialized_start=182
   _globals['_PRINTEDSIGNATURE']._serialized_end=372
   _globals['_CANDIDATE']._serialized_start=375
-  _globals['_CANDIDATE']._serialized_end=558
-  _globals['_CANDIDATE_FIELDSCORESENTRY']._serialized_start=508
-  _globals['_CANDIDATE_FIELDSCORESENTRY']._serialized_end=558
+  _globals['_CANDIDATE']._serialized_end=634
+  _globals['_CANDIDATE_FIELDSCORESENTRY']._serialized_start=584
+  _globals['_CANDIDATE_FIELDSCORESENTRY']._serialized_end=634
+  _globals['_FIELDEVIDENCE']._serialized_start=636
+  _globals['_FIELDEVIDENCE']._serialized_end=697
 # @@protoc_insertion_point(module_scope)

@@ -266,7 +266,10 @@ Global___PrintedSignature: _TypeAlias = PrintedSignature  # noqa: Y015
 
 @_typing.final
 class Candidate(_message.Message):
-    """One voter the matcher considered, with per-field similarity (0..100)."""
+    """One voter the matcher considered: the probability that this voter signed (score, 0..100),
+    the match weight behind it (bits of evidence, log2 of the likelihood ratio, without the
+    prior), and each comparison's level and part of the weight (the waterfall).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -294,11 +297,18 @@ class Candidate(_message.Message):
     SCORE_FIELD_NUMBER: _builtins.int
     FIELD_SCORES_FIELD_NUMBER: _builtins.int
     COUNTY_FIELD_NUMBER: _builtins.int
+    MATCH_WEIGHT_FIELD_NUMBER: _builtins.int
+    EVIDENCE_FIELD_NUMBER: _builtins.int
     voter_id: _builtins.str
     score: _builtins.float
     county: _builtins.str
+    match_weight: _builtins.float
     @_builtins.property
-    def field_scores(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]: ...
+    def field_scores(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """Before the Fellegi-Sunter model: per-field similarity (0..100). Now: {"weight": bits}."""
+
+    @_builtins.property
+    def evidence(self) -> _containers.RepeatedCompositeFieldContainer[Global___FieldEvidence]: ...
     def __init__(
         self,
         *,
@@ -306,11 +316,43 @@ class Candidate(_message.Message):
         score: _builtins.float = ...,
         field_scores: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
         county: _builtins.str = ...,
+        match_weight: _builtins.float = ...,
+        evidence: _abc.Iterable[Global___FieldEvidence] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["county", b"county", "field_scores", b"field_scores", "score", b"score", "voter_id", b"voter_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["county", b"county", "evidence", b"evidence", "field_scores", b"field_scores", "match_weight", b"match_weight", "score", b"score", "voter_id", b"voter_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Candidate: _TypeAlias = Candidate  # noqa: Y015
+
+@_typing.final
+class FieldEvidence(_message.Message):
+    """One comparison of a signature with a voter: its level ("exact", "typo", "nickname",
+    "missing", "different" ...) and the evidence it gives, in bits (log2 of m/u; negative
+    against, 0 for a missing value).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIELD_FIELD_NUMBER: _builtins.int
+    LEVEL_FIELD_NUMBER: _builtins.int
+    WEIGHT_FIELD_NUMBER: _builtins.int
+    field: _builtins.str
+    level: _builtins.str
+    weight: _builtins.float
+    def __init__(
+        self,
+        *,
+        field: _builtins.str = ...,
+        level: _builtins.str = ...,
+        weight: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["field", b"field", "level", b"level", "weight", b"weight"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FieldEvidence: _TypeAlias = FieldEvidence  # noqa: Y015

@@ -33,9 +33,9 @@ class SignatureReceived(_message.Message):
     LINE_FIELD_NUMBER: _builtins.int
     CIRCULATOR_ID_FIELD_NUMBER: _builtins.int
     SOURCE_FIELD_NUMBER: _builtins.int
-    PRINTED_FIELD_NUMBER: _builtins.int
     INCOMPLETE_FIELD_NUMBER: _builtins.int
     RECEIVED_SEQ_FIELD_NUMBER: _builtins.int
+    SIGNED_ON_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     signature_id: _builtins.str
     petition_id: _builtins.str
@@ -48,8 +48,8 @@ class SignatureReceived(_message.Message):
     """True when the printed name or the residence address is missing."""
     received_seq: _builtins.int
     """Order of receipt across the petition (intake's sequence), for "earliest wins" ties."""
-    @_builtins.property
-    def printed(self) -> _common_pb2.PrintedSignature: ...
+    signed_on: _builtins.str
+    """The date signed (ISO; empty when unknown): not personal, dedupe orders by it."""
     def __init__(
         self,
         *,
@@ -61,13 +61,13 @@ class SignatureReceived(_message.Message):
         line: _builtins.int = ...,
         circulator_id: _builtins.str = ...,
         source: _common_pb2.SignatureSource.ValueType = ...,
-        printed: _common_pb2.PrintedSignature | None = ...,
         incomplete: _builtins.bool = ...,
         received_seq: _builtins.int = ...,
+        signed_on: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["printed", b"printed"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "circulator_id", b"circulator_id", "county", b"county", "event_id", b"event_id", "incomplete", b"incomplete", "line", b"line", "petition_id", b"petition_id", "printed", b"printed", "received_seq", b"received_seq", "signature_id", b"signature_id", "source", b"source"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "circulator_id", b"circulator_id", "county", b"county", "event_id", b"event_id", "incomplete", b"incomplete", "line", b"line", "petition_id", b"petition_id", "received_seq", b"received_seq", "signature_id", b"signature_id", "signed_on", b"signed_on", "source", b"source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -376,6 +376,8 @@ class Explanation(_message.Message):
     DECIDED_AT_FIELD_NUMBER: _builtins.int
     ACCEPT_THRESHOLD_FIELD_NUMBER: _builtins.int
     REVIEW_THRESHOLD_FIELD_NUMBER: _builtins.int
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    PRIOR_WEIGHT_FIELD_NUMBER: _builtins.int
     signature_id: _builtins.str
     petition_id: _builtins.str
     decision: _common_pb2.MatchDecision.ValueType
@@ -386,6 +388,11 @@ class Explanation(_message.Message):
     decided_at: _builtins.str
     accept_threshold: _builtins.float
     review_threshold: _builtins.float
+    model_id: _builtins.int
+    """The model that decided, and the prior (bits) every candidate's weight is added to
+    before the probabilities are taken.
+    """
+    prior_weight: _builtins.float
     @_builtins.property
     def candidates(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Candidate]: ...
     def __init__(
@@ -402,14 +409,179 @@ class Explanation(_message.Message):
         decided_at: _builtins.str = ...,
         accept_threshold: _builtins.float = ...,
         review_threshold: _builtins.float = ...,
+        model_id: _builtins.int = ...,
+        prior_weight: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept_threshold", b"accept_threshold", "candidates", b"candidates", "decided_at", b"decided_at", "decision", b"decision", "petition_id", b"petition_id", "reason", b"reason", "review_threshold", b"review_threshold", "roll_version", b"roll_version", "score", b"score", "signature_id", b"signature_id", "voter_id", b"voter_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept_threshold", b"accept_threshold", "candidates", b"candidates", "decided_at", b"decided_at", "decision", b"decision", "model_id", b"model_id", "petition_id", b"petition_id", "prior_weight", b"prior_weight", "reason", b"reason", "review_threshold", b"review_threshold", "roll_version", b"roll_version", "score", b"score", "signature_id", b"signature_id", "voter_id", b"voter_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Explanation: _TypeAlias = Explanation  # noqa: Y015
+
+@_typing.final
+class GetModelRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    model_id: _builtins.int
+    """0: the model the matcher decides with now."""
+    def __init__(
+        self,
+        *,
+        model_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_id", b"model_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetModelRequest: _TypeAlias = GetModelRequest  # noqa: Y015
+
+@_typing.final
+class TrainModelRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MAX_SIGNATURES_FIELD_NUMBER: _builtins.int
+    max_signatures: _builtins.int
+    """At most this many of the most recent signatures (0: the service's default)."""
+    def __init__(
+        self,
+        *,
+        max_signatures: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_signatures", b"max_signatures"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TrainModelRequest: _TypeAlias = TrainModelRequest  # noqa: Y015
+
+@_typing.final
+class LevelInfo(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEVEL_FIELD_NUMBER: _builtins.int
+    M_FIELD_NUMBER: _builtins.int
+    U_FIELD_NUMBER: _builtins.int
+    WEIGHT_FIELD_NUMBER: _builtins.int
+    level: _builtins.str
+    m: _builtins.float
+    """P(level | the voter signed), learned by EM; P(level | another person), from random pairs."""
+    u: _builtins.float
+    weight: _builtins.float
+    """log2(m/u) given the value is present (0 for a missing value); exact agreement on a first
+    name, a surname or an address is further weighed by the value's frequency in the roll.
+    """
+    def __init__(
+        self,
+        *,
+        level: _builtins.str = ...,
+        m: _builtins.float = ...,
+        u: _builtins.float = ...,
+        weight: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["level", b"level", "m", b"m", "u", b"u", "weight", b"weight"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LevelInfo: _TypeAlias = LevelInfo  # noqa: Y015
+
+@_typing.final
+class ComparisonInfo(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMPARISON_FIELD_NUMBER: _builtins.int
+    LEVELS_FIELD_NUMBER: _builtins.int
+    comparison: _builtins.str
+    @_builtins.property
+    def levels(self) -> _containers.RepeatedCompositeFieldContainer[Global___LevelInfo]: ...
+    def __init__(
+        self,
+        *,
+        comparison: _builtins.str = ...,
+        levels: _abc.Iterable[Global___LevelInfo] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["comparison", b"comparison", "levels", b"levels"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ComparisonInfo: _TypeAlias = ComparisonInfo  # noqa: Y015
+
+@_typing.final
+class ModelInfo(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    ROLL_VERSION_FIELD_NUMBER: _builtins.int
+    TRAINED_AT_FIELD_NUMBER: _builtins.int
+    SIGNATURES_FIELD_NUMBER: _builtins.int
+    CANDIDATE_PAIRS_FIELD_NUMBER: _builtins.int
+    RANDOM_PAIRS_FIELD_NUMBER: _builtins.int
+    EM_ITERATIONS_FIELD_NUMBER: _builtins.int
+    EM_CONVERGED_FIELD_NUMBER: _builtins.int
+    REGISTERED_SHARE_FIELD_NUMBER: _builtins.int
+    IN_COUNTY_SHARE_FIELD_NUMBER: _builtins.int
+    VOTERS_FIELD_NUMBER: _builtins.int
+    COMPARISONS_FIELD_NUMBER: _builtins.int
+    PRIOR_IN_COUNTY_FIELD_NUMBER: _builtins.int
+    PRIOR_OTHER_COUNTY_FIELD_NUMBER: _builtins.int
+    TRAINED_BY_FIELD_NUMBER: _builtins.int
+    model_id: _builtins.int
+    roll_version: _builtins.int
+    trained_at: _builtins.str
+    signatures: _builtins.int
+    candidate_pairs: _builtins.int
+    random_pairs: _builtins.int
+    em_iterations: _builtins.int
+    em_converged: _builtins.bool
+    registered_share: _builtins.float
+    """Learned: the share of signers who are registered, and of those, registered in the
+    section's own county.
+    """
+    in_county_share: _builtins.float
+    voters: _builtins.int
+    prior_in_county: _builtins.float
+    """Bits a voter starts from: log2 prior odds that a given voter of the section's county
+    (or of the rest of the state) signed.
+    """
+    prior_other_county: _builtins.float
+    trained_by: _builtins.str
+    @_builtins.property
+    def comparisons(self) -> _containers.RepeatedCompositeFieldContainer[Global___ComparisonInfo]: ...
+    def __init__(
+        self,
+        *,
+        model_id: _builtins.int = ...,
+        roll_version: _builtins.int = ...,
+        trained_at: _builtins.str = ...,
+        signatures: _builtins.int = ...,
+        candidate_pairs: _builtins.int = ...,
+        random_pairs: _builtins.int = ...,
+        em_iterations: _builtins.int = ...,
+        em_converged: _builtins.bool = ...,
+        registered_share: _builtins.float = ...,
+        in_county_share: _builtins.float = ...,
+        voters: _builtins.int = ...,
+        comparisons: _abc.Iterable[Global___ComparisonInfo] | None = ...,
+        prior_in_county: _builtins.float = ...,
+        prior_other_county: _builtins.float = ...,
+        trained_by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidate_pairs", b"candidate_pairs", "comparisons", b"comparisons", "em_converged", b"em_converged", "em_iterations", b"em_iterations", "in_county_share", b"in_county_share", "model_id", b"model_id", "prior_in_county", b"prior_in_county", "prior_other_county", b"prior_other_county", "random_pairs", b"random_pairs", "registered_share", b"registered_share", "roll_version", b"roll_version", "signatures", b"signatures", "trained_at", b"trained_at", "trained_by", b"trained_by", "voters", b"voters"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelInfo: _TypeAlias = ModelInfo  # noqa: Y015
 
 @_typing.final
 class MatchSignatureRequest(_message.Message):

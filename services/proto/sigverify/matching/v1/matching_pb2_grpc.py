@@ -45,6 +45,16 @@ class MatchingServiceStub:
                 request_serializer=sigverify_dot_matching_dot_v1_dot_matching__pb2.ExplainSignatureRequest.SerializeToString,
                 response_deserializer=sigverify_dot_matching_dot_v1_dot_matching__pb2.Explanation.FromString,
                 _registered_method=True)
+        self.GetModel = channel.unary_unary(
+                '/sigverify.matching.v1.MatchingService/GetModel',
+                request_serializer=sigverify_dot_matching_dot_v1_dot_matching__pb2.GetModelRequest.SerializeToString,
+                response_deserializer=sigverify_dot_matching_dot_v1_dot_matching__pb2.ModelInfo.FromString,
+                _registered_method=True)
+        self.TrainModel = channel.unary_unary(
+                '/sigverify.matching.v1.MatchingService/TrainModel',
+                request_serializer=sigverify_dot_matching_dot_v1_dot_matching__pb2.TrainModelRequest.SerializeToString,
+                response_deserializer=sigverify_dot_matching_dot_v1_dot_matching__pb2.ModelInfo.FromString,
+                _registered_method=True)
         self.LoadRoll = channel.stream_stream(
                 '/sigverify.matching.v1.MatchingService/LoadRoll',
                 request_serializer=sigverify_dot_matching_dot_v1_dot_matching__pb2.LoadRollRequest.SerializeToString,
@@ -75,6 +85,22 @@ class MatchingServiceServicer:
     def ExplainSignature(self, request, context):
         """Why the matcher decided as it did for a stored signature: its candidates and their
         per-field scores.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetModel(self, request, context):
+        """The match model of the active roll version: each comparison's levels with their m, u
+        and weight, the priors, and what it was learned from.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TrainModel(self, request, context):
+        """Admins: learn a new model for the active roll version from the signatures received so
+        far (u from random pairs, m by EM); later decisions use it. Audited.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -120,6 +146,16 @@ def add_MatchingServiceServicer_to_server(servicer, server):
                     servicer.ExplainSignature,
                     request_deserializer=sigverify_dot_matching_dot_v1_dot_matching__pb2.ExplainSignatureRequest.FromString,
                     response_serializer=sigverify_dot_matching_dot_v1_dot_matching__pb2.Explanation.SerializeToString,
+            ),
+            'GetModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetModel,
+                    request_deserializer=sigverify_dot_matching_dot_v1_dot_matching__pb2.GetModelRequest.FromString,
+                    response_serializer=sigverify_dot_matching_dot_v1_dot_matching__pb2.ModelInfo.SerializeToString,
+            ),
+            'TrainModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.TrainModel,
+                    request_deserializer=sigverify_dot_matching_dot_v1_dot_matching__pb2.TrainModelRequest.FromString,
+                    response_serializer=sigverify_dot_matching_dot_v1_dot_matching__pb2.ModelInfo.SerializeToString,
             ),
             'LoadRoll': grpc.stream_stream_rpc_method_handler(
                     servicer.LoadRoll,
@@ -192,6 +228,60 @@ class MatchingService:
             '/sigverify.matching.v1.MatchingService/ExplainSignature',
             sigverify_dot_matching_dot_v1_dot_matching__pb2.ExplainSignatureRequest.SerializeToString,
             sigverify_dot_matching_dot_v1_dot_matching__pb2.Explanation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sigverify.matching.v1.MatchingService/GetModel',
+            sigverify_dot_matching_dot_v1_dot_matching__pb2.GetModelRequest.SerializeToString,
+            sigverify_dot_matching_dot_v1_dot_matching__pb2.ModelInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TrainModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sigverify.matching.v1.MatchingService/TrainModel',
+            sigverify_dot_matching_dot_v1_dot_matching__pb2.TrainModelRequest.SerializeToString,
+            sigverify_dot_matching_dot_v1_dot_matching__pb2.ModelInfo.FromString,
             options,
             channel_credentials,
             insecure,

@@ -38,6 +38,14 @@ class MatchingServiceStub:
     """Why the matcher decided as it did for a stored signature: its candidates and their
     per-field scores.
     """
+    GetModel: _grpc.UnaryUnaryMultiCallable[_matching_pb2.GetModelRequest, _matching_pb2.ModelInfo]
+    """The match model of the active roll version: each comparison's levels with their m, u
+    and weight, the priors, and what it was learned from.
+    """
+    TrainModel: _grpc.UnaryUnaryMultiCallable[_matching_pb2.TrainModelRequest, _matching_pb2.ModelInfo]
+    """Admins: learn a new model for the active roll version from the signatures received so
+    far (u from random pairs, m by EM); later decisions use it. Audited.
+    """
     LoadRoll: _grpc.StreamStreamMultiCallable[_matching_pb2.LoadRollRequest, _matching_pb2.RollProgress]
     """Admins: load a voter roll file as a new version. The first message is the header, then
     the file's bytes in order (any split). The server answers with progress: rows copied
@@ -63,6 +71,14 @@ class MatchingServiceAsyncStub(MatchingServiceStub):
     ExplainSignature: _aio.UnaryUnaryMultiCallable[_matching_pb2.ExplainSignatureRequest, _matching_pb2.Explanation]  # type: ignore[assignment]
     """Why the matcher decided as it did for a stored signature: its candidates and their
     per-field scores.
+    """
+    GetModel: _aio.UnaryUnaryMultiCallable[_matching_pb2.GetModelRequest, _matching_pb2.ModelInfo]  # type: ignore[assignment]
+    """The match model of the active roll version: each comparison's levels with their m, u
+    and weight, the priors, and what it was learned from.
+    """
+    TrainModel: _aio.UnaryUnaryMultiCallable[_matching_pb2.TrainModelRequest, _matching_pb2.ModelInfo]  # type: ignore[assignment]
+    """Admins: learn a new model for the active roll version from the signatures received so
+    far (u from random pairs, m by EM); later decisions use it. Audited.
     """
     LoadRoll: _aio.StreamStreamMultiCallable[_matching_pb2.LoadRollRequest, _matching_pb2.RollProgress]  # type: ignore[assignment]
     """Admins: load a voter roll file as a new version. The first message is the header, then
@@ -98,6 +114,26 @@ class MatchingServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_matching_pb2.Explanation, _abc.Awaitable[_matching_pb2.Explanation]]:
         """Why the matcher decided as it did for a stored signature: its candidates and their
         per-field scores.
+        """
+
+    @_abc_1.abstractmethod
+    def GetModel(
+        self,
+        request: _matching_pb2.GetModelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_matching_pb2.ModelInfo, _abc.Awaitable[_matching_pb2.ModelInfo]]:
+        """The match model of the active roll version: each comparison's levels with their m, u
+        and weight, the priors, and what it was learned from.
+        """
+
+    @_abc_1.abstractmethod
+    def TrainModel(
+        self,
+        request: _matching_pb2.TrainModelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_matching_pb2.ModelInfo, _abc.Awaitable[_matching_pb2.ModelInfo]]:
+        """Admins: learn a new model for the active roll version from the signatures received so
+        far (u from random pairs, m by EM); later decisions use it. Audited.
         """
 
     @_abc_1.abstractmethod

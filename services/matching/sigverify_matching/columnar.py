@@ -1,0 +1,666 @@
+"""The columnar roll index: one roll version as integer-coded numpy columns.
+
+Pure: no I/O. Every voter is a row of small integers (codes into sorted vocabularies of
+normalised strings, dates as integers); blocking keys are sorted int64 arrays, so that the
+candidate voters of a whole batch of signatures come from one ``np.searchsorted`` per rule.
+Nothing on the hot path is a Python object per voter.
+
+Built once per roll version (``IndexBuilder``: chunks of roll rows in, ``VoterIndex`` out),
+saved as one byte string (``VoterIndex.dumps``) and loaded by every matcher replica
+(``VoterIndex.loads``) in a fraction of the build time.
+
+Normalisation is ``sigverify_matching.domain``'s (unidecode, nameparser-free token rules,
+usaddress with scourgify's USPS tables, the ``nicknames`` package, metaphone), so a
+signature and a voter are normalised by one code path.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from rapidfuzz import process
+from rapidfuzz.distance import OSA
+
+from sigverify_matching.domain import (
+    _NICKNAMER,
+    PersonName,
+    first_name_keys,
+    normalize_address,
+    normalize_county,
+    normalize_text,
+    person_name,
+    phonetic,
+)
+
+I32 = npt.NDArray[np.int32]
+I64 = npt.NDArray[np.int64]
+U64 = npt.NDArray[np.uint64]
+
+FORMAT = 1  # bumped when the saved layout changes
+
+STATUSES = ("ACTIVE", "INACTIVE", "CANCELLED")
+SUFFIX_CODES = {"": 0, "JR": 1, "SR": 2, "II": 3, "III": 4, "IV": 5}
+_NICK_WIDTH = 8  # canonical keys kept per given name (nicknames of many names are cut)
+
+
+# ----------------------------------------------------------------------------- vocabularies
+
+
+class Vocab:
+    """Sorted distinct ASCII strings; a string's code is its position."""
+
+    __slots__ = ("_decoded", "values")
+
+    def __init__(self, values: npt.NDArray[np.bytes_]) -> None:
+        self.values = values
+        self._decoded: dict[int, str] = {}
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    @classmethod
+    def of(cls, strings: Iterable[str]) -> tuple[Vocab, dict[str, int]]:
+        """A vocabulary of ``strings`` and the map from each to its code."""
+        ordered = sorted(set(strings))
+        arr = np.array([s.encode("ascii", "replace") for s in ordered], dtype="S")
+        if not ordered:
+            arr = np.zeros(0, dtype="S1")
+        return cls(arr), {s: i for i, s in enumerate(ordered)}
+
+    def codes(self, strings: Sequence[str]) -> I32:
+        """Codes of ``strings`` (-1 for a string not in the vocabulary or empty)."""
+        if not strings or not len(self.values):
+            return np.full(len(strings), -1, dtype=np.int32)
+        q = np.array([s.encode("ascii", "replace") for s in strings], dtype="S")
+        pos = np.searchsorted(self.values, q).astype(np.int32)
+        pos[pos >= len(self.values)] = 0
+        found = self.values[pos] == q
+        out = np.where(found, pos, -1).astype(np.int32)
+        out[np.array([not s for s in strings], dtype=bool)] = -1
+        return out
+
+    def text(self, code: int) -> str:
+        s = self._decoded.get(code)
+        if s is None:
+            s = self._decoded[code] = self.values[code].decode("ascii")
+        return s
+
+    def strs(self, codes: npt.NDArray[Any]) -> npt.NDArray[np.str_]:
+        """The strings of ``codes`` (all valid) as a numpy unicode array."""
+        if not len(codes):
+            return np.zeros(0, dtype="U1")
+        return np.asarray(self.values[codes].astype("U"))
+
+
+# ------------------------------------------------------------------------- key hashing
+
+_M1 = np.uint64(0x9E3779B97F4A7C15)
+_M2 = np.uint64(0xC2B2AE3D27D4EB4F)
+_M3 = np.uint64(0x165667B19E3779F9)
+
+
+def mix(*parts: npt.NDArray[Any]) -> U64:
+    """One 64-bit key from integer columns (a collision only adds a spurious candidate)."""
+    with np.errstate(over="ignore"):
+        h = np.full(len(parts[0]), 0x27D4EB2F165667C5, dtype=np.uint64)
+        for i, p in enumerate(parts):
+            h ^= (p.astype(np.int64).astype(np.uint64) + np.uint64(i + 1)) * (_M1, _M2, _M3)[i % 3]
+            h = (h ^ (h >> np.uint64(29))) * _M2
+        return h ^ (h >> np.uint64(32))
+
+
+# ------------------------------------------------------------------ per-name side tables
+
+
+def _names_by_length() -> dict[int, tuple[str, ...]]:
+    names = {n.upper() for n in _NICKNAMER.nickname_lookup} | {
+        n.upper() for n in _NICKNAMER.canonical_lookup}
+    out: dict[int, list[str]] = {}
+    for n in sorted(names):
+        out.setdefault(len(n), []).append(n)
+    return {k: tuple(v) for k, v in out.items()}
+
+
+_NICK_NAMES = _names_by_length()
+
+
+@lru_cache(maxsize=1 << 16)
+def typo_keys(name: str) -> frozenset[str]:
+    """Nickname keys of the names of the ``nicknames`` package one edit from ``name``
+    (``MKIE`` -> MIKE -> {MIKE, MICHAEL}): a misspelt nickname."""
+    if len(name) < 2:
+        return frozenset()
+    out: set[str] = set()
+    for length in (len(name) - 1, len(name), len(name) + 1):
+        for cand, _, _ in process.extract(name, _NICK_NAMES.get(length, ()), scorer=OSA.distance,
+                                          score_cutoff=1, limit=None):
+            if cand != name:
+                out |= first_name_keys(cand)
+    return frozenset(out)
+
+
+class KeyIds:
+    """Integer ids for nickname keys (canonical names), shared by a roll and its batches;
+    new keys get new ids (under a lock: matcher threads share one roll index)."""
+
+    def __init__(self, ids: dict[str, int] | None = None) -> None:
+        self.ids: dict[str, int] = ids if ids is not None else {}
+        self._rows: dict[tuple[str, bool], npt.NDArray[np.int32]] = {}
+        self._lock = threading.Lock()
+
+    def of(self, keys: Iterable[str]) -> list[int]:
+        ids = self.ids
+        out = []
+        for k in keys:
+            i = ids.get(k)
+            if i is None:
+                with self._lock:
+                    i = ids.setdefault(k, len(ids))
+            out.append(i)
+        return sorted(out)[:_NICK_WIDTH]
+
+    def row(self, name: str, typo: bool = False) -> npt.NDArray[np.int32]:
+        """The -1 padded key ids of one name (its nickname keys, or with ``typo`` the keys of
+        the names one edit from it), remembered."""
+        got = self._rows.get((name, typo))
+        if got is None:
+            got = np.full(_NICK_WIDTH, -1, dtype=np.int32)
+            if name:
+                ids = self.of(typo_keys(name) if typo else first_name_keys(name))
+                got[: len(ids)] = ids
+            if len(self._rows) > 200_000:
+                self._rows.clear()
+            self._rows[(name, typo)] = got
+        return got
+
+    def table(self, names: Sequence[str], typo: bool = False) -> I32:
+        """(len(names), _NICK_WIDTH) key ids of each name's nickname keys (-1 padded)."""
+        if not len(names):
+            return np.full((0, _NICK_WIDTH), -1, dtype=np.int32)
+        return np.stack([self.row(n, typo) for n in names])
+
+
+def key_ids(ix: VoterIndex) -> KeyIds:
+    got = ix.cache.get("key_ids")
+    if got is None:
+        got = ix.cache.setdefault("key_ids", KeyIds(dict(ix.nick_ids)))
+    return got  # type: ignore[no-any-return]
+
+
+def last_parts(last_spaced: str) -> list[str]:
+    return [p for p in last_spaced.split() if len(p) > 1]
+
+
+# ------------------------------------------------------------------------------- the index
+
+#: Columns per voter (name, dtype); codes are -1 where a value is missing.
+VOTER_COLUMNS: tuple[tuple[str, Any], ...] = (
+    ("first", np.int32), ("middle", np.int32), ("last", np.int32), ("suffix", np.int8),
+    ("dob", np.int32), ("house", np.int32), ("street", np.int32), ("stype", np.int16),
+    ("sdir", np.int16), ("unit", np.int32), ("city", np.int32), ("zip", np.int32),
+    ("county", np.int16), ("status", np.int8), ("registered", np.int32),
+    ("n_addr", np.int32), ("n_last_addr", np.int32),
+)
+
+VOCABS = ("given", "last", "house", "street", "stype", "sdir", "unit", "city", "zip", "county",
+          "phon")
+
+#: Blocking rules: name -> the largest block that is compared whole (bigger blocks are left
+#: to the other rules; the statewide name rule records how many it left, see engine).
+RULES = {
+    "zl": 400,   # zip + surname sound (and the sound of each part of a compound surname)
+    "zf": 400,   # zip + first-name sound (and its nicknames') + surname initial: surname slips
+    "hs": 300,   # house number + street name, statewide: the address, any name
+    "lf": 300,   # surname + first name, statewide: moved voters, another county
+    "zh": 200,   # zip + house number: street-name slips
+    "sl": 300,   # county + street name + surname sound: house-number and zip slips
+    "bf": 300,   # birth date + first initial
+    "bl": 300,   # birth date + surname initial
+    "bz": 300,   # birth date + zip: both names changed
+    "pl": 300,   # zip's first three digits + surname sound + first initial: zip and
+                 # address slips together
+    "hl": 200,   # county + house number + surname sound: zip and street both wrong
+}
+
+
+@dataclass
+class VoterIndex:
+    """One roll version, columnar. Immutable after build; safe to read from threads."""
+
+    version: int
+    size: int
+    cols: dict[str, npt.NDArray[Any]]
+    vocabs: dict[str, Vocab]
+    #: Per given-name code: phonetic code, first letter, nickname key ids.
+    given_phon: I32
+    given_nick: I32
+    #: Per surname code: phonetic code and the phonetic codes of its parts (-1 padded, 3).
+    last_phon: I32
+    last_part_phon: I32
+    #: Counts for term frequencies: voters per first name, per surname.
+    n_first: I32
+    n_last: I32
+    #: voter ids: one ASCII blob and offsets.
+    id_blob: bytes
+    id_offsets: I64
+    #: rule -> (sorted keys, voter index per key)
+    keys: dict[str, tuple[U64, I32]]
+    nick_ids: dict[str, int]
+    #: Derived tables computed on first use (nickname sounds, key ids of new spellings).
+    cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def voter_id(self, i: int) -> str:
+        o = self.id_offsets
+        return self.id_blob[o[i]: o[i + 1]].decode("ascii", "replace")
+
+    def voter_ids(self, idx: Sequence[int]) -> list[str]:
+        o, blob = self.id_offsets, self.id_blob
+        return [blob[o[i]: o[i + 1]].decode("ascii", "replace") for i in idx]
+
+    def status_text(self, i: int) -> str:
+        return STATUSES[int(self.cols["status"][i])]
+
+    def county_text(self, i: int) -> str:
+        return self.vocabs["county"].text(int(self.cols["county"][i]))
+
+    def nbytes(self) -> int:
+        total = len(self.id_blob) + self.id_offsets.nbytes
+        total += sum(a.nbytes for a in self.cols.values())
+        total += sum(v.values.nbytes for v in self.vocabs.values())
+        total += sum(k.nbytes + p.nbytes for k, p in self.keys.values())
+        total += sum(a.nbytes for a in (self.given_phon, self.given_nick, self.last_phon,
+                                        self.last_part_phon, self.n_first, self.n_last))
+        return total
+
+    # -- saving and loading ------------------------------------------------------------
+
+    def dumps(self) -> bytes:
+        arrays: dict[str, npt.NDArray[Any]] = {f"c_{k}": v for k, v in self.cols.items()}
+        arrays.update({f"v_{k}": v.values for k, v in self.vocabs.items()})
+        for rule, (k, p) in self.keys.items():
+            arrays[f"k_{rule}"], arrays[f"p_{rule}"] = k, p
+        for name in ("given_phon", "given_nick", "last_phon", "last_part_phon", "n_first",
+                     "n_last", "id_offsets"):
+            arrays[name] = getattr(self, name)
+        arrays["id_blob"] = np.frombuffer(self.id_blob, dtype=np.uint8)
+        nick = sorted(self.nick_ids.items(), key=lambda kv: kv[1])
+        arrays["nick_names"] = np.array([k.encode() for k, _ in nick] or [b""], dtype="S")
+        arrays["meta"] = np.array([FORMAT, self.version, self.size, len(nick)], dtype=np.int64)
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)  # type: ignore[arg-type]
+        return buf.getvalue()
+
+    @classmethod
+    def loads(cls, data: bytes) -> VoterIndex:
+        z = np.load(io.BytesIO(data), allow_pickle=False)
+        fmt, version, size, n_nick = (int(x) for x in z["meta"])
+        if fmt != FORMAT:
+            raise ValueError(f"saved index format {fmt}, this matcher reads {FORMAT}")
+        names = z["nick_names"][:n_nick]
+        return cls(
+            version=version, size=size,
+            cols={name: z[f"c_{name}"] for name, _ in VOTER_COLUMNS},
+            vocabs={name: Vocab(z[f"v_{name}"]) for name in VOCABS},
+            given_phon=z["given_phon"], given_nick=z["given_nick"], last_phon=z["last_phon"],
+            last_part_phon=z["last_part_phon"], n_first=z["n_first"], n_last=z["n_last"],
+            id_blob=z["id_blob"].tobytes(), id_offsets=z["id_offsets"],
+            keys={rule: (z[f"k_{rule}"], z[f"p_{rule}"]) for rule in RULES},
+            nick_ids={n.decode(): i for i, n in enumerate(names)},
+        )
+
+
+# ------------------------------------------------------------------------------ building
+
+#: A roll row as read and validated: (voter_id, first, middle, last, suffix, birth_date,
+#: street, unit, city, zip, county, status, registered_on).
+RollRow = tuple[str, str, str, str, str, "date | None", str, str, str, str, str, str,
+                "date | None"]
+
+
+def _ymd(d: date | None) -> int:
+    return d.year * 10000 + d.month * 100 + d.day if d else 0
+
+
+def _days(d: date | None) -> int:
+    return d.toordinal() if d else 0
+
+
+def long_type(stype: str) -> str:
+    return _LONG_TYPES.get(stype, stype)
+
+
+def _long_types() -> dict[str, str]:
+    from scourgify.address_constants import STREET_TYPE_ABBREVIATIONS
+
+    out: dict[str, str] = {}
+    for long_, short in STREET_TYPE_ABBREVIATIONS.items():
+        if len(long_) > len(out.get(short, "")):
+            out[short] = long_
+    return out
+
+
+_LONG_TYPES = _long_types()
+
+
+@lru_cache(maxsize=1 << 17)
+def split_last(last: str) -> str:
+    """The normalised surname with its words (suffixes dropped), for compound surnames."""
+    return " ".join(w for w in normalize_text(last).split()
+                    if w not in ("JR", "SR", "II", "III", "IV"))
+
+
+class _Codes:
+    """A growing string -> provisional code map (insertion order)."""
+
+    __slots__ = ("d", "strings")
+
+    def __init__(self) -> None:
+        self.d: dict[str, int] = {}
+        self.strings: list[str] = []
+
+    def code(self, s: str) -> int:
+        if not s:
+            return -1
+        c = self.d.get(s)
+        if c is None:
+            c = self.d[s] = len(self.strings)
+            self.strings.append(s)
+        return c
+
+    def finish(self) -> tuple[Vocab, I32]:
+        """The sorted vocabulary and the map provisional code -> final code."""
+        order = sorted(range(len(self.strings)), key=self.strings.__getitem__)
+        remap = np.empty(len(order), dtype=np.int32)
+        remap[np.array(order, dtype=np.int64)] = np.arange(len(order), dtype=np.int32)
+        arr = np.array([self.strings[i].encode("ascii", "replace") for i in order] or [b""],
+                       dtype="S")
+        return Vocab(arr[: len(order)]), remap
+
+
+def _remap(codes: I32, remap: I32) -> I32:
+    out = codes.copy()
+    ok = codes >= 0
+    out[ok] = remap[codes[ok]]
+    return out
+
+
+class IndexBuilder:
+    """Builds a ``VoterIndex`` from chunks of roll rows (validated, as ``read_roll`` yields)."""
+
+    def __init__(self, version: int = 0) -> None:
+        self.version = version
+        self._codes = {name: _Codes() for name in VOCABS}
+        self._cols: dict[str, list[npt.NDArray[Any]]] = {n: [] for n, _ in VOTER_COLUMNS}
+        self._ids: list[bytes] = []
+        self._last_spaced: dict[str, str] = {}
+        self.size = 0
+
+    def add(self, rows: Sequence[RollRow]) -> None:
+        c = self._codes
+        given, last, house, street = c["given"].code, c["last"].code, c["house"].code, c["street"].code
+        stype, sdir, unit, city = c["stype"].code, c["sdir"].code, c["unit"].code, c["city"].code
+        zip_, county = c["zip"].code, c["county"].code
+        spaced = self._last_spaced
+        n = len(rows)
+        out = {name: np.empty(n, dtype=dt) for name, dt in VOTER_COLUMNS}
+        first_a, middle_a, last_a, suffix_a = out["first"], out["middle"], out["last"], out["suffix"]
+        dob_a, house_a, street_a, stype_a = out["dob"], out["house"], out["street"], out["stype"]
+        sdir_a, unit_a, city_a, zip_a = out["sdir"], out["unit"], out["city"], out["zip"]
+        county_a, status_a, reg_a = out["county"], out["status"], out["registered"]
+        status_code = {s: i for i, s in enumerate(STATUSES)}
+        for i, (vid, first, middle, lst, suffix, birth, st, un, ci, zp, co, status, reg) in enumerate(rows):
+            self._ids.append(vid.encode("ascii", "replace"))
+            nm: PersonName = person_name(first or "", middle or "", lst or "", suffix or "")
+            first_a[i] = given(nm.first)
+            middle_a[i] = given(nm.middle)
+            last_a[i] = last(nm.last)
+            if nm.last and nm.last not in spaced:
+                spaced[nm.last] = split_last(lst or "")
+            suffix_a[i] = SUFFIX_CODES.get(nm.suffix, 0)
+            dob_a[i] = _ymd(birth)
+            a = normalize_address(st or "", un or "", zp or "")
+            house_a[i] = house(a.house)
+            street_a[i] = street(a.name)
+            stype_a[i] = stype(a.street_type)
+            sdir_a[i] = sdir(a.direction)
+            unit_a[i] = unit(a.unit)
+            city_a[i] = city(normalize_text(ci or ""))
+            zip_a[i] = zip_(a.zip)
+            county_a[i] = county(normalize_county(co or ""))
+            status_a[i] = status_code.get((status or "").strip().upper(), 0)
+            reg_a[i] = _days(reg)
+        for name, arr in out.items():
+            if name not in ("n_addr", "n_last_addr"):
+                self._cols[name].append(arr)
+        self.size += n
+
+    def finish(self) -> VoterIndex:
+        vocabs: dict[str, Vocab] = {}
+        remaps: dict[str, I32] = {}
+        for name in VOCABS:
+            if name == "phon":
+                continue
+            vocabs[name], remaps[name] = self._codes[name].finish()
+        col_vocab = {"first": "given", "middle": "given", "last": "last", "house": "house",
+                     "street": "street", "stype": "stype", "sdir": "sdir", "unit": "unit",
+                     "city": "city", "zip": "zip", "county": "county"}
+        cols: dict[str, npt.NDArray[Any]] = {}
+        for name, dt in VOTER_COLUMNS:
+            if name in ("n_addr", "n_last_addr"):
+                continue
+            parts = self._cols.pop(name)
+            arr = np.concatenate(parts) if parts else np.empty(0, dtype=dt)
+            if name in col_vocab:
+                arr = _remap(arr.astype(np.int32), remaps[col_vocab[name]]).astype(dt)
+            cols[name] = arr
+        n = self.size
+        # Term frequencies and household counts.
+        given_v, last_v = vocabs["given"], vocabs["last"]
+        n_first = np.bincount(cols["first"][cols["first"] >= 0], minlength=len(given_v)).astype(np.int32)
+        n_last = np.bincount(cols["last"][cols["last"] >= 0], minlength=len(last_v)).astype(np.int32)
+        addr = mix(cols["house"], cols["street"], cols["zip"])
+        has_addr = (cols["house"] >= 0) & (cols["street"] >= 0)
+        cols["n_addr"] = _group_counts(addr, has_addr)
+        cols["n_last_addr"] = _group_counts(mix(addr, cols["last"]), has_addr & (cols["last"] >= 0))
+        # Phonetic codes of names (one vocabulary of codes).
+        phon = _Codes()
+        given_strs = [given_v.text(i) for i in range(len(given_v))]
+        last_strs = [last_v.text(i) for i in range(len(last_v))]
+        given_phon = np.array([phon.code(phonetic(s)) for s in given_strs], dtype=np.int32)
+        last_phon = np.array([phon.code(phonetic(s)) for s in last_strs], dtype=np.int32)
+        part_codes = np.full((len(last_strs), 3), -1, dtype=np.int32)
+        spaced = self._last_spaced
+        for i, s in enumerate(last_strs):
+            ps = last_parts(spaced.get(s, s))
+            if len(ps) > 1:
+                for j, p in enumerate(ps[:3]):
+                    part_codes[i, j] = phon.code(phonetic(p))
+        phon_v, phon_remap = phon.finish()
+        vocabs["phon"] = phon_v
+        given_phon, last_phon = _remap(given_phon, phon_remap), _remap(last_phon, phon_remap)
+        part_codes = np.where(part_codes >= 0, phon_remap[np.maximum(part_codes, 0)],
+                              -1).astype(np.int32)
+        nick = KeyIds()
+        given_nick = nick.table(given_strs)
+        lengths = np.fromiter((len(b) for b in self._ids), dtype=np.int64, count=n)
+        offsets = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        blob = b"".join(self._ids)
+        self._ids = []
+        index = VoterIndex(
+            version=self.version, size=n, cols=cols, vocabs=vocabs, given_phon=given_phon,
+            given_nick=given_nick, last_phon=last_phon, last_part_phon=part_codes,
+            n_first=n_first,
+            n_last=n_last, id_blob=blob, id_offsets=offsets, keys={}, nick_ids=nick.ids)
+        index.keys = {rule: _sorted(*voter_keys(index, rule)) for rule in RULES}
+        return index
+
+
+def _group_counts(keys: U64, valid: npt.NDArray[np.bool_]) -> I32:
+    out = np.zeros(len(keys), dtype=np.int32)
+    if valid.any():
+        _, inverse, counts = np.unique(keys[valid], return_inverse=True, return_counts=True)
+        out[valid] = counts[inverse].astype(np.int32)
+    return out
+
+
+def _sorted(keys: U64, who: I32) -> tuple[U64, I32]:
+    order = np.argsort(keys, kind="stable")
+    return keys[order], who[order].astype(np.int32)
+
+
+# ------------------------------------------------------------------------- blocking keys
+
+def _explode(who: I32, table: I32) -> tuple[I32, I32]:
+    """(row, value) for every non-negative value of ``table[row]`` (a -1 padded table)."""
+    rows, cols = np.nonzero(table >= 0)
+    return who[rows], table[rows, cols]
+
+
+def voter_keys(ix: VoterIndex, rule: str) -> tuple[U64, I32]:
+    """The voter side of a blocking rule: (keys, voter index per key)."""
+    c = ix.cols
+    n = ix.size
+    who = np.arange(n, dtype=np.int32)
+    first_sounds = first_sound_table(ix, c["first"])
+    last_sounds = last_sound_table(ix, c["last"])
+    return rule_keys(rule, who, c["zip"], c["house"], c["street"], c["county"], c["dob"],
+                     first_sounds, last_sounds, first_initial(ix, c["first"]),
+                     last_initial(ix, c["last"]), c["first"], c["last"],
+                     zip_prefix(ix, c["zip"]))
+
+
+def zip_prefix(ix: VoterIndex, zip_codes: I32) -> I32:
+    """The first three digits of each zip (as a number; -1 for none)."""
+    table = ix.cache.get("zip3")
+    if table is None:
+        v = ix.vocabs["zip"]
+        table = ix.cache.setdefault("zip3", np.array(
+            [int(v.text(i)[:3]) for i in range(len(v))] + [-1], dtype=np.int32))
+    n = len(table) - 1
+    return table[np.where((zip_codes >= 0) & (zip_codes < n), zip_codes, n)]  # type: ignore[no-any-return]
+
+
+def first_sound_table(ix: VoterIndex, first: I32) -> I32:
+    """(rows, 1 + _NICK_WIDTH): the first name's sound, then the sounds of its nickname keys."""
+    n = len(first)
+    t = np.full((n, 1 + _NICK_WIDTH), -1, dtype=np.int32)
+    ok = first >= 0
+    t[ok, 0] = ix.given_phon[first[ok]]
+    t[ok, 1:] = nick_sounds(ix)[first[ok]]
+    return t
+
+
+def nick_sounds(ix: VoterIndex) -> I32:
+    """Per given-name code, the sounds of its nickname keys (-1 padded)."""
+    got = ix.cache.get("nick_sounds")
+    if got is not None:
+        return got  # type: ignore[no-any-return]
+    key_names = [""] * len(ix.nick_ids)
+    for k, i in ix.nick_ids.items():
+        key_names[i] = k
+    phon = ix.vocabs["phon"]
+    if key_names:
+        key_sound = phon.codes([phonetic(k) for k in key_names])
+        t = np.where(ix.given_nick >= 0, key_sound[np.maximum(ix.given_nick, 0)], -1)
+    else:
+        t = np.full(ix.given_nick.shape, -1)
+    t = t.astype(np.int32)
+    ix.cache["nick_sounds"] = t
+    return t
+
+
+def last_sound_table(ix: VoterIndex, last: I32) -> I32:
+    """(rows, 4): the surname's sound, then its parts' sounds (-1 padded)."""
+    n = len(last)
+    t = np.full((n, 4), -1, dtype=np.int32)
+    ok = last >= 0
+    t[ok, 0] = ix.last_phon[last[ok]]
+    t[ok, 1:] = ix.last_part_phon[last[ok]]
+    return t
+
+
+def _initials(vocab: Vocab) -> npt.NDArray[np.int16]:
+    v = vocab.values
+    if not len(v):
+        return np.zeros(0, dtype=np.int16)
+    return np.frombuffer(v.tobytes(), dtype=np.uint8)[:: v.itemsize].astype(np.int16)
+
+
+def first_initial(ix: VoterIndex, first: I32) -> npt.NDArray[np.int16]:
+    ini = _initials(ix.vocabs["given"])
+    return np.where(first >= 0, ini[np.maximum(first, 0)] if len(ini) else 0, -1).astype(np.int16)
+
+
+def last_initial(ix: VoterIndex, last: I32) -> npt.NDArray[np.int16]:
+    ini = _initials(ix.vocabs["last"])
+    return np.where(last >= 0, ini[np.maximum(last, 0)] if len(ini) else 0, -1).astype(np.int16)
+
+
+def _dedupe_rows(who: I32, keys: U64) -> tuple[U64, I32]:
+    """One key per (row, key) pair (nickname sounds repeat the name's own)."""
+    if not len(keys):
+        return keys, who
+    pair = np.stack([who.astype(np.uint64), keys]).T
+    uniq = np.unique(pair, axis=0)
+    return uniq[:, 1].astype(np.uint64), uniq[:, 0].astype(np.int32)
+
+
+def rule_keys(rule: str, who: I32, zip_: I32, house: I32, street: I32, county: npt.NDArray[Any],
+              dob: I32, first_sounds: I32, last_sounds: I32, f_init: npt.NDArray[Any],
+              l_init: npt.NDArray[Any], first: I32, last: I32, zip3: I32) -> tuple[U64, I32]:
+    """Keys of ``rule`` for rows (voters or signatures); rows lacking a part get none."""
+    empty = (np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int32))
+    if rule in ("zl", "zf", "lf"):
+        if rule == "zl":
+            r, s = _explode(who, last_sounds)
+            ok = zip_[r] >= 0
+            return _dedupe_rows(r[ok], mix(zip_[r[ok]], s[ok]))
+        if rule == "zf":
+            r, s = _explode(who, first_sounds)
+            ok = (zip_[r] >= 0) & (l_init[r] >= 0)
+            r, s = r[ok], s[ok]
+            return _dedupe_rows(r, mix(zip_[r], s, l_init[r]))
+        ok = (last >= 0) & (first >= 0)
+        return mix(last[ok], first[ok], np.full(int(ok.sum()), 17)), who[ok]
+    if rule == "hs":
+        ok = (house >= 0) & (street >= 0)
+        return mix(house[ok], street[ok]), who[ok]
+    if rule == "zh":
+        ok = (house >= 0) & (zip_ >= 0)
+        return mix(zip_[ok], house[ok], np.full(int(ok.sum()), 7)), who[ok]
+    if rule == "sl":
+        r, s = _explode(who, last_sounds[:, :1])
+        ok = street[r] >= 0
+        r, s = r[ok], s[ok]
+        return mix(county[r], street[r], s), r
+    if rule == "hl":
+        r, snd = _explode(who, last_sounds[:, :1])
+        ok = house[r] >= 0
+        r, snd = r[ok], snd[ok]
+        return mix(county[r], house[r], snd), r
+    if rule == "pl":
+        r, snd = _explode(who, last_sounds[:, :1])
+        ok = (zip3[r] >= 0) & (f_init[r] >= 0)
+        r, snd = r[ok], snd[ok]
+        return mix(zip3[r], snd, f_init[r]), r
+    if rule == "bz":
+        ok = (dob > 0) & (zip_ >= 0)
+        return mix(dob[ok], zip_[ok], np.full(int(ok.sum()), 19)), who[ok]
+    if rule in ("bf", "bl"):
+        ini = f_init if rule == "bf" else l_init
+        ok = (dob > 0) & (ini >= 0)
+        return mix(dob[ok], ini[ok], np.full(int(ok.sum()), 11 if rule == "bf" else 13)), who[ok]
+    return empty
+

@@ -1,0 +1,1024 @@
+"""The vectorised matcher: a batch of signatures against a columnar roll index.
+
+Pure: no I/O. Per batch, in bulk:
+
+1. the signatures are normalised (the same code as the roll's) and coded against the roll's
+   vocabularies (a spelling the roll lacks gets a code of its own for the batch);
+2. candidate pairs come from one ``np.searchsorted`` per blocking rule over the roll's
+   sorted keys (``columnar.RULES``); a block too large to compare whole is left to the
+   other rules, and a crowded statewide name block is remembered as uncompared namesakes;
+3. every comparison's level is computed once per distinct pair of values (rapidfuzz's
+   bulk ``cpdist`` with ``workers``), then spread to the pairs with numpy;
+4. match weights and the posterior per signature come from the model (``fs``); the
+   decision follows from the posterior, the residence level and the county, then the
+   eligibility rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from rapidfuzz import process
+from rapidfuzz.distance import OSA, JaroWinkler
+
+from sigverify_common.vocab import Decision, Reason
+from sigverify_matching import fs
+from sigverify_matching.columnar import (
+    RULES,
+    STATUSES,
+    SUFFIX_CODES,
+    Vocab,
+    VoterIndex,
+    key_ids,
+    last_parts,
+    long_type,
+    nick_sounds,
+    rule_keys,
+    split_last,
+    typo_keys,
+    zip_prefix,
+)
+from sigverify_matching.domain import (
+    MatchConfig,
+    MatchResult,
+    ScoredCandidate,
+    SignatureInput,
+    first_name_keys,
+    long_direction,
+    normalize_address,
+    normalize_county,
+    normalize_text,
+    person_name,
+    phonetic,
+)
+
+I32 = npt.NDArray[np.int32]
+I64 = npt.NDArray[np.int64]
+F64 = npt.NDArray[np.float64]
+B = npt.NDArray[np.bool_]
+S = npt.NDArray[np.str_]
+
+WORKERS = 2  # rapidfuzz threads for the bulk string metrics
+
+
+# ----------------------------------------------------------------------- coded batches
+
+class Coder:
+    """Codes strings against a roll vocabulary; strings the roll lacks get codes from
+    ``len(vocab)`` on, local to the batch."""
+
+    __slots__ = ("_ext_arr", "ext", "index", "vocab")
+
+    def __init__(self, vocab: Vocab) -> None:
+        self.vocab = vocab
+        self.ext: list[str] = []
+        self.index: dict[str, int] = {}
+        self._ext_arr: S = np.zeros(0, dtype="U1")
+
+    def codes(self, strings: Sequence[str]) -> I32:
+        out = self.vocab.codes(strings)
+        n = len(self.vocab)
+        for i in np.nonzero(out < 0)[0].tolist():
+            s = strings[i]
+            if s:
+                c = self.index.get(s)
+                if c is None:
+                    c = self.index[s] = n + len(self.ext)
+                    self.ext.append(s)
+                out[i] = c
+        return out
+
+    def text(self, code: int) -> str:
+        n = len(self.vocab)
+        return self.vocab.text(code) if code < n else self.ext[code - n]
+
+    def strs(self, codes: npt.NDArray[np.integer[Any]]) -> S:
+        """The strings of valid codes, as a numpy unicode array."""
+        n = len(self.vocab)
+        known = codes < n
+        if known.all():
+            return self.vocab.strs(codes)
+        if len(self._ext_arr) != len(self.ext):
+            self._ext_arr = np.array(self.ext, dtype="U")
+        out = self._ext_arr[np.where(known, 0, codes - n)]
+        if known.any():
+            out = np.where(known, self.vocab.strs(np.where(known, codes, 0)), out)
+        return out
+
+
+@dataclass
+class SigBatch:
+    """A batch of signatures as coded columns (codes of the roll's vocabularies, extended)."""
+
+    n: int
+    cols: dict[str, npt.NDArray[Any]]
+    coders: dict[str, Coder]
+    first_sounds: I32
+    last_sounds: I32
+    f_init: npt.NDArray[np.int16]
+    l_init: npt.NDArray[np.int16]
+    signed_on: I32
+    deadline: I32
+    inputs: Sequence[SignatureInput] = field(default_factory=list)
+    #: each street line as written, spaceless, its directionals and types written out
+    lines: S = field(default_factory=lambda: np.zeros(0, dtype="U1"))
+    _swapped: tuple[I32, I32] | None = None
+
+    def swapped(self) -> tuple[I32, I32]:
+        """The names read the other way round: (first-name codes, last-name codes)."""
+        if self._swapped is None:
+            g, lc = self.coders["given"], self.coders["last"]
+            firsts = [lc.text(int(c)) if c >= 0 else "" for c in self.cols["last"]]
+            lasts = [g.text(int(c)) if c >= 0 else "" for c in self.cols["first"]]
+            self._swapped = (g.codes(firsts), lc.codes(lasts))
+        return self._swapped
+
+
+def _ymd(d: date | None) -> int:
+    return d.year * 10000 + d.month * 100 + d.day if d else 0
+
+
+CODERS = ("given", "last", "house", "street", "stype", "sdir", "unit", "city", "zip",
+          "county", "phon")
+
+
+def prepare(ix: VoterIndex, sigs: Sequence[SignatureInput]) -> SigBatch:
+    """Normalise and code a batch of signatures against the roll's vocabularies."""
+    n = len(sigs)
+    names = [person_name(s.first_name, s.middle_name, s.last_name) for s in sigs]
+    addrs = [normalize_address(s.street, s.unit, s.zip) for s in sigs]
+    coders = {k: Coder(ix.vocabs[k]) for k in CODERS}
+    g, lc = coders["given"], coders["last"]
+    cols: dict[str, npt.NDArray[Any]] = {
+        "first": g.codes([x.first for x in names]),
+        "middle": g.codes([x.middle for x in names]),
+        "last": lc.codes([x.last for x in names]),
+        "suffix": np.array([SUFFIX_CODES.get(x.suffix, 0) for x in names], dtype=np.int8),
+        "dob": np.array([_ymd(s.birth_date) for s in sigs], dtype=np.int32),
+        "house": coders["house"].codes([a.house for a in addrs]),
+        "street": coders["street"].codes([a.name for a in addrs]),
+        "stype": coders["stype"].codes([a.street_type for a in addrs]),
+        "sdir": coders["sdir"].codes([a.direction for a in addrs]),
+        "unit": coders["unit"].codes([a.unit for a in addrs]),
+        "city": coders["city"].codes([normalize_text(s.city) for s in sigs]),
+        "zip": coders["zip"].codes([a.zip for a in addrs]),
+        "county": coders["county"].codes([normalize_county(s.county) for s in sigs]),
+    }
+    phon = coders["phon"]
+    first_sounds = np.full((n, 1 + ix.given_nick.shape[1]), -1, dtype=np.int32)
+    first_sounds[:, 0] = phon.codes([phonetic(x.first) for x in names])
+    known = (cols["first"] >= 0) & (cols["first"] < len(ix.vocabs["given"]))
+    if known.any():
+        first_sounds[known, 1:] = nick_sounds(ix)[cols["first"][known]]
+    # A spelling the roll lacks: the sounds of the names it may be a nickname of, or a
+    # misspelt nickname of ("MKIE": MIKE, MICHAEL).
+    width = first_sounds.shape[1] - 1
+    for i in np.nonzero(~known & (cols["first"] >= 0))[0].tolist():
+        name = names[i].first
+        keys = sorted((first_name_keys(name) | typo_keys(name)) - {name})
+        sounds = phon.codes([phonetic(k) for k in keys])[:width]
+        first_sounds[i, 1: 1 + len(sounds)] = sounds
+    last_sounds = np.full((n, 4), -1, dtype=np.int32)
+    last_sounds[:, 0] = phon.codes([phonetic(x.last) for x in names])
+    for i, s in enumerate(sigs):
+        ps = last_parts(split_last(s.last_name))
+        if len(ps) > 1:
+            last_sounds[i, 1: 1 + min(3, len(ps))] = phon.codes([phonetic(p) for p in ps[:3]])
+    f_init = np.array([ord(x.first[0]) if x.first else -1 for x in names], dtype=np.int16)
+    l_init = np.array([ord(x.last[0]) if x.last else -1 for x in names], dtype=np.int16)
+    return SigBatch(
+        n=n, cols=cols, coders=coders, first_sounds=first_sounds, last_sounds=last_sounds,
+        f_init=f_init, l_init=l_init,
+        signed_on=np.array([s.signed_on.toordinal() if s.signed_on else 0 for s in sigs],
+                           dtype=np.int32),
+        deadline=np.array([s.deadline.toordinal() if s.deadline else 0 for s in sigs],
+                          dtype=np.int32),
+        inputs=sigs, lines=np.array([a.line for a in addrs] or [""], dtype="U")[:n])
+
+
+# --------------------------------------------------------------------------- candidates
+
+@dataclass
+class Pairs:
+    sig: I32  # signature row, ascending
+    voter: I32
+    #: per signature: voters of its statewide name block left uncompared (too many)
+    crowded: I32
+
+
+def _expand(lo: I64, size: I64) -> I64:
+    """Positions lo[i] .. lo[i] + size[i] - 1 for every i, concatenated."""
+    total = int(size.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    starts = np.repeat(lo - np.concatenate([[0], np.cumsum(size)[:-1]]), size)
+    return starts + np.arange(total, dtype=np.int64)
+
+
+#: Rules tried with the names read the other way round too.
+SWAPPED_RULES = frozenset({"zl", "zf", "lf", "bf", "bl", "pl"})
+
+
+def _batch_zip3(ix: VoterIndex, b: SigBatch) -> I32:
+    """First three digits of the batch's zips (the roll's table, or read from the text)."""
+    z = b.cols["zip"]
+    out = zip_prefix(ix, z)
+    odd = z >= len(ix.vocabs["zip"])
+    if odd.any():
+        out[odd] = [int(b.coders["zip"].text(int(c))[:3]) for c in z[odd]]
+    return out
+
+
+def candidates(ix: VoterIndex, b: SigBatch, rules: Sequence[str] = tuple(RULES)) -> Pairs:
+    """Candidate (signature, voter) pairs of a batch: the union of the rules' blocks."""
+    c = b.cols
+    who = np.arange(b.n, dtype=np.int32)
+    sw_first, sw_last = b.swapped()
+    zip3 = _batch_zip3(ix, b)
+    variants = [(b.first_sounds, b.last_sounds, b.f_init, b.l_init, c["first"], c["last"])]
+    # Swapped names: the sounds of the last name as a first name and back.
+    sw_fs = np.full_like(b.first_sounds, -1)
+    sw_fs[:, 0] = b.last_sounds[:, 0]
+    sw_ls = np.full_like(b.last_sounds, -1)
+    sw_ls[:, 0] = b.first_sounds[:, 0]
+    variants.append((sw_fs, sw_ls, b.l_init, b.f_init, sw_first, sw_last))
+    sig_parts: list[I32] = []
+    voter_parts: list[I32] = []
+    crowded = np.zeros(b.n, dtype=np.int32)
+    for rule in rules:
+        cap = RULES[rule]
+        vkeys, vwho = ix.keys[rule]
+        for k, (fsnd, lsnd, finit, linit, first, last) in enumerate(variants):
+            if k == 1 and rule not in SWAPPED_RULES:
+                continue
+            qk, qwho = rule_keys(rule, who, c["zip"], c["house"], c["street"], c["county"],
+                                 c["dob"], fsnd, lsnd, finit, linit, first, last, zip3)
+            if not len(qk):
+                continue
+            lo = np.searchsorted(vkeys, qk, side="left")
+            hi = np.searchsorted(vkeys, qk, side="right")
+            size = (hi - lo).astype(np.int64)
+            big = size > cap
+            if rule == "lf" and k == 0 and big.any():
+                np.maximum.at(crowded, qwho[big], size[big].astype(np.int32))
+            size[big] = 0
+            pos = _expand(lo.astype(np.int64), size)
+            sig_parts.append(np.repeat(qwho, size).astype(np.int32))
+            voter_parts.append(vwho[pos])
+    if not sig_parts:
+        return Pairs(np.zeros(0, np.int32), np.zeros(0, np.int32), crowded)
+    s = np.concatenate(sig_parts).astype(np.int64)
+    v = np.concatenate(voter_parts).astype(np.int64)
+    key = np.unique((s << 32) | v)
+    return Pairs((key >> 32).astype(np.int32), (key & 0xFFFFFFFF).astype(np.int32), crowded)
+
+
+# ---------------------------------------------------------------------------- comparison
+
+def _unique(a: npt.NDArray[Any], b: npt.NDArray[Any]) -> tuple[I64, I64, I64]:
+    """Distinct (a, b) pairs of non-negative int values: (a values, b values, inverse)."""
+    a64, b64 = a.astype(np.int64), b.astype(np.int64)
+    if len(a64) and a64.max() < (1 << 31) and b64.max() < (1 << 31):
+        uk, inv = np.unique((a64 << 32) | b64, return_inverse=True)
+        return uk >> 32, uk & 0xFFFFFFFF, inv
+    ua, ia = np.unique(a64, return_inverse=True)
+    ub, ib = np.unique(b64, return_inverse=True)
+    uk, inv = np.unique(ia.astype(np.int64) * len(ub) + ib, return_inverse=True)
+    return ua[uk // len(ub)], ub[uk % len(ub)], inv
+
+
+def _jw(a: S, b: S) -> F64:
+    if not len(a):
+        return np.zeros(0)
+    return np.asarray(process.cpdist(a.tolist(), b.tolist(),
+                                     scorer=JaroWinkler.normalized_similarity,
+                                     workers=WORKERS), dtype=np.float64)
+
+
+def _osa(a: S, b: S) -> I64:
+    if not len(a):
+        return np.zeros(0, dtype=np.int64)
+    return np.asarray(process.cpdist(a.tolist(), b.tolist(), scorer=OSA.distance,
+                                     score_cutoff=3, workers=WORKERS), dtype=np.int64)
+
+
+def _any_shared(x: I32, y: I32) -> B:
+    """Rows where the -1 padded id rows of ``x`` and ``y`` share an id."""
+    if not len(x):
+        return np.zeros(0, dtype=bool)
+    eq = (x[:, :, None] == y[:, None, :]) & (x[:, :, None] >= 0)
+    return np.asarray(eq.any(axis=(1, 2)))
+
+
+def _nick_rows(ix: VoterIndex, coder: Coder, codes: I64, typo: bool) -> I32:
+    """Nickname key ids (or, with ``typo``, those of names one edit away) per given code."""
+    kid = key_ids(ix)
+    n = len(ix.vocabs["given"])
+    width = ix.given_nick.shape[1]
+    if not typo:
+        out = np.full((len(codes), width), -1, dtype=np.int32)
+        known = codes < n
+        out[known] = ix.given_nick[codes[known]]
+        if not known.all():
+            uc, inv = np.unique(codes[~known], return_inverse=True)
+            out[~known] = kid.table([coder.text(int(c)) for c in uc])[inv]
+        return out
+    if not len(codes):
+        return np.full((0, width), -1, dtype=np.int32)
+    uc, inv = np.unique(codes, return_inverse=True)
+    return kid.table([coder.text(int(c)) for c in uc], typo=True)[inv]
+
+
+def _phon_of(ix: VoterIndex, coder: Coder, codes: I64) -> I32:
+    """Phonetic codes (the roll's vocabulary; -1 for a sound it lacks) of given-name codes."""
+    n = len(ix.vocabs["given"])
+    out = np.full(len(codes), -1, dtype=np.int32)
+    known = codes < n
+    out[known] = ix.given_phon[codes[known]]
+    if not known.all():
+        uc, inv = np.unique(codes[~known], return_inverse=True)
+        out[~known] = ix.vocabs["phon"].codes([phonetic(coder.text(int(c))) for c in uc])[inv]
+    return out
+
+
+def _first_levels(ix: VoterIndex, sf: I32, vf: I32, coder: Coder) -> npt.NDArray[np.int8]:
+    """FIRST levels of pairs (signature given-name codes ``sf`` vs voter codes ``vf``)."""
+    out = np.full(len(sf), fs.FIRST_DIFF, dtype=np.int8)
+    missing = (sf < 0) | (vf < 0)
+    out[missing] = 0
+    exact = (sf == vf) & ~missing
+    out[exact] = fs.FIRST_EXACT
+    rest = ~missing & ~exact
+    if not rest.any():
+        return out
+    ua, ub, inv = _unique(sf[rest], vf[rest])
+    a, bb = coder.strs(ua), ix.vocabs["given"].strs(ub)
+    jw, osa = _jw(a, bb), _osa(a, bb)
+    la, lb = np.strings.str_len(a), np.strings.str_len(bb)
+    same_initial = a.astype("U1") == bb.astype("U1")
+    nick_b = ix.given_nick[ub]
+    is_nick = _any_shared(_nick_rows(ix, coder, ua, False), nick_b)
+    is_initial = ((la == 1) | (lb == 1)) & same_initial
+    is_typo = (((osa <= 1) & (np.maximum(la, lb) >= 4)) | (jw >= 0.92)) & ~is_initial
+    # Only a spelling the roll lacks is tried as a misspelt nickname.
+    odd = ua >= len(ix.vocabs["given"])
+    is_nick_typo = np.zeros(len(ua), dtype=bool)
+    if odd.any():
+        is_nick_typo[odd] = _any_shared(_nick_rows(ix, coder, ua[odd], True), nick_b[odd])
+    phon_a = _phon_of(ix, coder, ua)
+    is_phon = (phon_a >= 0) & (phon_a == ix.given_phon[ub]) & (np.minimum(la, lb) > 1)
+    is_similar = (jw >= 0.80) & ~is_initial
+    lvl = np.select(
+        [is_nick, is_typo, is_nick_typo, is_initial, is_phon, is_similar],
+        [fs.FIRST_NICK, fs.FIRST_TYPO, fs.FIRST_NICK_TYPO, fs.FIRST_INITIAL, fs.FIRST_PHON,
+         fs.FIRST_SIMILAR], fs.FIRST_DIFF).astype(np.int8)
+    out[rest] = lvl[inv]
+    return out
+
+
+def _last_levels(ix: VoterIndex, sl: I32, vl: I32, s_sound: I32, s_parts: I32,
+                 coder: Coder) -> npt.NDArray[np.int8]:
+    out = np.full(len(sl), fs.LAST_DIFF, dtype=np.int8)
+    missing = (sl < 0) | (vl < 0)
+    out[missing] = 0
+    exact = (sl == vl) & ~missing
+    out[exact] = fs.LAST_EXACT
+    rest = ~missing & ~exact
+    if not rest.any():
+        return out
+    ua, ub, inv = _unique(sl[rest], vl[rest])
+    a, bb = coder.strs(ua), ix.vocabs["last"].strs(ub)
+    jw, osa = _jw(a, bb), _osa(a, bb)
+    la, lb = np.strings.str_len(a), np.strings.str_len(bb)
+    part = ((la >= 3) & (lb >= 3) & (
+        np.strings.startswith(a, bb) | np.strings.endswith(a, bb)
+        | np.strings.startswith(bb, a) | np.strings.endswith(bb, a)))
+    typo = ((osa <= 1) & (np.maximum(la, lb) >= 4)) | (jw >= 0.94)
+    lvl = np.select([typo, part, jw >= 0.84], [fs.LAST_TYPO, fs.LAST_PART, fs.LAST_SIMILAR],
+                    fs.LAST_DIFF).astype(np.int8)
+    r = lvl[inv]
+    # Sounds alike, or a part's sound (per pair: sounds are per signature and per voter).
+    v = vl[rest]
+    snd = s_sound[rest]
+    v_snd = ix.last_phon[v]
+    same_sound = (snd >= 0) & (snd == v_snd)
+    part_sound = ((snd >= 0)[:, None] & (ix.last_part_phon[v] == snd[:, None])).any(axis=1)
+    part_sound |= ((v_snd >= 0)[:, None] & (s_parts[rest] == v_snd[:, None])).any(axis=1)
+    r = np.where((r > fs.LAST_PART) & part_sound & ~same_sound, fs.LAST_PART, r)
+    r = np.where((r > fs.LAST_PHON) & same_sound, fs.LAST_PHON, r)
+    out[rest] = r.astype(np.int8)
+    return out
+
+
+def _middle_levels(ix: VoterIndex, sm: I32, vm: I32, coder: Coder) -> npt.NDArray[np.int8]:
+    out = np.full(len(sm), fs.MID_DIFF, dtype=np.int8)
+    missing = (sm < 0) | (vm < 0)
+    out[missing] = 0
+    exact = (sm == vm) & ~missing
+    out[exact] = fs.MID_EXACT
+    rest = ~missing & ~exact
+    if not rest.any():
+        return out
+    ua, ub, inv = _unique(sm[rest], vm[rest])
+    a, bb = coder.strs(ua), ix.vocabs["given"].strs(ub)
+    la, lb = np.strings.str_len(a), np.strings.str_len(bb)
+    initial = ((la == 1) | (lb == 1)) & (a.astype("U1") == bb.astype("U1"))
+    lvl = np.select([initial, _jw(a, bb) >= 0.88], [fs.MID_INITIAL, fs.MID_SIMILAR],
+                    fs.MID_DIFF)
+    out[rest] = lvl.astype(np.int8)[inv]
+    return out
+
+
+def _suffix_levels(ss: npt.NDArray[np.int8], vs: npt.NDArray[np.int8]) -> npt.NDArray[np.int8]:
+    """Agree or conflict when both give a suffix (JR, SR, II ...); else missing: a suffix
+    left unwritten is the signer's habit, and who of father and son signed is for the
+    rest of the evidence (or a reviewer) to say."""
+    return np.select([(ss == 0) | (vs == 0), ss == vs], [0, fs.SFX_AGREE],
+                     fs.SFX_CONFLICT).astype(np.int8)
+
+
+def _birth_levels(sd: I32, vd: I32) -> npt.NDArray[np.int8]:
+    missing = (sd <= 0) | (vd <= 0)
+    sy, sm, sdd = sd // 10000, (sd // 100) % 100, sd % 100
+    vy, vm, vdd = vd // 10000, (vd // 100) % 100, vd % 100
+    swap = (sy == vy) & (sm == vdd) & (sdd == vm)
+    agree = (sy == vy).astype(np.int8) + (sm == vm) + (sdd == vdd)
+    lvl = np.select([missing, sd == vd, swap, agree >= 2],
+                    [0, fs.BIRTH_EXACT, fs.BIRTH_SWAP, fs.BIRTH_PART], fs.BIRTH_DIFF)
+    return lvl.astype(np.int8)
+
+
+def _exact_or(sc: I32, vc: I32, test: Any) -> tuple[B, B]:
+    """(equal, similar by ``test(unique left codes, unique right codes)``) for code pairs
+    (missing on either side: neither)."""
+    present = (sc >= 0) & (vc >= 0)
+    exact = present & (sc == vc)
+    similar = np.zeros(len(sc), dtype=bool)
+    rest = present & ~exact
+    if rest.any():
+        ua, ub, inv = _unique(sc[rest], vc[rest])
+        similar[rest] = np.asarray(test(ua, ub))[inv]
+    return exact, similar
+
+
+def _starts_with_digit(strs: S) -> B:
+    if not len(strs):
+        return np.zeros(0, dtype=bool)
+    first = strs.astype("U1")
+    return (first >= "0") & (first <= "9")
+
+
+def _meta(ix: VoterIndex, vocab: str) -> tuple[npt.NDArray[np.int16], npt.NDArray[np.int16]]:
+    """(length, first character) of every string of a roll vocabulary (remembered)."""
+    key = f"meta_{vocab}"
+    got = ix.cache.get(key)
+    if got is None:
+        v = ix.vocabs[vocab].values
+        if len(v):
+            lengths = np.strings.str_len(v).astype(np.int16)
+            first = np.frombuffer(v.tobytes(), dtype=np.uint8)[:: v.itemsize].astype(np.int16)
+        else:
+            lengths = first = np.zeros(0, dtype=np.int16)
+        got = ix.cache.setdefault(key, (lengths, first))
+    return got  # type: ignore[no-any-return]
+
+
+def _coded_meta(ix: VoterIndex, vocab: str, coder: Coder, codes: I32
+                ) -> tuple[npt.NDArray[np.int16], npt.NDArray[np.int16]]:
+    """(length, first character) of valid codes of a batch (the roll's and its own)."""
+    lengths, first = _meta(ix, vocab)
+    n = len(ix.vocabs[vocab])
+    known = codes < n
+    out_l = np.zeros(len(codes), dtype=np.int16)
+    out_f = np.zeros(len(codes), dtype=np.int16)
+    out_l[known], out_f[known] = lengths[codes[known]], first[codes[known]]
+    if (~known).any():
+        texts = [coder.text(int(c)) for c in codes[~known]]
+        out_l[~known] = [len(t) for t in texts]
+        out_f[~known] = [ord(t[0]) if t else 0 for t in texts]
+    return out_l, out_f
+
+
+def _long_type_table(ix: VoterIndex) -> S:
+    got = ix.cache.get("long_types")
+    if got is None:
+        v = ix.vocabs["stype"]
+        got = ix.cache.setdefault("long_types", np.array(
+            [long_type(v.text(i)) for i in range(len(v))] + [""], dtype="U"))
+    return got  # type: ignore[no-any-return]
+
+
+def _long_types(ix: VoterIndex, coder: Coder, codes: I64) -> S:
+    """Street types written out ("PKWY" -> "PARKWAY"); "" where none (code -1)."""
+    table = _long_type_table(ix)
+    n = len(ix.vocabs["stype"])
+    out = table[np.where((codes >= 0) & (codes < n), codes, n)]
+    odd = codes >= n
+    if odd.any():
+        out = out.astype("U32")
+        out[odd] = [long_type(coder.text(int(c))) for c in codes[odd]]
+    return out
+
+
+def _slip(a: S, b: S, long: int) -> B:
+    """One edit apart (and at least four characters), or two when both are at least
+    ``long`` characters and begin alike: a slip of the pen, not another word."""
+    if not len(a):
+        return np.zeros(0, dtype=bool)
+    d = _osa(a, b)
+    la, lb = np.strings.str_len(a), np.strings.str_len(b)
+    shorter = np.minimum(la, lb)
+    return np.asarray(((d <= 1) & (np.maximum(la, lb) >= 4))
+                      | ((d <= 2) & (shorter >= long) & (a.astype("U1") == b.astype("U1"))))
+
+
+def _long_dirs(ix: VoterIndex, codes: I64) -> S:
+    """Directionals written out ("N" -> "NORTH"); "" where none."""
+    v = ix.vocabs["sdir"]
+    table = ix.cache.get("long_dirs")
+    if table is None:
+        table = ix.cache.setdefault("long_dirs", np.array(
+            [long_direction(v.text(i)) for i in range(len(v))] + [""], dtype="U"))
+    n = len(v)
+    return table[np.where((codes >= 0) & (codes < n), codes, n)]  # type: ignore[no-any-return]
+
+
+def _short_types(ix: VoterIndex, coder: Coder, codes: I64, vocab: str = "stype") -> S:
+    """Street types (or directionals) as coded ("PKWY"); "" where none."""
+    v = ix.vocabs[vocab]
+    table = ix.cache.get(f"short_{vocab}")
+    if table is None:
+        table = ix.cache.setdefault(f"short_{vocab}", np.array(
+            [v.text(i) for i in range(len(v))] + [""], dtype="U"))
+    n = len(v)
+    out = table[np.where((codes >= 0) & (codes < n), codes, n)]
+    odd = codes >= n
+    if odd.any():
+        out = out.astype("U32")
+        out[odd] = [coder.text(int(c)) for c in codes[odd]]
+    return out  # type: ignore[no-any-return]
+
+
+def _residence_levels(ix: VoterIndex, b: SigBatch, s: I32, v: I32) -> npt.NDArray[np.int8]:
+    c, vc, co, vv = b.cols, ix.cols, b.coders, ix.vocabs
+
+    def house_slip(ua: I64, ub: I64) -> B:
+        a, bb = co["house"].strs(ua), vv["house"].strs(ub)
+        longest = np.maximum(np.strings.str_len(a), np.strings.str_len(bb))
+        return (_osa(a, bb) <= 1) & (longest >= 3)
+
+    house_ex, house_sl = _exact_or(c["house"][s], vc["house"][v], house_slip)
+    # Street names: the name, or the name with its type written out ("WONGPARKWAY" for
+    # WONG PKWY; "BURNSCEURT" for BURNS CT), one edit or Jaro-Winkler 0.9 apart. Only
+    # worth a look where the house agrees or the names begin alike.
+    s_st, v_st = c["street"][s], vc["street"][v]
+    present = (s_st >= 0) & (v_st >= 0)
+    street_ex = present & (s_st == v_st)
+    street_sim = np.zeros(len(s), dtype=bool)
+    rest = present & ~street_ex
+    if rest.any():
+        _, s_first = _coded_meta(ix, "street", co["street"], s_st[rest])
+        _, v_first = _meta(ix, "street")
+        look = (s_first == v_first[v_st[rest]]) | (house_ex | house_sl)[rest]
+        rest[np.nonzero(rest)[0][~look]] = False
+    if rest.any():
+        s_ty, v_ty = c["stype"][s][rest].astype(np.int64), vc["stype"][v][rest].astype(np.int64)
+        left = s_st[rest].astype(np.int64) * 4096 + (s_ty + 1)
+        right = v_st[rest].astype(np.int64) * 4096 + (v_ty + 1)
+        ua, ub, inv = _unique(left, right)
+        a_name = co["street"].strs((ua // 4096).astype(np.int32))
+        b_name = vv["street"].strs(ub // 4096)
+        a_ty, b_ty = ua % 4096 - 1, ub % 4096 - 1
+        a_full = np.strings.add(a_name, _long_types(ix, co["stype"], a_ty))
+        b_full = np.strings.add(b_name, _long_types(ix, co["stype"], b_ty))
+        ok = ((_jw(a_name, b_name) >= 0.90) | _slip(a_name, b_name, 4)
+              | _slip(a_full, b_full, 6))
+        # Run together or the type misspelt ("WONGPARKWAY", "BURNSCEURT", "6THCT" for
+        # 6TH CT): one side has no type; its name is compared with the other's name and
+        # type, written out or abbreviated.
+        cross = ~ok & ((a_ty < 0) | (b_ty < 0))
+        if cross.any():
+            a_short = np.strings.add(a_name[cross], _short_types(ix, co["stype"], a_ty[cross]))
+            b_short = np.strings.add(b_name[cross], _short_types(ix, co["stype"], b_ty[cross]))
+            ok[cross] = (_slip(a_name[cross], b_full[cross], 6) | _slip(a_full[cross],
+                                                                       b_name[cross], 6)
+                         | _slip(a_name[cross], b_short, 4) | _slip(a_short, b_name[cross], 4))
+        street_sim[rest] = ok[inv]
+    s_dir, v_dir = c["sdir"][s], vc["sdir"][v]
+    dir_conflict = (s_dir >= 0) & (v_dir >= 0) & (s_dir != v_dir)
+
+    def zip_near(ua: I64, ub: I64) -> B:  # one digit wrong, missing or two swapped
+        return _osa(co["zip"].strs(ua), vv["zip"].strs(ub)) <= 1
+
+    zip_ex, zip_nr = _exact_or(c["zip"][s], vc["zip"][v], zip_near)
+    city_ex, city_sim = _exact_or(
+        c["city"][s], vc["city"][v],
+        lambda ua, ub: _jw(co["city"].strs(ua), vv["city"].strs(ub)) >= 0.9)
+    zip_null = (c["zip"][s] < 0) | (vc["zip"][v] < 0)
+    city_null = (c["city"][s] < 0) | (vc["city"][v] < 0)
+    loc_agree = zip_ex | (city_ex & (zip_nr | zip_null))
+    loc_near = (zip_nr | city_ex | city_sim) & ~loc_agree
+    loc_null = zip_null & city_null
+    street_agree = street_ex & ~dir_conflict
+    street_close = street_sim | (street_ex & dir_conflict)
+    addr_exact = house_ex & street_agree
+    addr_near = (house_ex & street_close) | (house_sl & (street_agree | street_close))
+    # Run together or split: "453 6SMITH" for 4536 SMITH, "4536SMITH" (no house) likewise.
+    odd = present & ~addr_exact & ~addr_near & (loc_agree | loc_near)
+    if odd.any():
+        oi = np.nonzero(odd)[0]
+        s_digit = _starts_with_digit(co["street"].strs(s_st[oi]))
+        hs, hv = c["house"][s][oi], vc["house"][v][oi]
+        both = (hs >= 0) & (hv >= 0)
+        _, hs_first = _coded_meta(ix, "house", co["house"], np.maximum(hs, 0))
+        _, st_first = _coded_meta(ix, "street", co["street"], s_st[oi])
+        alike = (both & (hs_first == _meta(ix, "house")[1][np.maximum(hv, 0)])
+                 & (st_first == _meta(ix, "street")[1][v_st[oi]]))
+        odd[oi] = s_digit | (hs < 0) | alike
+    if odd.any():
+        # The lines as written ("1633 9NORTH UNDERWOOD CIRCLE") against the voter's, its
+        # directional and type abbreviated or written out: a slip or two in a long line.
+        idx = np.nonzero(odd)[0]
+        a = b.lines[s[idx]]
+        hv = vc["house"][v][idx]
+        house = np.where(hv >= 0, vv["house"].strs(np.maximum(hv, 0)), "")
+        name = vv["street"].strs(v_st[idx])
+        ty = vc["stype"][v][idx].astype(np.int64)
+        dr = vc["sdir"][v][idx].astype(np.int64)
+        near = np.zeros(len(idx), dtype=bool)
+        for d_text in (_short_types(ix, co["sdir"], dr, "sdir"),
+                       _long_dirs(ix, dr)):
+            for t_text in (_short_types(ix, co["stype"], ty), _long_types(ix, co["stype"], ty)):
+                line = np.strings.add(np.strings.add(np.strings.add(house, d_text), name), t_text)
+                near |= _slip(a, line, 10)
+        addr_near[idx[near]] = True
+    street_any = street_agree | street_close
+    lvl = np.select(
+        [~present,
+         addr_exact & (loc_agree | loc_null),
+         (addr_exact & loc_near) | (addr_near & (loc_agree | loc_near | loc_null)),
+         addr_exact | addr_near,
+         street_any & (loc_agree | loc_near | loc_null),
+         loc_agree],
+        [0, fs.RES_EXACT, fs.RES_NEAR, fs.RES_OTHER_TOWN, fs.RES_STREET, fs.RES_LOCALITY],
+        fs.RES_DIFF)
+    return lvl.astype(np.int8)
+
+
+def _joined_given(ix: VoterIndex, b: SigBatch, s: I32, v: I32,
+                  first: npt.NDArray[np.int8]) -> npt.NDArray[np.int8]:
+    """A two-word given name written as one or split ("FANG JIAN" for FANGJIAN, "JINXIN"
+    for JING-XIN): first and middle name read as one word on either side."""
+    c, vc = b.cols, ix.cols
+    sf, sm, vf, vm = c["first"][s], c["middle"][s], vc["first"][v], vc["middle"][v]
+    look = ((first >= fs.FIRST_INITIAL) & (sf >= 0) & (vf >= 0)
+            & ((sm >= 0) | (vm >= 0)))
+    if not look.any():
+        return first
+    idx = np.nonzero(look)[0]
+    g, gv = b.coders["given"], ix.vocabs["given"]
+    a1 = g.strs(sf[idx])
+    b1 = gv.strs(vf[idx])
+    a2 = np.strings.add(a1, np.where(sm[idx] >= 0, g.strs(np.maximum(sm[idx], 0)), ""))
+    b2 = np.strings.add(b1, np.where(vm[idx] >= 0, gv.strs(np.maximum(vm[idx], 0)), ""))
+    same_start = a1.astype("U1") == b1.astype("U1")
+    exact = same_start & ((a2 == b1) | (a1 == b2) | ((a2 == b2) & ((sm[idx] < 0) | (vm[idx] < 0))))
+    near = same_start & ~exact & ((_osa(a2, b2) <= 1) | (_osa(a2, b1) <= 1) | (_osa(a1, b2) <= 1))
+    out = first.copy()
+    out[idx[exact]] = fs.FIRST_EXACT
+    out[idx[near]] = np.minimum(out[idx[near]], fs.FIRST_TYPO)
+    return out
+
+
+def compare(ix: VoterIndex, b: SigBatch, s: I32, v: I32, swapped: bool = True) -> fs.Levels:
+    """Every comparison's level for pairs (signature row ``s``, voter ``v``). With
+    ``swapped``, names are also read the other way round (first and last exchanged) where
+    the surnames disagree, and the reading with the stronger surname level is kept."""
+    c, vc = b.cols, ix.cols
+    g = b.coders["given"]
+    first = _first_levels(ix, c["first"][s], vc["first"][v], g)
+    # The middle name written as the first name ("Carlos" for Juan Carlos) or back.
+    mid_first = (((c["first"][s] >= 0) & (c["first"][s] == vc["middle"][v]))
+                 | ((c["middle"][s] >= 0) & (c["middle"][s] == vc["first"][v])))
+    first = np.where((first > fs.FIRST_MIDDLE) & mid_first, fs.FIRST_MIDDLE, first).astype(np.int8)
+    first = _joined_given(ix, b, s, v, first)
+    last = _last_levels(ix, c["last"][s], vc["last"][v], b.last_sounds[s, 0],
+                        b.last_sounds[s, 1:], b.coders["last"])
+    lv = fs.Levels(
+        first=first,
+        middle=_middle_levels(ix, c["middle"][s], vc["middle"][v], g),
+        last=last,
+        suffix=_suffix_levels(c["suffix"][s], vc["suffix"][v]),
+        residence=_residence_levels(ix, b, s, v),
+        birth=_birth_levels(c["dob"][s], vc["dob"][v]),
+        n_first=ix.n_first[np.maximum(vc["first"][v], 0)],
+        n_last=ix.n_last[np.maximum(vc["last"][v], 0)],
+        n_addr=vc["n_addr"][v], n_last_addr=vc["n_last_addr"][v],
+        swapped=np.zeros(len(s), dtype=bool),
+    )
+    if swapped:
+        idx = np.nonzero((last >= fs.LAST_SIMILAR) & (c["first"][s] >= 0))[0]
+        if len(idx):
+            sw_first, sw_last = b.swapped()
+            si, vi = s[idx], v[idx]
+            f2 = _first_levels(ix, sw_first[si], vc["first"][vi], g)
+            l2 = _last_levels(ix, sw_last[si], vc["last"][vi], b.first_sounds[si, 0],
+                              np.full((len(idx), 3), -1, dtype=np.int32), b.coders["last"])
+            better = (l2 < last[idx]) & (l2 != 0) & (f2 != 0) & (f2 < fs.FIRST_DIFF)
+            take = idx[better]
+            lv.first[take] = f2[better]
+            lv.last[take] = l2[better]
+            lv.swapped[take] = True
+            lv.n_first[take] = ix.n_first[np.maximum(vc["first"][v[take]], 0)]
+    return lv
+
+
+# ----------------------------------------------------------------------------- deciding
+
+STATUS_ACTIVE, STATUS_INACTIVE, STATUS_CANCELLED = 0, 1, 2
+
+#: Reason codes of the vectorised decision (index into REASONS).
+REASONS = (Reason.MATCHED, Reason.NOT_REGISTERED, Reason.ADDRESS_MISMATCH, Reason.WRONG_COUNTY,
+           Reason.VOTER_INACTIVE, Reason.VOTER_CANCELLED, Reason.SIGNED_BEFORE_REGISTRATION,
+           Reason.SIGNED_AFTER_DEADLINE, Reason.PENDING_REVIEW)
+DECISIONS = (Decision.MATCH, Decision.NO_MATCH, Decision.REVIEW)
+_R = {r: i for i, r in enumerate(REASONS)}
+
+
+@dataclass
+class Decided:
+    """A matched batch, as arrays (one entry per signature) and the pairs behind them."""
+
+    decision: npt.NDArray[np.int8]  # index into DECISIONS
+    reason: npt.NDArray[np.int8]  # index into REASONS
+    voter: I32  # voter row, -1 for none
+    probability: F64  # of the best candidate
+    top: I32  # (signatures, k) pair indices of the best candidates, -1 padded
+    pairs: Pairs
+    levels: fs.Levels
+    weights: F64
+    pair_probability: F64
+    index: VoterIndex
+    #: per pair: each comparison's part of the weight, and the prior (bits)
+    parts: dict[str, F64] = field(default_factory=dict)
+    priors: F64 = field(default_factory=lambda: np.zeros(0))
+    #: per signature: the section's county code
+    counties: I32 = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
+
+    def __len__(self) -> int:
+        return len(self.decision)
+
+    def voter_id(self, i: int) -> str:
+        v = int(self.voter[i])
+        return self.index.voter_id(v) if v >= 0 else ""
+
+    def candidate(self, p: int, county: int) -> ScoredCandidate:
+        """Pair ``p`` as a candidate, with its waterfall (``county``: the section's)."""
+        ix = self.index
+        v = int(self.pairs.voter[p])
+        w = round(float(self.weights[p]), 2)
+        evidence: tuple[tuple[str, str, float], ...] = ()
+        if self.parts:
+            evidence = tuple(
+                (c, fs.LEVELS[c][int(getattr(self.levels, c)[p])]
+                 + (" (read swapped)" if c in ("first", "last") and self.levels.swapped[p] else ""),
+                 round(float(self.parts[c][p]), 2)) for c in fs.COMPARISONS)
+        if len(self.priors):
+            where = ("in the section's county" if int(ix.cols["county"][v]) == county
+                     else "in another county")
+            evidence += (("prior", where, round(float(self.priors[p]), 2)),)
+        return ScoredCandidate(voter_id=ix.voter_id(v), county=ix.county_text(v),
+                               score=round(100 * float(self.pair_probability[p]), 2),
+                               field_scores={"weight": w}, weight=w, evidence=evidence)
+
+    def result(self, i: int, county: int = -1) -> MatchResult:
+        shown = tuple(self.candidate(int(p), county) for p in self.top[i] if p >= 0)
+        return MatchResult(DECISIONS[int(self.decision[i])], REASONS[int(self.reason[i])],
+                           self.voter_id(i), round(100 * float(self.probability[i]), 2), shown)
+
+    def results(self, counties: I32 | None = None) -> list[MatchResult]:
+        """Every signature's result (``counties``: the sections' county codes, for the
+        candidates' priors; ``Decided.counties`` when the batch was prepared here)."""
+        cs = self.counties if counties is None else counties
+        return [self.result(i, int(cs[i]) if len(cs) else -1) for i in range(len(self))]
+
+
+def match_batch(ix: VoterIndex, model: fs.Model, sigs: Sequence[SignatureInput],
+                config: MatchConfig) -> Decided:
+    """Decide a batch of signatures."""
+    b = prepare(ix, sigs)
+    pairs = candidates(ix, b)
+    lv = compare(ix, b, pairs.sig, pairs.voter)
+    w, parts = model.weights(lv)
+    prob = np.zeros(len(w))
+    priors = _pair_priors(ix, model, b, pairs)
+    if len(w):
+        present = np.unique(pairs.sig)
+        starts = np.searchsorted(pairs.sig, present).astype(np.int64)
+        extra = _crowded_mass(ix, model, b, present, pairs.crowded[present])
+        prob = fs.posterior(starts, w, priors, extra)
+    decided = _decide(ix, b, pairs, lv, w, prob, config)
+    decided.parts, decided.priors = parts, priors
+    decided.counties = b.cols["county"]
+    return decided
+
+
+def county_counts(ix: VoterIndex) -> I64:
+    got = ix.cache.get("county_counts")
+    if got is None:
+        got = ix.cache.setdefault("county_counts", np.bincount(
+            ix.cols["county"].astype(np.int64), minlength=len(ix.vocabs["county"])))
+    return got  # type: ignore[no-any-return]
+
+
+def _pair_priors(ix: VoterIndex, model: fs.Model, b: SigBatch, pairs: Pairs) -> F64:
+    sc = b.cols["county"][pairs.sig]
+    counts = county_counts(ix)
+    known = (sc >= 0) & (sc < len(counts))
+    nc = np.where(known, counts[np.where(known, sc, 0)], 0)
+    same = ix.cols["county"][pairs.voter] == sc
+    return model.pair_priors(same, nc)
+
+
+def _crowded_mass(ix: VoterIndex, model: fs.Model, b: SigBatch, rows: I32, crowded: I32) -> F64:
+    """Odds of the namesakes a crowded statewide name block left uncompared: each a voter of
+    this very name (its frequencies in the roll) at another address, anywhere in the state."""
+    out = np.zeros(len(crowded))
+    if not crowded.any():
+        return out
+    t = model.tables()
+    n = max(model.voters, 1)
+    first, last = b.cols["first"][rows], b.cols["last"][rows]
+    nf = np.where((first >= 0) & (first < len(ix.n_first)),
+                  ix.n_first[np.clip(first, 0, max(len(ix.n_first) - 1, 0))], 1)
+    nl = np.where((last >= 0) & (last < len(ix.n_last)),
+                  ix.n_last[np.clip(last, 0, max(len(ix.n_last) - 1, 0))], 1)
+    w_other = t["residence"][0][fs.RES_DIFF] - t["residence"][1][fs.RES_DIFF]
+    w_first = t["first"][0][fs.FIRST_EXACT] - np.log2(np.maximum(nf, 1) / n)
+    w_last = t["last"][0][fs.LAST_EXACT] - np.log2(np.maximum(nl, 1) / n)
+    return np.asarray(crowded * np.exp2(model.prior + w_first + w_last + w_other),
+                      dtype=np.float64)
+
+
+def _decide(ix: VoterIndex, b: SigBatch, pairs: Pairs, lv: fs.Levels, w: F64, prob: F64,
+            config: MatchConfig) -> Decided:
+    n = b.n
+    k = max(1, config.max_candidates)
+    decision = np.full(n, DECISIONS.index(Decision.NO_MATCH), dtype=np.int8)
+    reason = np.full(n, _R[Reason.NOT_REGISTERED], dtype=np.int8)
+    voter = np.full(n, -1, dtype=np.int32)
+    best_p = np.zeros(n)
+    top = np.full((n, k), -1, dtype=np.int32)
+    if len(w):
+        # Per signature, pairs by probability (highest first): sort by (signature, -p).
+        order = np.lexsort((-prob, pairs.sig))
+        sig_sorted = pairs.sig[order]
+        first_of = np.searchsorted(sig_sorted, np.arange(n), side="left")
+        count = np.searchsorted(sig_sorted, np.arange(n), side="right") - first_of
+        for j in range(k):
+            ok = count > j
+            top[ok, j] = order[first_of[ok] + j]
+        has = count > 0
+        best = top[has, 0]
+        rows = np.nonzero(has)[0]
+        pv = prob[best]
+        best_p[rows] = pv
+        bv = pairs.voter[best]
+        same_county = ix.cols["county"][bv] == b.cols["county"][rows]
+        agrees = np.isin(lv.residence[best], fs.ADDRESS_AGREES)
+        accept = pv >= config.accept_threshold / 100.0
+        # Review when the voters at the signature's address in the section's county hold
+        # the band's mass together: one of them signed, a person says which (a father and
+        # son, SR and JR, both fit a signature without the suffix, each at half the mass).
+        here = (np.isin(lv.residence, fs.ADDRESS_AGREES)
+                & (ix.cols["county"][pairs.voter] == b.cols["county"][pairs.sig]))
+        here_mass = np.bincount(pairs.sig[here], weights=prob[here], minlength=n)[rows]
+        review = (here_mass >= config.review_threshold / 100.0) & ~accept
+        # ... naming the likeliest of them (pairs in ``order`` are best first).
+        here_order = order[here[order]]
+        here_sigs, here_first = np.unique(pairs.sig[here_order], return_index=True)
+        best_here = np.full(n, -1, dtype=np.int64)
+        best_here[here_sigs] = here_order[here_first]
+        bv = np.where(review, pairs.voter[np.maximum(best_here[rows], 0)], bv)
+        status = ix.cols["status"][bv]
+        reg = ix.cols["registered"][bv]
+        signed, dl = b.signed_on[rows], b.deadline[rows]
+        elig = np.select(
+            [status == STATUS_CANCELLED, status == STATUS_INACTIVE,
+             (signed > 0) & (reg > 0) & (signed < reg), (dl > 0) & (signed > dl)],
+            [_R[Reason.VOTER_CANCELLED], _R[Reason.VOTER_INACTIVE],
+             _R[Reason.SIGNED_BEFORE_REGISTRATION], _R[Reason.SIGNED_AFTER_DEADLINE]],
+            _R[Reason.MATCHED])
+        r = np.select(
+            [accept & ~same_county, accept & ~agrees, accept, review],
+            [_R[Reason.WRONG_COUNTY], _R[Reason.ADDRESS_MISMATCH], elig,
+             _R[Reason.PENDING_REVIEW]], _R[Reason.NOT_REGISTERED])
+        d = np.select([accept & same_county & agrees, review],
+                      [DECISIONS.index(Decision.MATCH), DECISIONS.index(Decision.REVIEW)],
+                      DECISIONS.index(Decision.NO_MATCH))
+        reason[rows] = r
+        decision[rows] = d
+        named = accept | review
+        voter[rows[named]] = bv[named]
+    return Decided(decision, reason, voter, best_p, top, pairs, lv, w, prob, ix)
+
+
+def status_of(ix: VoterIndex, voter: int) -> str:
+    return STATUSES[int(ix.cols["status"][voter])]
+
+
+# ----------------------------------------------------------------------------- learning
+
+def voters_as_batch(ix: VoterIndex, rows: I32) -> SigBatch:
+    """Voters of the roll posing as signatures (random pairs of voters, for ``estimate_u``)."""
+    c = ix.cols
+    cols = {k: c[k][rows] for k in ("first", "middle", "last", "suffix", "dob", "house",
+                                     "street", "stype", "sdir", "unit", "city", "zip", "county")}
+    n = len(rows)
+    last_sounds = np.full((n, 4), -1, dtype=np.int32)
+    ok = cols["last"] >= 0
+    last_sounds[ok, 0] = ix.last_phon[cols["last"][ok]]
+    last_sounds[ok, 1:] = ix.last_part_phon[cols["last"][ok]]
+    first_sounds = np.full((n, 1 + ix.given_nick.shape[1]), -1, dtype=np.int32)
+    ok = cols["first"] >= 0
+    first_sounds[ok, 0] = ix.given_phon[cols["first"][ok]]
+    zeros = np.zeros(n, dtype=np.int32)
+    coders = {k: Coder(ix.vocabs[k]) for k in CODERS}
+    house, street = cols["house"], cols["street"]
+    lines = np.strings.add(np.strings.add(np.strings.add(
+        np.where(house >= 0, ix.vocabs["house"].strs(np.maximum(house, 0)), ""),
+        _long_dirs(ix, cols["sdir"].astype(np.int64))),
+        np.where(street >= 0, ix.vocabs["street"].strs(np.maximum(street, 0)), "")),
+        _long_types(ix, coders["stype"], cols["stype"].astype(np.int64)))
+    return SigBatch(n=n, cols=cols, coders=coders, first_sounds=first_sounds,
+                    last_sounds=last_sounds, f_init=np.zeros(n, np.int16),
+                    l_init=np.zeros(n, np.int16), signed_on=zeros, deadline=zeros,
+                    lines=lines)
+
+
+def _level_counts(ix: VoterIndex, b: SigBatch, s: I32, v: I32) -> dict[str, F64]:
+    counts = {c: np.zeros(len(fs.LEVELS[c])) for c in fs.COMPARISONS}
+    step = 250_000
+    for lo in range(0, len(s), step):
+        lv = compare(ix, b, s[lo: lo + step], v[lo: lo + step])
+        for c in fs.COMPARISONS:
+            counts[c] += fs.level_counts(getattr(lv, c), c)
+    return counts
+
+
+def estimate_u(ix: VoterIndex, b: SigBatch, pairs: int = 1_000_000, seed: int = 20_170_725
+               ) -> tuple[dict[str, list[float]], int]:
+    """u per comparison level from ``pairs`` random (signature, voter) pairs: how often a
+    signature agrees at each level with a voter picked at random (seeded, so the same
+    signatures and roll give the same u). A random pair is, but for a chance of one in the
+    roll's size, two different people. A field the signatures rarely fill (a birth date)
+    takes its levels from as many random pairs of voters of the roll."""
+    if ix.size < 2 or b.n < 1:
+        raise ValueError("random pairs need voters and signatures")
+    rng = np.random.default_rng(seed)
+    pairs = min(pairs, b.n * ix.size)
+    s = np.sort(rng.integers(0, b.n, size=pairs)).astype(np.int32)
+    v = rng.integers(0, ix.size, size=pairs).astype(np.int32)
+    counts = _level_counts(ix, b, s, v)
+    fallback = None
+    if any(counts[c][1:].sum() < 10_000 for c in fs.HAS_MISSING):
+        a = rng.integers(0, ix.size, size=pairs).astype(np.int32)
+        w = rng.integers(0, ix.size - 1, size=pairs).astype(np.int32)
+        w[w >= a] += 1
+        order = np.argsort(a, kind="stable")
+        a, w = a[order], w[order]
+        va = voters_as_batch(ix, a)
+        fallback = _level_counts(ix, va, np.arange(pairs, dtype=np.int32), w)
+    return fs.u_from_counts(counts, fallback), pairs
+
+
+def train(ix: VoterIndex, sigs: Sequence[SignatureInput], u: dict[str, list[float]] | None = None,
+          prior: fs.Model | None = None, u_pairs: int = 1_000_000) -> fs.Model:
+    """A model for a roll version, from the roll and signatures received (unlabelled):
+    u from random (signature, voter) pairs (``estimate_u``), then m and the share of
+    registered signers by EM on the signatures' candidate pairs (``fs.train_em``)."""
+    b = prepare(ix, sigs)
+    if u is None:
+        u, u_pairs = estimate_u(ix, b, u_pairs)
+    pairs = candidates(ix, b)
+    if not len(pairs.sig):
+        raise ValueError(f"no candidate voters for any of {b.n} signatures: nothing to learn")
+    lv = compare(ix, b, pairs.sig, pairs.voter)
+    starts = np.searchsorted(pairs.sig, np.unique(pairs.sig)).astype(np.int64)
+    model = fs.Model(m=fs.initial_m(), u=u, registered_share=0.5, voters=ix.size)
+    sc = b.cols["county"][pairs.sig]
+    counts = county_counts(ix)
+    known = (sc >= 0) & (sc < len(counts))
+    em = fs.train_em(model, lv, starts, b.n, ix.cols["county"][pairs.voter] == sc,
+                     np.where(known, counts[np.where(known, sc, 0)], 0), prior)
+    model.trained = {"signatures": b.n, "candidate_pairs": len(pairs.sig),
+                     "u_pairs": u_pairs, "em_iterations": em.iterations,
+                     "em_converged": em.converged,
+                     "registered_share": round(model.registered_share, 6),
+                     "in_county_share": round(model.in_county_share, 6)}
+    return model

@@ -1,0 +1,293 @@
+"""Where a roll version's columnar index and its match models are kept: PostgreSQL.
+
+The index of a version is built once (by the first replica that needs it, under an advisory
+lock, so that replicas do not all build it) and saved in parts of ``PART_BYTES``; every
+other replica, and a replica restarted later, loads it in a fraction of the build time.
+
+A model is learned per roll version (``train``): u from random pairs of the roll and the
+signatures, m and the priors by EM on the signatures' candidate pairs. The newest model of
+a version decides; every decision records the model that made it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import asyncpg
+
+from sigverify_common import audit
+from sigverify_common.db import Conn
+from sigverify_common.errors import Unavailable
+from sigverify_matching import engine, fs
+from sigverify_matching.columnar import FORMAT, IndexBuilder, VoterIndex
+from sigverify_matching.domain import SignatureInput
+
+log = logging.getLogger(__name__)
+
+PART_BYTES = 32 * 1024 * 1024
+#: Roll rows read per round trip while building from the voters table.
+BUILD_CHUNK = 50_000
+
+VOTER_COLUMNS = ("voter_id, first_name, middle_name, last_name, suffix, birth_date, street, "
+                 "unit, city, zip, county, status, registered_on")
+
+
+def _lock_key(kind: str, version: int) -> int:
+    return zlib.crc32(f"sigverify-{kind}-{version}".encode())
+
+
+# -- the index ------------------------------------------------------------------------------
+
+async def save_index(conn: Conn, index: VoterIndex, build_seconds: float, built_by: str) -> int:
+    """Save a version's index (replacing any); returns its size in bytes."""
+    data = await asyncio.to_thread(index.dumps)
+    parts = [data[i: i + PART_BYTES] for i in range(0, len(data), PART_BYTES)] or [b""]
+    async with conn.transaction():
+        await conn.execute("DELETE FROM matching.roll_index WHERE version = $1", index.version)
+        await conn.execute("DELETE FROM matching.roll_index_meta WHERE version = $1",
+                           index.version)
+        for i, part in enumerate(parts):
+            await conn.execute("INSERT INTO matching.roll_index (version, part, data) "
+                               "VALUES ($1, $2, $3)", index.version, i, part)
+        await conn.execute(
+            "INSERT INTO matching.roll_index_meta (version, parts, bytes, format, voters, "
+            "build_seconds, built_by) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            index.version, len(parts), len(data), FORMAT, index.size, build_seconds, built_by)
+    return len(data)
+
+
+async def load_index(conn: Conn, version: int) -> VoterIndex | None:
+    """The saved index of ``version``, or None (none saved, or saved in another format)."""
+    meta = await conn.fetchrow(
+        "SELECT parts, bytes, format FROM matching.roll_index_meta WHERE version = $1", version)
+    if meta is None or meta["format"] != FORMAT:
+        return None
+    chunks = []
+    for i in range(meta["parts"]):
+        part = await conn.fetchval(
+            "SELECT data FROM matching.roll_index WHERE version = $1 AND part = $2", version, i)
+        if part is None:
+            return None
+        chunks.append(part)
+    data = b"".join(chunks)
+    del chunks
+    if len(data) != meta["bytes"]:
+        return None
+    index = await asyncio.to_thread(VoterIndex.loads, data)
+    index.version = version
+    return index
+
+
+async def build_from_voters(conn: Conn, version: int) -> VoterIndex:
+    """Build the index of ``version`` from its rows in ``matching.voters`` (read in chunks
+    by a cursor; the CPU work in a worker thread, a chunk at a time)."""
+    builder = IndexBuilder(version)
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        cursor = await conn.cursor(
+            f"SELECT {VOTER_COLUMNS} FROM matching.voters WHERE version = $1",  # noqa: S608
+            version)
+        while rows := await cursor.fetch(BUILD_CHUNK):
+            await asyncio.to_thread(builder.add, [tuple(r) for r in rows])
+    return await asyncio.to_thread(builder.finish)
+
+
+async def index_of(pool: asyncpg.Pool, version: int, built_by: str = "matching") -> VoterIndex:
+    """The index of ``version``: loaded when saved, else built (by one replica at a time:
+    the others wait, then load what it saved) and saved."""
+    async with pool.acquire() as conn:
+        index = await load_index(conn, version)
+        if index is not None:
+            return index
+        key = _lock_key("index", version)
+        await conn.execute("SELECT pg_advisory_lock($1)", key)
+        try:
+            index = await load_index(conn, version)
+            if index is not None:
+                return index
+            started = time.perf_counter()
+            index = await build_from_voters(conn, version)
+            seconds = time.perf_counter() - started
+            size = await save_index(conn, index, seconds, built_by)
+            log.info("roll version %d: index of %d voters built in %.1fs and saved (%d MiB)",
+                     version, index.size, seconds, size >> 20)
+            return index
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", key)
+
+
+async def delete_indexes(conn: Conn | asyncpg.Pool) -> None:
+    """Drop the saved indexes of versions whose rows are gone (retired, discarded)."""
+    for table in ("roll_index", "roll_index_meta"):
+        await conn.execute(
+            f"DELETE FROM matching.{table} WHERE version IN (SELECT version FROM "  # noqa: S608
+            "matching.roll_versions WHERE state IN ('retired', 'discarded'))")
+
+
+# -- the models -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class StoredModel:
+    model_id: int
+    roll_version: int
+    model: fs.Model
+    trained_at: str
+    trained_by: str
+    signatures: int
+
+
+def _stored(r: asyncpg.Record) -> StoredModel:
+    return StoredModel(r["model_id"], r["roll_version"], fs.Model.from_json(r["model"]),
+                       r["trained_at"].isoformat(), r["trained_by"], r["signatures"])
+
+
+async def latest_model(conn: Conn | asyncpg.Pool, version: int | None = None
+                       ) -> StoredModel | None:
+    """The newest model of a roll version (None: of any version)."""
+    if version is None:
+        r = await conn.fetchrow("SELECT * FROM matching.models ORDER BY model_id DESC LIMIT 1")
+    else:
+        r = await conn.fetchrow("SELECT * FROM matching.models WHERE roll_version = $1 "
+                                "ORDER BY model_id DESC LIMIT 1", version)
+    return _stored(r) if r is not None else None
+
+
+async def model_by_id(conn: Conn | asyncpg.Pool, model_id: int) -> StoredModel | None:
+    r = await conn.fetchrow("SELECT * FROM matching.models WHERE model_id = $1", model_id)
+    return _stored(r) if r is not None else None
+
+
+async def training_signatures(conn: Conn | asyncpg.Pool, limit: int) -> list[SignatureInput]:
+    """The most recent signatures sent to matching (any petition), as the matcher reads
+    them: what EM learns m from. Unlabelled: nobody's decision is used."""
+    rows = await conn.fetch(
+        "SELECT s.first_name, s.middle_name, s.last_name, s.street, s.unit, s.city, s.zip, "
+        "s.county, s.signed_on, s.birth_date FROM intake.signatures s "
+        "WHERE s.released AND NOT s.incomplete ORDER BY s.received_seq DESC LIMIT $1", limit)
+    return [SignatureInput(first_name=r["first_name"], middle_name=r["middle_name"],
+                           last_name=r["last_name"], street=r["street"], unit=r["unit"],
+                           city=r["city"], zip=r["zip"], county=r["county"],
+                           signed_on=r["signed_on"], birth_date=r["birth_date"])
+            for r in reversed(rows)]
+
+
+async def train(pool: asyncpg.Pool, index: VoterIndex, signatures: Sequence[SignatureInput],
+                actor: str, reason: str) -> StoredModel:
+    """Learn a model for ``index``'s version from ``signatures`` (the newest model of any
+    version is EM's prior), store it and audit it."""
+    if not signatures:
+        raise Unavailable("no signatures to learn the match model from yet")
+    prior = await latest_model(pool)
+    started = time.perf_counter()
+    model = await asyncio.to_thread(engine.train, index, list(signatures), None,
+                                    prior.model if prior else None)
+    seconds = time.perf_counter() - started
+    model.trained["seconds"] = round(seconds, 2)
+    model.trained["prior_model"] = prior.model_id if prior else 0
+    async with pool.acquire() as conn, conn.transaction():
+        r = await conn.fetchrow(
+            "INSERT INTO matching.models (roll_version, model, signatures, trained_by) "
+            "VALUES ($1, $2::jsonb, $3, $4) RETURNING *", index.version, model.to_json(),
+            len(signatures), actor)
+        assert r is not None
+        await audit.record(conn, actor, "model.trained", f"model-{r['model_id']}", {
+            "roll_version": index.version, "signatures": len(signatures), "reason": reason,
+            "em_iterations": model.trained.get("em_iterations"),
+            "registered_share": round(model.registered_share, 4),
+            "prior_model": model.trained["prior_model"], "seconds": round(seconds, 2)})
+    log.info("model %d for roll version %d learned from %d signatures in %.1fs", r["model_id"],
+             index.version, len(signatures), seconds)
+    return _stored(r)
+
+
+class Models:
+    """This replica's view of the models: the newest of the version it decides with,
+    learned when none exists yet (by one replica at a time).
+
+    With no model for a version, the first batch to be decided waits until ``train_min``
+    signatures have been received (or ``train_wait`` seconds have passed since it first
+    asked, whichever is first), so that EM learns from a fair sample rather than from a
+    first batch of a dozen rows; then the model is learned from up to ``train_max`` of the
+    most recent signatures.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, train_min: int = 1000, train_max: int = 20_000,
+                 train_wait: float = 10.0) -> None:
+        self._pool = pool
+        self.train_min = train_min
+        self.train_max = train_max
+        self.train_wait = train_wait
+        self._cache: dict[int, StoredModel] = {}
+        self._waiting_since: dict[int, float] = {}
+        self._checked: dict[int, float] = {}
+        self._learning: dict[int, asyncio.Task[None]] = {}
+
+    def forget(self, version: int) -> None:
+        self._cache.pop(version, None)
+
+    async def current(self, index: VoterIndex) -> StoredModel:
+        """The model to decide with for ``index``'s version. A version with no model of its
+        own yet (a roll just loaded) is decided with the newest earlier model, its prior
+        set to this roll's size, while its own is learned in the background."""
+        version = index.version
+        now = time.monotonic()
+        got = self._cache.get(version)
+        # A newer model (sigverify model train) is picked up within a few seconds.
+        if got is not None and now - self._checked.get(version, 0.0) < 5.0:
+            return got
+        self._checked[version] = now
+        stored = await latest_model(self._pool, version)
+        if stored is not None:
+            self._cache[version] = stored
+            return stored
+        earlier = await latest_model(self._pool)
+        if earlier is None:
+            return await self._learn(index)
+        task = self._learning.get(version)
+        if task is None or task.done():
+            self._learning[version] = asyncio.create_task(self._learn_meanwhile(index),
+                                                          name=f"model-{version}")
+        model = fs.Model.from_json(earlier.model.to_json())
+        model.voters = index.size
+        borrowed = StoredModel(earlier.model_id, version, model, earlier.trained_at,
+                               earlier.trained_by, earlier.signatures)
+        self._cache[version] = borrowed
+        return borrowed
+
+    async def _learn_meanwhile(self, index: VoterIndex) -> None:
+        try:
+            await self._learn(index, wait=False)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, Unavailable) as exc:
+            log.warning("learning the model of roll version %d failed (%s); the next batch "
+                        "tries again", index.version, exc.__class__.__name__)
+
+    async def _learn(self, index: VoterIndex, wait: bool = True) -> StoredModel:
+        version = index.version
+        since = self._waiting_since.setdefault(version, time.monotonic())
+        received = await self._pool.fetchval(
+            "SELECT count(*) FROM (SELECT 1 FROM intake.signatures WHERE released AND NOT "
+            "incomplete LIMIT $1) x", self.train_min)
+        if wait and received < self.train_min and time.monotonic() - since < self.train_wait:
+            raise Unavailable(f"learning the match model of roll version {version} waits for "
+                              f"more signatures ({received} of {self.train_min}, or "
+                              f"{self.train_wait:.0f}s)")
+        async with self._pool.acquire() as conn:
+            key = _lock_key("model", version)
+            await conn.execute("SELECT pg_advisory_lock($1)", key)
+            try:
+                stored = await latest_model(conn, version)
+                if stored is None:
+                    sigs = await training_signatures(conn, self.train_max)
+                    stored = await train(self._pool, index, sigs, "system:matching",
+                                         "the first model of the roll version")
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock($1)", key)
+        self._cache[version] = stored
+        self._checked[version] = time.monotonic()
+        self._waiting_since.pop(version, None)
+        return stored
+
