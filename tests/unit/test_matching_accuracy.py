@@ -1,13 +1,39 @@
-"""Regression guard for the matcher's accuracy on a small synthetic petition (error rates,
-never times): the bars of issue 3 on a seed the thresholds were not chosen on."""
+"""Regression guard for the matcher's accuracy on small generated petitions (error rates,
+never times), through ``sigverify_matching.evaluate`` as the service decides: the roll
+indexed, a model learned by EM from the petition's own unlabelled signatures, every row
+matched, duplicates resolved, the result scored against the generator's truth.
+
+Two data sets of 20,000 voters and 4,000 signatures in four counties, on a seed the
+engine was not tuned on: the default profile and the hostile one (California's names,
+namesakes by the hundred, number slips, misspelt nicknames, more hard negatives).
+
+The bars are what the engine reaches on these sets (seeds 5, 31 and 77 measured) with a
+modest margin, so that a real loss fails the test and noise between seeds does not:
+
+====================  =================  ======  ===================  ======
+rate (of all rows)    default, measured  bar     hostile, measured    bar
+====================  =================  ======  ===================  ======
+false accept          0.00-0.03 %        0.10 %  0.08-0.18 %          0.30 %
+false reject          0.00-0.08 %        0.20 %  0.98-1.48 %          2.00 %
+review                0.98-1.23 %        1.75 %  4.03-5.00 %          6.00 %
+agreement             97.98-98.38 %      97.5 %  91.75-93.28 %        91.0 %
+====================  =================  ======  ===================  ======
+
+The default set's false-accept bar is issue 3's 0.1 %. Of the hostile set's 16 false
+accepts over the three seeds, 15 were a DUPLICATE counted where the truth counts the
+signer's first signature (on seed 31, all 7 linked to the right voter, whose first
+signature had gone to review or been missed), one an unregistered signer matched.
+``-s`` prints the figures.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from sigverify_cli.synth import SynthSpec, format_accuracy, generate
+from sigverify_cli.synth import SynthOutput, SynthSpec, format_accuracy, generate
 from sigverify_matching.baseline import BaselineMatcher
 from sigverify_matching.domain import SignatureInput
 from sigverify_matching.evaluate import evaluate, read_roll_csv
@@ -16,23 +42,52 @@ SPEC = SynthSpec(voters=20_000, signatures=4_000, seed=31, batch_size=500,
                  counties=("Los Angeles", "Fresno", "Marin", "Alameda"))
 
 
+@dataclass(frozen=True)
+class Bars:
+    false_accept: float
+    false_reject: float
+    review: float
+    agreement: float
+
+
+BARS = {
+    "default": Bars(false_accept=0.001, false_reject=0.002, review=0.0175, agreement=0.975),
+    "hostile": Bars(false_accept=0.003, false_reject=0.02, review=0.06, agreement=0.91),
+}
+
+
 @pytest.fixture(scope="module")
-def generated(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def generated(tmp_path_factory: pytest.TempPathFactory) -> SynthOutput:
     return generate(Path(tmp_path_factory.mktemp("synth")), SPEC)
 
 
-def test_accuracy_bars_hold(generated) -> None:  # type: ignore[no-untyped-def]
-    acc = evaluate(generated)
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory: pytest.TempPathFactory) -> SynthOutput:
+    return generate(Path(tmp_path_factory.mktemp("hostile")),
+                    SynthSpec(**{**SPEC.__dict__, "hostile": True}))
+
+
+@pytest.mark.parametrize("profile", ["default", "hostile"])
+def test_accuracy_bars_hold(profile: str, request: pytest.FixtureRequest) -> None:
+    data: SynthOutput = request.getfixturevalue("generated" if profile == "default"
+                                                else "hostile")
+    acc = evaluate(data)
     rates = acc.rates()
-    report = format_accuracy(acc)
+    report = f"{profile} profile, seed {SPEC.seed}\n{format_accuracy(acc)}"
+    print(report)
+    bars = BARS[profile]
     assert acc.signatures == SPEC.signatures
-    assert rates["false_accept_rate"] <= 0.001, report
-    assert rates["false_reject_rate"] <= 0.005, report
-    assert rates["review_rate"] <= 0.03, report
-    assert rates["agreement"] >= 0.95, report
+    assert rates["false_accept_rate"] <= bars.false_accept, report
+    assert rates["false_reject_rate"] <= bars.false_reject, report
+    assert rates["review_rate"] <= bars.review, report
+    assert rates["agreement"] >= bars.agreement, report
+    # every expected reason is mostly found (a reason the matcher stopped giving fails)
+    for reason, (expected, agreed) in acc.by_expected_reason.items():
+        if expected >= 30:
+            assert agreed >= 0.5 * expected, (reason, report)
 
 
-def test_baseline_matches_exact_rows(generated) -> None:  # type: ignore[no-untyped-def]
+def test_baseline_matches_exact_rows(generated: SynthOutput) -> None:
     voters = list(read_roll_csv(generated.roll_csv))[:50]
     m = BaselineMatcher.build(voters)
     v = voters[0]

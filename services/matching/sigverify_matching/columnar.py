@@ -159,7 +159,7 @@ class KeyIds:
     def of(self, keys: Iterable[str]) -> list[int]:
         ids = self.ids
         out = []
-        for k in keys:
+        for k in sorted(keys):  # ids in one order whatever the hash seed
             i = ids.get(k)
             if i is None:
                 with self._lock:

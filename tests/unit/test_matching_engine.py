@@ -1,0 +1,462 @@
+"""The Fellegi-Sunter engine end to end: a columnar roll index, a model learned by EM from
+the signatures themselves, and the decisions it makes.
+
+Two generated petitions (``sigverify_cli.synth``, small): the default profile, and the
+hostile one (California's names, number slips, misspelt nicknames, namesakes) whose roll
+also holds hand-built voters for the scenario cases, in a zip of their own (974xx: the
+generator draws 900-961) so that no generated voter interferes. Each model is learned
+the way the service learns it (``engine.train`` on the petition's unlabelled
+signatures); the scenario cases are decided with the hostile model, which has seen slips
+and misspelt nicknames in its training signatures and so learned what they are worth.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sigverify_cli.synth import SynthOutput, SynthSpec, generate
+from sigverify_common.vocab import Decision, Reason
+from sigverify_matching import engine, fs
+from sigverify_matching.columnar import IndexBuilder, RollRow, VoterIndex
+from sigverify_matching.domain import MatchConfig, MatchResult, SignatureInput, VoterRecord
+from sigverify_matching.evaluate import read_batches, read_roll_csv
+
+CONFIG = MatchConfig()
+U_PAIRS = 300_000  # random pairs for u (the service's 1M is more than a small roll needs)
+
+# -- the scenario voters ---------------------------------------------------------------
+
+ZIP = "97401"
+CITY = "Eugene"
+COUNTY = "Alameda"
+
+
+def voter(voter_id: str, first: str, last: str, street: str, *, middle: str = "",
+          suffix: str = "", unit: str = "", zip_code: str = ZIP, county: str = COUNTY,
+          status: str = "ACTIVE", registered: date | None = date(2010, 1, 1)) -> VoterRecord:
+    return VoterRecord(voter_id=voter_id, first_name=first, middle_name=middle, last_name=last,
+                       suffix=suffix, birth_date=None, street=street, unit=unit, city=CITY,
+                       zip=zip_code, county=county, status=status, registered_on=registered)
+
+
+def sig(first: str, last: str, street: str, *, middle: str = "", unit: str = "",
+        city: str = CITY, zip_code: str = ZIP, county: str = COUNTY,
+        signed: date | None = date(2017, 3, 1), deadline: date | None = None) -> SignatureInput:
+    return SignatureInput(first_name=first, middle_name=middle, last_name=last, street=street,
+                          unit=unit, city=city, zip=zip_code, county=county, signed_on=signed,
+                          deadline=deadline)
+
+
+SCENARIO_VOTERS = (
+    # a household: Michael and Jennifer at one address, a surname nobody else has
+    voter("M1", "Michael", "Thornbury", "1517 Larkspur St", middle="Alan"),
+    voter("M2", "Jennifer", "Thornbury", "1517 Larkspur St", middle="Rose"),
+    voter("Q1", "Harold", "Vandermeer", "88 Quillon Ave"),
+    # father and son at one address
+    voter("J1", "Walter", "Pemberton", "402 Osgood Ct", middle="Ray", suffix="Sr"),
+    voter("J2", "Walter", "Pemberton", "402 Osgood Ct", middle="Ray", suffix="Jr"),
+    # two voters of one name in one zip
+    voter("D1", "Karen", "Whitlock", "12 Fenwick Rd"),
+    voter("D2", "Karen", "Whitlock", "930 Brindle Way"),
+    voter("A1", "Dolores", "Ashcombe", "71 Tamarind Dr"),
+    voter("K1", "Gwendolyn", "Kowalski", "10 Lakeshore Ter"),
+    voter("I1", "Dana", "Okafor", "8 Cedarbrook Ct", status="INACTIVE"),
+    voter("X1", "Victor", "Almeida", "3 Birchwood Rd", status="CANCELLED"),
+    voter("L1", "Teresa", "Lindqvist", "60 Walnut Grove Ln", registered=date(2017, 6, 1)),
+)
+
+
+def roll_row(v: VoterRecord) -> RollRow:
+    return (v.voter_id, v.first_name, v.middle_name, v.last_name, v.suffix, v.birth_date,
+            v.street, v.unit, v.city, v.zip, v.county, v.status, v.registered_on)
+
+
+def build(voters: Sequence[VoterRecord], chunk: int = 2_000) -> VoterIndex:
+    builder = IndexBuilder(version=7)
+    for lo in range(0, len(voters), chunk):
+        builder.add([roll_row(v) for v in voters[lo: lo + chunk]])
+    return builder.finish()
+
+
+# -- the generated petitions -----------------------------------------------------------
+
+
+@dataclass
+class Petition:
+    out: SynthOutput
+    index: VoterIndex
+    model: fs.Model
+    sigs: list[SignatureInput]  # the complete rows (what intake passes on)
+    truth: list[str]  # the signer's voter id per signature ("" for nobody on the roll)
+
+
+def petition(tmp: Path, spec: SynthSpec, extra: Sequence[VoterRecord] = ()) -> Petition:
+    out = generate(tmp, spec)
+    rows = [r for r in read_batches(out) if r.complete]
+    with out.truth_csv.open(newline="", encoding="utf-8") as fh:
+        signer = {(t["batch_file"], int(t["line"])): t["voter_id"] for t in csv.DictReader(fh)}
+    index = build([*read_roll_csv(out.roll_csv), *extra])
+    sigs = [r.signature for r in rows]
+    model = engine.train(index, sigs, u_pairs=U_PAIRS)
+    return Petition(out, index, model, sigs, [signer[r.batch_file, r.line] for r in rows])
+
+
+SPEC = SynthSpec(voters=6_000, signatures=1_500, seed=3, batch_size=500,
+                 counties=("Alameda", "Marin"))
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory: pytest.TempPathFactory) -> Petition:
+    return petition(tmp_path_factory.mktemp("plain"), SPEC)
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory: pytest.TempPathFactory) -> Petition:
+    spec = SynthSpec(**{**SPEC.__dict__, "hostile": True})
+    return petition(tmp_path_factory.mktemp("hostile"), spec, SCENARIO_VOTERS)
+
+
+def decide(p: Petition, *sigs: SignatureInput, config: MatchConfig = CONFIG
+           ) -> list[MatchResult]:
+    return engine.match_batch(p.index, p.model, list(sigs), config).results()
+
+
+def outcome(r: MatchResult) -> tuple[Decision, Reason, str]:
+    return r.decision, r.reason, r.voter_id
+
+
+# -- scenarios -------------------------------------------------------------------------
+
+MICHAEL = (Decision.MATCH, Reason.MATCHED, "M1")
+
+
+@pytest.mark.parametrize("s", [
+    sig("Michael", "Thornbury", "1517 Larkspur St"),  # exact
+    sig("MICHAEL.", "thornbury,", "1517 larkspur street"),  # case, punctuation, type spelt
+    sig("Mike", "Thornbury", "1517 Larkspur St"),  # nickname
+    sig("Mkie", "Thornbury", "1517 Larkspur St"),  # misspelt nickname
+    sig("Michael", "Thornbury", "15S7 Larkspur St"),  # a letter for a digit of the house
+    sig("Michael", "Thornbury", "1517 Larkspur Stret"),  # street type misspelt
+    sig("Mikey", "Thornbury", "15S7 Larkspur Street"),  # nickname and slip together
+    sig("Thornbury", "Michael", "1517 Larkspur St"),  # names in each other's boxes
+    sig("Michael", "Thornbury", "1517 Larkspur St", zip_code="97410"),  # zip digits swapped
+    sig("Michael", "Thornbury", "1517 Larkspur St", middle="A"),
+], ids=["exact", "case", "nickname", "misspelt-nickname", "house-slip", "type-typo",
+        "nickname-and-slip", "swapped", "zip-swap", "middle-initial"])
+def test_the_voter_is_accepted_through_noise(hostile: Petition, s: SignatureInput) -> None:
+    r = decide(hostile, s)[0]
+    assert outcome(r) == MICHAEL, r
+    assert r.score >= CONFIG.accept_threshold
+    assert r.candidates[0].voter_id == "M1"
+
+
+def test_nobody_on_the_roll(hostile: Petition) -> None:
+    made_up = sig("Zebulon", "Quarrington", "999 Nowhere Ln")
+    unknown_here = sig("Harold", "Okonkwo", "17 Elmira Ct")  # a first name the roll has
+    for r in decide(hostile, made_up, unknown_here):
+        assert outcome(r) == (Decision.NO_MATCH, Reason.NOT_REGISTERED, "")
+        assert r.score < CONFIG.review_threshold
+
+
+def test_the_voter_at_another_address(hostile: Petition) -> None:
+    r = decide(hostile, sig("Harold", "Vandermeer", "5 Sable Ln"))[0]
+    assert outcome(r) == (Decision.NO_MATCH, Reason.ADDRESS_MISMATCH, "Q1")
+    assert r.score >= CONFIG.accept_threshold
+    residence = {f: level for f, level, _ in r.candidates[0].evidence}["residence"]
+    assert residence == "same zip or town"
+
+
+def test_the_voter_registered_in_another_county(hostile: Petition) -> None:
+    r = decide(hostile, sig("Dolores", "Ashcombe", "71 Tamarind Dr", county="Marin"))[0]
+    assert outcome(r) == (Decision.NO_MATCH, Reason.WRONG_COUNTY, "A1")
+    assert r.candidates[0].county == "ALAMEDA"
+
+
+def test_a_household_member_with_another_first_name_is_not_accepted(hostile: Petition) -> None:
+    susan, jennifer = decide(hostile, sig("Susan", "Thornbury", "1517 Larkspur St"),
+                             sig("Jennifer", "Thornbury", "1517 Larkspur St"))
+    assert outcome(susan) == (Decision.NO_MATCH, Reason.NOT_REGISTERED, "")
+    assert {c.voter_id for c in susan.candidates} == {"M1", "M2"}  # found, and weighed
+    assert all(c.score < CONFIG.review_threshold for c in susan.candidates)
+    first = {f: level for f, level, _ in susan.candidates[0].evidence}["first"]
+    assert first == "different"
+    assert outcome(jennifer) == (Decision.MATCH, Reason.MATCHED, "M2")
+
+
+def test_a_namesake_in_the_zip_prevents_accepting_an_ambiguous_signature(
+        hostile: Petition) -> None:
+    """Karen Whitlock lives at two addresses of one zip (D1, D2). A signature at a third
+    address fits both alike: the posterior is split in half, nobody is named (with one
+    voter of that name it would be her ADDRESS_MISMATCH, as Harold Vandermeer's is). At
+    D1's address the address decides for D1, and D2 stays a candidate."""
+    between, at_d1 = decide(hostile, sig("Karen", "Whitlock", "600 Marigold Ln"),
+                            sig("Karen", "Whitlock", "12 Fenwick Rd"))
+    assert outcome(between) == (Decision.NO_MATCH, Reason.NOT_REGISTERED, "")
+    p = {c.voter_id: c.score for c in between.candidates}
+    assert set(p) == {"D1", "D2"} and abs(p["D1"] - p["D2"]) < 1.0
+    assert at_d1.decision in (Decision.MATCH, Decision.REVIEW) and at_d1.voter_id == "D1"
+    assert [c.voter_id for c in at_d1.candidates] == ["D1", "D2"]
+    assert at_d1.candidates[0].score >= 80 >= 20 >= at_d1.candidates[1].score
+
+
+def test_father_and_son(hostile: Petition) -> None:
+    """JR and SR at one address. A written suffix points at the one who wrote it; it is
+    never decided for the other. (The engine currently sends even those to review: the
+    suffix is weak evidence in the learned model, about 1.5 bits between father and son,
+    since most signers with a suffix on the roll leave it off and random pairs of
+    suffixed voters agree half the time.) Without a suffix either may have signed: the
+    posterior is split between them, and a person decides which (not NOT_REGISTERED)."""
+    jr, sr, neither = decide(hostile, sig("Walter", "Pemberton Jr", "402 Osgood Ct"),
+                             sig("Walter", "Pemberton Sr.", "402 Osgood Ct"),
+                             sig("Walter", "Pemberton", "402 Osgood Ct"))
+    for r, signer, other in ((jr, "J2", "J1"), (sr, "J1", "J2")):
+        assert r.decision in (Decision.MATCH, Decision.REVIEW), r
+        assert r.voter_id == signer
+        assert [c.voter_id for c in r.candidates[:2]] == [signer, other]
+        assert r.candidates[0].score > r.candidates[1].score
+        suffix = {f: level for f, level, _ in r.candidates[1].evidence}["suffix"]
+        assert suffix == "conflict"
+    assert (neither.decision, neither.reason) == (Decision.REVIEW, Reason.PENDING_REVIEW)
+    assert neither.voter_id in ("J1", "J2")
+    p = {c.voter_id: c.score for c in neither.candidates}
+    assert abs(p["J1"] - p["J2"]) < 1.0 and p["J1"] + p["J2"] >= CONFIG.accept_threshold
+
+
+def test_a_surname_misspelt_in_its_first_letter_is_found(hostile: Petition) -> None:
+    r = decide(hostile, sig("Gwendolyn", "Cowalski", "10 Lakeshore Terrace"))[0]
+    assert outcome(r) == (Decision.MATCH, Reason.MATCHED, "K1")
+
+
+@pytest.mark.parametrize(("s", "reason", "voter_id"), [
+    (sig("Dana", "Okafor", "8 Cedarbrook Court"), Reason.VOTER_INACTIVE, "I1"),
+    (sig("Victor", "Almeida", "3 Birchwood Road"), Reason.VOTER_CANCELLED, "X1"),
+    (sig("Teresa", "Lindqvist", "60 Walnut Grove Lane"), Reason.SIGNED_BEFORE_REGISTRATION,
+     "L1"),
+    (sig("Michael", "Thornbury", "1517 Larkspur St", deadline=date(2017, 2, 1)),
+     Reason.SIGNED_AFTER_DEADLINE, "M1"),
+])
+def test_eligibility_of_the_matched_voter(hostile: Petition, s: SignatureInput, reason: Reason,
+                                          voter_id: str) -> None:
+    assert outcome(decide(hostile, s)[0]) == (Decision.MATCH, reason, voter_id)
+
+
+def test_candidates_are_capped_best_first(hostile: Petition) -> None:
+    s = sig("Karen", "Whitlock", "12 Fenwick Rd")
+    assert len(decide(hostile, s, config=MatchConfig(max_candidates=1))[0].candidates) == 1
+    wide = decide(hostile, s, config=MatchConfig(max_candidates=50))[0].candidates
+    assert len(wide) >= 2
+    assert [c.score for c in wide] == sorted((c.score for c in wide), reverse=True)
+
+
+def test_an_empty_batch(hostile: Petition) -> None:
+    d = engine.match_batch(hostile.index, hostile.model, [], CONFIG)
+    assert len(d) == 0 and d.results() == []
+
+
+# -- the evidence ----------------------------------------------------------------------
+
+
+def test_the_evidence_waterfall_adds_up_to_the_weight_and_the_posterior(
+        hostile: Petition) -> None:
+    sigs = [sig("Michael", "Thornbury", "1517 Larkspur St"),
+            sig("Susan", "Thornbury", "1517 Larkspur St"),
+            sig("Karen", "Whitlock", "600 Marigold Ln"),
+            sig("Walter", "Pemberton", "402 Osgood Ct", middle="R")]
+    d = engine.match_batch(hostile.index, hostile.model, sigs, MatchConfig(max_candidates=50))
+    assert not d.pairs.crowded.any()
+    # exactly, on the arrays: weight = sum of the comparisons' parts, and the posterior of
+    # each candidate is its odds 2**(prior + weight) over 1 + every candidate's odds
+    parts = sum(d.parts[c] for c in fs.COMPARISONS)
+    np.testing.assert_allclose(parts, d.weights, atol=1e-9)
+    odds = np.exp2(d.weights + d.priors)
+    for i in range(len(sigs)):
+        mine = d.pairs.sig == i
+        np.testing.assert_allclose(d.pair_probability[mine], odds[mine] / (1 + odds[mine].sum()),
+                                   rtol=1e-9)
+    # as reported: (field, level, bits) per comparison and the prior; rounded to 0.01
+    for r in d.results():
+        assert r.candidates
+        for c in r.candidates:
+            fields = [f for f, _, _ in c.evidence]
+            assert fields == [*fs.COMPARISONS, "prior"]
+            bits = sum(b for f, _, b in c.evidence if f != "prior")
+            assert bits == pytest.approx(c.weight, abs=0.01 * len(fs.COMPARISONS))
+            assert c.field_scores == {"weight": c.weight}
+        total = [c.weight + c.evidence[-1][2] for c in r.candidates]
+        odds_r = np.exp2(np.array(total))
+        expected = 100 * odds_r / (1 + odds_r.sum())
+        np.testing.assert_allclose([c.score for c in r.candidates], expected, atol=0.1)
+        assert r.score == r.candidates[0].score
+    michael = d.results()[0].candidates[0]
+    levels = {f: level for f, level, _ in michael.evidence}
+    assert (levels["first"], levels["last"], levels["residence"]) == ("exact", "exact", "exact")
+    assert levels["prior"] == "in the section's county"
+
+
+# -- the index -------------------------------------------------------------------------
+
+
+def test_the_index_holds_the_roll(hostile: Petition) -> None:
+    ix = hostile.index
+    n = sum(1 for _ in read_roll_csv(hostile.out.roll_csv)) + len(SCENARIO_VOTERS)
+    assert len(ix) == ix.size == n and ix.version == 7
+    row = ix.voter_ids(range(ix.size)).index("J2")
+    assert ix.voter_id(row) == "J2"
+    assert (ix.status_text(row), ix.county_text(row)) == ("ACTIVE", "ALAMEDA")
+    inactive = ix.voter_ids(range(ix.size)).index("I1")
+    assert ix.status_text(inactive) == "INACTIVE"
+    assert ix.nbytes() > 0
+
+
+def test_dumps_and_loads_give_the_same_decisions(hostile: Petition) -> None:
+    ix = hostile.index
+    again = VoterIndex.loads(ix.dumps())
+    assert (again.size, again.version) == (ix.size, ix.version)
+    assert again.voter_ids(range(again.size)) == ix.voter_ids(range(ix.size))
+    for name, col in ix.cols.items():
+        np.testing.assert_array_equal(again.cols[name], col)
+    for rule, (keys, who) in ix.keys.items():
+        np.testing.assert_array_equal(again.keys[rule][0], keys)
+        np.testing.assert_array_equal(again.keys[rule][1], who)
+    assert again.nick_ids == ix.nick_ids
+    sigs = [*hostile.sigs[:400], sig("Mkie", "Thornbury", "15S7 Larkspur St"),
+            sig("Karen", "Whitlock", "600 Marigold Ln"), sig("Walter", "Pemberton", "402 Osgood Ct")]
+    a = engine.match_batch(ix, hostile.model, sigs, CONFIG)
+    b = engine.match_batch(again, hostile.model, sigs, CONFIG)
+    for field in ("decision", "reason", "voter", "probability"):
+        np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+    assert a.results() == b.results()
+
+
+def test_loads_refuses_another_format(hostile: Petition) -> None:
+    z = np.load(io.BytesIO(hostile.index.dumps()), allow_pickle=False)
+    arrays = {k: z[k] for k in z.files}
+    arrays["meta"] = arrays["meta"].copy()
+    arrays["meta"][0] += 1
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    with pytest.raises(ValueError, match="format"):
+        VoterIndex.loads(buf.getvalue())
+
+
+def recall(p: Petition) -> tuple[int, int]:
+    """(signatures whose signer is among their candidates, signatures whose signer is on
+    the roll), from the generator's truth."""
+    b = engine.prepare(p.index, p.sigs)
+    pairs = engine.candidates(p.index, b)
+    row_of = {vid: i for i, vid in enumerate(p.index.voter_ids(range(p.index.size)))}
+    s = np.array([i for i, vid in enumerate(p.truth) if vid], dtype=np.int64)
+    v = np.array([row_of[p.truth[i]] for i in s], dtype=np.int64)
+    found = np.isin((s << 32) | v, (pairs.sig.astype(np.int64) << 32) | pairs.voter)
+    return int(found.sum()), len(s)
+
+
+def test_blocking_finds_the_signer(plain: Petition, hostile: Petition) -> None:
+    """Every rule's blocks together hold the true voter for at least 99 % of signatures
+    (the default profile: all of them at this seed), and for 98.5 % under the hostile
+    profile (99.4 % at this seed: the misses are several slips in one row)."""
+    found, total = recall(plain)
+    print(f"blocking recall: plain {found}/{total}", end="")
+    assert total > 1_000
+    assert found >= 0.99 * total
+    found, total = recall(hostile)
+    print(f", hostile {found}/{total}")
+    assert found >= 0.985 * total
+
+
+# -- learning --------------------------------------------------------------------------
+
+
+def true_levels(p: Petition) -> fs.Levels:
+    """Comparison levels of every signature with its true voter (from the truth)."""
+    b = engine.prepare(p.index, p.sigs)
+    row_of = {vid: i for i, vid in enumerate(p.index.voter_ids(range(p.index.size)))}
+    s = np.array([i for i, vid in enumerate(p.truth) if vid], dtype=np.int32)
+    v = np.array([row_of[p.truth[i]] for i in s], dtype=np.int32)
+    return engine.compare(p.index, b, s, v)
+
+
+@pytest.mark.parametrize("which", ["plain", "hostile"])
+def test_em_recovers_the_m_probabilities(which: str, request: pytest.FixtureRequest) -> None:
+    """EM saw no labels; the m it learned is close to the level shares of the true pairs
+    (given a value on both sides), and exact agreement is the level matches fall into."""
+    p: Petition = request.getfixturevalue(which)
+    lv = true_levels(p)
+    for c in ("first", "last", "residence", "middle"):
+        counts = fs.level_counts(getattr(lv, c), c)[1:]
+        truth = counts / counts.sum()
+        m = np.asarray(p.model.m[c])[1:]
+        m = m / m.sum()
+        assert int(np.argmax(m)) == 0, (c, m)  # level 1, "exact"
+        assert abs(m[0] - truth[0]) <= 0.05, (c, m, truth)
+        assert np.abs(m - truth).max() <= 0.05, (c, m, truth)
+    registered = sum(1 for vid in p.truth if vid) / len(p.truth)
+    assert p.model.registered_share == pytest.approx(registered, abs=0.03)
+    assert p.model.trained["em_converged"]
+    assert p.model.trained["signatures"] == len(p.sigs)
+
+
+def test_u_from_random_pairs(plain: Petition) -> None:
+    """u is small where agreement by chance is rare, and for exact first names it is the
+    chance two random people share one: the sum over names of their shares."""
+    u = plain.model.u
+    for c in ("first", "last", "residence"):
+        assert u[c][1] < 0.01, (c, u[c])
+        assert u[c][-1] > 0.75, (c, u[c])  # "different" is what random pairs are
+        assert plain.model.m[c][1] / u[c][1] > 50
+    ix = plain.index
+    b = engine.prepare(ix, plain.sigs)
+    first = b.cols["first"]
+    known = (first >= 0) & (first < len(ix.n_first))
+    chance = ix.n_first[first[known]].sum() / (len(first) * ix.size)
+    assert u["first"][fs.FIRST_EXACT] == pytest.approx(chance, rel=0.25)
+    again, pairs = engine.estimate_u(ix, b, pairs=50_000)
+    assert pairs == 50_000
+    assert engine.estimate_u(ix, b, pairs=50_000)[0] == again  # seeded
+    assert all(sum(levels) == pytest.approx(1.0) for levels in again.values())
+
+
+def test_a_model_survives_json(plain: Petition) -> None:
+    m = fs.Model.from_json(plain.model.to_json())
+    assert (m.m, m.u, m.voters) == (plain.model.m, plain.model.u, plain.model.voters)
+    assert m.registered_share == plain.model.registered_share
+    assert m.in_county_share == plain.model.in_county_share
+
+
+def test_training_needs_candidates(plain: Petition) -> None:
+    with pytest.raises(ValueError, match="no candidate"):
+        engine.train(plain.index, [sig("Zebulon", "Quarrington", "999 Nowhere Ln")],
+                     u_pairs=1_000)
+
+
+_BUILD_AND_HASH = """
+import hashlib
+from tests.unit.test_matching_engine import SCENARIO_VOTERS, build, voter
+names = ["John", "Mary", "Chris", "Ann", "Fred", "Rick", "Lynn", "Jo", "Robert", "Elizabeth"]
+roll = [*SCENARIO_VOTERS, *(voter(f"N{i}", n, "Ng", f"{i} Elm St") for i, n in enumerate(names))]
+print(hashlib.sha256(build(roll).dumps()).hexdigest())
+"""
+
+
+def test_the_index_is_the_same_whatever_the_hash_seed() -> None:
+    """Replicas that build one roll version build one index: nickname key ids (and which
+    keys a name with many keeps) do not follow the order of a set."""
+    root = Path(__file__).resolve().parents[2]
+    digests = set()
+    for seed in ("1", "2", "3"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        done = subprocess.run([sys.executable, "-c", _BUILD_AND_HASH], cwd=root, env=env,
+                              capture_output=True, text=True, check=True, timeout=120)
+        digests.add(done.stdout.strip())
+    assert len(digests) == 1
