@@ -20,6 +20,8 @@
     sigverify report --petition ID --out DIR
     sigverify results export --petition ID --out results.csv
     sigverify explain SIGNATURE_ID      [--json]
+    sigverify review list --petition ID [--county NAME] [--json] | show SIGNATURE_ID [--json]
+    sigverify model show [--model ID] [--json] | train [--max-signatures N]   (train: admins)
     sigverify token create --role clerk|reviewer|ops|admin [--county NAME] [--label TEXT]
                            [--expires 90d|12h|YYYY-MM-DD|ISO-TIMESTAMP|never]
     sigverify token list [--all] | revoke TOKEN_ID | bootstrap [--expires WHEN]
@@ -58,7 +60,7 @@ from sigverify.intake.v1 import intake_pb2, intake_pb2_grpc
 from sigverify.matching.v1 import matching_pb2, matching_pb2_grpc
 from sigverify.review.v1 import review_pb2, review_pb2_grpc
 from sigverify.tally.v1 import tally_pb2, tally_pb2_grpc
-from sigverify_cli import client, stack
+from sigverify_cli import client, evidence, stack
 from sigverify_cli.client import CliError, Endpoints
 from sigverify_cli.statutory import (
     COUNTY_COLUMNS,
@@ -921,16 +923,19 @@ async def export_cmd(ep: Endpoints, args: argparse.Namespace) -> int:
     return 0
 
 
-def candidates_table(candidates: Sequence[common_pb2.Candidate]) -> Table:
-    """The candidates a matcher considered, best first, with their per-field scores."""
-    fields = sorted({k for c in candidates for k in c.field_scores})
-    t = Table(title="candidates considered (best first)")
-    for col in ("voter", "county", "score", *fields):
-        t.add_column(col, justify="left" if col in ("voter", "county") else "right")
-    for c in candidates:
-        t.add_row(c.voter_id, c.county, f"{c.score:.1f}",
-                  *(f"{c.field_scores[f]:.0f}" if f in c.field_scores else "-" for f in fields))
-    return t
+def print_candidates(candidates: Sequence[common_pb2.Candidate]) -> None:
+    """Each candidate's waterfall (best first) and the legend; a decision made before the
+    Fellegi-Sunter model has per-field scores only, shown as a table."""
+    if not candidates:
+        console.print("no candidate came near")
+        return
+    if not evidence.has_evidence(candidates):
+        console.print(evidence.scores_table(candidates))
+        return
+    for rank, c in enumerate(candidates, 1):
+        for line in evidence.waterfall_lines(c, rank):
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
+    console.print(evidence.LEGEND, markup=False, highlight=False)
 
 
 async def explain_cmd(ep: Endpoints, args: argparse.Namespace) -> int:
@@ -952,11 +957,10 @@ async def explain_cmd(ep: Endpoints, args: argparse.Namespace) -> int:
             "final_reason": reason_from_pb(final.reason).value if final else None,
             "decision": decision_from_pb(x.decision).value, "reason": reason_from_pb(x.reason).value,
             "voter_id": x.voter_id, "score": round(x.score, 2), "roll_version": x.roll_version,
+            "model_id": x.model_id, "prior_weight": round(x.prior_weight, 2),
             "decided_at": x.decided_at,
             "thresholds": {"accept": x.accept_threshold, "review": x.review_threshold},
-            "candidates": [{"voter_id": c.voter_id, "county": c.county, "score": round(c.score, 2),
-                            "field_scores": {k: round(v, 1) for k, v in c.field_scores.items()}}
-                           for c in x.candidates],
+            "candidates": [evidence.candidate_dict(c) for c in x.candidates],
         }))
         return 0
     console.print(f"signature {x.signature_id} (petition {x.petition_id})")
@@ -965,11 +969,43 @@ async def explain_cmd(ep: Endpoints, args: argparse.Namespace) -> int:
                       f"{reason_from_pb(final.reason).value}")
     else:
         console.print("final status: not verified yet")
+    model = f"model {x.model_id}, " if x.model_id else ""
     console.print(f"matcher: {decision_from_pb(x.decision).value}, reason "
-                  f"{reason_from_pb(x.reason).value}, voter {x.voter_id or '-'}, score {x.score:.1f} "
-                  f"(accept at {x.accept_threshold:g}, review from {x.review_threshold:g}); roll "
-                  f"version {x.roll_version}, decided {x.decided_at}")
-    console.print(candidates_table(x.candidates) if x.candidates else "no candidate came near")
+                  f"{reason_from_pb(x.reason).value}, voter {x.voter_id or '-'}, probability "
+                  f"{x.score:.2f} % (accept at {x.accept_threshold:g}, review from "
+                  f"{x.review_threshold:g}); {model}roll version {x.roll_version}, decided "
+                  f"{x.decided_at}")
+    print_candidates(x.candidates)
+    return 0
+
+
+# -- the match model ---------------------------------------------------------------------------
+
+async def model_cmd(ep: Endpoints, args: argparse.Namespace) -> int:
+    async with ep.channel(ep.matching) as ch:
+        stub = matching_pb2_grpc.MatchingServiceStub(ch)
+        if args.action == "train":
+            if args.max_signatures < 0:
+                raise CliError("--max-signatures must not be negative")
+            with err.status("learning the match model (u from random pairs, m by EM) ..."):
+                m = await stub.TrainModel(matching_pb2.TrainModelRequest(
+                    max_signatures=args.max_signatures), timeout=args.timeout)
+            console.print(f"model {m.model_id} learned for roll version {m.roll_version} from "
+                          f"{m.signatures:,} signatures ({m.em_iterations} EM iterations, "
+                          f"{'converged' if m.em_converged else 'not converged'}); the "
+                          "matchers decide with it from their next batch (within about 5 s)")
+            return 0
+        if args.model < 0:
+            raise CliError("--model must not be negative")
+        m = await stub.GetModel(matching_pb2.GetModelRequest(model_id=args.model), timeout=30)
+    if args.json:
+        console.print_json(json.dumps(evidence.model_dict(m)))
+        return 0
+    for line in evidence.model_heading(m, in_force=args.model == 0):
+        console.print(line, markup=False, highlight=False)
+    console.print(evidence.model_table(m))
+    for note in evidence.MODEL_NOTES:
+        console.print(note, markup=False, highlight=False)
     return 0
 
 
@@ -1103,23 +1139,51 @@ async def check_cmd(ep: Endpoints, args: argparse.Namespace) -> int:
 REVIEW_STATES = {1: "pending", 2: "claimed", 3: "resolved"}
 
 
-def print_review_item(item: review_pb2.ReviewItem, full: bool = True) -> None:
+def print_review_item(item: review_pb2.ReviewItem, full: bool = True, best: bool = False
+                      ) -> None:
+    """A review item: its heading; ``full``: the printed signature and every candidate's
+    waterfall; ``best``: one line on the best candidate."""
     p = item.printed
     state = REVIEW_STATES.get(item.state, "?")
     who = f" by {item.claimed_by}" if state == "claimed" else ""
     if state == "resolved":
         who = (f" by {item.resolved_by}: {reason_from_pb(item.reason).value}"
                + (f" as voter {item.voter_id}" if item.voter_id else ""))
-    console.print(f"[bold]{item.signature_id}[/bold] {item.county} batch {item.batch_id} line "
-                  f"{item.line} (circulator {item.circulator_id or '-'}), score {item.score:.1f}, "
-                  f"{state}{who}")
+    console.print(f"[bold]{item.signature_id}[/bold] {escape(item.county)} batch {item.batch_id} "
+                  f"line {item.line} (circulator {escape(item.circulator_id or '-')}), "
+                  f"probability {item.score:.2f} %, {state}{escape(who)}")
+    if best and item.candidates:
+        c = item.candidates[0]
+        weights = (f", match weight {c.match_weight:+.2f} bits, total "
+                   f"{evidence.total_of(c):+.2f} bits" if c.evidence else "")
+        console.print(f"  best candidate: voter {c.voter_id} ({c.county or '-'}), probability "
+                      f"{c.score:.2f} %{weights}", markup=False, highlight=False)
     if not full:
         return
     console.print(f"  printed: {p.first_name} {p.middle_name} {p.last_name}, {p.street} "
-                  f"{p.unit}, {p.city} {p.zip}; signed {p.signed_on or '-'}")
-    console.print(candidates_table(item.candidates))
+                  f"{p.unit}, {p.city} {p.zip}; signed {p.signed_on or '-'}", markup=False,
+                  highlight=False)
+    print_candidates(item.candidates)
     if item.note:
-        console.print(f"  note: {item.note}")
+        console.print(f"  note: {item.note}", markup=False, highlight=False)
+
+
+def review_dict(item: review_pb2.ReviewItem) -> dict[str, Any]:
+    """A review item for ``--json`` (its candidates with their waterfalls)."""
+    p = item.printed
+    return {
+        "signature_id": item.signature_id, "petition_id": item.petition_id,
+        "batch_id": item.batch_id, "county": item.county, "line": item.line,
+        "circulator_id": item.circulator_id, "state": REVIEW_STATES.get(item.state, "?"),
+        "score": round(item.score, 2), "claimed_by": item.claimed_by,
+        "claimed_at": item.claimed_at, "resolved_by": item.resolved_by,
+        "resolved_at": item.resolved_at, "voter_id": item.voter_id,
+        "reason": reason_from_pb(item.reason).value if item.reason else None, "note": item.note,
+        "printed": {f: getattr(p, f) for f in ("first_name", "middle_name", "last_name",
+                                                "street", "unit", "city", "zip", "county",
+                                                "signed_on", "birth_date")},
+        "candidates": [evidence.candidate_dict(c) for c in item.candidates],
+    }
 
 
 async def review_cmd(ep: Endpoints, args: argparse.Namespace) -> int:
@@ -1129,14 +1193,22 @@ async def review_cmd(ep: Endpoints, args: argparse.Namespace) -> int:
             r = await stub.ListPending(review_pb2.ListPendingRequest(
                 petition_id=args.petition, county=args.county, limit=args.limit,
                 include_claimed=args.include_claimed), timeout=30)
+            if args.json:
+                console.print_json(json.dumps({"total_pending": r.total_pending,
+                                               "items": [review_dict(i) for i in r.items]}))
+                return 0
             console.print(f"{r.total_pending:,} signature(s) awaiting review; showing "
                           f"{len(r.items)}")
             for item in r.items:
-                print_review_item(item, full=False)
+                print_review_item(item, full=False, best=True)
             return 0
         if args.action == "show":
-            print_review_item(await stub.GetReview(
-                review_pb2.GetReviewRequest(signature_id=args.signature_id), timeout=30))
+            item = await stub.GetReview(
+                review_pb2.GetReviewRequest(signature_id=args.signature_id), timeout=30)
+            if args.json:
+                console.print_json(json.dumps(review_dict(item)))
+            else:
+                print_review_item(item)
             return 0
         if args.action == "claim":
             print_review_item(await stub.ClaimReview(review_pb2.ClaimReviewRequest(
@@ -1289,9 +1361,12 @@ def parser() -> argparse.ArgumentParser:
     rl_.add_argument("--county", default="")
     rl_.add_argument("--limit", type=int, default=50)
     rl_.add_argument("--include-claimed", action="store_true")
+    rl_.add_argument("--json", action="store_true")
     for verb in ("show", "claim", "resolve"):
         vp = rvs.add_parser(verb, help=f"{verb} one signature's review")
         vp.add_argument("signature_id")
+        if verb == "show":
+            vp.add_argument("--json", action="store_true")
         vp.add_argument("--reviewer", default=os.environ.get("USER", ""),
                         help="your name (a token's identity takes precedence)")
         if verb == "resolve":
@@ -1301,9 +1376,27 @@ def parser() -> argparse.ArgumentParser:
                             help="the signature is invalid for this reason")
             vp.add_argument("--note", default="")
 
-    ex = sub.add_parser("explain", help="why a signature was decided as it was")
+    ex = sub.add_parser("explain", help="why a signature was decided as it was: each "
+                        "candidate's probability and its evidence, field by field")
     ex.add_argument("signature_id")
     ex.add_argument("--json", action="store_true")
+
+    mo = sub.add_parser("model", help="the match model (Fellegi-Sunter): show it, or learn a "
+                        "new one (admins)")
+    mos = mo.add_subparsers(dest="action", required=True)
+    mosh = mos.add_parser("show", help="the model in force: each field's levels with their m, u "
+                          "and weight, the learned shares and priors")
+    mosh.add_argument("--model", type=int, default=0, metavar="ID",
+                      help="an earlier model by its id (default: the newest model of the active "
+                           "roll version, the one deciding now)")
+    mosh.add_argument("--json", action="store_true")
+    motr = mos.add_parser("train", help="learn a new model for the active roll version from the "
+                          "signatures received so far (admins); later decisions use it")
+    motr.add_argument("--max-signatures", type=int, default=0, metavar="N",
+                      help="learn from at most the N most recent signatures (default: the "
+                           "service's MATCH_TRAIN_MAX)")
+    motr.add_argument("--timeout", type=float, default=900.0, metavar="S",
+                      help="how long to wait for the model (default 900)")
 
     be = sub.add_parser("bench", help="measure throughput, memory and accuracy (make bench)")
     be.add_argument("--voters", type=int, default=1_000_000)
@@ -1389,7 +1482,7 @@ def dispatch(args: argparse.Namespace) -> int:
         "roll": roll_cmd, "petition": petition_cmd, "county": county_cmd, "sample": sample_show,
         "submit": submit, "batch": batch_show, "wait": wait_cmd,
         "tally": tally_cmd, "results": export_cmd, "explain": explain_cmd,
-        "review": review_cmd,
+        "review": review_cmd, "model": model_cmd,
         "token": token_cmd, "audit": audit_cmd, "report": report_cmd, "check": check_cmd,
     }
     return _endpoint_command(table[args.command])(args)
