@@ -117,6 +117,17 @@ def _proc_kib(key: str, pid: int | str = "self") -> int:
     return -1
 
 
+def _proc_kib_meminfo(key: str) -> int:
+    """A line of /proc/meminfo (MemAvailable) in KiB; a large number when unreadable."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 1 << 50
+
+
 def _mib(kib: float) -> str:
     return f"{kib / 1024:,.0f} MiB" if kib >= 0 else "n/a"
 
@@ -245,9 +256,12 @@ def _chunks(sigs: Sequence[SignatureInput], size: int) -> list[list[SignatureInp
 
 def match_all(index: VoterIndex, model: fs.Model, batches: Sequence[Sequence[SignatureInput]],
               config: MatchConfig) -> list[MatchResult]:
+    """Every batch's results, as a replica makes them (candidates and their evidence
+    included), kept without the candidates (a million signatures' would take gigabytes)."""
     out: list[MatchResult] = []
     for batch in batches:
-        out += engine.match_batch(index, model, batch, config).results()
+        out += [MatchResult(r.decision, r.reason, r.voter_id, r.score, ())
+                for r in engine.match_batch(index, model, batch, config).results()]
     return out
 
 
@@ -331,6 +345,11 @@ def two_core_rates(index: VoterIndex, index_path: Path, model: fs.Model,
         rates.append(Rate(f"{cores} threads over batches", n / secs, got == reference))
     finally:
         engine.WORKERS = saved
+    need = index.nbytes() * 2 * cores  # each worker: the saved bytes, then the arrays
+    if need > _proc_kib_meminfo("MemAvailable") * 1024:
+        rates.append(Rate(f"{cores} processes over batches (not run: each would load the "
+                          f"index, {need / 2**30:,.1f} GiB in all, more than is free)", 0.0))
+        return rates
     with _spawn_pool(cores, _worker_init, (str(index_path), model.to_json(), config)) as procs:
         # Every worker started and its index loaded before the clock starts.
         for _ in range(10):
@@ -471,12 +490,16 @@ def run_in_process(args: argparse.Namespace, data: EvalData, work: Path) -> InPr
     best = Rate("one thread", one)
     if cores > 1:
         for rate in two_core_rates(index, index_path, model, batches, config, cores, reference):
+            if rate.per_second <= 0:
+                figure(f"engine, {rate.how}", "-")
+                continue
             figure(f"engine, {rate.how}",
                    f"{rate.per_second:,.0f} signatures/s ({rate.per_second / one:.2f}x one "
                    "thread)" + ("" if rate.same else "; decisions DIFFER from one thread's"))
             if rate.per_second > best.per_second:
                 best = rate
-        figure(f"engine, fastest on {cores} cores", best.how)
+        figure(f"engine, fastest on {cores} cores",
+               best.how if best.how != "one thread" else "none faster than one thread")
 
     step = max(1, len(sigs) // BASELINE_SAMPLE)
     sample = sigs[::step][:BASELINE_SAMPLE]
