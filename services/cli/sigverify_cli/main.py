@@ -1403,6 +1403,10 @@ def parser() -> argparse.ArgumentParser:
     be.add_argument("--signatures", type=int, default=100_000)
     be.add_argument("--batch-size", type=int, default=2_000)
     be.add_argument("--seed", type=int, default=2017)
+    be.add_argument("--skip-pipeline", action="store_true",
+                    help="only the in-process figures: no stack, no roll load, no pipeline")
+    be.add_argument("--skip-accuracy", action="store_true",
+                    help="no hostile and FEBRL accuracy sets")
 
     tk = sub.add_parser("token", help="bearer tokens (admins)")
     tks = tk.add_subparsers(dest="action", required=True)
