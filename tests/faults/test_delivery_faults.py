@@ -589,6 +589,8 @@ def poison_for(topic: str, pid: str) -> list[tuple[str, bytes | None, set[str]]]
         # Passes the checks, yet no database takes a NUL in text: the handler fails on it.
         ("NUL in a text", variant(petition_id=pid + "\x00"), {"poison"}),
     ]
+    if topic == SIGNATURE_RECEIVED.name:
+        out += [("signature never received", variant(), {"rejected"})]
     if topic == SIGNATURE_MATCHED.name:
         out += [("unknown petition", variant(petition_id=f"nope-{uuid.uuid4().hex[:8]}"),
                  {"rejected"}),

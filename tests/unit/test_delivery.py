@@ -185,3 +185,51 @@ def test_the_gate_redrives_only_what_stayed_stranded_and_not_again_within_the_co
     gate.end_pass(60)
     assert not gate.admit(2, now=61)
     assert gate.admit(1, now=111)         # the cooldown is over
+
+
+class _RebalancedAway:
+    """The consumer as it is after the group rebalanced mid-batch: the offset commit fails."""
+
+    def __init__(self) -> None:
+        self.commits = 0
+
+    async def commit(self, offsets: object) -> None:
+        self.commits += 1
+        raise kafka_errors.CommitFailedError("the group has already rebalanced")
+
+    def highwater(self, tp: object) -> None:
+        return None
+
+    def seek(self, tp: object, offset: int) -> None:
+        raise AssertionError("an applied batch is not rewound")
+
+
+async def test_a_commit_lost_to_a_rebalance_keeps_the_applied_batch_and_the_consumer() -> None:
+    """CommitFailedError after a rebalance: the batch stays applied (Postgres has it; the next
+    owner redelivers it, which the idempotent handler ignores), the failure is counted, and the
+    consumer goes on (before the fix it raised and the service exited)."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from aiokafka import TopicPartition
+
+    from sigverify_common import metrics
+    from sigverify_common.kafka import BatchConsumer
+
+    applied: list[str] = []
+
+    async def handler(batch: object, dead: object) -> None:
+        applied.extend(d.message.signature_id for d in batch)  # type: ignore[attr-defined]
+
+    consumer: BatchConsumer[events_pb2.SignatureReceived] = BatchConsumer(
+        bootstrap="unused:9092", topic=SIGNATURE_RECEIVED, group="test-commit-lost",
+        handler=handler)
+    tp = TopicPartition(SIGNATURE_RECEIVED.name, 0)
+    value = received().SerializeToString()
+    records = [SimpleNamespace(offset=o, value=value, key=b"k") for o in (5, 6)]
+    before = metrics.COMMIT_FAILURES.labels("test-commit-lost")._value.get()
+    fake = _RebalancedAway()
+    await consumer._apply(fake, {tp: records}, asyncio.Event())  # type: ignore[arg-type]
+    assert applied == [str(SID), str(SID)]
+    assert fake.commits == 1
+    assert metrics.COMMIT_FAILURES.labels("test-commit-lost")._value.get() == before + 1

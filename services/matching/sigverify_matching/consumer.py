@@ -15,7 +15,7 @@ import asyncpg
 from prometheus_client import Counter, Histogram
 
 from sigverify.events.v1 import events_pb2
-from sigverify_common import audit, kafka
+from sigverify_common import audit, kafka, provenance
 from sigverify_common.db import table_exists
 from sigverify_common.kafka import DeadLetter, Delivered
 from sigverify_common.vocab import Decision, Reason
@@ -75,10 +75,16 @@ class MatchHandler:
         self._config = config
 
     async def __call__(self, batch: Sequence[Delivered[events_pb2.SignatureReceived]],
-                       dead: Sequence[DeadLetter]) -> None:
+                       dead: Sequence[DeadLetter]) -> list[DeadLetter]:
+        """Decides the batch; a SignatureReceived whose signature intake never stored (or
+        stored under another petition or batch) is refused: set aside as a dead letter."""
         version, index = await self._roll.current()
         model = await self._models.current(index)
-        messages = list({d.message.signature_id: d.message for d in batch}.values())
+        async with self._pool.acquire() as conn:
+            why = await provenance.refusals(conn, [d.message for d in batch])
+        refused = [d.reject(w) for d, w in zip(batch, why, strict=True) if w is not None]
+        messages = list({d.message.signature_id: d.message
+                         for d, w in zip(batch, why, strict=True) if w is None}.values())
         done = {
             str(r["signature_id"]) for r in await self._pool.fetch(
                 "SELECT signature_id FROM matching.decisions WHERE signature_id = ANY($1::uuid[])",
@@ -104,7 +110,7 @@ class MatchHandler:
             # Until commit, the version cannot stop being active (activation waits for this
             # lock); if it already has, the batch is decided again with the active one.
             await ensure_active(conn, version)
-            await kafka.write_dead_letters(conn, SCHEMA, dead)
+            await kafka.write_dead_letters(conn, SCHEMA, [*dead, *refused])
             inserted = {
                 str(r["signature_id"]) for r in await conn.fetch(
                     "INSERT INTO matching.decisions (signature_id, petition_id, decision, reason, "
@@ -143,6 +149,7 @@ class MatchHandler:
             DECISIONS.labels(r.decision.value, r.reason.value).inc()
         if events and self._outbox is not None:
             self._outbox.wake.set()
+        return refused
 
 
 
