@@ -7,6 +7,7 @@ import os
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import grpc
 
@@ -69,7 +70,25 @@ MAX_ROW_BYTES = 1 << 20
 BatchRow = tuple[int, list[str], str]
 
 
-def read_batch(path: Path) -> tuple[list[str], Generator[BatchRow, None, None]]:
+class BatchRows:
+    """The rows of a batch file, read lazily; ``close`` closes the file whether or not a
+    row was read (a call refused before its first row must not leave it open)."""
+
+    def __init__(self, fh: TextIO, rows: Generator[BatchRow, None, None]) -> None:
+        self._fh, self._rows = fh, rows
+
+    def __iter__(self) -> Iterator[BatchRow]:
+        return self
+
+    def __next__(self) -> BatchRow:
+        return next(self._rows)
+
+    def close(self) -> None:
+        self._rows.close()
+        self._fh.close()
+
+
+def read_batch(path: Path) -> tuple[list[str], BatchRows]:
     """The header and the rows of a batch CSV, read lazily in the file's own encoding
     (UTF-8 with or without BOM, cp1252, latin-1; see ``sigverify_common.textfile``).
 
@@ -106,7 +125,7 @@ def read_batch(path: Path) -> tuple[list[str], Generator[BatchRow, None, None]]:
                     continue
                 yield record, values, ""
 
-    return columns, rows()
+    return columns, BatchRows(fh, rows())
 
 
 def row_size(values: list[str]) -> int:

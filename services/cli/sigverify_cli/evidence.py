@@ -210,7 +210,7 @@ def model_heading(m: matching_pb2.ModelInfo, in_force: bool = False) -> list[str
           + ("converged" if m.em_converged else "stopped before converging"))
     return [
         f"match model {m.model_id} of roll version {m.roll_version}"
-        + (": in force, the newest model of the active roll version" if in_force else ""),
+        + (": in force for the active roll version" if in_force else ""),
         f"trained {when} UTC by {m.trained_by or '-'} from {m.signatures:,} signatures: "
         f"{m.candidate_pairs:,} candidate pairs for m ({em}), {m.random_pairs:,} random "
         "pairs for u",

@@ -154,7 +154,10 @@ class MatchingService(matching_pb2_grpc.MatchingServiceServicer):
                 raise NotFound(f"no model {request.model_id}")
         else:
             version, _ = await self._roll.current()
-            stored = await store.latest_model(self._pool, version)
+            # A roll version with no model of its own yet decides with the newest earlier
+            # one (store.Models.current) until its own is learned: that is the one in force.
+            stored = (await store.latest_model(self._pool, version)
+                      or await store.latest_model(self._pool))
             if stored is None:
                 raise NotFound(f"roll version {version} has no match model yet: it is learned "
                                "when signatures arrive, or by 'sigverify model train'")
