@@ -576,7 +576,7 @@ def _residence_levels(ix: VoterIndex, b: SigBatch, s: I32, v: I32) -> npt.NDArra
         transposed = np.fromiter((len(x) == len(y) >= 2 and x != y and sorted(x) == sorted(y)
                                   for x, y in zip(a.tolist(), bb.tolist(), strict=True)),
                                  dtype=bool, count=len(a))
-        return one & ((longest >= 3) | transposed)
+        return np.asarray(one & ((longest >= 3) | transposed), dtype=bool)
 
     house_ex, house_sl = _exact_or(c["house"][s], vc["house"][v], house_slip)
     # Street names: the name, or the name with its type written out ("WONGPARKWAY" for
