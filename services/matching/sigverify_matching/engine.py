@@ -568,9 +568,15 @@ def _residence_levels(ix: VoterIndex, b: SigBatch, s: I32, v: I32) -> npt.NDArra
     c, vc, co, vv = b.cols, ix.cols, b.coders, ix.vocabs
 
     def house_slip(ua: I64, ub: I64) -> B:
+        # One edit in a number of three or more digits; two digits transposed in any ("21"
+        # for 12).
         a, bb = co["house"].strs(ua), vv["house"].strs(ub)
         longest = np.maximum(np.strings.str_len(a), np.strings.str_len(bb))
-        return (_osa(a, bb) <= 1) & (longest >= 3)
+        one = _osa(a, bb) <= 1
+        transposed = np.fromiter((len(x) == len(y) >= 2 and x != y and sorted(x) == sorted(y)
+                                  for x, y in zip(a.tolist(), bb.tolist(), strict=True)),
+                                 dtype=bool, count=len(a))
+        return np.asarray(one & ((longest >= 3) | transposed), dtype=bool)
 
     house_ex, house_sl = _exact_or(c["house"][s], vc["house"][v], house_slip)
     # Street names: the name, or the name with its type written out ("WONGPARKWAY" for
@@ -657,15 +663,52 @@ def _residence_levels(ix: VoterIndex, b: SigBatch, s: I32, v: I32) -> npt.NDArra
                 line = np.strings.add(np.strings.add(np.strings.add(house, d_text), name), t_text)
                 near |= _slip(a, line, 10)
         addr_near[idx[near]] = True
+    # The street and second lines swapped around the house number ("26 DURRAWEEN" with
+    # "CHANT STREET" below it, for 26 CHANT STREET, DURRAWEEN): one side's second line is
+    # the other's street, its type written out or abbreviated (a slip or two allowed).
+    swap = (~addr_exact & ~addr_near & (house_ex | house_sl)
+            & (loc_agree | loc_near | loc_null)
+            & (((c["unit"][s] >= 0) & (v_st >= 0)) | ((vc["unit"][v] >= 0) & (s_st >= 0))))
+    if swap.any():
+        idx = np.nonzero(swap)[0]
+        near = np.zeros(len(idx), dtype=bool)
+        sides = ((co["unit"], c["unit"][s][idx], vv["street"], v_st[idx],
+                  vc["stype"][v][idx].astype(np.int64)),
+                 (vv["unit"], vc["unit"][v][idx], co["street"], s_st[idx],
+                  c["stype"][s][idx].astype(np.int64)))
+        for unit_vocab, unit, street_vocab, street, ty in sides:
+            has = (unit >= 0) & (street >= 0)
+            if not has.any():
+                continue
+            u_text = unit_vocab.strs(unit[has])
+            name = street_vocab.strs(street[has])
+            for t_text in (_short_types(ix, co["stype"], ty[has]),
+                           _long_types(ix, co["stype"], ty[has])):
+                near[has] |= _slip(u_text, np.strings.add(name, t_text), 8)
+        addr_near[idx[near]] = True
+    # No street name on one side or both ("3", "FOREST GLEN RESORT": a number and a place
+    # name): the house number and the second line agreeing is the same address.
+    s_un, v_un = c["unit"][s], vc["unit"][v]
+    bare = ~present & house_ex & (s_un >= 0) & (v_un >= 0)
+    if bare.any():
+        bi = np.nonzero(bare)[0]
+        same_unit = s_un[bi] == v_un[bi]
+        rest_u = ~same_unit
+        if rest_u.any():
+            same_unit[rest_u] = _slip(co["unit"].strs(s_un[bi][rest_u]),
+                                      vv["unit"].strs(v_un[bi][rest_u]), 8)
+        bare[bi] = same_unit
     street_any = street_agree | street_close
     lvl = np.select(
-        [~present,
+        [bare & (loc_agree | loc_near | loc_null),
+         ~present,
          addr_exact & (loc_agree | loc_null),
          (addr_exact & loc_near) | (addr_near & (loc_agree | loc_near | loc_null)),
          addr_exact | addr_near,
          street_any & (loc_agree | loc_near | loc_null),
          loc_agree],
-        [0, fs.RES_EXACT, fs.RES_NEAR, fs.RES_OTHER_TOWN, fs.RES_STREET, fs.RES_LOCALITY],
+        [fs.RES_NEAR, 0, fs.RES_EXACT, fs.RES_NEAR, fs.RES_OTHER_TOWN, fs.RES_STREET,
+         fs.RES_LOCALITY],
         fs.RES_DIFF)
     return lvl.astype(np.int8)
 
@@ -890,21 +933,30 @@ def _decide(ix: VoterIndex, b: SigBatch, pairs: Pairs, lv: fs.Levels, w: F64, pr
         best_p[rows] = pv
         bv = pairs.voter[best]
         same_county = ix.cols["county"][bv] == b.cols["county"][rows]
-        agrees = np.isin(lv.residence[best], fs.ADDRESS_AGREES)
+        res_best = lv.residence[best]
+        # The street (and town) right with no house number on one side: nothing says
+        # elsewhere.
+        agrees = np.isin(res_best, fs.ADDRESS_AGREES) | (
+            (res_best == fs.RES_STREET)
+            & ((b.cols["house"][rows] < 0) | (ix.cols["house"][bv] < 0)))
         accept = pv >= config.accept_threshold / 100.0
+        # The person is identified but the address can be neither confirmed nor refuted (a
+        # line without a street name): a person looks, rather than calling it another
+        # address.
+        unsure = accept & same_county & (res_best == 0)
         # Review when the voters at the signature's address in the section's county hold
         # the band's mass together: one of them signed, a person says which (a father and
         # son, SR and JR, both fit a signature without the suffix, each at half the mass).
         here = (np.isin(lv.residence, fs.ADDRESS_AGREES)
                 & (ix.cols["county"][pairs.voter] == b.cols["county"][pairs.sig]))
         here_mass = np.bincount(pairs.sig[here], weights=prob[here], minlength=n)[rows]
-        review = (here_mass >= config.review_threshold / 100.0) & ~accept
+        review = ((here_mass >= config.review_threshold / 100.0) & ~accept) | unsure
         # ... naming the likeliest of them (pairs in ``order`` are best first).
         here_order = order[here[order]]
         here_sigs, here_first = np.unique(pairs.sig[here_order], return_index=True)
         best_here = np.full(n, -1, dtype=np.int64)
         best_here[here_sigs] = here_order[here_first]
-        bv = np.where(review, pairs.voter[np.maximum(best_here[rows], 0)], bv)
+        bv = np.where(review & ~unsure, pairs.voter[np.maximum(best_here[rows], 0)], bv)
         status = ix.cols["status"][bv]
         reg = ix.cols["registered"][bv]
         signed, dl = b.signed_on[rows], b.deadline[rows]
@@ -915,9 +967,9 @@ def _decide(ix: VoterIndex, b: SigBatch, pairs: Pairs, lv: fs.Levels, w: F64, pr
              _R[Reason.SIGNED_BEFORE_REGISTRATION], _R[Reason.SIGNED_AFTER_DEADLINE]],
             _R[Reason.MATCHED])
         r = np.select(
-            [accept & ~same_county, accept & ~agrees, accept, review],
-            [_R[Reason.WRONG_COUNTY], _R[Reason.ADDRESS_MISMATCH], elig,
-             _R[Reason.PENDING_REVIEW]], _R[Reason.NOT_REGISTERED])
+            [accept & ~same_county, unsure, accept & ~agrees, accept, review],
+            [_R[Reason.WRONG_COUNTY], _R[Reason.PENDING_REVIEW], _R[Reason.ADDRESS_MISMATCH],
+             elig, _R[Reason.PENDING_REVIEW]], _R[Reason.NOT_REGISTERED])
         d = np.select([accept & same_county & agrees, review],
                       [DECISIONS.index(Decision.MATCH), DECISIONS.index(Decision.REVIEW)],
                       DECISIONS.index(Decision.NO_MATCH))
