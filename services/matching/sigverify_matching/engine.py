@@ -803,9 +803,101 @@ class Decided:
 
     def results(self, counties: I32 | None = None) -> list[MatchResult]:
         """Every signature's result (``counties``: the sections' county codes, for the
-        candidates' priors; ``Decided.counties`` when the batch was prepared here)."""
+        candidates' priors; ``Decided.counties`` when the batch was prepared here).
+
+        The same as ``result(i)`` for every signature, built column-wise: each shown
+        candidate's figures are read out of the arrays once for the whole batch, then the
+        candidates and results assembled (the rounding is Python's ``round``, as there)."""
+        n = len(self)
+        if n == 0:
+            return []
         cs = self.counties if counties is None else counties
-        return [self.result(i, int(cs[i]) if len(cs) else -1) for i in range(len(self))]
+        ix = self.index
+        shown_mask = self.top >= 0
+        per_sig = shown_mask.sum(axis=1).tolist()
+        p = self.top[shown_mask].astype(np.int64)  # row-major: each signature's, best first
+        v = self.pairs.voter[p]
+        vids = ix.voter_ids(v.tolist())
+        vcounty = ix.cols["county"][v]
+        weights = _round2(self.weights[p])
+        scores = _round2(100 * self.pair_probability[p])
+        columns: list[list[tuple[str, str, float]]] = []
+        if self.parts:
+            swapped = self.levels.swapped[p]
+            for c in fs.COMPARISONS:
+                level = getattr(self.levels, c)[p].astype(np.intp)
+                names = _level_names(c)
+                if c in ("first", "last"):
+                    level = level + swapped * (len(names) // 2)
+                texts = names[level].tolist()
+                bits = _round2(self.parts[c][p])
+                columns.append([(c, t, b) for t, b in zip(texts, bits, strict=True)])
+        if len(self.priors):
+            sig_county = (np.repeat(np.asarray(cs, dtype=np.int64), per_sig) if len(cs)
+                          else np.full(len(p), -1, dtype=np.int64))
+            same = (vcounty.astype(np.int64) == sig_county).tolist()
+            bits = _round2(self.priors[p])
+            columns.append([("prior", _HERE if s else _ELSEWHERE, b)
+                            for s, b in zip(same, bits, strict=True)])
+        evidence: list[tuple[tuple[str, str, float], ...]] = (
+            list(zip(*columns, strict=True)) if columns else [()] * len(p))
+        county_texts = _county_texts(ix)
+        shown = [ScoredCandidate(vid, county_texts[c], sc, {"weight": w}, w, ev)
+                 for vid, c, sc, w, ev in zip(vids, vcounty.tolist(), scores, weights, evidence,
+                                              strict=True)]
+        named = self.voter >= 0
+        voter_ids = [""] * n
+        for i, vid in zip(np.nonzero(named)[0].tolist(),
+                          ix.voter_ids(self.voter[named].tolist()), strict=True):
+            voter_ids[i] = vid
+        out: list[MatchResult] = []
+        at = 0
+        for d, r, vid, prob, k in zip(self.decision.tolist(), self.reason.tolist(), voter_ids,
+                                      (100 * self.probability).tolist(), per_sig, strict=True):
+            out.append(MatchResult(DECISIONS[d], REASONS[r], vid, round(prob, 2),
+                                   tuple(shown[at: at + k])))
+            at += k
+        return out
+
+
+_HERE, _ELSEWHERE = "in the section's county", "in another county"
+
+
+def _round2(x: F64) -> list[float]:
+    """``[round(v, 2) for v in x]``, in bulk: ``rint(100 v) / 100`` is Python's result (the
+    double nearest the correctly rounded decimal) unless 100 v lies within a hair of a
+    half, where the product's own rounding could tip it: those go through ``round``."""
+    y = 100 * x
+    out = np.rint(y) / 100
+    with np.errstate(invalid="ignore"):
+        frac = np.abs(y - np.trunc(y))
+        odd = (np.abs(frac - 0.5) < 1e-6) | ~(np.abs(y) < 1e12)
+    got: list[float] = out.tolist()
+    if odd.any():
+        for i in np.nonzero(odd)[0].tolist():
+            got[i] = round(float(x[i]), 2)
+    return got
+_LEVEL_NAMES: dict[str, npt.NDArray[np.object_]] = {}
+
+
+def _level_names(c: str) -> npt.NDArray[np.object_]:
+    """A comparison's level names as an object array (first and last: then each read
+    swapped, at ``level + len(levels)``)."""
+    got = _LEVEL_NAMES.get(c)
+    if got is None:
+        names = list(fs.LEVELS[c])
+        if c in ("first", "last"):
+            names += [x + " (read swapped)" for x in fs.LEVELS[c]]
+        got = _LEVEL_NAMES[c] = np.array(names, dtype=object)
+    return got
+
+
+def _county_texts(ix: VoterIndex) -> list[str]:
+    got = ix.cache.get("county_texts")
+    if got is None:
+        v = ix.vocabs["county"]
+        got = ix.cache.setdefault("county_texts", [v.text(i) for i in range(len(v))])
+    return got  # type: ignore[no-any-return]
 
 
 def match_batch(ix: VoterIndex, model: fs.Model, sigs: Sequence[SignatureInput],

@@ -1,0 +1,74 @@
+"""The matcher's bulk shortcuts give what the plain per-item code gives.
+
+``Decided.results()`` builds every result column-wise; ``Decided.result(i)`` is the plain
+per-signature reading of the same arrays, kept as the reference. ``_round2`` is Python's
+``round(x, 2)`` done in bulk.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sigverify_cli.synth import SynthSpec, generate
+from sigverify_matching import engine
+from sigverify_matching.columnar import IndexBuilder, VoterIndex
+from sigverify_matching.domain import MatchConfig, SignatureInput
+from sigverify_matching.evaluate import read_batches, read_roll_csv
+
+SPEC = SynthSpec(voters=4_000, signatures=800, seed=11, batch_size=400, hostile=True,
+                 counties=("Alameda", "Marin"))
+
+
+@pytest.fixture(scope="module")
+def petition(tmp_path_factory: pytest.TempPathFactory
+             ) -> tuple[VoterIndex, engine.fs.Model, list[SignatureInput]]:
+    out = generate(Path(tmp_path_factory.mktemp("speed")), SPEC)
+    builder = IndexBuilder(version=1)
+    builder.add([(v.voter_id, v.first_name, v.middle_name, v.last_name, v.suffix, v.birth_date,
+                  v.street, v.unit, v.city, v.zip, v.county, v.status, v.registered_on)
+                 for v in read_roll_csv(out.roll_csv)])
+    index = builder.finish()
+    sigs = [r.signature for r in read_batches(out) if r.complete]
+    return index, engine.train(index, sigs, u_pairs=200_000), sigs
+
+
+@pytest.mark.parametrize("shown", [1, 3, 20])
+def test_results_in_bulk_are_each_signatures_result(
+        petition: tuple[VoterIndex, engine.fs.Model, list[SignatureInput]], shown: int) -> None:
+    index, model, sigs = petition
+    d = engine.match_batch(index, model, sigs, MatchConfig(max_candidates=shown))
+    bulk = d.results()
+    one_by_one = [d.result(i, int(d.counties[i])) for i in range(len(d))]
+    assert bulk == one_by_one
+    assert sum(len(r.candidates) for r in bulk) > len(bulk) * min(shown, 2) // 2
+    # with other counties, the priors' wording follows them
+    elsewhere = np.full(len(d), -1, dtype=np.int32)
+    assert d.results(elsewhere) == [d.result(i, -1) for i in range(len(d))]
+
+
+def test_results_without_evidence_columns(
+        petition: tuple[VoterIndex, engine.fs.Model, list[SignatureInput]]) -> None:
+    index, model, sigs = petition
+    d = engine.match_batch(index, model, sigs[:50], MatchConfig())
+    d.parts, d.priors = {}, np.zeros(0)
+    assert d.results() == [d.result(i, int(d.counties[i])) for i in range(len(d))]
+    assert all(c.evidence == () for r in d.results() for c in r.candidates)
+
+
+def test_round2_is_pythons_round() -> None:
+    rng = np.random.default_rng(4)
+    x = np.concatenate([
+        rng.normal(0, 30, 200_000),
+        rng.integers(-200_000, 200_000, 50_000) / 1000,  # exact decimals with three places
+        rng.integers(-200_000, 200_000, 50_000) / 200,  # halves of a cent, exactly
+        [0.125, 2.675, -2.675, 1.005, 0.0, -0.0, 1e13, -1e15, np.inf, -np.inf],
+    ])
+    got = engine._round2(x)
+    want = [round(v, 2) for v in x.tolist()]
+    assert got == want
+    assert [np.copysign(1, v) for v in got] == [np.copysign(1, v) for v in want]
+    nan = engine._round2(np.array([np.nan]))
+    assert len(nan) == 1 and nan[0] != nan[0]
