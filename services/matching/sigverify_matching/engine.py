@@ -72,13 +72,14 @@ class Coder:
     """Codes strings against a roll vocabulary; strings the roll lacks get codes from
     ``len(vocab)`` on, local to the batch."""
 
-    __slots__ = ("_ext_arr", "ext", "index", "vocab")
+    __slots__ = ("_ext_arr", "_ext_meta", "ext", "index", "vocab")
 
     def __init__(self, vocab: Vocab) -> None:
         self.vocab = vocab
         self.ext: list[str] = []
         self.index: dict[str, int] = {}
         self._ext_arr: S = np.zeros(0, dtype="U1")
+        self._ext_meta: tuple[npt.NDArray[np.int16], npt.NDArray[np.int16]] | None = None
 
     def codes(self, strings: Sequence[str]) -> I32:
         out = self.vocab.codes(strings)
@@ -92,6 +93,14 @@ class Coder:
                     self.ext.append(s)
                 out[i] = c
         return out
+
+    def ext_meta(self) -> tuple[npt.NDArray[np.int16], npt.NDArray[np.int16]]:
+        """(length, first character) of the batch's own strings, by code - len(vocab)."""
+        if self._ext_meta is None or len(self._ext_meta[0]) != len(self.ext):
+            self._ext_meta = (np.array([len(t) for t in self.ext], dtype=np.int16),
+                              np.array([ord(t[0]) if t else 0 for t in self.ext],
+                                       dtype=np.int16))
+        return self._ext_meta
 
     def text(self, code: int) -> str:
         n = len(self.vocab)
@@ -497,10 +506,10 @@ def _coded_meta(ix: VoterIndex, vocab: str, coder: Coder, codes: I32
     out_l = np.zeros(len(codes), dtype=np.int16)
     out_f = np.zeros(len(codes), dtype=np.int16)
     out_l[known], out_f[known] = lengths[codes[known]], first[codes[known]]
-    if (~known).any():
-        texts = [coder.text(int(c)) for c in codes[~known]]
-        out_l[~known] = [len(t) for t in texts]
-        out_f[~known] = [ord(t[0]) if t else 0 for t in texts]
+    if not known.all():
+        ext_l, ext_f = coder.ext_meta()
+        odd = codes[~known] - n
+        out_l[~known], out_f[~known] = ext_l[odd], ext_f[odd]
     return out_l, out_f
 
 
@@ -682,13 +691,27 @@ def _joined_given(ix: VoterIndex, b: SigBatch, s: I32, v: I32,
         return first
     idx = np.nonzero(look)[0]
     g, gv = b.coders["given"], ix.vocabs["given"]
+    # Only names that begin alike can be one word written two ways, and only where two of
+    # the words compared (first, or first and middle run together) are of lengths at most
+    # one apart (an edit changes a length by one at most).
+    lengths, starts = _meta(ix, "given")
+    s_len, s_start = _coded_meta(ix, "given", g, sf[idx])
+    alike = s_start == starts[vf[idx]]
+    idx, s_len = idx[alike], s_len[alike].astype(np.int32)
+    sm_i, vm_i = sm[idx], vm[idx]
+    sm_len = np.where(sm_i >= 0, _coded_meta(ix, "given", g, np.maximum(sm_i, 0))[0], 0)
+    v_len = lengths[vf[idx]].astype(np.int32)
+    vm_len = np.where(vm_i >= 0, lengths[np.maximum(vm_i, 0)], 0)
+    la2, lb2 = s_len + sm_len, v_len + vm_len
+    idx = idx[(np.abs(la2 - lb2) <= 1) | (np.abs(la2 - v_len) <= 1) | (np.abs(s_len - lb2) <= 1)]
+    if not len(idx):
+        return first
     a1 = g.strs(sf[idx])
     b1 = gv.strs(vf[idx])
     a2 = np.strings.add(a1, np.where(sm[idx] >= 0, g.strs(np.maximum(sm[idx], 0)), ""))
     b2 = np.strings.add(b1, np.where(vm[idx] >= 0, gv.strs(np.maximum(vm[idx], 0)), ""))
-    same_start = a1.astype("U1") == b1.astype("U1")
-    exact = same_start & ((a2 == b1) | (a1 == b2) | ((a2 == b2) & ((sm[idx] < 0) | (vm[idx] < 0))))
-    near = same_start & ~exact & ((_osa(a2, b2) <= 1) | (_osa(a2, b1) <= 1) | (_osa(a1, b2) <= 1))
+    exact = (a2 == b1) | (a1 == b2) | ((a2 == b2) & ((sm[idx] < 0) | (vm[idx] < 0)))
+    near = ~exact & ((_osa(a2, b2) <= 1) | (_osa(a2, b1) <= 1) | (_osa(a1, b2) <= 1))
     out = first.copy()
     out[idx[exact]] = fs.FIRST_EXACT
     out[idx[near]] = np.minimum(out[idx[near]], fs.FIRST_TYPO)
