@@ -2,11 +2,13 @@
 
 ``Decided.results()`` builds every result column-wise; ``Decided.result(i)`` is the plain
 per-signature reading of the same arrays, kept as the reference. ``_round2`` is Python's
-``round(x, 2)`` done in bulk.
+``round(x, 2)`` done in bulk. ``typo_keys`` finds the names one edit away through an index
+of their one-deleted strings; ``typo_keys_by_scan`` compares with every name.
 """
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +16,13 @@ import pytest
 
 from sigverify_cli.synth import SynthSpec, generate
 from sigverify_matching import engine
-from sigverify_matching.columnar import IndexBuilder, VoterIndex
+from sigverify_matching.columnar import (
+    _NICK_NAMES,
+    IndexBuilder,
+    VoterIndex,
+    typo_keys,
+    typo_keys_by_scan,
+)
 from sigverify_matching.domain import MatchConfig, SignatureInput
 from sigverify_matching.evaluate import read_batches, read_roll_csv
 
@@ -72,3 +80,23 @@ def test_round2_is_pythons_round() -> None:
     assert [np.copysign(1, v) for v in got] == [np.copysign(1, v) for v in want]
     nan = engine._round2(np.array([np.nan]))
     assert len(nan) == 1 and nan[0] != nan[0]
+
+
+def test_typo_keys_by_index_are_those_by_scanning_every_name() -> None:
+    names = [n for group in _NICK_NAMES.values() for n in group]
+    rng = random.Random(9)
+    letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    queries = {"", "A", "ZZZZZZZZ", "K.C", "KC."}
+    for n in rng.sample(names, 600):
+        queries.add(n)
+        s = list(n)
+        i = rng.randrange(len(s))
+        queries.add("".join([*s[:i], rng.choice(letters), *s[i + 1:]]))  # changed
+        queries.add("".join([*s[:i], rng.choice(letters), *s[i:]]))  # added
+        queries.add("".join(s[:i] + s[i + 1:]))  # dropped
+        if i + 1 < len(s):
+            queries.add("".join([*s[:i], s[i + 1], s[i], *s[i + 2:]]))  # swapped
+        queries.add("".join(rng.choice(letters) for _ in range(len(s))))  # anything
+    got = {q: typo_keys(q) for q in sorted(queries)}
+    assert got == {q: typo_keys_by_scan(q) for q in sorted(queries)}
+    assert sum(1 for k in got.values() if k) > len(queries) // 2
