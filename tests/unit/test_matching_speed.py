@@ -100,3 +100,24 @@ def test_typo_keys_by_index_are_those_by_scanning_every_name() -> None:
     got = {q: typo_keys(q) for q in sorted(queries)}
     assert got == {q: typo_keys_by_scan(q) for q in sorted(queries)}
     assert sum(1 for k in got.values() if k) > len(queries) // 2
+
+
+def test_house_slips_tried_only_where_possible_are_all_the_slips(
+        petition: tuple[VoterIndex, engine.fs.Model, list[SignatureInput]]) -> None:
+    index, _, sigs = petition
+    b = engine.prepare(index, sigs)
+    pairs = engine.candidates(index, b)
+    rng = np.random.default_rng(2)
+    s = np.concatenate([pairs.sig, rng.integers(0, b.n, 20_000)]).astype(np.int32)
+    v = np.concatenate([pairs.voter, rng.integers(0, index.size, 20_000)]).astype(np.int32)
+    co, vv = b.coders["house"], index.vocabs["house"]
+
+    def slip(ua: np.ndarray, ub: np.ndarray) -> np.ndarray:
+        a, bb = co.strs(ua), vv.strs(ub)
+        longest = np.maximum(np.strings.str_len(a), np.strings.str_len(bb))
+        return np.asarray((engine._osa(a, bb) <= 1) & (longest >= 3))
+
+    exact, similar = engine._house_levels(index, b, s, v, slip)
+    want_exact, want_similar = engine._exact_or(b.cols["house"][s], index.cols["house"][v], slip)
+    assert (exact == want_exact).all() and (similar == want_similar).all()
+    assert similar.sum() > 10  # slips of the pen are there to find

@@ -513,6 +513,55 @@ def _coded_meta(ix: VoterIndex, vocab: str, coder: Coder, codes: I32
     return out_l, out_f
 
 
+def _last_chars(ix: VoterIndex, vocab: str, coder: Coder, codes: I32) -> npt.NDArray[np.int16]:
+    """The last character of valid codes of a batch (the roll's and its own); 0 for ""."""
+    key = f"last_char_{vocab}"
+    table = ix.cache.get(key)
+    if table is None:
+        v = ix.vocabs[vocab].values
+        table = np.zeros(len(v), dtype=np.int16)
+        if len(v):
+            lengths = np.strings.str_len(v)
+            raw = np.frombuffer(v.tobytes(), dtype=np.uint8).reshape(len(v), v.itemsize)
+            ok = lengths > 0
+            table[ok] = raw[np.nonzero(ok)[0], lengths[ok] - 1]
+        table = ix.cache.setdefault(key, table)
+    n = len(ix.vocabs[vocab])
+    known = codes < n
+    out = np.zeros(len(codes), dtype=np.int16)
+    out[known] = table[codes[known]]
+    if not known.all():
+        out[~known] = [ord(t[-1]) if t else 0 for t in (coder.text(int(c)) for c in codes[~known])]
+    return out
+
+
+def _house_levels(ix: VoterIndex, b: SigBatch, s: I32, v: I32, slip: Any) -> tuple[B, B]:
+    """``_exact_or`` of the house numbers with ``slip`` (one OSA edit, at least three
+    characters), tried only on pairs that can be a slip: lengths at most one apart, at
+    least three, and the first or the last characters alike (one edit in a string of three
+    or more characters leaves one end as it was)."""
+    sh, vh = b.cols["house"][s], ix.cols["house"][v]
+    present = (sh >= 0) & (vh >= 0)
+    exact = present & (sh == vh)
+    similar = np.zeros(len(sh), dtype=bool)
+    ri = np.nonzero(present & ~exact)[0]
+    if not len(ri):
+        return exact, similar
+    coder = b.coders["house"]
+    s_codes, v_codes = sh[ri], vh[ri]
+    s_len, s_first = _coded_meta(ix, "house", coder, s_codes)
+    lengths, firsts = _meta(ix, "house")
+    v_len, v_first = lengths[v_codes], firsts[v_codes]
+    maybe = ((np.abs(s_len - v_len) <= 1) & (np.maximum(s_len, v_len) >= 3)
+             & ((s_first == v_first) | (_last_chars(ix, "house", coder, s_codes)
+                                        == _last_chars(ix, "house", coder, v_codes))))
+    ri = ri[maybe]
+    if len(ri):
+        ua, ub, inv = _unique(sh[ri], vh[ri])
+        similar[ri] = np.asarray(slip(ua, ub))[inv]
+    return exact, similar
+
+
 def _long_type_table(ix: VoterIndex) -> S:
     got = ix.cache.get("long_types")
     if got is None:
@@ -581,7 +630,7 @@ def _residence_levels(ix: VoterIndex, b: SigBatch, s: I32, v: I32) -> npt.NDArra
         longest = np.maximum(np.strings.str_len(a), np.strings.str_len(bb))
         return (_osa(a, bb) <= 1) & (longest >= 3)
 
-    house_ex, house_sl = _exact_or(c["house"][s], vc["house"][v], house_slip)
+    house_ex, house_sl = _house_levels(ix, b, s, v, house_slip)
     # Street names: the name, or the name with its type written out ("WONGPARKWAY" for
     # WONG PKWY; "BURNSCEURT" for BURNS CT), one edit or Jaro-Winkler 0.9 apart. Only
     # worth a look where the house agrees or the names begin alike.
