@@ -992,6 +992,12 @@ def match_batch(ix: VoterIndex, model: fs.Model, sigs: Sequence[SignatureInput],
     return decided
 
 
+def match_results(ix: VoterIndex, model: fs.Model, sigs: Sequence[SignatureInput],
+                  config: MatchConfig) -> list[MatchResult]:
+    """``match_batch(...).results()``: one call for a worker thread to make whole."""
+    return match_batch(ix, model, sigs, config).results()
+
+
 def county_counts(ix: VoterIndex) -> I64:
     got = ix.cache.get("county_counts")
     if got is None:
