@@ -132,10 +132,49 @@ def _names_by_length() -> dict[int, tuple[str, ...]]:
 _NICK_NAMES = _names_by_length()
 
 
+def _one_deleted(name: str) -> set[str]:
+    """The name and every string one character shorter than it (one deleted)."""
+    return {name} | {name[:i] + name[i + 1:] for i in range(len(name))}
+
+
+_NICK_DELETED: dict[str, tuple[str, ...]] = {}
+
+
+def _nick_deleted() -> dict[str, tuple[str, ...]]:
+    """The names of the ``nicknames`` package by each string ``_one_deleted`` gives of them.
+    Two strings one edit apart (OSA: a character changed, added, dropped, or two neighbours
+    swapped) share such a string, so the names one edit from a name are among those filed
+    under its own ``_one_deleted`` strings."""
+    if not _NICK_DELETED:
+        out: dict[str, list[str]] = {}
+        for names in _NICK_NAMES.values():
+            for n in names:
+                for d in _one_deleted(n):
+                    out.setdefault(d, []).append(n)
+        _NICK_DELETED.update({k: tuple(v) for k, v in out.items()})
+    return _NICK_DELETED
+
+
 @lru_cache(maxsize=1 << 16)
 def typo_keys(name: str) -> frozenset[str]:
     """Nickname keys of the names of the ``nicknames`` package one edit from ``name``
     (``MKIE`` -> MIKE -> {MIKE, MICHAEL}): a misspelt nickname."""
+    if len(name) < 2:
+        return frozenset()
+    filed = _nick_deleted()
+    near: set[str] = set()
+    for d in _one_deleted(name):
+        near.update(filed.get(d, ()))
+    out: set[str] = set()
+    for cand in near:
+        if cand != name and OSA.distance(name, cand, score_cutoff=1) <= 1:
+            out |= first_name_keys(cand)
+    return frozenset(out)
+
+
+def typo_keys_by_scan(name: str) -> frozenset[str]:
+    """``typo_keys`` by comparing ``name`` with every name of a neighbouring length (the
+    reference ``typo_keys`` is checked against; slow)."""
     if len(name) < 2:
         return frozenset()
     out: set[str] = set()

@@ -100,9 +100,10 @@ class MatchHandler:
         started = time.perf_counter()
         matched: list[MatchResult] = []
         if inputs:
-            decided_batch = await asyncio.to_thread(
-                engine.match_batch, index, model.model, inputs, self._config)
-            matched = decided_batch.results()
+            # The results (candidates and their evidence) are built in the worker thread
+            # too: on the event loop they would hold up the consumer's other work.
+            matched = await asyncio.to_thread(
+                engine.match_results, index, model.model, inputs, self._config)
         MATCH_SECONDS.observe(time.perf_counter() - started)
         results = dict(zip((m.signature_id for m in complete), matched, strict=True))
         decided = [(m, results.get(m.signature_id, INCOMPLETE)) for m in todo]

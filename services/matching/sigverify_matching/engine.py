@@ -72,13 +72,14 @@ class Coder:
     """Codes strings against a roll vocabulary; strings the roll lacks get codes from
     ``len(vocab)`` on, local to the batch."""
 
-    __slots__ = ("_ext_arr", "ext", "index", "vocab")
+    __slots__ = ("_ext_arr", "_ext_meta", "ext", "index", "vocab")
 
     def __init__(self, vocab: Vocab) -> None:
         self.vocab = vocab
         self.ext: list[str] = []
         self.index: dict[str, int] = {}
         self._ext_arr: S = np.zeros(0, dtype="U1")
+        self._ext_meta: tuple[npt.NDArray[np.int16], npt.NDArray[np.int16]] | None = None
 
     def codes(self, strings: Sequence[str]) -> I32:
         out = self.vocab.codes(strings)
@@ -92,6 +93,14 @@ class Coder:
                     self.ext.append(s)
                 out[i] = c
         return out
+
+    def ext_meta(self) -> tuple[npt.NDArray[np.int16], npt.NDArray[np.int16]]:
+        """(length, first character) of the batch's own strings, by code - len(vocab)."""
+        if self._ext_meta is None or len(self._ext_meta[0]) != len(self.ext):
+            self._ext_meta = (np.array([len(t) for t in self.ext], dtype=np.int16),
+                              np.array([ord(t[0]) if t else 0 for t in self.ext],
+                                       dtype=np.int16))
+        return self._ext_meta
 
     def text(self, code: int) -> str:
         n = len(self.vocab)
@@ -497,11 +506,61 @@ def _coded_meta(ix: VoterIndex, vocab: str, coder: Coder, codes: I32
     out_l = np.zeros(len(codes), dtype=np.int16)
     out_f = np.zeros(len(codes), dtype=np.int16)
     out_l[known], out_f[known] = lengths[codes[known]], first[codes[known]]
-    if (~known).any():
-        texts = [coder.text(int(c)) for c in codes[~known]]
-        out_l[~known] = [len(t) for t in texts]
-        out_f[~known] = [ord(t[0]) if t else 0 for t in texts]
+    if not known.all():
+        ext_l, ext_f = coder.ext_meta()
+        odd = codes[~known] - n
+        out_l[~known], out_f[~known] = ext_l[odd], ext_f[odd]
     return out_l, out_f
+
+
+def _last_chars(ix: VoterIndex, vocab: str, coder: Coder, codes: I32) -> npt.NDArray[np.int16]:
+    """The last character of valid codes of a batch (the roll's and its own); 0 for ""."""
+    key = f"last_char_{vocab}"
+    table = ix.cache.get(key)
+    if table is None:
+        v = ix.vocabs[vocab].values
+        table = np.zeros(len(v), dtype=np.int16)
+        if len(v):
+            lengths = np.strings.str_len(v)
+            raw = np.frombuffer(v.tobytes(), dtype=np.uint8).reshape(len(v), v.itemsize)
+            ok = lengths > 0
+            table[ok] = raw[np.nonzero(ok)[0], lengths[ok] - 1]
+        table = ix.cache.setdefault(key, table)
+    n = len(ix.vocabs[vocab])
+    known = codes < n
+    out = np.zeros(len(codes), dtype=np.int16)
+    out[known] = table[codes[known]]
+    if not known.all():
+        out[~known] = [ord(t[-1]) if t else 0 for t in (coder.text(int(c)) for c in codes[~known])]
+    return out
+
+
+def _house_levels(ix: VoterIndex, b: SigBatch, s: I32, v: I32, slip: Any) -> tuple[B, B]:
+    """``_exact_or`` of the house numbers with ``slip`` (one OSA edit, at least three
+    characters; or two digits transposed), tried only on pairs that can be a slip: lengths
+    at most one apart, at least three, and the first or the last characters alike (one edit
+    in a string of three or more characters leaves one end as it was); or both of two."""
+    sh, vh = b.cols["house"][s], ix.cols["house"][v]
+    present = (sh >= 0) & (vh >= 0)
+    exact = present & (sh == vh)
+    similar = np.zeros(len(sh), dtype=bool)
+    ri = np.nonzero(present & ~exact)[0]
+    if not len(ri):
+        return exact, similar
+    coder = b.coders["house"]
+    s_codes, v_codes = sh[ri], vh[ri]
+    s_len, s_first = _coded_meta(ix, "house", coder, s_codes)
+    lengths, firsts = _meta(ix, "house")
+    v_len, v_first = lengths[v_codes], firsts[v_codes]
+    maybe = (((np.abs(s_len - v_len) <= 1) & (np.maximum(s_len, v_len) >= 3)
+              & ((s_first == v_first) | (_last_chars(ix, "house", coder, s_codes)
+                                         == _last_chars(ix, "house", coder, v_codes))))
+             | ((s_len == 2) & (v_len == 2)))  # two digits transposed ("21" for 12)
+    ri = ri[maybe]
+    if len(ri):
+        ua, ub, inv = _unique(sh[ri], vh[ri])
+        similar[ri] = np.asarray(slip(ua, ub))[inv]
+    return exact, similar
 
 
 def _long_type_table(ix: VoterIndex) -> S:
@@ -578,7 +637,7 @@ def _residence_levels(ix: VoterIndex, b: SigBatch, s: I32, v: I32) -> npt.NDArra
                                  dtype=bool, count=len(a))
         return np.asarray(one & ((longest >= 3) | transposed), dtype=bool)
 
-    house_ex, house_sl = _exact_or(c["house"][s], vc["house"][v], house_slip)
+    house_ex, house_sl = _house_levels(ix, b, s, v, house_slip)
     # Street names: the name, or the name with its type written out ("WONGPARKWAY" for
     # WONG PKWY; "BURNSCEURT" for BURNS CT), one edit or Jaro-Winkler 0.9 apart. Only
     # worth a look where the house agrees or the names begin alike.
@@ -725,13 +784,27 @@ def _joined_given(ix: VoterIndex, b: SigBatch, s: I32, v: I32,
         return first
     idx = np.nonzero(look)[0]
     g, gv = b.coders["given"], ix.vocabs["given"]
+    # Only names that begin alike can be one word written two ways, and only where two of
+    # the words compared (first, or first and middle run together) are of lengths at most
+    # one apart (an edit changes a length by one at most).
+    lengths, starts = _meta(ix, "given")
+    s_len, s_start = _coded_meta(ix, "given", g, sf[idx])
+    alike = s_start == starts[vf[idx]]
+    idx, s_len = idx[alike], s_len[alike].astype(np.int32)
+    sm_i, vm_i = sm[idx], vm[idx]
+    sm_len = np.where(sm_i >= 0, _coded_meta(ix, "given", g, np.maximum(sm_i, 0))[0], 0)
+    v_len = lengths[vf[idx]].astype(np.int32)
+    vm_len = np.where(vm_i >= 0, lengths[np.maximum(vm_i, 0)], 0)
+    la2, lb2 = s_len + sm_len, v_len + vm_len
+    idx = idx[(np.abs(la2 - lb2) <= 1) | (np.abs(la2 - v_len) <= 1) | (np.abs(s_len - lb2) <= 1)]
+    if not len(idx):
+        return first
     a1 = g.strs(sf[idx])
     b1 = gv.strs(vf[idx])
     a2 = np.strings.add(a1, np.where(sm[idx] >= 0, g.strs(np.maximum(sm[idx], 0)), ""))
     b2 = np.strings.add(b1, np.where(vm[idx] >= 0, gv.strs(np.maximum(vm[idx], 0)), ""))
-    same_start = a1.astype("U1") == b1.astype("U1")
-    exact = same_start & ((a2 == b1) | (a1 == b2) | ((a2 == b2) & ((sm[idx] < 0) | (vm[idx] < 0))))
-    near = same_start & ~exact & ((_osa(a2, b2) <= 1) | (_osa(a2, b1) <= 1) | (_osa(a1, b2) <= 1))
+    exact = (a2 == b1) | (a1 == b2) | ((a2 == b2) & ((sm[idx] < 0) | (vm[idx] < 0)))
+    near = ~exact & ((_osa(a2, b2) <= 1) | (_osa(a2, b1) <= 1) | (_osa(a1, b2) <= 1))
     out = first.copy()
     out[idx[exact]] = fs.FIRST_EXACT
     out[idx[near]] = np.minimum(out[idx[near]], fs.FIRST_TYPO)
@@ -846,9 +919,101 @@ class Decided:
 
     def results(self, counties: I32 | None = None) -> list[MatchResult]:
         """Every signature's result (``counties``: the sections' county codes, for the
-        candidates' priors; ``Decided.counties`` when the batch was prepared here)."""
+        candidates' priors; ``Decided.counties`` when the batch was prepared here).
+
+        The same as ``result(i)`` for every signature, built column-wise: each shown
+        candidate's figures are read out of the arrays once for the whole batch, then the
+        candidates and results assembled (the rounding is Python's ``round``, as there)."""
+        n = len(self)
+        if n == 0:
+            return []
         cs = self.counties if counties is None else counties
-        return [self.result(i, int(cs[i]) if len(cs) else -1) for i in range(len(self))]
+        ix = self.index
+        shown_mask = self.top >= 0
+        per_sig = shown_mask.sum(axis=1).tolist()
+        p = self.top[shown_mask].astype(np.int64)  # row-major: each signature's, best first
+        v = self.pairs.voter[p]
+        vids = ix.voter_ids(v.tolist())
+        vcounty = ix.cols["county"][v]
+        weights = _round2(self.weights[p])
+        scores = _round2(100 * self.pair_probability[p])
+        columns: list[list[tuple[str, str, float]]] = []
+        if self.parts:
+            swapped = self.levels.swapped[p]
+            for c in fs.COMPARISONS:
+                level = getattr(self.levels, c)[p].astype(np.intp)
+                names = _level_names(c)
+                if c in ("first", "last"):
+                    level = level + swapped * (len(names) // 2)
+                texts = names[level].tolist()
+                bits = _round2(self.parts[c][p])
+                columns.append([(c, t, b) for t, b in zip(texts, bits, strict=True)])
+        if len(self.priors):
+            sig_county = (np.repeat(np.asarray(cs, dtype=np.int64), per_sig) if len(cs)
+                          else np.full(len(p), -1, dtype=np.int64))
+            same = (vcounty.astype(np.int64) == sig_county).tolist()
+            bits = _round2(self.priors[p])
+            columns.append([("prior", _HERE if s else _ELSEWHERE, b)
+                            for s, b in zip(same, bits, strict=True)])
+        evidence: list[tuple[tuple[str, str, float], ...]] = (
+            list(zip(*columns, strict=True)) if columns else [()] * len(p))
+        county_texts = _county_texts(ix)
+        shown = [ScoredCandidate(vid, county_texts[c], sc, {"weight": w}, w, ev)
+                 for vid, c, sc, w, ev in zip(vids, vcounty.tolist(), scores, weights, evidence,
+                                              strict=True)]
+        named = self.voter >= 0
+        voter_ids = [""] * n
+        for i, vid in zip(np.nonzero(named)[0].tolist(),
+                          ix.voter_ids(self.voter[named].tolist()), strict=True):
+            voter_ids[i] = vid
+        out: list[MatchResult] = []
+        at = 0
+        for d, r, vid, prob, k in zip(self.decision.tolist(), self.reason.tolist(), voter_ids,
+                                      (100 * self.probability).tolist(), per_sig, strict=True):
+            out.append(MatchResult(DECISIONS[d], REASONS[r], vid, round(prob, 2),
+                                   tuple(shown[at: at + k])))
+            at += k
+        return out
+
+
+_HERE, _ELSEWHERE = "in the section's county", "in another county"
+
+
+def _round2(x: F64) -> list[float]:
+    """``[round(v, 2) for v in x]``, in bulk: ``rint(100 v) / 100`` is Python's result (the
+    double nearest the correctly rounded decimal) unless 100 v lies within a hair of a
+    half, where the product's own rounding could tip it: those go through ``round``."""
+    y = 100 * x
+    out = np.rint(y) / 100
+    with np.errstate(invalid="ignore"):
+        frac = np.abs(y - np.trunc(y))
+        odd = (np.abs(frac - 0.5) < 1e-6) | ~(np.abs(y) < 1e12)
+    got: list[float] = out.tolist()
+    if odd.any():
+        for i in np.nonzero(odd)[0].tolist():
+            got[i] = round(float(x[i]), 2)
+    return got
+_LEVEL_NAMES: dict[str, npt.NDArray[np.object_]] = {}
+
+
+def _level_names(c: str) -> npt.NDArray[np.object_]:
+    """A comparison's level names as an object array (first and last: then each read
+    swapped, at ``level + len(levels)``)."""
+    got = _LEVEL_NAMES.get(c)
+    if got is None:
+        names = list(fs.LEVELS[c])
+        if c in ("first", "last"):
+            names += [x + " (read swapped)" for x in fs.LEVELS[c]]
+        got = _LEVEL_NAMES[c] = np.array(names, dtype=object)
+    return got
+
+
+def _county_texts(ix: VoterIndex) -> list[str]:
+    got = ix.cache.get("county_texts")
+    if got is None:
+        v = ix.vocabs["county"]
+        got = ix.cache.setdefault("county_texts", [v.text(i) for i in range(len(v))])
+    return got  # type: ignore[no-any-return]
 
 
 def match_batch(ix: VoterIndex, model: fs.Model, sigs: Sequence[SignatureInput],
@@ -869,6 +1034,12 @@ def match_batch(ix: VoterIndex, model: fs.Model, sigs: Sequence[SignatureInput],
     decided.parts, decided.priors = parts, priors
     decided.counties = b.cols["county"]
     return decided
+
+
+def match_results(ix: VoterIndex, model: fs.Model, sigs: Sequence[SignatureInput],
+                  config: MatchConfig) -> list[MatchResult]:
+    """``match_batch(...).results()``: one call for a worker thread to make whole."""
+    return match_batch(ix, model, sigs, config).results()
 
 
 def county_counts(ix: VoterIndex) -> I64:

@@ -1,0 +1,126 @@
+"""The matcher's bulk shortcuts give what the plain per-item code gives.
+
+``Decided.results()`` builds every result column-wise; ``Decided.result(i)`` is the plain
+per-signature reading of the same arrays, kept as the reference. ``_round2`` is Python's
+``round(x, 2)`` done in bulk. ``typo_keys`` finds the names one edit away through an index
+of their one-deleted strings; ``typo_keys_by_scan`` compares with every name.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sigverify_cli.synth import SynthSpec, generate
+from sigverify_matching import engine
+from sigverify_matching.columnar import (
+    _NICK_NAMES,
+    IndexBuilder,
+    VoterIndex,
+    typo_keys,
+    typo_keys_by_scan,
+)
+from sigverify_matching.domain import MatchConfig, SignatureInput
+from sigverify_matching.evaluate import read_batches, read_roll_csv
+
+SPEC = SynthSpec(voters=4_000, signatures=800, seed=11, batch_size=400, hostile=True,
+                 counties=("Alameda", "Marin"))
+
+
+@pytest.fixture(scope="module")
+def petition(tmp_path_factory: pytest.TempPathFactory
+             ) -> tuple[VoterIndex, engine.fs.Model, list[SignatureInput]]:
+    out = generate(Path(tmp_path_factory.mktemp("speed")), SPEC)
+    builder = IndexBuilder(version=1)
+    builder.add([(v.voter_id, v.first_name, v.middle_name, v.last_name, v.suffix, v.birth_date,
+                  v.street, v.unit, v.city, v.zip, v.county, v.status, v.registered_on)
+                 for v in read_roll_csv(out.roll_csv)])
+    index = builder.finish()
+    sigs = [r.signature for r in read_batches(out) if r.complete]
+    return index, engine.train(index, sigs, u_pairs=200_000), sigs
+
+
+@pytest.mark.parametrize("shown", [1, 3, 20])
+def test_results_in_bulk_are_each_signatures_result(
+        petition: tuple[VoterIndex, engine.fs.Model, list[SignatureInput]], shown: int) -> None:
+    index, model, sigs = petition
+    d = engine.match_batch(index, model, sigs, MatchConfig(max_candidates=shown))
+    bulk = d.results()
+    one_by_one = [d.result(i, int(d.counties[i])) for i in range(len(d))]
+    assert bulk == one_by_one
+    assert sum(len(r.candidates) for r in bulk) > len(bulk) * min(shown, 2) // 2
+    # with other counties, the priors' wording follows them
+    elsewhere = np.full(len(d), -1, dtype=np.int32)
+    assert d.results(elsewhere) == [d.result(i, -1) for i in range(len(d))]
+
+
+def test_results_without_evidence_columns(
+        petition: tuple[VoterIndex, engine.fs.Model, list[SignatureInput]]) -> None:
+    index, model, sigs = petition
+    d = engine.match_batch(index, model, sigs[:50], MatchConfig())
+    d.parts, d.priors = {}, np.zeros(0)
+    assert d.results() == [d.result(i, int(d.counties[i])) for i in range(len(d))]
+    assert all(c.evidence == () for r in d.results() for c in r.candidates)
+
+
+def test_round2_is_pythons_round() -> None:
+    rng = np.random.default_rng(4)
+    x = np.concatenate([
+        rng.normal(0, 30, 200_000),
+        rng.integers(-200_000, 200_000, 50_000) / 1000,  # exact decimals with three places
+        rng.integers(-200_000, 200_000, 50_000) / 200,  # halves of a cent, exactly
+        [0.125, 2.675, -2.675, 1.005, 0.0, -0.0, 1e13, -1e15, np.inf, -np.inf],
+    ])
+    got = engine._round2(x)
+    want = [round(v, 2) for v in x.tolist()]
+    assert got == want
+    assert [np.copysign(1, v) for v in got] == [np.copysign(1, v) for v in want]
+    nan = engine._round2(np.array([np.nan]))
+    assert len(nan) == 1 and nan[0] != nan[0]
+
+
+def test_typo_keys_by_index_are_those_by_scanning_every_name() -> None:
+    names = [n for group in _NICK_NAMES.values() for n in group]
+    rng = random.Random(9)
+    letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    queries = {"", "A", "ZZZZZZZZ", "K.C", "KC."}
+    for n in rng.sample(names, 600):
+        queries.add(n)
+        s = list(n)
+        i = rng.randrange(len(s))
+        queries.add("".join([*s[:i], rng.choice(letters), *s[i + 1:]]))  # changed
+        queries.add("".join([*s[:i], rng.choice(letters), *s[i:]]))  # added
+        queries.add("".join(s[:i] + s[i + 1:]))  # dropped
+        if i + 1 < len(s):
+            queries.add("".join([*s[:i], s[i + 1], s[i], *s[i + 2:]]))  # swapped
+        queries.add("".join(rng.choice(letters) for _ in range(len(s))))  # anything
+    got = {q: typo_keys(q) for q in sorted(queries)}
+    assert got == {q: typo_keys_by_scan(q) for q in sorted(queries)}
+    assert sum(1 for k in got.values() if k) > len(queries) // 2
+
+
+def test_house_slips_tried_only_where_possible_are_all_the_slips(
+        petition: tuple[VoterIndex, engine.fs.Model, list[SignatureInput]]) -> None:
+    index, _, sigs = petition
+    b = engine.prepare(index, sigs)
+    pairs = engine.candidates(index, b)
+    rng = np.random.default_rng(2)
+    s = np.concatenate([pairs.sig, rng.integers(0, b.n, 20_000)]).astype(np.int32)
+    v = np.concatenate([pairs.voter, rng.integers(0, index.size, 20_000)]).astype(np.int32)
+    co, vv = b.coders["house"], index.vocabs["house"]
+
+    def slip(ua: np.ndarray, ub: np.ndarray) -> np.ndarray:
+        a, bb = co.strs(ua), vv.strs(ub)
+        longest = np.maximum(np.strings.str_len(a), np.strings.str_len(bb))
+        transposed = np.fromiter((len(x) == len(y) == 2 and x == y[::-1] != y
+                                  for x, y in zip(a.tolist(), bb.tolist(), strict=True)),
+                                 dtype=bool, count=len(a))
+        return np.asarray((engine._osa(a, bb) <= 1) & ((longest >= 3) | transposed))
+
+    exact, similar = engine._house_levels(index, b, s, v, slip)
+    want_exact, want_similar = engine._exact_or(b.cols["house"][s], index.cols["house"][v], slip)
+    assert (exact == want_exact).all() and (similar == want_similar).all()
+    assert similar.sum() > 10  # slips of the pen are there to find
