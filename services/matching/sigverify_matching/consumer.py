@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections import Counter as Tally
 from collections.abc import Sequence
-from dataclasses import asdict
 from datetime import date
 
 import asyncpg
@@ -122,7 +120,7 @@ class MatchHandler:
                     [m.signature_id for m, _ in decided], [m.petition_id for m, _ in decided],
                     [r.decision.value for _, r in decided], [r.reason.value for _, r in decided],
                     [r.voter_id for _, r in decided], [r.score for _, r in decided],
-                    [json.dumps([asdict(c) for c in r.candidates]) for _, r in decided],
+                    [convert.candidates_json(r.candidates) for _, r in decided],
                     [version] * len(decided), [model.model_id] * len(decided),
                 )
             }

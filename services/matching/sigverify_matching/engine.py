@@ -552,10 +552,12 @@ def _house_levels(ix: VoterIndex, b: SigBatch, s: I32, v: I32, slip: Any) -> tup
     s_len, s_first = _coded_meta(ix, "house", coder, s_codes)
     lengths, firsts = _meta(ix, "house")
     v_len, v_first = lengths[v_codes], firsts[v_codes]
+    s_last = _last_chars(ix, "house", coder, s_codes)
+    v_last = _last_chars(ix, "house", coder, v_codes)
     maybe = (((np.abs(s_len - v_len) <= 1) & (np.maximum(s_len, v_len) >= 3)
-              & ((s_first == v_first) | (_last_chars(ix, "house", coder, s_codes)
-                                         == _last_chars(ix, "house", coder, v_codes))))
-             | ((s_len == 2) & (v_len == 2)))  # two digits transposed ("21" for 12)
+              & ((s_first == v_first) | (s_last == v_last)))
+             # two digits transposed ("21" for 12)
+             | ((s_len == 2) & (v_len == 2) & (s_first == v_last) & (s_last == v_first)))
     ri = ri[maybe]
     if len(ri):
         ua, ub, inv = _unique(sh[ri], vh[ri])
