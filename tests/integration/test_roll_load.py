@@ -376,6 +376,12 @@ async def test_only_admins_may_load_list_or_switch_rolls(
                 with pytest.raises(grpc.aio.AioRpcError) as e:
                     await upload_roll(ch, synth_data.roll_csv)
                 assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+                # LoadRoll itself refuses them too (a stream that sends nothing until it ends,
+                # so that the status seen is the server's, not a failed send's).
+                with pytest.raises(grpc.aio.AioRpcError) as e:
+                    async for _ in stub.LoadRoll(_silent(), timeout=10):
+                        pass
+                assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
                 with pytest.raises(grpc.aio.AioRpcError) as e:
                     await stub.ListRolls(matching_pb2.ListRollsRequest(), timeout=10)
                 assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
@@ -397,6 +403,11 @@ async def test_only_admins_may_load_list_or_switch_rolls(
                 break
             await asyncio.sleep(0.1)
         assert {d["subject"].rsplit("/", 1)[-1] for d in denied} >= wanted
+
+
+async def _silent() -> AsyncIterator[matching_pb2.LoadRollRequest]:
+    await asyncio.sleep(3600)
+    yield matching_pb2.LoadRollRequest()
 
 
 # -- the direct load (fixtures, bench) in a scratch database ---------------------------------------

@@ -182,6 +182,12 @@ async def upload_roll(channel: grpc.aio.Channel, path: Path, max_rejected: str =
     discarded, so that no write is under way when the call ends with its status."""
     sent = 0
     go, stop = asyncio.Event(), False
+    stub = matching_pb2_grpc.MatchingServiceStub(channel)
+    # A caller who may not load rolls is told so by a plain call first: a stream refused
+    # before its first message has gone out can end, on the client's side, in an INTERNAL
+    # "failed to send" instead of the server's PERMISSION_DENIED. (ListRolls has the same
+    # access rule as LoadRoll.)
+    await stub.ListRolls(matching_pb2.ListRollsRequest(), timeout=60)
 
     async def requests() -> AsyncIterator[matching_pb2.LoadRollRequest]:
         nonlocal sent
@@ -193,8 +199,7 @@ async def upload_roll(channel: grpc.aio.Channel, path: Path, max_rejected: str =
             yield matching_pb2.LoadRollRequest(data=chunk)
             sent += len(chunk)
 
-    call = matching_pb2_grpc.MatchingServiceStub(channel).LoadRoll(
-        requests(), timeout=ROLL_UPLOAD_SECONDS + (timeout or 900.0))
+    call = stub.LoadRoll(requests(), timeout=ROLL_UPLOAD_SECONDS + (timeout or 900.0))
     last: matching_pb2.RollProgress | None = None
     try:
         async for p in call:
