@@ -1217,7 +1217,33 @@ def estimate_u(ix: VoterIndex, b: SigBatch, pairs: int = 1_000_000, seed: int = 
         a, w = a[order], w[order]
         va = voters_as_batch(ix, a)
         fallback = _level_counts(ix, va, np.arange(pairs, dtype=np.int32), w)
-    return fs.u_from_counts(counts, fallback), pairs
+    u = fs.u_from_counts(counts, fallback)
+    agree, conflict = namesake_suffixes(ix)
+    if agree + conflict > 0:
+        # A suffix tells apart only people of one name (a father and son at one address,
+        # JR and SR): its u is how two voters of one name who both give a suffix compare.
+        # Two random people who give one agree about half the time (JR or SR), but most
+        # namesakes who give one are a father and son, who never do.
+        filled = 1.0 - u["suffix"][0]
+        share = (agree + 1.0) / (agree + conflict + 2.0)
+        u["suffix"] = [u["suffix"][0], filled * share, filled * (1.0 - share)]
+    return u, pairs
+
+
+def namesake_suffixes(ix: VoterIndex) -> tuple[int, int]:
+    """Pairs of voters of one name (first and last) who both give a suffix: (how many
+    agree, how many conflict)."""
+    c = ix.cols
+    ok = (c["suffix"] > 0) & (c["first"] >= 0) & (c["last"] >= 0)
+    if not ok.any():
+        return 0, 0
+    name = (c["last"][ok].astype(np.int64) << 32) | c["first"][ok].astype(np.int64)
+    _, per_name = np.unique(name, return_counts=True)
+    _, per_name_suffix = np.unique(name * 8 + c["suffix"][ok].astype(np.int64),
+                                   return_counts=True)
+    pairs = int((per_name * (per_name - 1) // 2).sum())
+    agree = int((per_name_suffix * (per_name_suffix - 1) // 2).sum())
+    return agree, pairs - agree
 
 
 def train(ix: VoterIndex, sigs: Sequence[SignatureInput], u: dict[str, list[float]] | None = None,
