@@ -481,3 +481,18 @@ def test_suffix_u_is_how_namesakes_compare() -> None:
     assert u["suffix"][0] + filled == pytest.approx(1.0)
     assert u["suffix"][2] / filled == pytest.approx(3 / 5)  # (2 + 1) / (3 + 2)
     assert engine.namesake_suffixes(build(voters[3:])) == (0, 0)
+
+
+def test_a_house_number_split_across_a_space_still_finds_the_voter() -> None:
+    """"453 6LARKSPUR ST" for 4536 LARKSPUR ST, the zip and surname slipped too: no
+    rule keyed on the line as parsed (house 453, street 6LARKSPUR) finds the voter; read
+    across the space, the house number and street do."""
+    v = voter("S1", "Michael", "Thornbury", "4536 Larkspur St")
+    others = [voter(f"O{i}", "Ann", f"Zed{i}", f"{i} Oak Ave") for i in range(20)]
+    ix = build([v, *others])
+    s = sig("Michael", "Thronbuyr", "453 6Larkspur St", zip_code="99999", county="Elsewhere")
+    b = engine.prepare(ix, [s])
+    assert b.split_house[0] >= 0
+    pairs = engine.candidates(ix, b)
+    assert ix.voter_ids(pairs.voter.tolist()) == ["S1"]
+    assert engine.candidates(ix, b, rules=("zl", "zf")).voter.tolist() == []
