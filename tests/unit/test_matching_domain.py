@@ -29,6 +29,7 @@ from sigverify_matching.domain import (
     normalize_zip,
     person_name,
     phonetic,
+    split_house_reading,
     written_line,
 )
 
@@ -265,3 +266,19 @@ def test_model_settings_are_checked() -> None:
         Config.from_env({**BASE, "MATCH_TRAIN_MIN": "0"})
     with pytest.raises(ConfigError, match="MATCH_TRAIN_MIN"):
         Config.from_env({**BASE, "MATCH_TRAIN_MIN": "500", "MATCH_TRAIN_MAX": "100"})
+
+
+@pytest.mark.parametrize(("line", "reading"), [
+    ("453 6SMITH", "4536 SMITH"),
+    ("269 0Grant Circle", "2690 GRANT CIRCLE"),
+    ("1481 8E. DECKER ST", "14818 E. DECKER ST"),
+    ("12 3RD ST", ""),       # an ordinal street
+    ("12 21st St", ""),
+    ("12 MAIN ST", ""),
+    ("UNIT 4", ""),
+])
+def test_a_house_number_read_across_a_space(line: str, reading: str) -> None:
+    assert split_house_reading(line) == reading
+    if reading:
+        # the same characters, the house number one digit longer
+        assert normalize_address(reading).house == normalize_address(line).house + line.split()[1][0]

@@ -460,3 +460,39 @@ def test_the_index_is_the_same_whatever_the_hash_seed() -> None:
                               capture_output=True, text=True, check=True, timeout=120)
         digests.add(done.stdout.strip())
     assert len(digests) == 1
+
+
+def test_suffix_u_is_how_namesakes_compare() -> None:
+    """The suffix's u comes from pairs of voters of one name who both give one: a father
+    and son at one address (SR, JR) conflict, two JRs of one name elsewhere agree."""
+    voters = [
+        voter("F1", "Walter", "Pemberton", "402 Osgood Ct", suffix="Sr"),
+        voter("F2", "Walter", "Pemberton", "402 Osgood Ct", suffix="Jr"),
+        voter("F3", "Walter", "Pemberton", "9 Elm St", suffix="Jr"),
+        voter("G1", "Ann", "Pemberton", "9 Elm St"),
+        voter("G2", "Omar", "Quist", "1 Main St", suffix="Jr"),
+    ]
+    ix = build(voters)
+    # Walter Pemberton: SR-JR twice (conflict), JR-JR once (agree); Omar alone
+    assert engine.namesake_suffixes(ix) == (1, 2)
+    b = engine.prepare(ix, [sig("Walter", "Pemberton", "402 Osgood Ct")])
+    u, _ = engine.estimate_u(ix, b, pairs=2_000)
+    filled = u["suffix"][1] + u["suffix"][2]
+    assert u["suffix"][0] + filled == pytest.approx(1.0)
+    assert u["suffix"][2] / filled == pytest.approx(3 / 5)  # (2 + 1) / (3 + 2)
+    assert engine.namesake_suffixes(build(voters[3:])) == (0, 0)
+
+
+def test_a_house_number_split_across_a_space_still_finds_the_voter() -> None:
+    """"453 6LARKSPUR ST" for 4536 LARKSPUR ST, the zip and surname slipped too: no
+    rule keyed on the line as parsed (house 453, street 6LARKSPUR) finds the voter; read
+    across the space, the house number and street do."""
+    v = voter("S1", "Michael", "Thornbury", "4536 Larkspur St")
+    others = [voter(f"O{i}", "Ann", f"Zed{i}", f"{i} Oak Ave") for i in range(20)]
+    ix = build([v, *others])
+    s = sig("Michael", "Thronbuyr", "453 6Larkspur St", zip_code="99999", county="Elsewhere")
+    b = engine.prepare(ix, [s])
+    assert b.split_house[0] >= 0
+    pairs = engine.candidates(ix, b)
+    assert ix.voter_ids(pairs.voter.tolist()) == ["S1"]
+    assert engine.candidates(ix, b, rules=("zl", "zf")).voter.tolist() == []

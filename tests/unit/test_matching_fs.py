@@ -196,3 +196,23 @@ def test_em_recovers_a_planted_mixture() -> None:
     with pytest.raises(ValueError):
         fs.train_em(start, lv.take(np.zeros(0, dtype=np.int64)), np.zeros(0, dtype=np.int64),
                     0, np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int64))
+
+
+def test_the_prior_does_not_outweigh_a_seldom_filled_field() -> None:
+    """A field most matched pairs leave blank (a suffix): the prior's fifty pairs leave it
+    blank as often, so the few matches that give it decide its levels. A written suffix
+    that agreed every time it was given keeps "conflict" rare under a match."""
+    x = np.array([4_000.0, 40.0, 0.0])  # 1 % give a suffix; all of those agree
+    centre = np.asarray(fs.initial_m()["suffix"])
+    m = fs._with_prior(x, centre, True)
+    assert m.sum() == pytest.approx(1.0)
+    assert m[2] / (m[1] + m[2]) < 0.02
+    # the old way (all fifty prior pairs filling the field in) gave it about a fifth
+    old = x + fs.PRIOR_MATCHES * centre
+    assert old[2] / (old[1] + old[2]) > 0.1
+    # no data: the prior's own shape
+    assert np.allclose(fs._with_prior(np.zeros(3), centre, True), centre / centre.sum())
+    # a comparison without a missing level: plain pseudo-counts
+    y = np.array([0.0, 10.0, 5.0, 5.0])
+    c4 = np.full(4, 0.25)
+    assert np.allclose(fs._with_prior(y, c4, False), (y + 50 * c4) / (y + 50 * c4).sum())

@@ -339,6 +339,22 @@ def normalize_zip(text: str) -> str:
     return intern(digits[:5]) if len(digits) >= 4 else ""
 
 
+_SPLIT_HOUSE = re.compile(r"^\s*(\d+)\s+(\d{1,2})(?!(?:ST|ND|RD|TH)\b)(?=[A-Z])")
+
+
+def split_house_reading(street: str) -> str:
+    """The street line with a house number read across a space ("453 6SMITH" as 4536
+    SMITH, "269 0GRANT CIRCLE" as 2690 GRANT CIRCLE): a digit of the number written onto
+    the street name. "" where the line does not read so (an ordinal street, "12 3RD ST",
+    is left alone). Only another reading to look for candidates by; the line as written is
+    what is compared."""
+    m = _SPLIT_HOUSE.match(unidecode(street or "").upper())
+    if not m:
+        return ""
+    up = unidecode(street).upper()
+    return f"{m.group(1)}{m.group(2)} {up[m.end():]}"
+
+
 @lru_cache(maxsize=1 << 17)
 def normalize_address(street: str, unit: str = "", zip_code: str = "") -> Address:
     """Normalise a street line: "123 North Main Street" and "123 N MAIN ST" are one address;

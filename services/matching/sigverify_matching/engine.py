@@ -55,6 +55,7 @@ from sigverify_matching.domain import (
     normalize_text,
     person_name,
     phonetic,
+    split_house_reading,
 )
 
 I32 = npt.NDArray[np.int32]
@@ -136,6 +137,10 @@ class SigBatch:
     inputs: Sequence[SignatureInput] = field(default_factory=list)
     #: each street line as written, spaceless, its directionals and types written out
     lines: S = field(default_factory=lambda: np.zeros(0, dtype="U1"))
+    #: house and street codes of the line read with its house number across a space
+    #: ("453 6SMITH" as 4536 SMITH; ``split_house_reading``), -1 where it does not read so
+    split_house: I32 = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
+    split_street: I32 = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
     _swapped: tuple[I32, I32] | None = None
 
     def swapped(self) -> tuple[I32, I32]:
@@ -200,9 +205,18 @@ def prepare(ix: VoterIndex, sigs: Sequence[SignatureInput]) -> SigBatch:
             last_sounds[i, 1: 1 + min(3, len(ps))] = phon.codes([phonetic(p) for p in ps[:3]])
     f_init = np.array([ord(x.first[0]) if x.first else -1 for x in names], dtype=np.int16)
     l_init = np.array([ord(x.last[0]) if x.last else -1 for x in names], dtype=np.int16)
+    split_house = np.full(n, -1, dtype=np.int32)
+    split_street = np.full(n, -1, dtype=np.int32)
+    readings = [(i, split_house_reading(s.street)) for i, s in enumerate(sigs)
+                if s.street[:1].isdigit()]
+    split = [(i, normalize_address(t)) for i, t in readings if t]
+    if split:
+        rows = np.array([i for i, _ in split], dtype=np.int64)
+        split_house[rows] = coders["house"].codes([a.house for _, a in split])
+        split_street[rows] = coders["street"].codes([a.name for _, a in split])
     return SigBatch(
         n=n, cols=cols, coders=coders, first_sounds=first_sounds, last_sounds=last_sounds,
-        f_init=f_init, l_init=l_init,
+        f_init=f_init, l_init=l_init, split_house=split_house, split_street=split_street,
         signed_on=np.array([s.signed_on.toordinal() if s.signed_on else 0 for s in sigs],
                            dtype=np.int32),
         deadline=np.array([s.deadline.toordinal() if s.deadline else 0 for s in sigs],
@@ -276,6 +290,25 @@ def candidates(ix: VoterIndex, b: SigBatch, rules: Sequence[str] = tuple(RULES))
             if rule == "lf" and k == 0 and big.any():
                 np.maximum.at(crowded, qwho[big], size[big].astype(np.int32))
             size[big] = 0
+            pos = _expand(lo.astype(np.int64), size)
+            sig_parts.append(np.repeat(qwho, size).astype(np.int32))
+            voter_parts.append(vwho[pos])
+    # The line read with its house number across a space ("453 6SMITH"): the rules that
+    # look by house number or street name, again with that reading.
+    if len(b.split_house) == b.n and (b.split_house >= 0).any():
+        for rule in ("hs", "zh", "sl", "hl"):
+            if rule not in rules:
+                continue
+            vkeys, vwho = ix.keys[rule]
+            qk, qwho = rule_keys(rule, who, c["zip"], b.split_house, b.split_street,
+                                 c["county"], c["dob"], b.first_sounds, b.last_sounds,
+                                 b.f_init, b.l_init, c["first"], c["last"], zip3)
+            if not len(qk):
+                continue
+            lo = np.searchsorted(vkeys, qk, side="left")
+            hi = np.searchsorted(vkeys, qk, side="right")
+            size = (hi - lo).astype(np.int64)
+            size[size > RULES[rule]] = 0
             pos = _expand(lo.astype(np.int64), size)
             sig_parts.append(np.repeat(qwho, size).astype(np.int32))
             voter_parts.append(vwho[pos])
@@ -1219,7 +1252,33 @@ def estimate_u(ix: VoterIndex, b: SigBatch, pairs: int = 1_000_000, seed: int = 
         a, w = a[order], w[order]
         va = voters_as_batch(ix, a)
         fallback = _level_counts(ix, va, np.arange(pairs, dtype=np.int32), w)
-    return fs.u_from_counts(counts, fallback), pairs
+    u = fs.u_from_counts(counts, fallback)
+    agree, conflict = namesake_suffixes(ix)
+    if agree + conflict > 0:
+        # A suffix tells apart only people of one name (a father and son at one address,
+        # JR and SR): its u is how two voters of one name who both give a suffix compare.
+        # Two random people who give one agree about half the time (JR or SR), but most
+        # namesakes who give one are a father and son, who never do.
+        filled = 1.0 - u["suffix"][0]
+        share = (agree + 1.0) / (agree + conflict + 2.0)
+        u["suffix"] = [u["suffix"][0], filled * share, filled * (1.0 - share)]
+    return u, pairs
+
+
+def namesake_suffixes(ix: VoterIndex) -> tuple[int, int]:
+    """Pairs of voters of one name (first and last) who both give a suffix: (how many
+    agree, how many conflict)."""
+    c = ix.cols
+    ok = (c["suffix"] > 0) & (c["first"] >= 0) & (c["last"] >= 0)
+    if not ok.any():
+        return 0, 0
+    name = (c["last"][ok].astype(np.int64) << 32) | c["first"][ok].astype(np.int64)
+    _, per_name = np.unique(name, return_counts=True)
+    _, per_name_suffix = np.unique(name * 8 + c["suffix"][ok].astype(np.int64),
+                                   return_counts=True)
+    pairs = int((per_name * (per_name - 1) // 2).sum())
+    agree = int((per_name_suffix * (per_name_suffix - 1) // 2).sum())
+    return agree, pairs - agree
 
 
 def train(ix: VoterIndex, sigs: Sequence[SignatureInput], u: dict[str, list[float]] | None = None,

@@ -280,8 +280,9 @@ def train_em(model: Model, levels: Levels, starts: npt.NDArray[np.int64], signat
         for c in COMPARISONS:
             k = len(LEVELS[c])
             x = np.bincount(getattr(levels, c).astype(np.intp), weights=p, minlength=k)[:k]
-            xp = x + PRIOR_MATCHES * np.asarray(centre[c], dtype=np.float64)
-            model.m[c] = (xp / xp.sum()).tolist()
+            model.m[c] = (_with_prior(x.astype(np.float64),
+                                      np.asarray(centre[c], dtype=np.float64),
+                                      c in HAS_MISSING)).tolist()
         share = float((mass.sum() + PRIOR_SIGNATURES * share0)
                       / (max(signatures, 1) + PRIOR_SIGNATURES))
         model.in_county_share = float((p[same_county].sum() + PRIOR_SIGNATURES * county0)
@@ -292,6 +293,29 @@ def train_em(model: Model, levels: Levels, starts: npt.NDArray[np.int64], signat
             break
         prev = ll
     return EMResult(model, it, converged, ll)
+
+
+def _with_prior(x: F64, centre: F64, has_missing: bool) -> F64:
+    """m of one comparison from its posterior-weighted level counts ``x`` and the prior
+    (``PRIOR_MATCHES`` matched pairs at ``centre``), normalised.
+
+    Where the comparison has a "missing" level, the prior's pairs leave the field blank as
+    often as the data's matches do, and only the others add to the levels that are
+    evidence, in the shape of ``centre`` given not missing: a field the signatures seldom
+    fill (a suffix, a birth date) has few matched pairs behind its levels, and fifty prior
+    pairs all filling it in would outweigh them (a written JR, SR against the other
+    would be worth a bit or two whatever the data said)."""
+    if not has_missing:
+        xp = x + PRIOR_MATCHES * centre
+        return np.asarray(xp / xp.sum(), dtype=np.float64)
+    # the share filled in: the data's, smoothed towards the prior's own
+    filled = ((float(x[1:].sum()) + PRIOR_MATCHES * float(centre[1:].sum()) / float(centre.sum()))
+              / (float(x.sum()) + PRIOR_MATCHES))
+    shape = centre[1:] / max(float(centre[1:].sum()), 1e-12)
+    xp = x.copy()
+    xp[0] += PRIOR_MATCHES * (1.0 - filled)
+    xp[1:] += PRIOR_MATCHES * filled * shape
+    return np.asarray(xp / xp.sum(), dtype=np.float64)
 
 
 # ------------------------------------------------------------------------ the posterior
