@@ -57,11 +57,13 @@ _NICK_WIDTH = 8  # canonical keys kept per given name (nicknames of many names a
 class Vocab:
     """Sorted distinct ASCII strings; a string's code is its position."""
 
-    __slots__ = ("_decoded", "values")
+    __slots__ = ("_decoded", "_unicode", "values")
 
     def __init__(self, values: npt.NDArray[np.bytes_]) -> None:
         self.values = values
         self._decoded: dict[int, str] = {}
+        #: ``values`` decoded once (made on first use; kept with the array it decodes)
+        self._unicode: tuple[npt.NDArray[np.bytes_], npt.NDArray[np.str_]] | None = None
 
     def __len__(self) -> int:
         return len(self.values)
@@ -97,7 +99,10 @@ class Vocab:
         """The strings of ``codes`` (all valid) as a numpy unicode array."""
         if not len(codes):
             return np.zeros(0, dtype="U1")
-        return np.asarray(self.values[codes].astype("U"))
+        got = self._unicode
+        if got is None or got[0] is not self.values:
+            got = self._unicode = (self.values, np.asarray(self.values.astype("U")))
+        return np.asarray(got[1][codes])
 
 
 # ------------------------------------------------------------------------- key hashing

@@ -667,10 +667,12 @@ def _residence_levels(ix: VoterIndex, b: SigBatch, s: I32, v: I32) -> npt.NDArra
         a, bb = co["house"].strs(ua), vv["house"].strs(ub)
         longest = np.maximum(np.strings.str_len(a), np.strings.str_len(bb))
         one = _osa(a, bb) <= 1
-        transposed = np.fromiter((len(x) == len(y) >= 2 and x != y and sorted(x) == sorted(y)
-                                  for x, y in zip(a.tolist(), bb.tolist(), strict=True)),
-                                 dtype=bool, count=len(a))
-        return np.asarray(one & ((longest >= 3) | transposed), dtype=bool)
+        ok = one & (longest >= 3)
+        short = np.nonzero(one & (longest < 3))[0]  # only these can need the transposition
+        if len(short):
+            ok[short] = [len(x) == len(y) >= 2 and x != y and sorted(x) == sorted(y)
+                         for x, y in zip(a[short].tolist(), bb[short].tolist(), strict=True)]
+        return np.asarray(ok, dtype=bool)
 
     house_ex, house_sl = _house_levels(ix, b, s, v, house_slip)
     # Street names: the name, or the name with its type written out ("WONGPARKWAY" for
