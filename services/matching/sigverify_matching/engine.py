@@ -65,6 +65,12 @@ B = npt.NDArray[np.bool_]
 S = npt.NDArray[np.str_]
 
 WORKERS = 2  # rapidfuzz threads for the bulk string metrics
+#: fewer pairs than this are compared on one thread (starting threads costs more)
+THREADED_FROM = 20_000
+
+
+def _workers(n: int) -> int:
+    return WORKERS if n >= THREADED_FROM else 1
 
 
 # ----------------------------------------------------------------------- coded batches
@@ -350,14 +356,14 @@ def _jw(a: S, b: S) -> F64:
         return np.zeros(0)
     return np.asarray(process.cpdist(a.tolist(), b.tolist(),
                                      scorer=JaroWinkler.normalized_similarity,
-                                     workers=WORKERS), dtype=np.float64)
+                                     workers=_workers(len(a))), dtype=np.float64)
 
 
 def _osa(a: S, b: S) -> I64:
     if not len(a):
         return np.zeros(0, dtype=np.int64)
     return np.asarray(process.cpdist(a.tolist(), b.tolist(), scorer=OSA.distance,
-                                     score_cutoff=3, workers=WORKERS), dtype=np.int64)
+                                     score_cutoff=3, workers=_workers(len(a))), dtype=np.int64)
 
 
 def _any_shared(x: I32, y: I32) -> B:
