@@ -351,18 +351,24 @@ def _unique(a: npt.NDArray[Any], b: npt.NDArray[Any]) -> tuple[I64, I64, I64]:
     return ua[uk // len(ub)], ub[uk % len(ub)], inv
 
 
-def _jw(a: S, b: S) -> F64:
+def _texts(a: S | list[str]) -> list[str]:
+    return a.tolist() if isinstance(a, np.ndarray) else a
+
+
+def _jw(a: S | list[str], b: S | list[str]) -> F64:
+    """Jaro-Winkler similarities (strings as arrays, or as lists already made of them)."""
     if not len(a):
         return np.zeros(0)
-    return np.asarray(process.cpdist(a.tolist(), b.tolist(),
+    return np.asarray(process.cpdist(_texts(a), _texts(b),
                                      scorer=JaroWinkler.normalized_similarity,
                                      workers=_workers(len(a))), dtype=np.float64)
 
 
-def _osa(a: S, b: S) -> I64:
+def _osa(a: S | list[str], b: S | list[str]) -> I64:
+    """OSA distances, capped at 3 (strings as arrays, or as lists already made of them)."""
     if not len(a):
         return np.zeros(0, dtype=np.int64)
-    return np.asarray(process.cpdist(a.tolist(), b.tolist(), scorer=OSA.distance,
+    return np.asarray(process.cpdist(_texts(a), _texts(b), scorer=OSA.distance,
                                      score_cutoff=3, workers=_workers(len(a))), dtype=np.int64)
 
 
@@ -417,7 +423,8 @@ def _first_levels(ix: VoterIndex, sf: I32, vf: I32, coder: Coder) -> npt.NDArray
         return out
     ua, ub, inv = _unique(sf[rest], vf[rest])
     a, bb = coder.strs(ua), ix.vocabs["given"].strs(ub)
-    jw, osa = _jw(a, bb), _osa(a, bb)
+    al, bl = a.tolist(), bb.tolist()
+    jw, osa = _jw(al, bl), _osa(al, bl)
     la, lb = np.strings.str_len(a), np.strings.str_len(bb)
     same_initial = a.astype("U1") == bb.astype("U1")
     nick_b = ix.given_nick[ub]
@@ -452,7 +459,8 @@ def _last_levels(ix: VoterIndex, sl: I32, vl: I32, s_sound: I32, s_parts: I32,
         return out
     ua, ub, inv = _unique(sl[rest], vl[rest])
     a, bb = coder.strs(ua), ix.vocabs["last"].strs(ub)
-    jw, osa = _jw(a, bb), _osa(a, bb)
+    al, bl = a.tolist(), bb.tolist()
+    jw, osa = _jw(al, bl), _osa(al, bl)
     la, lb = np.strings.str_len(a), np.strings.str_len(bb)
     part = ((la >= 3) & (lb >= 3) & (
         np.strings.startswith(a, bb) | np.strings.endswith(a, bb)
@@ -636,12 +644,14 @@ def _long_types(ix: VoterIndex, coder: Coder, codes: I64) -> S:
     return out
 
 
-def _slip(a: S, b: S, long: int) -> B:
+def _slip(a: S, b: S, long: int, d: I64 | None = None) -> B:
     """One edit apart (and at least four characters), or two when both are at least
-    ``long`` characters and begin alike: a slip of the pen, not another word."""
+    ``long`` characters and begin alike: a slip of the pen, not another word. ``d``: the
+    OSA distances of ``a`` and ``b`` when already known."""
     if not len(a):
         return np.zeros(0, dtype=bool)
-    d = _osa(a, b)
+    if d is None:
+        d = _osa(a, b)
     la, lb = np.strings.str_len(a), np.strings.str_len(b)
     shorter = np.minimum(la, lb)
     return np.asarray(((d <= 1) & (np.maximum(la, lb) >= 4))
@@ -715,8 +725,11 @@ def _residence_levels(ix: VoterIndex, b: SigBatch, s: I32, v: I32) -> npt.NDArra
         a_ty, b_ty = ua % 4096 - 1, ub % 4096 - 1
         a_full = np.strings.add(a_name, _long_types(ix, co["stype"], a_ty))
         b_full = np.strings.add(b_name, _long_types(ix, co["stype"], b_ty))
-        ok = ((_jw(a_name, b_name) >= 0.90) | _slip(a_name, b_name, 4)
-              | _slip(a_full, b_full, 6))
+        an, bn = a_name.tolist(), b_name.tolist()
+        ok = (_jw(an, bn) >= 0.90) | _slip(a_name, b_name, 4, _osa(an, bn))
+        no = np.nonzero(~ok)[0]  # the written-out names only matter where these fail
+        if len(no):
+            ok[no] = _slip(a_full[no], b_full[no], 6)
         # Run together or the type misspelt ("WONGPARKWAY", "BURNSCEURT", "6THCT" for
         # 6TH CT): one side has no type; its name is compared with the other's name and
         # type, written out or abbreviated.
