@@ -124,3 +124,32 @@ def test_house_slips_tried_only_where_possible_are_all_the_slips(
     want_exact, want_similar = engine._exact_or(b.cols["house"][s], index.cols["house"][v], slip)
     assert (exact == want_exact).all() and (similar == want_similar).all()
     assert similar.sum() > 10  # slips of the pen are there to find
+
+
+@pytest.mark.parametrize(("left", "right", "n"), [
+    (50, 40, 5_000),  # few possible pairs: marked in a table
+    (3_000_000, 1_000, 5_000),  # many: sorted
+    (1 << 31, 1 << 31, 2_000),  # codes too wide to pack in one word
+    (5, 5, 0),
+])
+def test_distinct_pairs_are_numpys(left: int, right: int, n: int) -> None:
+    rng = np.random.default_rng(left % 97 + n)
+    a = rng.integers(0, left, n) + (left // 3)
+    b = rng.integers(0, right, n)
+    a, b = a[rng.integers(0, max(n, 1), n)], b[rng.integers(0, max(n, 1), n)]  # repeats
+    ua, ub, inv = engine._unique(a, b)
+    want, want_inv = np.unique(np.stack([a, b], axis=1), axis=0, return_inverse=True)
+    assert ua.tolist() == want[:, 0].tolist() and ub.tolist() == want[:, 1].tolist()
+    assert inv.ravel().tolist() == want_inv.ravel().tolist()
+    assert (ua[inv] == a).all() and (ub[inv] == b).all()
+    assert engine._distinct(a).tolist() == np.unique(a).tolist()
+
+
+def test_vocab_strings_taken_from_the_decoded_vocabulary(
+        petition: tuple[VoterIndex, engine.fs.Model, list[SignatureInput]]) -> None:
+    index, _, _ = petition
+    for name in ("given", "street", "house"):
+        v = index.vocabs[name]
+        codes = np.random.default_rng(3).integers(0, len(v), 500)
+        assert v.strs(codes).tolist() == [v.text(int(c)) for c in codes]
+        assert v.strs(codes[:0]).tolist() == []

@@ -342,6 +342,19 @@ def candidates(ix: VoterIndex, b: SigBatch, rules: Sequence[str] = tuple(RULES))
 def _unique(a: npt.NDArray[Any], b: npt.NDArray[Any]) -> tuple[I64, I64, I64]:
     """Distinct (a, b) pairs of non-negative int values: (a values, b values, inverse)."""
     a64, b64 = a.astype(np.int64), b.astype(np.int64)
+    if len(a64):
+        # Few possible pairs (small vocabularies): mark them in a table, no sorting.
+        a0, b0 = int(a64.min()), int(b64.min())
+        nb = int(b64.max()) - b0 + 1
+        span = (int(a64.max()) - a0 + 1) * nb
+        if span <= max(1 << 21, 16 * len(a64)):
+            key = (a64 - a0) * nb + (b64 - b0)
+            seen = np.zeros(span, dtype=bool)
+            seen[key] = True
+            uk = np.flatnonzero(seen)
+            at = np.empty(span, dtype=np.int64)
+            at[uk] = np.arange(len(uk), dtype=np.int64)
+            return uk // nb + a0, uk % nb + b0, at[key]
     if len(a64) and a64.max() < (1 << 31) and b64.max() < (1 << 31):
         uk, inv = np.unique((a64 << 32) | b64, return_inverse=True)
         return uk >> 32, uk & 0xFFFFFFFF, inv
