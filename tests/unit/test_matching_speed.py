@@ -153,3 +153,28 @@ def test_vocab_strings_taken_from_the_decoded_vocabulary(
         codes = np.random.default_rng(3).integers(0, len(v), 500)
         assert v.strs(codes).tolist() == [v.text(int(c)) for c in codes]
         assert v.strs(codes[:0]).tolist() == []
+
+
+def test_remembered_pair_answers_are_the_tests(
+        petition: tuple[VoterIndex, engine.fs.Model, list[SignatureInput]]) -> None:
+    index, _, sigs = petition
+    b = engine.prepare(index, sigs)
+    co, vv = b.coders["zip"], index.vocabs["zip"]
+    calls: list[int] = []
+
+    def near(ua: np.ndarray, ub: np.ndarray) -> np.ndarray:
+        calls.append(len(ua))
+        return np.asarray(engine._osa(co.strs(ua), vv.strs(ub)) <= 1)
+
+    rng = np.random.default_rng(5)
+    sc = np.concatenate([b.cols["zip"], rng.integers(-1, len(vv), 3_000)]).astype(np.int32)
+    vc = rng.integers(-1, len(vv), len(sc)).astype(np.int32)
+    vc[:len(b.cols["zip"])] = b.cols["zip"]  # the same zips, exactly
+    want = engine._exact_or(sc, vc, near)
+    index.cache.pop("pair_memo_zip", None)
+    for _ in range(2):  # the second time from the table
+        got = engine._exact_or(sc, vc, near, index, "zip")
+        assert (got[0] == want[0]).all() and (got[1] == want[1]).all()
+    assert got[1].sum() > 0
+    assert len(calls) == 2 or calls[2] < calls[1]  # asked again only of the batch's own
+    assert (index.cache["pair_memo_zip"] >= 0).sum() > 0

@@ -533,16 +533,49 @@ def _birth_levels(sd: I32, vd: I32) -> npt.NDArray[np.int8]:
     return lvl.astype(np.int8)
 
 
-def _exact_or(sc: I32, vc: I32, test: Any) -> tuple[B, B]:
+#: a vocabulary's pairs' answers are remembered when it has at most this many strings
+MEMO_VOCAB = 4096
+
+
+def _memo_test(ix: VoterIndex, vocab: str, test: Any, ua: I64, ub: I64) -> B:
+    """``test(ua, ub)`` of distinct code pairs, the answers for two of the roll's strings
+    remembered in a table of the index (``test`` depends on the two strings alone)."""
+    n = len(ix.vocabs[vocab])
+    if n > MEMO_VOCAB:
+        return np.asarray(test(ua, ub), dtype=bool)
+    key = f"pair_memo_{vocab}"
+    table = ix.cache.get(key)
+    if table is None:
+        table = ix.cache.setdefault(key, np.full((n, n), -1, dtype=np.int8))
+    out = np.zeros(len(ua), dtype=bool)
+    roll = np.nonzero(ua < n)[0]  # ub is always the roll's
+    known = table[ua[roll], ub[roll]]
+    ask = np.ones(len(ua), dtype=bool)
+    ask[roll] = known < 0
+    out[roll] = known == 1
+    ai = np.nonzero(ask)[0]
+    if len(ai):
+        got = np.asarray(test(ua[ai], ub[ai]), dtype=bool)
+        out[ai] = got
+        mine = ua[ai] < n
+        table[ua[ai][mine], ub[ai][mine]] = got[mine]
+    return out
+
+
+def _exact_or(sc: I32, vc: I32, test: Any, ix: VoterIndex | None = None,
+              vocab: str = "") -> tuple[B, B]:
     """(equal, similar by ``test(unique left codes, unique right codes)``) for code pairs
-    (missing on either side: neither)."""
+    (missing on either side: neither). With ``ix`` and ``vocab``, the answers for the
+    roll's own strings are remembered (``_memo_test``)."""
     present = (sc >= 0) & (vc >= 0)
     exact = present & (sc == vc)
     similar = np.zeros(len(sc), dtype=bool)
     rest = present & ~exact
     if rest.any():
         ua, ub, inv = _unique(sc[rest], vc[rest])
-        similar[rest] = np.asarray(test(ua, ub))[inv]
+        got = (_memo_test(ix, vocab, test, ua, ub) if ix is not None
+               else np.asarray(test(ua, ub)))
+        similar[rest] = got[inv]
     return exact, similar
 
 
@@ -760,10 +793,10 @@ def _residence_levels(ix: VoterIndex, b: SigBatch, s: I32, v: I32) -> npt.NDArra
     def zip_near(ua: I64, ub: I64) -> B:  # one digit wrong, missing or two swapped
         return _osa(co["zip"].strs(ua), vv["zip"].strs(ub)) <= 1
 
-    zip_ex, zip_nr = _exact_or(c["zip"][s], vc["zip"][v], zip_near)
+    zip_ex, zip_nr = _exact_or(c["zip"][s], vc["zip"][v], zip_near, ix, "zip")
     city_ex, city_sim = _exact_or(
         c["city"][s], vc["city"][v],
-        lambda ua, ub: _jw(co["city"].strs(ua), vv["city"].strs(ub)) >= 0.9)
+        lambda ua, ub: _jw(co["city"].strs(ua), vv["city"].strs(ub)) >= 0.9, ix, "city")
     zip_null = (c["zip"][s] < 0) | (vc["zip"][v] < 0)
     city_null = (c["city"][s] < 0) | (vc["city"][v] < 0)
     loc_agree = zip_ex | (city_ex & (zip_nr | zip_null))
