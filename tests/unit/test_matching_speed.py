@@ -178,3 +178,30 @@ def test_remembered_pair_answers_are_the_tests(
     assert got[1].sum() > 0
     assert len(calls) == 2 or calls[2] < calls[1]  # asked again only of the batch's own
     assert (index.cache["pair_memo_zip"] >= 0).sum() > 0
+
+
+def test_levels_with_remembered_pairs_are_those_worked_out(
+        petition: tuple[VoterIndex, engine.fs.Model, list[SignatureInput]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    index, _, sigs = petition
+    rng = np.random.default_rng(8)
+
+    def levels() -> list[list[int]]:
+        out = []
+        for part in (sigs[:300], sigs[300:]):  # a second batch meets the first one's table
+            b = engine.prepare(index, part)
+            pairs = engine.candidates(index, b)
+            s = np.concatenate([pairs.sig, rng.integers(0, b.n, 5_000)]).astype(np.int32)
+            v = np.concatenate([pairs.voter, rng.integers(0, index.size, 5_000)]).astype(np.int32)
+            lv = engine.compare(index, b, s, v)
+            out += [lv.first.tolist(), lv.middle.tolist(), lv.last.tolist(),
+                    lv.residence.tolist()]
+        return out
+
+    for key in [k for k in index.cache if k.startswith("pair_memo_")]:
+        del index.cache[key]
+    remembered = levels()
+    assert any(k.startswith("pair_memo_first") for k in index.cache)
+    rng = np.random.default_rng(8)
+    monkeypatch.setattr(engine, "MEMO_VOCAB", 0)
+    assert levels() == remembered

@@ -435,6 +435,14 @@ def _first_levels(ix: VoterIndex, sf: I32, vf: I32, coder: Coder) -> npt.NDArray
     if not rest.any():
         return out
     ua, ub, inv = _unique(sf[rest], vf[rest])
+    out[rest] = _memo(ix, "first", "given", ua, ub,
+                      lambda ua, ub: _first_pair_levels(ix, ua, ub, coder))[inv]
+    return out
+
+
+def _first_pair_levels(ix: VoterIndex, ua: I64, ub: I64, coder: Coder) -> npt.NDArray[np.int8]:
+    """FIRST levels of distinct (signature, voter) given-name code pairs, neither missing
+    nor equal."""
     a, bb = coder.strs(ua), ix.vocabs["given"].strs(ub)
     al, bl = a.tolist(), bb.tolist()
     jw, osa = _jw(al, bl), _osa(al, bl)
@@ -452,12 +460,10 @@ def _first_levels(ix: VoterIndex, sf: I32, vf: I32, coder: Coder) -> npt.NDArray
     phon_a = _phon_of(ix, coder, ua)
     is_phon = (phon_a >= 0) & (phon_a == ix.given_phon[ub]) & (np.minimum(la, lb) > 1)
     is_similar = (jw >= 0.80) & ~is_initial
-    lvl = np.select(
+    return np.select(
         [is_nick, is_typo, is_nick_typo, is_initial, is_phon, is_similar],
         [fs.FIRST_NICK, fs.FIRST_TYPO, fs.FIRST_NICK_TYPO, fs.FIRST_INITIAL, fs.FIRST_PHON,
          fs.FIRST_SIMILAR], fs.FIRST_DIFF).astype(np.int8)
-    out[rest] = lvl[inv]
-    return out
 
 
 def _last_levels(ix: VoterIndex, sl: I32, vl: I32, s_sound: I32, s_parts: I32,
@@ -471,17 +477,21 @@ def _last_levels(ix: VoterIndex, sl: I32, vl: I32, s_sound: I32, s_parts: I32,
     if not rest.any():
         return out
     ua, ub, inv = _unique(sl[rest], vl[rest])
-    a, bb = coder.strs(ua), ix.vocabs["last"].strs(ub)
-    al, bl = a.tolist(), bb.tolist()
-    jw, osa = _jw(al, bl), _osa(al, bl)
-    la, lb = np.strings.str_len(a), np.strings.str_len(bb)
-    part = ((la >= 3) & (lb >= 3) & (
-        np.strings.startswith(a, bb) | np.strings.endswith(a, bb)
-        | np.strings.startswith(bb, a) | np.strings.endswith(bb, a)))
-    typo = ((osa <= 1) & (np.maximum(la, lb) >= 4)) | (jw >= 0.94)
-    lvl = np.select([typo, part, jw >= 0.84], [fs.LAST_TYPO, fs.LAST_PART, fs.LAST_SIMILAR],
-                    fs.LAST_DIFF).astype(np.int8)
-    r = lvl[inv]
+
+    def spelt(ua: I64, ub: I64) -> npt.NDArray[np.int8]:
+        a, bb = coder.strs(ua), ix.vocabs["last"].strs(ub)
+        al, bl = a.tolist(), bb.tolist()
+        jw, osa = _jw(al, bl), _osa(al, bl)
+        la, lb = np.strings.str_len(a), np.strings.str_len(bb)
+        part = ((la >= 3) & (lb >= 3) & (
+            np.strings.startswith(a, bb) | np.strings.endswith(a, bb)
+            | np.strings.startswith(bb, a) | np.strings.endswith(bb, a)))
+        typo = ((osa <= 1) & (np.maximum(la, lb) >= 4)) | (jw >= 0.94)
+        return np.select([typo, part, jw >= 0.84], [fs.LAST_TYPO, fs.LAST_PART,
+                                                      fs.LAST_SIMILAR],
+                         fs.LAST_DIFF).astype(np.int8)
+
+    r = _memo(ix, "last", "last", ua, ub, spelt)[inv]
     # Sounds alike, or a part's sound (per pair: sounds are per signature and per voter).
     v = vl[rest]
     snd = s_sound[rest]
@@ -505,12 +515,15 @@ def _middle_levels(ix: VoterIndex, sm: I32, vm: I32, coder: Coder) -> npt.NDArra
     if not rest.any():
         return out
     ua, ub, inv = _unique(sm[rest], vm[rest])
-    a, bb = coder.strs(ua), ix.vocabs["given"].strs(ub)
-    la, lb = np.strings.str_len(a), np.strings.str_len(bb)
-    initial = ((la == 1) | (lb == 1)) & (a.astype("U1") == bb.astype("U1"))
-    lvl = np.select([initial, _jw(a, bb) >= 0.88], [fs.MID_INITIAL, fs.MID_SIMILAR],
-                    fs.MID_DIFF)
-    out[rest] = lvl.astype(np.int8)[inv]
+
+    def spelt(ua: I64, ub: I64) -> npt.NDArray[np.int8]:
+        a, bb = coder.strs(ua), ix.vocabs["given"].strs(ub)
+        la, lb = np.strings.str_len(a), np.strings.str_len(bb)
+        initial = ((la == 1) | (lb == 1)) & (a.astype("U1") == bb.astype("U1"))
+        return np.select([initial, _jw(a, bb) >= 0.88], [fs.MID_INITIAL, fs.MID_SIMILAR],
+                         fs.MID_DIFF).astype(np.int8)
+
+    out[rest] = _memo(ix, "middle", "given", ua, ub, spelt)[inv]
     return out
 
 
@@ -537,29 +550,35 @@ def _birth_levels(sd: I32, vd: I32) -> npt.NDArray[np.int8]:
 MEMO_VOCAB = 4096
 
 
-def _memo_test(ix: VoterIndex, vocab: str, test: Any, ua: I64, ub: I64) -> B:
-    """``test(ua, ub)`` of distinct code pairs, the answers for two of the roll's strings
-    remembered in a table of the index (``test`` depends on the two strings alone)."""
+def _memo(ix: VoterIndex, name: str, vocab: str, ua: I64, ub: I64, get: Any
+          ) -> npt.NDArray[np.int8]:
+    """``get(ua, ub)`` (non-negative int8 answers) of code pairs, the answers for two of
+    the roll's strings remembered in a table of the index under ``name``: ``get`` must give
+    a pair the same answer whatever the other pairs asked with it, and depend on nothing
+    but the two codes and the index. ``ub`` are the roll's codes; ``ua`` may be a batch's."""
     n = len(ix.vocabs[vocab])
     if n > MEMO_VOCAB:
-        return np.asarray(test(ua, ub), dtype=bool)
-    key = f"pair_memo_{vocab}"
+        return np.asarray(get(ua, ub)).astype(np.int8)
+    key = f"pair_memo_{name}"
     table = ix.cache.get(key)
     if table is None:
         table = ix.cache.setdefault(key, np.full((n, n), -1, dtype=np.int8))
-    out = np.zeros(len(ua), dtype=bool)
-    roll = np.nonzero(ua < n)[0]  # ub is always the roll's
-    known = table[ua[roll], ub[roll]]
-    ask = np.ones(len(ua), dtype=bool)
-    ask[roll] = known < 0
-    out[roll] = known == 1
-    ai = np.nonzero(ask)[0]
+    out = np.full(len(ua), -1, dtype=np.int8)
+    roll = np.nonzero(ua < n)[0]
+    out[roll] = table[ua[roll], ub[roll]]
+    ai = np.nonzero(out < 0)[0]
     if len(ai):
-        got = np.asarray(test(ua[ai], ub[ai]), dtype=bool)
+        got = np.asarray(get(ua[ai], ub[ai])).astype(np.int8)
         out[ai] = got
         mine = ua[ai] < n
         table[ua[ai][mine], ub[ai][mine]] = got[mine]
     return out
+
+
+def _memo_test(ix: VoterIndex, vocab: str, test: Any, ua: I64, ub: I64) -> B:
+    """``test(ua, ub)`` of distinct code pairs, remembered as ``_memo`` does."""
+    got = _memo(ix, vocab, vocab, ua, ub, lambda a, b: np.asarray(test(a, b), dtype=bool))
+    return np.asarray(got == 1)
 
 
 def _exact_or(sc: I32, vc: I32, test: Any, ix: VoterIndex | None = None,
