@@ -385,6 +385,16 @@ def _osa(a: S | list[str], b: S | list[str]) -> I64:
                                      score_cutoff=3, workers=_workers(len(a))), dtype=np.int64)
 
 
+def _osa_where(a: S, b: S, can: B) -> I64:
+    """``_osa(a, b)`` on the rows ``can``, 3 (as far apart as it tells) elsewhere: for rows
+    whose lengths already put them further apart than the caller asks about."""
+    d = np.full(len(a), 3, dtype=np.int64)
+    ci = np.nonzero(can)[0]
+    if len(ci):
+        d[ci] = _osa(a[ci], b[ci])
+    return d
+
+
 def _any_shared(x: I32, y: I32) -> B:
     """Rows where the -1 padded id rows of ``x`` and ``y`` share an id."""
     if not len(x):
@@ -444,9 +454,9 @@ def _first_pair_levels(ix: VoterIndex, ua: I64, ub: I64, coder: Coder) -> npt.ND
     """FIRST levels of distinct (signature, voter) given-name code pairs, neither missing
     nor equal."""
     a, bb = coder.strs(ua), ix.vocabs["given"].strs(ub)
-    al, bl = a.tolist(), bb.tolist()
-    jw, osa = _jw(al, bl), _osa(al, bl)
     la, lb = np.strings.str_len(a), np.strings.str_len(bb)
+    jw = _jw(a, bb)
+    osa = _osa_where(a, bb, (np.abs(la - lb) <= 1) & (np.maximum(la, lb) >= 4))
     same_initial = a.astype("U1") == bb.astype("U1")
     nick_b = ix.given_nick[ub]
     is_nick = _any_shared(_nick_rows(ix, coder, ua, False), nick_b)
@@ -480,9 +490,9 @@ def _last_levels(ix: VoterIndex, sl: I32, vl: I32, s_sound: I32, s_parts: I32,
 
     def spelt(ua: I64, ub: I64) -> npt.NDArray[np.int8]:
         a, bb = coder.strs(ua), ix.vocabs["last"].strs(ub)
-        al, bl = a.tolist(), bb.tolist()
-        jw, osa = _jw(al, bl), _osa(al, bl)
         la, lb = np.strings.str_len(a), np.strings.str_len(bb)
+        jw = _jw(a, bb)
+        osa = _osa_where(a, bb, (np.abs(la - lb) <= 1) & (np.maximum(la, lb) >= 4))
         part = ((la >= 3) & (lb >= 3) & (
             np.strings.startswith(a, bb) | np.strings.endswith(a, bb)
             | np.strings.startswith(bb, a) | np.strings.endswith(bb, a)))
@@ -715,10 +725,12 @@ def _slip(a: S, b: S, long: int, d: I64 | None = None) -> B:
     OSA distances of ``a`` and ``b`` when already known."""
     if not len(a):
         return np.zeros(0, dtype=bool)
-    if d is None:
-        d = _osa(a, b)
     la, lb = np.strings.str_len(a), np.strings.str_len(b)
     shorter = np.minimum(la, lb)
+    if d is None:  # OSA counts at least the difference in length
+        apart = np.abs(la - lb)
+        d = _osa_where(a, b, ((apart <= 1) & (np.maximum(la, lb) >= 4))
+                       | ((apart <= 2) & (shorter >= long)))
     return np.asarray(((d <= 1) & (np.maximum(la, lb) >= 4))
                       | ((d <= 2) & (shorter >= long) & (a.astype("U1") == b.astype("U1"))))
 
@@ -931,12 +943,23 @@ def _joined_given(ix: VoterIndex, b: SigBatch, s: I32, v: I32,
     idx = idx[(np.abs(la2 - lb2) <= 1) | (np.abs(la2 - v_len) <= 1) | (np.abs(s_len - lb2) <= 1)]
     if not len(idx):
         return first
-    a1 = g.strs(sf[idx])
-    b1 = gv.strs(vf[idx])
-    a2 = np.strings.add(a1, np.where(sm[idx] >= 0, g.strs(np.maximum(sm[idx], 0)), ""))
-    b2 = np.strings.add(b1, np.where(vm[idx] >= 0, gv.strs(np.maximum(vm[idx], 0)), ""))
-    exact = (a2 == b1) | (a1 == b2) | ((a2 == b2) & ((sm[idx] < 0) | (vm[idx] < 0)))
-    near = ~exact & ((_osa(a2, b2) <= 1) | (_osa(a2, b1) <= 1) | (_osa(a1, b2) <= 1))
+    # Each distinct (first, middle) against (first, middle) once.
+    wide = int(max(sf[idx].max(), sm[idx].max(), vf[idx].max(), vm[idx].max())) + 2
+    ul, ur, inv = _unique(sf[idx].astype(np.int64) * wide + (sm[idx] + 1),
+                          vf[idx].astype(np.int64) * wide + (vm[idx] + 1))
+    usf, usm, uvf, uvm = ul // wide, ul % wide - 1, ur // wide, ur % wide - 1
+    a1 = g.strs(usf)
+    b1 = gv.strs(uvf)
+    a2 = np.strings.add(a1, np.where(usm >= 0, g.strs(np.maximum(usm, 0)), ""))
+    b2 = np.strings.add(b1, np.where(uvm >= 0, gv.strs(np.maximum(uvm, 0)), ""))
+    u_exact = (a2 == b1) | (a1 == b2) | ((a2 == b2) & ((usm < 0) | (uvm < 0)))
+    # One edit apart: only strings of lengths at most one apart can be.
+    la1, la2 = np.strings.str_len(a1), np.strings.str_len(a2)
+    lb1, lb2 = np.strings.str_len(b1), np.strings.str_len(b2)
+    u_near = np.zeros(len(ul), dtype=bool)
+    for x, y, lx, ly in ((a2, b2, la2, lb2), (a2, b1, la2, lb1), (a1, b2, la1, lb2)):
+        u_near |= _osa_where(x, y, ~u_exact & ~u_near & (np.abs(lx - ly) <= 1)) <= 1
+    exact, near = u_exact[inv], u_near[inv]
     out = first.copy()
     out[idx[exact]] = fs.FIRST_EXACT
     out[idx[near]] = np.minimum(out[idx[near]], fs.FIRST_TYPO)
