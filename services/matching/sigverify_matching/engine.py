@@ -300,6 +300,10 @@ def candidates(ix: VoterIndex, b: SigBatch, rules: Sequence[str] = tuple(RULES))
                                  c["dob"], fsnd, lsnd, finit, linit, first, last, zip3)
             if not len(qk):
                 continue
+            # In key order, each search starts where the last one ended (and finds the
+            # roll's keys in cache); the pairs are sorted in the end anyway.
+            o = np.argsort(qk)
+            qk, qwho = qk[o], qwho[o]
             lo = np.searchsorted(vkeys, qk, side="left")
             hi = np.searchsorted(vkeys, qk, side="right")
             size = (hi - lo).astype(np.int64)
@@ -322,6 +326,10 @@ def candidates(ix: VoterIndex, b: SigBatch, rules: Sequence[str] = tuple(RULES))
                                  b.f_init, b.l_init, c["first"], c["last"], zip3)
             if not len(qk):
                 continue
+            # In key order, each search starts where the last one ended (and finds the
+            # roll's keys in cache); the pairs are sorted in the end anyway.
+            o = np.argsort(qk)
+            qk, qwho = qk[o], qwho[o]
             lo = np.searchsorted(vkeys, qk, side="left")
             hi = np.searchsorted(vkeys, qk, side="right")
             size = (hi - lo).astype(np.int64)
