@@ -1014,10 +1014,13 @@ def compare(ix: VoterIndex, b: SigBatch, s: I32, v: I32, swapped: bool = True) -
         if len(idx):
             sw_first, sw_last = b.swapped()
             si, vi = s[idx], v[idx]
-            f2 = _first_levels(ix, sw_first[si], vc["first"][vi], g)
             l2 = _last_levels(ix, sw_last[si], vc["last"][vi], b.first_sounds[si, 0],
                               np.full((len(idx), 3), -1, dtype=np.int32), b.coders["last"])
-            better = (l2 < last[idx]) & (l2 != 0) & (f2 != 0) & (f2 < fs.FIRST_DIFF)
+            # The first names read the other way only where that surname reading is better.
+            keep = (l2 < last[idx]) & (l2 != 0)
+            idx, l2, si, vi = idx[keep], l2[keep], si[keep], vi[keep]
+            f2 = _first_levels(ix, sw_first[si], vc["first"][vi], g)
+            better = (f2 != 0) & (f2 < fs.FIRST_DIFF)
             take = idx[better]
             lv.first[take] = f2[better]
             lv.last[take] = l2[better]
