@@ -442,14 +442,21 @@ def _phon_of(ix: VoterIndex, coder: Coder, codes: I64) -> I32:
     return out
 
 
+def _start_levels(sc: I32, vc: I32, exact_level: int, diff_level: int
+                  ) -> tuple[npt.NDArray[np.int8], B]:
+    """A name comparison's levels where the codes decide (0 where either is missing, the
+    exact level where they are equal, else ``diff_level``), and the pairs still to compare."""
+    out = np.full(len(sc), diff_level, dtype=np.int8)
+    missing = (sc < 0) | (vc < 0)
+    out[missing] = 0
+    exact = (sc == vc) & ~missing
+    out[exact] = exact_level
+    return out, ~missing & ~exact
+
+
 def _first_levels(ix: VoterIndex, sf: I32, vf: I32, coder: Coder) -> npt.NDArray[np.int8]:
     """FIRST levels of pairs (signature given-name codes ``sf`` vs voter codes ``vf``)."""
-    out = np.full(len(sf), fs.FIRST_DIFF, dtype=np.int8)
-    missing = (sf < 0) | (vf < 0)
-    out[missing] = 0
-    exact = (sf == vf) & ~missing
-    out[exact] = fs.FIRST_EXACT
-    rest = ~missing & ~exact
+    out, rest = _start_levels(sf, vf, fs.FIRST_EXACT, fs.FIRST_DIFF)
     if not rest.any():
         return out
     ua, ub, inv = _unique(sf[rest], vf[rest])
@@ -486,12 +493,7 @@ def _first_pair_levels(ix: VoterIndex, ua: I64, ub: I64, coder: Coder) -> npt.ND
 
 def _last_levels(ix: VoterIndex, sl: I32, vl: I32, s_sound: I32, s_parts: I32,
                  coder: Coder) -> npt.NDArray[np.int8]:
-    out = np.full(len(sl), fs.LAST_DIFF, dtype=np.int8)
-    missing = (sl < 0) | (vl < 0)
-    out[missing] = 0
-    exact = (sl == vl) & ~missing
-    out[exact] = fs.LAST_EXACT
-    rest = ~missing & ~exact
+    out, rest = _start_levels(sl, vl, fs.LAST_EXACT, fs.LAST_DIFF)
     if not rest.any():
         return out
     ua, ub, inv = _unique(sl[rest], vl[rest])
@@ -524,12 +526,7 @@ def _last_levels(ix: VoterIndex, sl: I32, vl: I32, s_sound: I32, s_parts: I32,
 
 
 def _middle_levels(ix: VoterIndex, sm: I32, vm: I32, coder: Coder) -> npt.NDArray[np.int8]:
-    out = np.full(len(sm), fs.MID_DIFF, dtype=np.int8)
-    missing = (sm < 0) | (vm < 0)
-    out[missing] = 0
-    exact = (sm == vm) & ~missing
-    out[exact] = fs.MID_EXACT
-    rest = ~missing & ~exact
+    out, rest = _start_levels(sm, vm, fs.MID_EXACT, fs.MID_DIFF)
     if not rest.any():
         return out
     ua, ub, inv = _unique(sm[rest], vm[rest])
