@@ -16,9 +16,9 @@ signature and a voter are normalised by one code path.
 
 from __future__ import annotations
 
-import io
+import json
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from functools import lru_cache
@@ -44,7 +44,7 @@ I32 = npt.NDArray[np.int32]
 I64 = npt.NDArray[np.int64]
 U64 = npt.NDArray[np.uint64]
 
-FORMAT = 1  # bumped when the saved layout changes
+FORMAT = 2  # bumped when the saved layout changes
 
 STATUSES = ("ACTIVE", "INACTIVE", "CANCELLED")
 SUFFIX_CODES = {"": 0, "JR": 1, "SR": 2, "II": 3, "III": 4, "IV": 5}
@@ -329,7 +329,8 @@ class VoterIndex:
 
     # -- saving and loading ------------------------------------------------------------
 
-    def dumps(self) -> bytes:
+    def arrays(self) -> dict[str, npt.NDArray[Any]]:
+        """Every array of the index by its saved name."""
         arrays: dict[str, npt.NDArray[Any]] = {f"c_{k}": v for k, v in self.cols.items()}
         arrays.update({f"v_{k}": v.values for k, v in self.vocabs.items()})
         for rule, (k, p) in self.keys.items():
@@ -341,13 +342,60 @@ class VoterIndex:
         nick = sorted(self.nick_ids.items(), key=lambda kv: kv[1])
         arrays["nick_names"] = np.array([k.encode() for k, _ in nick] or [b""], dtype="S")
         arrays["meta"] = np.array([FORMAT, self.version, self.size, len(nick)], dtype=np.int64)
-        buf = io.BytesIO()
-        np.savez(buf, **arrays)  # type: ignore[arg-type]
-        return buf.getvalue()
+        return arrays
+
+    def chunks(self, part_bytes: int = 32 << 20) -> Iterator[bytes]:
+        """The saved form in pieces of at most ``part_bytes``: a header (magic, the length
+        and text of a JSON table of (name, dtype, shape, offset)), then every array's bytes
+        at its offset (64-byte aligned). Made without a copy of the whole index."""
+        arrays = self.arrays()
+        table, offset = [], 0
+        for name, a in arrays.items():
+            table.append([name, a.dtype.str, list(a.shape), offset])
+            offset += -(-a.nbytes // _ALIGN) * _ALIGN
+        head = json.dumps(table).encode()
+        start = -(-(len(_MAGIC) + 8 + len(head)) // _ALIGN) * _ALIGN
+        pieces: list[memoryview | bytes] = [
+            _MAGIC + len(head).to_bytes(8, "little") + head
+            + b"\0" * (start - len(_MAGIC) - 8 - len(head))]
+        for a in arrays.values():
+            pieces.append(memoryview(np.ascontiguousarray(a)).cast("B"))  # type: ignore[arg-type]
+            pad = -a.nbytes % _ALIGN
+            if pad:
+                pieces.append(b"\0" * pad)
+        buf, size = bytearray(), 0
+        for piece in pieces:
+            view = memoryview(piece)
+            while len(view):
+                take = min(part_bytes - size, len(view))
+                buf += view[:take]
+                size += take
+                view = view[take:]
+                if size == part_bytes:
+                    yield bytes(buf)
+                    buf, size = bytearray(), 0
+        if size:
+            yield bytes(buf)
+
+    def dumps(self) -> bytes:
+        return b"".join(self.chunks())
 
     @classmethod
-    def loads(cls, data: bytes) -> VoterIndex:
-        z = np.load(io.BytesIO(data), allow_pickle=False)
+    def loads(cls, data: bytes | bytearray | memoryview) -> VoterIndex:
+        """The index saved in ``data`` (``dumps``/``chunks`` joined); its arrays are views
+        of ``data`` (no copy), so ``data`` is kept alive by them."""
+        view = memoryview(data)
+        if bytes(view[: len(_MAGIC)]) != _MAGIC:
+            raise ValueError("not a saved roll index of this format (an older matcher's, or not an index)")
+        n = int.from_bytes(view[len(_MAGIC): len(_MAGIC) + 8], "little")
+        table = json.loads(bytes(view[len(_MAGIC) + 8: len(_MAGIC) + 8 + n]))
+        base = -(-(len(_MAGIC) + 8 + n) // _ALIGN) * _ALIGN
+        z: dict[str, npt.NDArray[Any]] = {}
+        for name, dtype, shape, offset in table:
+            dt = np.dtype(dtype)
+            count = int(np.prod(shape)) if shape else 1
+            z[name] = np.frombuffer(view, dtype=dt, count=count,
+                                    offset=base + offset).reshape(shape)
         fmt, version, size, n_nick = (int(x) for x in z["meta"])
         if fmt != FORMAT:
             raise ValueError(f"saved index format {fmt}, this matcher reads {FORMAT}")
@@ -362,6 +410,10 @@ class VoterIndex:
             keys={rule: (z[f"k_{rule}"], z[f"p_{rule}"]) for rule in RULES},
             nick_ids={n.decode(): i for i, n in enumerate(names)},
         )
+
+
+_MAGIC = b"SIGVERIFY-ROLL-INDEX\n"
+_ALIGN = 64
 
 
 # ------------------------------------------------------------------------------ building
@@ -446,7 +498,9 @@ class IndexBuilder:
         self.version = version
         self._codes = {name: _Codes() for name in VOCABS}
         self._cols: dict[str, list[npt.NDArray[Any]]] = {n: [] for n, _ in VOTER_COLUMNS}
-        self._ids: list[bytes] = []
+        #: voter ids: one ASCII blob and one array of lengths per chunk (no object per voter)
+        self._id_blobs: list[bytes] = []
+        self._id_lengths: list[I64] = []
         self._last_spaced: dict[str, str] = {}
         self.size = 0
 
@@ -463,8 +517,11 @@ class IndexBuilder:
         sdir_a, unit_a, city_a, zip_a = out["sdir"], out["unit"], out["city"], out["zip"]
         county_a, status_a, reg_a = out["county"], out["status"], out["registered"]
         status_code = {s: i for i, s in enumerate(STATUSES)}
-        for i, (vid, first, middle, lst, suffix, birth, st, un, ci, zp, co, status, reg) in enumerate(rows):
-            self._ids.append(vid.encode("ascii", "replace"))
+        ids = [r[0].encode("ascii", "replace") for r in rows]
+        self._id_blobs.append(b"".join(ids))
+        self._id_lengths.append(np.fromiter(map(len, ids), dtype=np.int64, count=n))
+        del ids
+        for i, (_, first, middle, lst, suffix, birth, st, un, ci, zp, co, status, reg) in enumerate(rows):
             nm: PersonName = person_name(first or "", middle or "", lst or "", suffix or "")
             first_a[i] = given(nm.first)
             middle_a[i] = given(nm.middle)
@@ -489,6 +546,35 @@ class IndexBuilder:
                 self._cols[name].append(arr)
         self.size += n
 
+    def part(self) -> BuiltPart:
+        """What this builder holds, as a picklable part for another builder's ``merge``
+        (codes local to this builder; a worker process codes a chunk, the parent merges)."""
+        return BuiltPart(
+            strings={name: c.strings for name, c in self._codes.items()},
+            cols={name: np.concatenate(parts) for name, parts in self._cols.items() if parts},
+            id_blob=b"".join(self._id_blobs),
+            id_lengths=np.concatenate(self._id_lengths) if self._id_lengths
+            else np.zeros(0, dtype=np.int64),
+            last_spaced=self._last_spaced, size=self.size)
+
+    def merge(self, part: BuiltPart) -> None:
+        """Append a part coded elsewhere (rows in the order parts are merged)."""
+        remap: dict[str, I32] = {}
+        for name, strings in part.strings.items():
+            code = self._codes[name].code
+            remap[name] = np.fromiter((code(x) for x in strings), dtype=np.int32,
+                                      count=len(strings))
+        for name, arr in part.cols.items():
+            vocab = _COL_VOCAB.get(name)
+            if vocab is not None and len(arr):
+                arr = _remap(arr.astype(np.int32), remap[vocab]).astype(arr.dtype)
+            self._cols[name].append(arr)
+        self._id_blobs.append(part.id_blob)
+        self._id_lengths.append(part.id_lengths)
+        for k, v in part.last_spaced.items():
+            self._last_spaced.setdefault(k, v)
+        self.size += part.size
+
     def finish(self) -> VoterIndex:
         vocabs: dict[str, Vocab] = {}
         remaps: dict[str, I32] = {}
@@ -496,9 +582,7 @@ class IndexBuilder:
             if name == "phon":
                 continue
             vocabs[name], remaps[name] = self._codes[name].finish()
-        col_vocab = {"first": "given", "middle": "given", "last": "last", "house": "house",
-                     "street": "street", "stype": "stype", "sdir": "sdir", "unit": "unit",
-                     "city": "city", "zip": "zip", "county": "county"}
+        col_vocab = _COL_VOCAB
         cols: dict[str, npt.NDArray[Any]] = {}
         for name, dt in VOTER_COLUMNS:
             if name in ("n_addr", "n_last_addr"):
@@ -537,18 +621,69 @@ class IndexBuilder:
                               -1).astype(np.int32)
         nick = KeyIds()
         given_nick = nick.table(given_strs)
-        lengths = np.fromiter((len(b) for b in self._ids), dtype=np.int64, count=n)
         offsets = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-        blob = b"".join(self._ids)
-        self._ids = []
+        if n:
+            np.cumsum(np.concatenate(self._id_lengths), out=offsets[1:])
+        blob = b"".join(self._id_blobs)
+        self._id_blobs, self._id_lengths = [], []
         index = VoterIndex(
             version=self.version, size=n, cols=cols, vocabs=vocabs, given_phon=given_phon,
             given_nick=given_nick, last_phon=last_phon, last_part_phon=part_codes,
             n_first=n_first,
             n_last=n_last, id_blob=blob, id_offsets=offsets, keys={}, nick_ids=nick.ids)
-        index.keys = {rule: _sorted(*voter_keys(index, rule)) for rule in RULES}
+        sides = voter_sides(index)
+        index.keys = {rule: _sorted(*rule_keys(rule, *sides)) for rule in RULES}
         return index
+
+
+#: Which vocabulary codes each coded column.
+_COL_VOCAB = {"first": "given", "middle": "given", "last": "last", "house": "house",
+              "street": "street", "stype": "stype", "sdir": "sdir", "unit": "unit",
+              "city": "city", "zip": "zip", "county": "county"}
+
+
+@dataclass
+class BuiltPart:
+    """Roll rows coded by one ``IndexBuilder`` (its own codes), for another to ``merge``."""
+
+    strings: dict[str, list[str]]
+    cols: dict[str, npt.NDArray[Any]]
+    id_blob: bytes
+    id_lengths: I64
+    last_spaced: dict[str, str]
+    size: int
+
+
+def code_rows(rows: Sequence[RollRow]) -> BuiltPart:
+    """Code one chunk of roll rows (what a worker process of a parallel build runs)."""
+    builder = IndexBuilder()
+    builder.add(rows)
+    return builder.part()
+
+
+def build_parallel(chunks: Iterable[Sequence[RollRow]], version: int, workers: int,
+                   ahead: int = 2) -> VoterIndex:
+    """The index of ``chunks`` (in order), coded by ``workers`` processes and merged here;
+    at most ``workers + ahead`` chunks are in flight, so memory does not grow with the roll."""
+    builder = IndexBuilder(version)
+    if workers <= 1:
+        for rows in chunks:
+            builder.add(rows)
+        return builder.finish()
+    import multiprocessing
+    from collections import deque
+    from concurrent.futures import Future, ProcessPoolExecutor
+
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+        pending: deque[Future[BuiltPart]] = deque()
+        for rows in chunks:
+            pending.append(pool.submit(code_rows, rows))
+            while len(pending) >= workers + ahead:
+                builder.merge(pending.popleft().result())
+        while pending:
+            builder.merge(pending.popleft().result())
+    return builder.finish()
 
 
 def _group_counts(keys: U64, valid: npt.NDArray[np.bool_]) -> I32:
@@ -572,17 +707,19 @@ def _explode(who: I32, table: I32) -> tuple[I32, I32]:
     return who[rows], table[rows, cols]
 
 
+def voter_sides(ix: VoterIndex) -> tuple[Any, ...]:
+    """The voters' arguments of ``rule_keys`` (the sound tables made once for every rule)."""
+    c = ix.cols
+    who = np.arange(ix.size, dtype=np.int32)
+    return (who, c["zip"], c["house"], c["street"], c["county"], c["dob"],
+            first_sound_table(ix, c["first"]), last_sound_table(ix, c["last"]),
+            first_initial(ix, c["first"]), last_initial(ix, c["last"]), c["first"], c["last"],
+            zip_prefix(ix, c["zip"]))
+
+
 def voter_keys(ix: VoterIndex, rule: str) -> tuple[U64, I32]:
     """The voter side of a blocking rule: (keys, voter index per key)."""
-    c = ix.cols
-    n = ix.size
-    who = np.arange(n, dtype=np.int32)
-    first_sounds = first_sound_table(ix, c["first"])
-    last_sounds = last_sound_table(ix, c["last"])
-    return rule_keys(rule, who, c["zip"], c["house"], c["street"], c["county"], c["dob"],
-                     first_sounds, last_sounds, first_initial(ix, c["first"]),
-                     last_initial(ix, c["last"]), c["first"], c["last"],
-                     zip_prefix(ix, c["zip"]))
+    return rule_keys(rule, *voter_sides(ix))
 
 
 def zip_prefix(ix: VoterIndex, zip_codes: I32) -> I32:
@@ -652,13 +789,23 @@ def last_initial(ix: VoterIndex, last: I32) -> npt.NDArray[np.int16]:
     return np.where(last >= 0, ini[np.maximum(last, 0)] if len(ini) else 0, -1).astype(np.int16)
 
 
+def _unique_per_row(table: I32) -> I32:
+    """``table`` (-1 padded) with each row's values sorted and repeats blanked (-1), so that
+    a row's keys made from them are distinct (nickname sounds repeat the name's own)."""
+    t = np.sort(table, axis=1)
+    t[:, 1:][t[:, 1:] == t[:, :-1]] = -1
+    return t
+
+
 def _dedupe_rows(who: I32, keys: U64) -> tuple[U64, I32]:
-    """One key per (row, key) pair (nickname sounds repeat the name's own)."""
+    """One key per (row, key) pair, ordered by row then key."""
     if not len(keys):
         return keys, who
-    pair = np.stack([who.astype(np.uint64), keys]).T
-    uniq = np.unique(pair, axis=0)
-    return uniq[:, 1].astype(np.uint64), uniq[:, 0].astype(np.int32)
+    order = np.lexsort((keys, who))
+    keys, who = keys[order], who[order]
+    keep = np.ones(len(keys), dtype=bool)
+    keep[1:] = (keys[1:] != keys[:-1]) | (who[1:] != who[:-1])
+    return keys[keep], who[keep].astype(np.int32)
 
 
 def rule_keys(rule: str, who: I32, zip_: I32, house: I32, street: I32, county: npt.NDArray[Any],

@@ -13,9 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
+import os
 import time
 import zlib
+from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import asyncpg
@@ -24,7 +28,7 @@ from sigverify_common import audit
 from sigverify_common.db import Conn
 from sigverify_common.errors import Unavailable
 from sigverify_matching import engine, fs
-from sigverify_matching.columnar import FORMAT, IndexBuilder, VoterIndex
+from sigverify_matching.columnar import FORMAT, BuiltPart, IndexBuilder, VoterIndex, code_rows
 from sigverify_matching.domain import SignatureInput
 
 log = logging.getLogger(__name__)
@@ -44,55 +48,94 @@ def _lock_key(kind: str, version: int) -> int:
 # -- the index ------------------------------------------------------------------------------
 
 async def save_index(conn: Conn, index: VoterIndex, build_seconds: float, built_by: str) -> int:
-    """Save a version's index (replacing any); returns its size in bytes."""
-    data = await asyncio.to_thread(index.dumps)
-    parts = [data[i: i + PART_BYTES] for i in range(0, len(data), PART_BYTES)] or [b""]
+    """Save a version's index (replacing any) in parts of ``PART_BYTES``, made one at a time
+    (never a second copy of the whole index); returns its size in bytes."""
+    pieces = index.chunks(PART_BYTES)
+    size = parts = 0
     async with conn.transaction():
         await conn.execute("DELETE FROM matching.roll_index WHERE version = $1", index.version)
         await conn.execute("DELETE FROM matching.roll_index_meta WHERE version = $1",
                            index.version)
-        for i, part in enumerate(parts):
+        while (part := await asyncio.to_thread(next, pieces, None)) is not None:
             await conn.execute("INSERT INTO matching.roll_index (version, part, data) "
-                               "VALUES ($1, $2, $3)", index.version, i, part)
+                               "VALUES ($1, $2, $3)", index.version, parts, part)
+            parts += 1
+            size += len(part)
         await conn.execute(
             "INSERT INTO matching.roll_index_meta (version, parts, bytes, format, voters, "
             "build_seconds, built_by) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            index.version, len(parts), len(data), FORMAT, index.size, build_seconds, built_by)
-    return len(data)
+            index.version, parts, size, FORMAT, index.size, build_seconds, built_by)
+    return size
 
 
 async def load_index(conn: Conn, version: int) -> VoterIndex | None:
-    """The saved index of ``version``, or None (none saved, or saved in another format)."""
+    """The saved index of ``version``, or None (none saved, or saved in another format).
+    The parts are read into one buffer that the index's arrays then view (no second copy)."""
     meta = await conn.fetchrow(
         "SELECT parts, bytes, format FROM matching.roll_index_meta WHERE version = $1", version)
     if meta is None or meta["format"] != FORMAT:
         return None
-    chunks = []
+    data = bytearray(meta["bytes"])
+    at = 0
     for i in range(meta["parts"]):
         part = await conn.fetchval(
             "SELECT data FROM matching.roll_index WHERE version = $1 AND part = $2", version, i)
-        if part is None:
+        if part is None or at + len(part) > len(data):
             return None
-        chunks.append(part)
-    data = b"".join(chunks)
-    del chunks
-    if len(data) != meta["bytes"]:
+        data[at: at + len(part)] = part
+        at += len(part)
+        del part
+    if at != len(data):
         return None
     index = await asyncio.to_thread(VoterIndex.loads, data)
     index.version = version
     return index
 
 
-async def build_from_voters(conn: Conn, version: int) -> VoterIndex:
-    """Build the index of ``version`` from its rows in ``matching.voters`` (read in chunks
-    by a cursor; the CPU work in a worker thread, a chunk at a time)."""
+def build_workers() -> int:
+    """Processes that code roll rows while an index is built (MATCH_BUILD_WORKERS; default
+    the machine's cores; 1 codes them in this process)."""
+    text = os.environ.get("MATCH_BUILD_WORKERS", "").strip()
+    try:
+        n = int(text) if text else 0
+    except ValueError:
+        n = 0
+    return max(1, n or (os.cpu_count() or 1))
+
+
+async def build_from_voters(conn: Conn, version: int, workers: int | None = None
+                            ) -> VoterIndex:
+    """Build the index of ``version`` from its rows in ``matching.voters``, read in chunks by
+    a cursor. The rows of each chunk are normalised and coded by a pool of ``workers``
+    processes (``columnar.code_rows``; at most a few chunks in flight) and merged here in
+    the order read; with one worker, in a thread of this process."""
+    workers = build_workers() if workers is None else max(1, workers)
     builder = IndexBuilder(version)
-    async with conn.transaction(isolation="repeatable_read", readonly=True):
-        cursor = await conn.cursor(
-            f"SELECT {VOTER_COLUMNS} FROM matching.voters WHERE version = $1",  # noqa: S608
-            version)
-        while rows := await cursor.fetch(BUILD_CHUNK):
-            await asyncio.to_thread(builder.add, [tuple(r) for r in rows])
+    loop = asyncio.get_running_loop()
+    pool = (ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+            if workers > 1 else None)
+    pending: deque[asyncio.Future[BuiltPart]] = deque()
+    try:
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            cursor = await conn.cursor(
+                f"SELECT {VOTER_COLUMNS} FROM matching.voters WHERE version = $1",  # noqa: S608
+                version)
+            while rows := await cursor.fetch(BUILD_CHUNK):
+                chunk = [tuple(r) for r in rows]
+                del rows
+                if pool is None:
+                    await asyncio.to_thread(builder.add, chunk)
+                    continue
+                pending.append(loop.run_in_executor(pool, code_rows, chunk))
+                while len(pending) > workers + 1:
+                    await asyncio.to_thread(builder.merge, await pending.popleft())
+        while pending:
+            await asyncio.to_thread(builder.merge, await pending.popleft())
+    finally:
+        for f in pending:
+            f.cancel()
+        if pool is not None:
+            await asyncio.to_thread(pool.shutdown, True, cancel_futures=True)
     return await asyncio.to_thread(builder.finish)
 
 
