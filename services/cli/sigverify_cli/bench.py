@@ -681,7 +681,8 @@ async def _one_run(ep: Endpoints, pool: asyncpg.Pool, data: EvalData, label: str
     return n / elapsed, acc
 
 
-async def _run_pipeline(data: EvalData, state: stack.StackState, work: Path
+async def _run_pipeline(data: EvalData, state: stack.StackState, work: Path,
+                        one_petition: bool = False
                         ) -> list[tuple[str, EvalData | None, Accuracy]]:
     ep = Endpoints.discover()
     pool = await asyncpg.create_pool(state.database_url, min_size=1, max_size=4)
@@ -691,6 +692,9 @@ async def _run_pipeline(data: EvalData, state: stack.StackState, work: Path
         say("[bold]pipeline: one matcher replica, first petition[/bold] (the roll version's "
             "match model is learned from its first signatures, while they wait)")
         _, acc0 = await _one_run(ep, pool, data, "1 replica, first", "0", work)
+        if one_petition:
+            _peaks(state)
+            return [("pipeline, first", data, acc0)]
         say("[bold]pipeline: one matcher replica[/bold] (a new petition, the model in place)")
         e2e1, acc1 = await _one_run(ep, pool, data, "1 replica", "1", work)
         say("[bold]pipeline: two matcher replicas[/bold] (a new petition, the model in place)")
@@ -700,13 +704,19 @@ async def _run_pipeline(data: EvalData, state: stack.StackState, work: Path
         await asyncio.sleep(15)  # let the consumer group settle on two members
         e2e2, acc2 = await _one_run(ep, pool, data, "2 replicas", "2", work)
         figure("end to end, 2 replicas / 1 replica (model in place)", f"{e2e2 / e2e1:.2f}x")
-        say("[bold]pipeline: peak memory per service (VmHWM)[/bold]")
-        for name, proc in state.services.items():
-            figure(name, _mib(_proc_kib("VmHWM", proc.pid)))
+        _peaks(state)
     finally:
         await pool.close()
     return [("pipeline, first", data, acc0), ("pipeline, 1 replica", data, acc1),
             ("pipeline, 2 replicas", data, acc2)]
+
+
+def _peaks(state: stack.StackState) -> None:
+    say("[bold]pipeline: peak memory per service (VmHWM)[/bold]")
+    for name, proc in state.services.items():
+        figure(name, _mib(_proc_kib("VmHWM", proc.pid)))
+    if state.broker_pid:
+        figure("broker (tansu)", _mib(_proc_kib("VmHWM", state.broker_pid)))
 
 
 # ------------------------------------------------------------------------------------- run
@@ -728,14 +738,16 @@ def run_bench(args: argparse.Namespace) -> int:
            if reused else f"generated in {time.perf_counter() - started:.0f} s")
         + f"); {os.cpu_count()} cores, Python {platform.python_version()}")
     try:
-        results = run_in_process(args, data, work)
+        results = (InProcess() if getattr(args, "skip_in_process", False)
+                   else run_in_process(args, data, work))
         gc.collect()  # the index and the baseline go before anything else is built
         if not skip_accuracy:
             say("[bold]accuracy, in process[/bold] (hostile and FEBRL sets written to a "
                 "temporary folder)")
             run_accuracy(args, results, work)
         if not skip_pipeline:
-            results.accuracy += _with_stack(home, data, work)
+            results.accuracy += _with_stack(home, data, work,
+                                            bool(getattr(args, "one_petition", False)))
         say("[bold]accuracy[/bold]")
         for line in accuracy_table(results.accuracy):
             _console().print(line, highlight=False, markup=False, soft_wrap=True)
@@ -744,7 +756,7 @@ def run_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _with_stack(home: Path, data: EvalData, work: Path
+def _with_stack(home: Path, data: EvalData, work: Path, one_petition: bool = False
                 ) -> list[tuple[str, EvalData | None, Accuracy]]:
     from sigverify_cli.main import err
 
@@ -753,6 +765,6 @@ def _with_stack(home: Path, data: EvalData, work: Path
     err.print("[dim]starting a stack for the bench[/dim]")
     state = stack.up(home, os.environ, lambda m: err.print(f"[dim]{m}[/dim]"))
     try:
-        return asyncio.run(_run_pipeline(data, state, work))
+        return asyncio.run(_run_pipeline(data, state, work, one_petition))
     finally:
         stack.down(home, lambda m: err.print(f"[dim]{m}[/dim]"))

@@ -1412,6 +1412,11 @@ def parser() -> argparse.ArgumentParser:
                     help="only the in-process figures: no stack, no roll load, no pipeline")
     be.add_argument("--skip-accuracy", action="store_true",
                     help="no hostile and FEBRL accuracy sets")
+    be.add_argument("--skip-in-process", action="store_true",
+                    help="no in-process matcher figures (the pipeline only)")
+    be.add_argument("--one-petition", action="store_true",
+                    help="the pipeline files one petition with one matcher replica (a "
+                         "state-scale run), not three")
 
     tk = sub.add_parser("token", help="bearer tokens (admins)")
     tks = tk.add_subparsers(dest="action", required=True)
