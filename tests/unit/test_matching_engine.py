@@ -62,6 +62,12 @@ SCENARIO_VOTERS = (
     # a household: Michael and Jennifer at one address, a surname nobody else has
     voter("M1", "Michael", "Thornbury", "1517 Larkspur St", middle="Alan"),
     voter("M2", "Jennifer", "Thornbury", "1517 Larkspur St", middle="Rose"),
+    # NATHAN and JOHN are both nicknames of JONATHAN, not of each other: two people
+    voter("N1", "Nathan", "Quennell", "24 Marlow Ct"),
+    voter("N2", "John", "Quennell", "24 Marlow Ct", middle="Michael"),
+    # a compound surname in a household
+    voter("G1", "Gabriela", "De La Cruz", "3138 Fernandez St"),
+    voter("G2", "Patricia", "De La Cruz", "3138 Fernandez St"),
     voter("Q1", "Harold", "Vandermeer", "88 Quillon Ave"),
     # father and son at one address
     voter("J1", "Walter", "Pemberton", "402 Osgood Ct", middle="Ray", suffix="Sr"),
@@ -192,6 +198,26 @@ def test_a_household_member_with_another_first_name_is_not_accepted(hostile: Pet
     first = {f: level for f, level, _ in susan.candidates[0].evidence}["first"]
     assert first == "different"
     assert outcome(jennifer) == (Decision.MATCH, Reason.MATCHED, "M2")
+
+
+def test_a_compound_surname_in_the_first_name_box_is_read_whole(hostile: Petition) -> None:
+    r = decide(hostile, sig("De La Cruz", "Gabriela", "3138 Fernandez St."))[0]
+    assert outcome(r) == (Decision.MATCH, Reason.MATCHED, "G1"), r
+    levels = {f: level for f, level, _ in r.candidates[0].evidence}
+    assert levels["last"] == "exact (read swapped)" and levels["first"] == "exact (read swapped)"
+
+
+def test_two_nicknames_of_one_name_are_two_people(hostile: Petition) -> None:
+    nathan, john = decide(hostile, sig("Nathan", "Quennell", "24 Marlow Ct"),
+                          sig("Jon", "Quennell", "24 Marlow Ct"))
+    assert outcome(nathan) == (Decision.MATCH, Reason.MATCHED, "N1")
+    other = next(c for c in nathan.candidates if c.voter_id == "N2")
+    assert {f: level for f, level, _ in other.evidence}["first"] != "nickname"
+    assert other.score < 1.0
+    # JON is JOHN's nickname (and JONATHAN's): the nickname level still holds for him
+    assert outcome(john) == (Decision.MATCH, Reason.MATCHED, "N2")
+    best = {f: level for f, level, _ in john.candidates[0].evidence}["first"]
+    assert best == "nickname"
 
 
 def test_a_namesake_in_the_zip_prevents_accepting_an_ambiguous_signature(

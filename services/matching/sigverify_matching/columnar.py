@@ -161,19 +161,25 @@ def _nick_deleted() -> dict[str, tuple[str, ...]]:
 
 
 @lru_cache(maxsize=1 << 16)
-def typo_keys(name: str) -> frozenset[str]:
-    """Nickname keys of the names of the ``nicknames`` package one edit from ``name``
-    (``MKIE`` -> MIKE -> {MIKE, MICHAEL}): a misspelt nickname."""
+def typo_names(name: str) -> frozenset[str]:
+    """The names of the ``nicknames`` package one edit from ``name`` (``MKIE`` -> MIKE)."""
     if len(name) < 2:
         return frozenset()
     filed = _nick_deleted()
     near: set[str] = set()
     for d in _one_deleted(name):
         near.update(filed.get(d, ()))
+    return frozenset(c for c in near
+                     if c != name and OSA.distance(name, c, score_cutoff=1) <= 1)
+
+
+@lru_cache(maxsize=1 << 16)
+def typo_keys(name: str) -> frozenset[str]:
+    """Nickname keys of the names of the ``nicknames`` package one edit from ``name``
+    (``MKIE`` -> MIKE -> {MIKE, MICHAEL}): a misspelt nickname."""
     out: set[str] = set()
-    for cand in near:
-        if cand != name and OSA.distance(name, cand, score_cutoff=1) <= 1:
-            out |= first_name_keys(cand)
+    for cand in typo_names(name):
+        out |= first_name_keys(cand)
     return frozenset(out)
 
 
@@ -197,7 +203,7 @@ class KeyIds:
 
     def __init__(self, ids: dict[str, int] | None = None) -> None:
         self.ids: dict[str, int] = ids if ids is not None else {}
-        self._rows: dict[tuple[str, bool], npt.NDArray[np.int32]] = {}
+        self._rows: dict[tuple[str, bool | str], npt.NDArray[np.int32]] = {}
         self._lock = threading.Lock()
 
     def of(self, keys: Iterable[str]) -> list[int]:
@@ -211,25 +217,32 @@ class KeyIds:
             out.append(i)
         return sorted(out)[:_NICK_WIDTH]
 
-    def row(self, name: str, typo: bool = False) -> npt.NDArray[np.int32]:
-        """The -1 padded key ids of one name (its nickname keys, or with ``typo`` the keys of
-        the names one edit from it), remembered."""
+    def row(self, name: str, typo: bool | str = False) -> npt.NDArray[np.int32]:
+        """The -1 padded key ids of one name (its nickname keys; with ``typo`` the keys of
+        the names one edit from it; with ``typo="near"`` the ids of those names themselves),
+        remembered."""
         got = self._rows.get((name, typo))
         if got is None:
             got = np.full(_NICK_WIDTH, -1, dtype=np.int32)
             if name:
-                ids = self.of(typo_keys(name) if typo else first_name_keys(name))
+                keys = (typo_names(name) if typo == "near"
+                        else typo_keys(name) if typo else first_name_keys(name))
+                ids = self.of(keys)
                 got[: len(ids)] = ids
             if len(self._rows) > 200_000:
                 self._rows.clear()
             self._rows[(name, typo)] = got
         return got
 
-    def table(self, names: Sequence[str], typo: bool = False) -> I32:
+    def table(self, names: Sequence[str], typo: bool | str = False) -> I32:
         """(len(names), _NICK_WIDTH) key ids of each name's nickname keys (-1 padded)."""
         if not len(names):
             return np.full((0, _NICK_WIDTH), -1, dtype=np.int32)
         return np.stack([self.row(n, typo) for n in names])
+
+    def self_id(self, name: str) -> int:
+        """The key id of the name itself (-1 for none)."""
+        return self.of([name])[0] if name else -1
 
 
 def key_ids(ix: VoterIndex) -> KeyIds:

@@ -37,6 +37,7 @@ from sigverify_matching.columnar import (
     key_ids,
     last_parts,
     long_type,
+    mix,
     nick_sounds,
     rule_keys,
     split_last,
@@ -148,15 +149,37 @@ class SigBatch:
     split_house: I32 = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
     split_street: I32 = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
     _swapped: tuple[I32, I32] | None = None
+    _swapped_sounds: tuple[I32, I32] | None = None
 
     def swapped(self) -> tuple[I32, I32]:
-        """The names read the other way round: (first-name codes, last-name codes)."""
+        """The names read the other way round: (first-name codes, last-name codes). The
+        surname is the whole first-name box ("De La Cruz" -> DELACRUZ, as a surname is
+        kept), the first name the first word of the surname box."""
         if self._swapped is None:
             g, lc = self.coders["given"], self.coders["last"]
-            firsts = [lc.text(int(c)) if c >= 0 else "" for c in self.cols["last"]]
-            lasts = [g.text(int(c)) if c >= 0 else "" for c in self.cols["first"]]
+            if len(self.inputs) == self.n:
+                firsts, lasts = [], []
+                for sig in self.inputs:
+                    sw = person_name(sig.last_name, "", sig.first_name)
+                    firsts.append(sw.first)
+                    lasts.append(sw.last)
+            else:
+                firsts = [lc.text(int(c)) if c >= 0 else "" for c in self.cols["last"]]
+                lasts = [g.text(int(c)) if c >= 0 else "" for c in self.cols["first"]]
             self._swapped = (g.codes(firsts), lc.codes(lasts))
         return self._swapped
+
+    def swapped_sounds(self, ix: VoterIndex) -> tuple[I32, I32]:
+        """The sounds (the roll's phonetic codes, -1 for none) of ``swapped``'s names."""
+        if self._swapped_sounds is None:
+            phon = ix.vocabs["phon"]
+            out = []
+            for codes, coder in zip(self.swapped(), (self.coders["given"], self.coders["last"]),
+                                    strict=True):
+                out.append(phon.codes([phonetic(coder.text(int(x))) if x >= 0 else ""
+                                       for x in codes]))
+            self._swapped_sounds = (out[0], out[1])
+        return self._swapped_sounds
 
 
 def _ymd(d: date | None) -> int:
@@ -281,11 +304,12 @@ def candidates(ix: VoterIndex, b: SigBatch, rules: Sequence[str] = tuple(RULES))
     sw_first, sw_last = b.swapped()
     zip3 = _batch_zip3(ix, b)
     variants = [(b.first_sounds, b.last_sounds, b.f_init, b.l_init, c["first"], c["last"])]
-    # Swapped names: the sounds of the last name as a first name and back.
+    # Swapped names: the sounds of the names read the other way round.
+    sw_first_sound, sw_last_sound = b.swapped_sounds(ix)
     sw_fs = np.full_like(b.first_sounds, -1)
-    sw_fs[:, 0] = b.last_sounds[:, 0]
+    sw_fs[:, 0] = sw_first_sound
     sw_ls = np.full_like(b.last_sounds, -1)
-    sw_ls[:, 0] = b.first_sounds[:, 0]
+    sw_ls[:, 0] = sw_last_sound
     variants.append((sw_fs, sw_ls, b.l_init, b.f_init, sw_first, sw_last))
     sig_parts: list[I32] = []
     voter_parts: list[I32] = []
@@ -403,6 +427,13 @@ def _osa_where(a: S, b: S, can: B) -> I64:
     return d
 
 
+def _has(rows: I32, ids: I32) -> B:
+    """Rows of the -1 padded id table ``rows`` that hold the row's id in ``ids``."""
+    if not len(rows):
+        return np.zeros(0, dtype=bool)
+    return np.asarray(((rows == ids[:, None]) & (ids[:, None] >= 0)).any(axis=1))
+
+
 def _any_shared(x: I32, y: I32) -> B:
     """Rows where the -1 padded id rows of ``x`` and ``y`` share an id."""
     if not len(x):
@@ -411,7 +442,26 @@ def _any_shared(x: I32, y: I32) -> B:
     return np.asarray(eq.any(axis=(1, 2)))
 
 
-def _nick_rows(ix: VoterIndex, coder: Coder, codes: I64, typo: bool) -> I32:
+def _self_ids(ix: VoterIndex, coder: Coder, codes: I64) -> I32:
+    """The nickname key id of each given name itself (its id among the keys)."""
+    kid = key_ids(ix)
+    vocab = ix.vocabs["given"]
+    n = len(vocab)
+    table = ix.cache.get("given_self")
+    if table is None:
+        table = ix.cache.setdefault("given_self", np.array(
+            [kid.self_id(vocab.text(i)) for i in range(n)], dtype=np.int32))
+    out = np.full(len(codes), -1, dtype=np.int32)
+    known = codes < n
+    out[known] = table[codes[known]]
+    if not known.all():
+        uc, inv = np.unique(codes[~known], return_inverse=True)
+        out[~known] = np.array([kid.self_id(coder.text(int(c))) for c in uc],
+                               dtype=np.int32)[inv]
+    return out
+
+
+def _nick_rows(ix: VoterIndex, coder: Coder, codes: I64, typo: bool | str) -> I32:
     """Nickname key ids (or, with ``typo``, those of names one edit away) per given code."""
     kid = key_ids(ix)
     n = len(ix.vocabs["given"])
@@ -473,15 +523,21 @@ def _first_pair_levels(ix: VoterIndex, ua: I64, ub: I64, coder: Coder) -> npt.ND
     jw = _jw(a, bb)
     osa = _osa_where(a, bb, (np.abs(la - lb) <= 1) & (np.maximum(la, lb) >= 4))
     same_initial = a.astype("U1") == bb.astype("U1")
-    nick_b = ix.given_nick[ub]
-    is_nick = _any_shared(_nick_rows(ix, coder, ua, False), nick_b)
+    # A nickname: one name is a nickname of the other (MIKE ~ MICHAEL, not two nicknames of
+    # a third: NATHAN and JOHN are both JONATHAN's, and name two people of one household).
+    nick_a, nick_b = _nick_rows(ix, coder, ua, False), ix.given_nick[ub]
+    self_a = _self_ids(ix, coder, ua)
+    self_b = _self_ids(ix, coder, ub.astype(np.int64))
+    is_nick = _has(nick_a, self_b) | _has(nick_b, self_a)
     is_initial = ((la == 1) | (lb == 1)) & same_initial
     is_typo = (((osa <= 1) & (np.maximum(la, lb) >= 4)) | (jw >= 0.92)) & ~is_initial
-    # Only a spelling the roll lacks is tried as a misspelt nickname.
+    # Only a spelling the roll lacks is tried as a misspelt nickname: a name one edit from
+    # it is the voter's name's nickname, or has it as a nickname.
     odd = ua >= len(ix.vocabs["given"])
     is_nick_typo = np.zeros(len(ua), dtype=bool)
     if odd.any():
-        is_nick_typo[odd] = _any_shared(_nick_rows(ix, coder, ua[odd], True), nick_b[odd])
+        is_nick_typo[odd] = (_has(_nick_rows(ix, coder, ua[odd], True), self_b[odd])
+                             | _any_shared(_nick_rows(ix, coder, ua[odd], "near"), nick_b[odd]))
     phon_a = _phon_of(ix, coder, ua)
     is_phon = (phon_a >= 0) & (phon_a == ix.given_phon[ub]) & (np.minimum(la, lb) > 1)
     is_similar = (jw >= 0.80) & ~is_initial
@@ -1011,7 +1067,7 @@ def compare(ix: VoterIndex, b: SigBatch, s: I32, v: I32, swapped: bool = True) -
         if len(idx):
             sw_first, sw_last = b.swapped()
             si, vi = s[idx], v[idx]
-            l2 = _last_levels(ix, sw_last[si], vc["last"][vi], b.first_sounds[si, 0],
+            l2 = _last_levels(ix, sw_last[si], vc["last"][vi], b.swapped_sounds(ix)[1][si],
                               np.full((len(idx), 3), -1, dtype=np.int32), b.coders["last"])
             # The first names read the other way only where that surname reading is better.
             keep = (l2 < last[idx]) & (l2 != 0)
@@ -1418,6 +1474,24 @@ def namesake_suffixes(ix: VoterIndex) -> tuple[int, int]:
     return agree, pairs - agree
 
 
+def household_first_share(ix: VoterIndex) -> float:
+    """P(two voters of one household share a first name): over every pair of voters with
+    one surname at one address (house, street, zip), the share whose first names are the
+    same (add-one smoothed; 0 when the roll has no such pairs)."""
+    c = ix.cols
+    ok = (c["house"] >= 0) & (c["street"] >= 0) & (c["last"] >= 0) & (c["first"] >= 0)
+    if not ok.any():
+        return 0.0
+    hh = mix(c["house"][ok], c["street"][ok], c["zip"][ok], c["last"][ok])
+    _, sizes = np.unique(hh, return_counts=True)
+    pairs = float(np.sum(sizes.astype(np.float64) * (sizes - 1) / 2))
+    if pairs < 1:
+        return 0.0
+    _, same = np.unique(mix(hh, c["first"][ok]), return_counts=True)
+    same_pairs = float(np.sum(same.astype(np.float64) * (same - 1) / 2))
+    return (same_pairs + 1.0) / (pairs + 2.0)
+
+
 def train(ix: VoterIndex, sigs: Sequence[SignatureInput], u: dict[str, list[float]] | None = None,
           prior: fs.Model | None = None, u_pairs: int = 1_000_000) -> fs.Model:
     """A model for a roll version, from the roll and signatures received (unlabelled):
@@ -1431,7 +1505,8 @@ def train(ix: VoterIndex, sigs: Sequence[SignatureInput], u: dict[str, list[floa
         raise ValueError(f"no candidate voters for any of {b.n} signatures: nothing to learn")
     lv = compare(ix, b, pairs.sig, pairs.voter)
     starts = np.searchsorted(pairs.sig, np.unique(pairs.sig)).astype(np.int64)
-    model = fs.Model(m=fs.initial_m(), u=u, registered_share=0.5, voters=ix.size)
+    model = fs.Model(m=fs.initial_m(), u=u, registered_share=0.5, voters=ix.size,
+                     u_first_household=household_first_share(ix))
     sc = b.cols["county"][pairs.sig]
     counts = county_counts(ix)
     known = (sc >= 0) & (sc < len(counts))

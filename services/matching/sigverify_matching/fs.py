@@ -102,10 +102,16 @@ class Model:
     #: share of registered signers registered in the section's own county (learned by EM)
     in_county_share: float = 0.9
     trained: dict[str, Any] = field(default_factory=dict)
+    #: u of an exact first name within a household: P(two voters sharing a surname and an
+    #: address share their first name), counted on the roll (0: not known, the name's
+    #: frequency is used). Another member of the signer's household is the likely other
+    #: person there, and household members seldom share a first name (a JR and SR do).
+    u_first_household: float = 0.0
 
     def to_json(self) -> str:
         return json.dumps({"m": self.m, "u": self.u, "registered_share": self.registered_share,
                            "in_county_share": self.in_county_share, "voters": self.voters,
+                           "u_first_household": self.u_first_household,
                            "trained": self.trained}, sort_keys=True)
 
     @classmethod
@@ -113,7 +119,8 @@ class Model:
         d = json.loads(text)
         return cls(m=d["m"], u=d["u"], registered_share=d["registered_share"],
                    voters=d["voters"], in_county_share=d.get("in_county_share", 0.9),
-                   trained=d.get("trained", {}))
+                   trained=d.get("trained", {}),
+                   u_first_household=d.get("u_first_household", 0.0))
 
     @property
     def prior(self) -> float:
@@ -184,6 +191,13 @@ class Model:
         m_here = np.exp2(lm_r[RES_EXACT]) + np.exp2(lm_r[RES_NEAR])
         u_res = np.maximum(share * np.exp2(lm_r[level]) / m_here, np.exp2(lu_r[level]))
         parts["residence"][hh] = lm_r[level] - np.log2(u_res)
+        # In the household, another person has the signer's exact first name only as often
+        # as two of a household's voters share one: a common first name (MARIA) is no
+        # weaker there than that; a rare one keeps its frequency's weight.
+        if self.u_first_household > 0:
+            in_hh = hh & ex
+            parts["first"][in_hh] = np.maximum(
+                parts["first"][in_hh], lm_f[FIRST_EXACT] - math.log2(self.u_first_household))
         total = np.zeros(len(lv), dtype=np.float64)
         for w in parts.values():
             total += w
