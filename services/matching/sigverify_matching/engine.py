@@ -61,6 +61,7 @@ from sigverify_matching.domain import (
 
 I32 = npt.NDArray[np.int32]
 I64 = npt.NDArray[np.int64]
+U64 = npt.NDArray[np.uint64]
 F64 = npt.NDArray[np.float64]
 B = npt.NDArray[np.bool_]
 S = npt.NDArray[np.str_]
@@ -1257,6 +1258,10 @@ def match_batch(ix: VoterIndex, model: fs.Model, sigs: Sequence[SignatureInput],
         present = _distinct(pairs.sig)
         starts = np.searchsorted(pairs.sig, present).astype(np.int64)
         extra = _crowded_mass(ix, model, b, present, pairs.crowded[present])
+        t = model.household_share
+        if t > 0:
+            key, count = household_keys(ix, pairs.voter)
+            extra = extra + t * fs.household_odds(starts, lv, parts, key, count) - t
         prob = fs.posterior(starts, w, priors, extra)
     decided = _decide(ix, b, pairs, lv, w, prob, config)
     decided.parts, decided.priors = parts, priors
@@ -1268,6 +1273,23 @@ def match_results(ix: VoterIndex, model: fs.Model, sigs: Sequence[SignatureInput
                   config: MatchConfig) -> list[MatchResult]:
     """``match_batch(...).results()``: one call for a worker thread to make whole."""
     return match_batch(ix, model, sigs, config).results()
+
+
+def household_keys(ix: VoterIndex, voters: I32) -> tuple[U64, I64]:
+    """Per voter: the key of its household (surname, house, street, zip) and the number of
+    households in its county (the roll's distinct such keys)."""
+    c = ix.cols
+    counts = ix.cache.get("household_counts")
+    if counts is None:
+        ok = (c["house"] >= 0) & (c["street"] >= 0) & (c["last"] >= 0)
+        keys = mix(c["last"][ok], c["house"][ok], c["street"][ok], c["zip"][ok])
+        county = c["county"][ok].astype(np.int64)
+        # a household counted once, in its county
+        _, at = np.unique(mix(keys, county), return_index=True)
+        counts = ix.cache.setdefault("household_counts", np.bincount(
+            county[at], minlength=len(ix.vocabs["county"])).astype(np.int64))
+    key = mix(c["last"][voters], c["house"][voters], c["street"][voters], c["zip"][voters])
+    return key, counts[c["county"][voters].astype(np.int64)]
 
 
 def county_counts(ix: VoterIndex) -> I64:
@@ -1510,11 +1532,14 @@ def train(ix: VoterIndex, sigs: Sequence[SignatureInput], u: dict[str, list[floa
     sc = b.cols["county"][pairs.sig]
     counts = county_counts(ix)
     known = (sc >= 0) & (sc < len(counts))
+    key, households = household_keys(ix, pairs.voter)
     em = fs.train_em(model, lv, starts, b.n, ix.cols["county"][pairs.voter] == sc,
-                     np.where(known, counts[np.where(known, sc, 0)], 0), prior)
+                     np.where(known, counts[np.where(known, sc, 0)], 0), prior,
+                     household=key, households=households)
     model.trained = {"signatures": b.n, "candidate_pairs": len(pairs.sig),
                      "u_pairs": u_pairs, "em_iterations": em.iterations,
                      "em_converged": em.converged,
                      "registered_share": round(model.registered_share, 6),
+                     "household_share": round(model.household_share, 6),
                      "in_county_share": round(model.in_county_share, 6)}
     return model

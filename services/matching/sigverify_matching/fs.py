@@ -107,11 +107,16 @@ class Model:
     #: frequency is used). Another member of the signer's household is the likely other
     #: person there, and household members seldom share a first name (a JR and SR do).
     u_first_household: float = 0.0
+    #: share of unregistered signers who live in a household of the roll (a spouse, a
+    #: grown child not registered: they share its surname and address, not a voter's
+    #: first name), learned by EM; 0 for a model without that hypothesis
+    household_share: float = 0.0
 
     def to_json(self) -> str:
         return json.dumps({"m": self.m, "u": self.u, "registered_share": self.registered_share,
                            "in_county_share": self.in_county_share, "voters": self.voters,
                            "u_first_household": self.u_first_household,
+                           "household_share": self.household_share,
                            "trained": self.trained}, sort_keys=True)
 
     @classmethod
@@ -120,7 +125,8 @@ class Model:
         return cls(m=d["m"], u=d["u"], registered_share=d["registered_share"],
                    voters=d["voters"], in_county_share=d.get("in_county_share", 0.9),
                    trained=d.get("trained", {}),
-                   u_first_household=d.get("u_first_household", 0.0))
+                   u_first_household=d.get("u_first_household", 0.0),
+                   household_share=d.get("household_share", 0.0))
 
     @property
     def prior(self) -> float:
@@ -204,6 +210,31 @@ class Model:
         return total, parts
 
 
+def household_odds(starts: npt.NDArray[np.int64], lv: Levels, parts: dict[str, F64],
+                   household: npt.NDArray[np.uint64], households: npt.NDArray[np.int64]) -> F64:
+    """Per signature, the odds (before ``household_share``) that an unregistered member of
+    one of its candidates' households signed: for each distinct household among the pairs
+    whose surname is exact and address agrees (``household``: a key per pair), one in the
+    county's ``households`` (per pair) at the evidence its surname and address give (a
+    member shares them as the voter does; the first name says nothing: it is a new one).
+    In the units of ``posterior`` (all unregistered signers: 1)."""
+    n_sig = len(starts)
+    out = np.zeros(n_sig, dtype=np.float64)
+    if not len(lv):
+        return out
+    hh = (lv.last == LAST_EXACT) & np.isin(lv.residence, ADDRESS_AGREES) & ~lv.swapped
+    if not hh.any():
+        return out
+    group = np.repeat(np.arange(n_sig), np.diff(np.append(starts, len(lv))))
+    idx = np.nonzero(hh)[0]
+    key = np.stack([group[idx].astype(np.uint64), household[idx]]).T
+    _, first = np.unique(key, axis=0, return_index=True)
+    idx = idx[first]
+    w = parts["last"][idx] + parts["residence"][idx]
+    np.add.at(out, group[idx], np.exp2(w) / np.maximum(households[idx], 1))
+    return out
+
+
 # ------------------------------------------------------------------------ estimation
 
 def level_counts(levels: npt.NDArray[np.int8], comparison: str,
@@ -252,9 +283,15 @@ PRIOR_MATCHES = 50.0
 PRIOR_SIGNATURES = 20.0
 
 
+#: The household share EM starts from (and its prior's centre for a first model).
+HOUSEHOLD_SHARE0 = 0.2
+
+
 def train_em(model: Model, levels: Levels, starts: npt.NDArray[np.int64], signatures: int,
              same_county: npt.NDArray[np.bool_], county_voters: npt.NDArray[np.int64],
-             prior: Model | None = None, max_iter: int = 200, tol: float = 1e-6) -> EMResult:
+             prior: Model | None = None, max_iter: int = 200, tol: float = 1e-6,
+             household: npt.NDArray[np.uint64] | None = None,
+             households: npt.NDArray[np.int64] | None = None) -> EMResult:
     """m and the registered share by EM over signatures and their candidate pairs.
 
     The model is the one the matcher decides with: a signature's signer is one of its
@@ -274,6 +311,11 @@ def train_em(model: Model, levels: Levels, starts: npt.NDArray[np.int64], signat
     centre = prior.m if prior is not None else initial_m()
     share0 = prior.registered_share if prior is not None else 0.75
     county0 = prior.in_county_share if prior is not None else 0.9
+    with_households = household is not None and households is not None
+    hh0 = (prior.household_share if prior is not None and prior.household_share > 0
+           else HOUSEHOLD_SHARE0)
+    if with_households:
+        model.household_share = hh0
     if len(levels) == 0:
         raise ValueError("no candidate pairs to learn from")
     prev = -np.inf
@@ -282,15 +324,26 @@ def train_em(model: Model, levels: Levels, starts: npt.NDArray[np.int64], signat
     it = 0
     group = np.repeat(np.arange(len(starts)), np.diff(np.append(starts, len(levels))))
     for it in range(1, max_iter + 1):  # noqa: B007 - reported
-        w, _ = model.weights(levels)
+        w, parts = model.weights(levels)
         pp = model.pair_priors(same_county, county_voters)
-        p = posterior(starts, w, pp)
+        t = model.household_share
+        h = (household_odds(starts, levels, parts, household, households)  # type: ignore[arg-type]
+             if with_households else np.zeros(len(starts)))
+        unreg = 1.0 - t + t * h  # the unregistered signers' odds (random + household)
+        p = posterior(starts, w, pp, unreg - 1.0)
         mass = np.add.reduceat(p, starts)
-        # log-likelihood (up to a constant): log(1 + sum of odds) per signature
+        # log-likelihood (up to a constant): log(unregistered + sum of odds) per signature
         wp = w + pp
         top = np.maximum(np.maximum.reduceat(wp, starts), 0.0)
-        ll = float(np.sum(top + np.log2(np.exp2(-top) + np.add.reduceat(
+        ll = float(np.sum(top + np.log2(unreg * np.exp2(-top) + np.add.reduceat(
             np.exp2(wp - top[group]), starts))))
+        if with_households:
+            # the unregistered mass of each signature, split as its odds are
+            in_hh = (1.0 - mass) * (t * h) / np.maximum(unreg, 1e-300)
+            unregistered = float((1.0 - mass).sum()) + (signatures - len(starts))
+            model.household_share = min(max(
+                (float(in_hh.sum()) + PRIOR_SIGNATURES * hh0)
+                / (unregistered + PRIOR_SIGNATURES), 1e-4), 0.99)
         for c in COMPARISONS:
             k = len(LEVELS[c])
             x = np.bincount(getattr(levels, c).astype(np.intp), weights=p, minlength=k)[:k]
