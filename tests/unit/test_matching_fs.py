@@ -216,3 +216,27 @@ def test_the_prior_does_not_outweigh_a_seldom_filled_field() -> None:
     y = np.array([0.0, 10.0, 5.0, 5.0])
     c4 = np.full(4, 0.25)
     assert np.allclose(fs._with_prior(y, c4, False), (y + 50 * c4) / (y + 50 * c4).sum())
+
+
+def test_an_unregistered_household_member_is_counted_once_per_household() -> None:
+    """Signature 0 has two candidates of one household (surname exact, address exact) and
+    one of another household whose address does not agree; signature 1 has none in a
+    household. The household hypothesis counts household A once, at the evidence of its
+    surname and address, over the county's households."""
+    md = model()
+    lv = levels(3, last=fs.LAST_EXACT, residence=fs.RES_EXACT, n_last_addr=2, n_last=50)
+    lv.residence[2] = fs.RES_LOCALITY
+    lv2 = levels(1, last=fs.LAST_TYPO, residence=fs.RES_EXACT)
+    both = fs.Levels(**{k: np.concatenate([getattr(lv, k), getattr(lv2, k)]) for k in (
+        *fs.COMPARISONS, "n_first", "n_last", "n_addr", "n_last_addr", "swapped")})
+    _, parts = md.weights(both)
+    starts = np.array([0, 3], dtype=np.int64)
+    key = np.array([7, 7, 9, 7], dtype=np.uint64)
+    households = np.full(4, 1000, dtype=np.int64)
+    h = fs.household_odds(starts, both, parts, key, households)
+    w = parts["last"][0] + parts["residence"][0]
+    assert h[0] == pytest.approx(2.0 ** w / 1000)
+    assert h[1] == 0.0
+    # read swapped, a pair is no household evidence
+    both.swapped[:] = True
+    assert fs.household_odds(starts, both, parts, key, households)[0] == 0.0

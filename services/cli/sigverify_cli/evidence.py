@@ -194,6 +194,8 @@ def model_dict(m: matching_pb2.ModelInfo) -> dict[str, Any]:
         "candidate_pairs": m.candidate_pairs, "random_pairs": m.random_pairs,
         "em_iterations": m.em_iterations, "em_converged": m.em_converged,
         "registered_share": m.registered_share, "in_county_share": m.in_county_share,
+        "household_share": m.household_share,
+        "first_name_shared_in_household": m.first_name_shared_in_household,
         "voters": m.voters, "prior_in_county": m.prior_in_county,
         "prior_other_county": m.prior_other_county,
         "comparisons": [{"comparison": c.comparison, "levels": [
@@ -216,11 +218,15 @@ def model_heading(m: matching_pb2.ModelInfo, in_force: bool = False) -> list[str
         "pairs for u",
         f"learned: {100 * m.registered_share:.1f} % of signers are on the roll "
         f"({m.voters:,} voters); of those, {100 * m.in_county_share:.1f} % are registered "
-        "in the county their section was filed in",
+        "in the county their section was filed in"
+        + (f"; {100 * m.household_share:.1f} % of the others live in a household of the roll"
+           if m.household_share else ""),
         f"prior (bits a voter starts from): {m.prior_in_county:+.2f} for a voter of the "
         f"section's county, {m.prior_other_county:+.2f} for a voter elsewhere (shown for a "
         "county holding a tenth of the roll's voters)",
-    ]
+    ] + ([f"in a household, {_pct(m.first_name_shared_in_household)} of pairs of voters "
+          "share a first name (an exact first name there weighs at least that much)"]
+         if m.first_name_shared_in_household else [])
 
 
 def model_table(m: matching_pb2.ModelInfo) -> Table:

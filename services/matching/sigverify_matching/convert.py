@@ -137,7 +137,9 @@ def model_to_pb(s: StoredModel) -> matching_pb2.ModelInfo:
         em_iterations=int(t.get("em_iterations", 0)), em_converged=bool(t.get("em_converged")),
         registered_share=m.registered_share, in_county_share=m.in_county_share,
         voters=m.voters, comparisons=comparisons, prior_in_county=float(in_county[0]),
-        prior_other_county=float(other[0]), trained_by=s.trained_by)
+        prior_other_county=float(other[0]), trained_by=s.trained_by,
+        household_share=m.household_share,
+        first_name_shared_in_household=m.u_first_household)
 
 
 def matched_event_from_row(r: Mapping[str, Any]) -> tuple[str, bytes, bytes]:

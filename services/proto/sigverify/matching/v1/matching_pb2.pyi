@@ -534,6 +534,8 @@ class ModelInfo(_message.Message):
     PRIOR_IN_COUNTY_FIELD_NUMBER: _builtins.int
     PRIOR_OTHER_COUNTY_FIELD_NUMBER: _builtins.int
     TRAINED_BY_FIELD_NUMBER: _builtins.int
+    HOUSEHOLD_SHARE_FIELD_NUMBER: _builtins.int
+    FIRST_NAME_SHARED_IN_HOUSEHOLD_FIELD_NUMBER: _builtins.int
     model_id: _builtins.int
     roll_version: _builtins.int
     trained_at: _builtins.str
@@ -554,6 +556,10 @@ class ModelInfo(_message.Message):
     """
     prior_other_county: _builtins.float
     trained_by: _builtins.str
+    household_share: _builtins.float
+    """Learned: the share of unregistered signers who live in a household of the roll."""
+    first_name_shared_in_household: _builtins.float
+    """Counted on the roll: the share of pairs of one household's voters with one first name."""
     @_builtins.property
     def comparisons(self) -> _containers.RepeatedCompositeFieldContainer[Global___ComparisonInfo]: ...
     def __init__(
@@ -574,10 +580,12 @@ class ModelInfo(_message.Message):
         prior_in_county: _builtins.float = ...,
         prior_other_county: _builtins.float = ...,
         trained_by: _builtins.str = ...,
+        household_share: _builtins.float = ...,
+        first_name_shared_in_household: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidate_pairs", b"candidate_pairs", "comparisons", b"comparisons", "em_converged", b"em_converged", "em_iterations", b"em_iterations", "in_county_share", b"in_county_share", "model_id", b"model_id", "prior_in_county", b"prior_in_county", "prior_other_county", b"prior_other_county", "random_pairs", b"random_pairs", "registered_share", b"registered_share", "roll_version", b"roll_version", "signatures", b"signatures", "trained_at", b"trained_at", "trained_by", b"trained_by", "voters", b"voters"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidate_pairs", b"candidate_pairs", "comparisons", b"comparisons", "em_converged", b"em_converged", "em_iterations", b"em_iterations", "first_name_shared_in_household", b"first_name_shared_in_household", "household_share", b"household_share", "in_county_share", b"in_county_share", "model_id", b"model_id", "prior_in_county", b"prior_in_county", "prior_other_county", b"prior_other_county", "random_pairs", b"random_pairs", "registered_share", b"registered_share", "roll_version", b"roll_version", "signatures", b"signatures", "trained_at", b"trained_at", "trained_by", b"trained_by", "voters", b"voters"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
