@@ -302,14 +302,22 @@ def test_the_evidence_waterfall_adds_up_to_the_weight_and_the_posterior(
     d = engine.match_batch(hostile.index, hostile.model, sigs, MatchConfig(max_candidates=50))
     assert not d.pairs.crowded.any()
     # exactly, on the arrays: weight = sum of the comparisons' parts, and the posterior of
-    # each candidate is its odds 2**(prior + weight) over 1 + every candidate's odds
+    # each candidate is its odds 2**(prior + weight) over the odds of nobody on the roll
+    # (a stranger, or an unregistered member of a candidate's household) + every
+    # candidate's odds
     parts = sum(d.parts[c] for c in fs.COMPARISONS)
     np.testing.assert_allclose(parts, d.weights, atol=1e-9)
     odds = np.exp2(d.weights + d.priors)
+    t = hostile.model.household_share
+    assert 0 < t < 1
+    # Susan: an unregistered member of Michael and Jennifer's household is likelier than a
+    # stranger; Karen (no candidate's household at her address): only a stranger
+    assert d.unregistered[1] > 1 and d.unregistered[2] == pytest.approx(1 - t)
     for i in range(len(sigs)):
         mine = d.pairs.sig == i
-        np.testing.assert_allclose(d.pair_probability[mine], odds[mine] / (1 + odds[mine].sum()),
-                                   rtol=1e-9)
+        np.testing.assert_allclose(
+            d.pair_probability[mine], odds[mine] / (d.unregistered[i] + odds[mine].sum()),
+            rtol=1e-9)
     # as reported: (field, level, bits) per comparison and the prior; rounded to 0.01
     for r in d.results():
         assert r.candidates
@@ -321,7 +329,9 @@ def test_the_evidence_waterfall_adds_up_to_the_weight_and_the_posterior(
             assert c.field_scores == {"weight": c.weight}
         total = [c.weight + c.evidence[-1][2] for c in r.candidates]
         odds_r = np.exp2(np.array(total))
-        expected = 100 * odds_r / (1 + odds_r.sum())
+        i = [x.voter_id for x in d.results()].index(r.voter_id) if r.voter_id else None
+        nobody = d.unregistered[i] if i is not None else 1.0
+        expected = 100 * odds_r / (nobody + odds_r.sum())
         np.testing.assert_allclose([c.score for c in r.candidates], expected, atol=0.1)
         assert r.score == r.candidates[0].score
     michael = d.results()[0].candidates[0]

@@ -44,7 +44,7 @@ I32 = npt.NDArray[np.int32]
 I64 = npt.NDArray[np.int64]
 U64 = npt.NDArray[np.uint64]
 
-FORMAT = 2  # bumped when the saved layout changes
+FORMAT = 3  # bumped when the saved layout changes
 
 STATUSES = ("ACTIVE", "INACTIVE", "CANCELLED")
 SUFFIX_CODES = {"": 0, "JR": 1, "SR": 2, "II": 3, "III": 4, "IV": 5}
@@ -279,6 +279,8 @@ RULES = {
     "lf": 300,   # surname + first name, statewide: moved voters, another county
     "zh": 200,   # zip + house number: street-name slips
     "sl": 300,   # county + street name + surname sound: house-number and zip slips
+    "sf": 300,   # county + street name + first-name sound (its nicknames' too): surname,
+                 # house-number and zip slips together
     "bf": 300,   # birth date + first initial
     "bl": 300,   # birth date + surname initial
     "bz": 300,   # birth date + zip: both names changed
@@ -844,6 +846,11 @@ def rule_keys(rule: str, who: I32, zip_: I32, house: I32, street: I32, county: n
     if rule == "zh":
         ok = (house >= 0) & (zip_ >= 0)
         return mix(zip_[ok], house[ok], np.full(int(ok.sum()), 7)), who[ok]
+    if rule == "sf":
+        r, snd = _explode(who, _unique_per_row(first_sounds))
+        ok = street[r] >= 0
+        r, snd = r[ok], snd[ok]
+        return mix(county[r], street[r], snd, np.full(len(r), 23)), r
     if rule == "sl":
         r, s = _explode(who, last_sounds[:, :1])
         ok = street[r] >= 0

@@ -342,7 +342,7 @@ def candidates(ix: VoterIndex, b: SigBatch, rules: Sequence[str] = tuple(RULES))
     # The line read with its house number across a space ("453 6SMITH"): the rules that
     # look by house number or street name, again with that reading.
     if len(b.split_house) == b.n and (b.split_house >= 0).any():
-        for rule in ("hs", "zh", "sl", "hl"):
+        for rule in ("hs", "zh", "sl", "sf", "hl"):
             if rule not in rules:
                 continue
             vkeys, vwho = ix.keys[rule]
@@ -1114,6 +1114,11 @@ class Decided:
     priors: F64 = field(default_factory=lambda: np.zeros(0))
     #: per signature: the section's county code
     counties: I32 = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
+    #: per signature: the odds of "nobody on the roll signed" beside its candidates' (1 - t
+    #: for a stranger to the roll, plus t times the household odds; 1 without them) and of
+    #: the namesakes left uncompared
+    unregistered: F64 = field(default_factory=lambda: np.zeros(0))
+    uncompared: F64 = field(default_factory=lambda: np.zeros(0))
 
     def __len__(self) -> int:
         return len(self.decision)
@@ -1254,18 +1259,22 @@ def match_batch(ix: VoterIndex, model: fs.Model, sigs: Sequence[SignatureInput],
     w, parts = model.weights(lv)
     prob = np.zeros(len(w))
     priors = _pair_priors(ix, model, b, pairs)
+    unregistered, uncompared = np.ones(b.n), np.zeros(b.n)
     if len(w):
         present = _distinct(pairs.sig)
         starts = np.searchsorted(pairs.sig, present).astype(np.int64)
-        extra = _crowded_mass(ix, model, b, present, pairs.crowded[present])
+        crowded = _crowded_mass(ix, model, b, present, pairs.crowded[present])
+        uncompared[present] = crowded
         t = model.household_share
         if t > 0:
             key, count = household_keys(ix, pairs.voter)
-            extra = extra + t * fs.household_odds(starts, lv, parts, key, count) - t
-        prob = fs.posterior(starts, w, priors, extra)
+            unregistered[present] = 1.0 - t + t * fs.household_odds(starts, lv, parts, key,
+                                                                     count)
+        prob = fs.posterior(starts, w, priors, unregistered[present] - 1.0 + crowded)
     decided = _decide(ix, b, pairs, lv, w, prob, config)
     decided.parts, decided.priors = parts, priors
     decided.counties = b.cols["county"]
+    decided.unregistered, decided.uncompared = unregistered, uncompared
     return decided
 
 
