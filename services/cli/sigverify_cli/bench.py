@@ -344,7 +344,7 @@ def two_core_rates(index: VoterIndex, index_path: Path, model: fs.Model,
         rates.append(Rate(f"{cores} threads over batches", n / secs, got == reference))
     finally:
         engine.WORKERS = saved
-    need = index.nbytes() * 2 * cores  # each worker: the saved bytes, then the arrays
+    need = index.nbytes() * cores  # each worker: the saved bytes, which its arrays view
     if need > _proc_kib_meminfo("MemAvailable") * 1024:
         rates.append(Rate(f"{cores} processes over batches (not run: each would load the "
                           f"index, {need / 2**30:,.1f} GiB in all, more than is free)", 0.0))
