@@ -65,6 +65,8 @@ SCENARIO_VOTERS = (
     # NATHAN and JOHN are both nicknames of JONATHAN, not of each other: two people
     voter("N1", "Nathan", "Quennell", "24 Marlow Ct"),
     voter("N2", "John", "Quennell", "24 Marlow Ct", middle="Michael"),
+    # found only by county + street + first-name sound when surname, house and zip all slip
+    voter("F1", "Jeffrey", "Fritz", "7440 Baxter Dr", middle="Luis"),
     # a compound surname in a household
     voter("G1", "Gabriela", "De La Cruz", "3138 Fernandez St"),
     voter("G2", "Patricia", "De La Cruz", "3138 Fernandez St"),
@@ -198,6 +200,13 @@ def test_a_household_member_with_another_first_name_is_not_accepted(hostile: Pet
     first = {f: level for f, level, _ in susan.candidates[0].evidence}["first"]
     assert first == "different"
     assert outcome(jennifer) == (Decision.MATCH, Reason.MATCHED, "M2")
+
+
+def test_surname_house_and_zip_slipping_together_still_find_the_voter(
+        hostile: Petition) -> None:
+    r = decide(hostile, sig("Jeffrey", "Frit", "74A0 Baxter Drive", middle="L",
+                            zip_code="97481"))[0]
+    assert r.candidates and r.candidates[0].voter_id == "F1", r
 
 
 def test_a_compound_surname_in_the_first_name_box_is_read_whole(hostile: Petition) -> None:
