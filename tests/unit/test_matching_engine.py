@@ -209,6 +209,29 @@ def test_surname_house_and_zip_slipping_together_still_find_the_voter(
     assert r.candidates and r.candidates[0].voter_id == "F1", r
 
 
+def test_a_crowded_block_is_narrowed_not_dropped(hostile: Petition) -> None:
+    """600 GARCIAs on one street of one zip, 400 MARIA GARCIAs in the zips around: the zip +
+    surname, county + street + surname and zip prefix + surname + initial blocks are too big
+    to compare whole. A signature giving only the first initial
+    and a transposed house number is found by narrowing them to the voters of that initial
+    (before, both blocks were dropped and no other rule reached her)."""
+    firsts = ["Maria", "Jose", "Juan", "Ana", "Luis", "Rosa", "Carlos", "Elena", "Pedro",
+              "Sofia", "Miguel", "Lucia", "Jorge", "Carmen", "Diego"]
+    crowd = [voter(f"C{i}", firsts[i % len(firsts)], "Garcia", f"{2000 + 2 * i} Elm St")
+             for i in range(600)]
+    # ... and 400 Maria Garcias in the zips around it: zip prefix + surname + initial is
+    # crowded too
+    around = [voter(f"R{i}", "Maria", "Garcia", f"{100 + i} Oak St",
+                    zip_code=f"9740{2 + i % 8}") for i in range(400)]
+    target = voter("T1", "Marisol", "Garcia", "1517 Elm St")
+    index = build([*crowd, *around, target])
+    r = engine.match_batch(index, hostile.model, [sig("M", "Garcia", "1571 Elm St")],
+                           CONFIG).results()[0]
+    assert r.candidates and r.candidates[0].voter_id == "T1", r
+    levels = {f: level for f, level, _ in r.candidates[0].evidence}
+    assert levels["residence"] == "near (a slip)" and levels["first"] == "initial"
+
+
 def test_a_compound_surname_in_the_first_name_box_is_read_whole(hostile: Petition) -> None:
     r = decide(hostile, sig("De La Cruz", "Gabriela", "3138 Fernandez St."))[0]
     assert outcome(r) == (Decision.MATCH, Reason.MATCHED, "G1"), r

@@ -34,7 +34,9 @@ from sigverify_matching.columnar import (
     SUFFIX_CODES,
     Vocab,
     VoterIndex,
+    first_initial,
     key_ids,
+    last_initial,
     last_parts,
     long_type,
     mix,
@@ -273,6 +275,63 @@ def _expand(lo: I64, size: I64) -> I64:
     return starts + np.arange(total, dtype=np.int64)
 
 
+#: A block larger than this many times its rule's cap is not narrowed (left to the other
+#: rules), so that one crowded key cannot make a batch's work explode.
+NARROW_LIMIT = 12
+#: What narrows an oversized block of each rule: the part of the person its key leaves out.
+NARROW_BY = {"zl": "first initial", "sl": "first initial", "hl": "first initial",
+             "pl": "first initial", "zf": "surname sound", "sf": "surname initial",
+             "zh": "surname initial", "hs": "county", "lf": "county", "bf": "county",
+             "bl": "county", "bz": "county"}
+
+
+def _voter_initials(ix: VoterIndex) -> tuple[npt.NDArray[np.int16], npt.NDArray[np.int16]]:
+    got = ix.cache.get("voter_initials")
+    if got is None:
+        c = ix.cols
+        got = ix.cache.setdefault("voter_initials", (first_initial(ix, c["first"]),
+                                                     last_initial(ix, c["last"])))
+    return got  # type: ignore[no-any-return]
+
+
+def _narrowed(ix: VoterIndex, b: SigBatch, rule: str, rows: I32, lo: I64, size: I64,
+              vwho: I32, cap: int, finit: npt.NDArray[Any], linit: npt.NDArray[Any],
+              lsound: I32) -> tuple[I32, I32, I64]:
+    """The pairs of oversized blocks (signature ``rows``, blocks at ``lo`` of ``size`` in
+    the rule's sorted voters ``vwho``) that agree on ``NARROW_BY[rule]``, per block at most
+    ``cap`` of them (a block still larger after narrowing is dropped); and per block, how
+    many of its voters were left uncompared."""
+    ok = size <= cap * NARROW_LIMIT
+    kept_s: I32 = np.zeros(0, dtype=np.int32)
+    kept_v: I32 = np.zeros(0, dtype=np.int32)
+    left = size.copy()
+    if not ok.any():
+        return kept_s, kept_v, left
+    blk = np.nonzero(ok)[0]
+    pos = _expand(lo[blk], size[blk])
+    which = np.repeat(np.arange(len(blk)), size[blk])
+    s = rows[blk][which]
+    v = vwho[pos]
+    how = NARROW_BY.get(rule, "county")
+    if how == "first initial":
+        vf, _ = _voter_initials(ix)
+        keep = (vf[v] == finit[s]) & (finit[s] >= 0)
+    elif how == "surname initial":
+        _, vl = _voter_initials(ix)
+        keep = (vl[v] == linit[s]) & (linit[s] >= 0)
+    elif how == "surname sound":
+        vlast = ix.cols["last"][v]
+        keep = (vlast >= 0) & (lsound[s] >= 0) & (
+            ix.last_phon[np.maximum(vlast, 0)] == lsound[s])
+    else:
+        keep = ix.cols["county"][v] == b.cols["county"][s]
+    counts = np.bincount(which[keep], minlength=len(blk))
+    fits = counts <= cap
+    keep &= fits[which]
+    left[blk[fits]] = size[blk[fits]] - counts[fits]
+    return s[keep].astype(np.int32), v[keep].astype(np.int32), left
+
+
 #: Rules tried with the names read the other way round too.
 SWAPPED_RULES = frozenset({"zl", "zf", "lf", "bf", "bl", "pl"})
 
@@ -333,8 +392,16 @@ def candidates(ix: VoterIndex, b: SigBatch, rules: Sequence[str] = tuple(RULES))
             hi = np.searchsorted(vkeys, qk, side="right")
             size = (hi - lo).astype(np.int64)
             big = size > cap
-            if rule == "lf" and k == 0 and big.any():
-                np.maximum.at(crowded, qwho[big], size[big].astype(np.int32))
+            if big.any():
+                # A block too big to compare whole is narrowed by what the rule's key left
+                # out (a first initial, a surname sound, the county); what is still too
+                # big is left to the other rules (the statewide name rule counts it).
+                sq, vq, left = _narrowed(ix, b, rule, qwho[big], lo[big].astype(np.int64),
+                                         size[big], vwho, cap, finit, linit, lsnd[:, 0])
+                sig_parts.append(sq)
+                voter_parts.append(vq)
+                if rule == "lf" and k == 0:
+                    np.maximum.at(crowded, qwho[big], left.astype(np.int32))
             size[big] = 0
             pos = _expand(lo.astype(np.int64), size)
             sig_parts.append(np.repeat(qwho, size).astype(np.int32))
