@@ -148,6 +148,8 @@ def _print_stack(state: stack.StackState) -> None:
 ROLL_CHUNK_BYTES = 1 << 20
 #: Versions ``roll list`` shows without --all.
 ROLL_LIST_ROWS = 10
+#: The longest pause between two tallies while waiting for a petition's verification.
+WAIT_POLL_MAX = 2.0
 #: Time allowed for a roll's upload and COPY, beyond the wait for the matchers' indexes.
 ROLL_UPLOAD_SECONDS = 3600.0
 ROLL_STATES = {
@@ -815,6 +817,9 @@ async def wait_done(ep: Endpoints, petition: str, timeout: float) -> tally_pb2.T
     """Until every signature sent to verification has a final status (signatures outside a
     random sample are not pending: they are never verified unless a full count is ordered)."""
     end = time.monotonic() + timeout
+    # Each tally is counted afresh from the petition's rows: asked every half second for a
+    # state's filing, it would take a core of its own. The pause grows to WAIT_POLL_MAX.
+    pause = 0.5
     async with ep.channel(ep.tally) as ch:
         with _progress() as prog:
             task = prog.add_task(f"verifying {petition}", total=None)
@@ -827,7 +832,8 @@ async def wait_done(ep: Endpoints, petition: str, timeout: float) -> tally_pb2.T
                 if time.monotonic() > end:
                     raise CliError(f"timed out after {timeout:.0f}s: {t.total.pending:,} of "
                                    f"{t.total.received:,} signatures still pending")
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(pause)
+                pause = min(pause * 1.25, WAIT_POLL_MAX)
 
 
 def undecided_text(t: tally_pb2.Tally) -> str:
