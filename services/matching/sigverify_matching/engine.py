@@ -280,7 +280,7 @@ def _expand(lo: I64, size: I64) -> I64:
 NARROW_LIMIT = 12
 #: What narrows an oversized block of each rule: the part of the person its key leaves out.
 NARROW_BY = {"zl": "first initial", "sl": "first initial", "hl": "first initial",
-             "pl": "first initial", "zf": "surname sound", "sf": "surname initial",
+             "pl": "first sound", "zf": "surname sound", "sf": "surname initial",
              "zh": "surname initial", "hs": "county", "lf": "county", "bf": "county",
              "bl": "county", "bz": "county"}
 
@@ -296,7 +296,7 @@ def _voter_initials(ix: VoterIndex) -> tuple[npt.NDArray[np.int16], npt.NDArray[
 
 def _narrowed(ix: VoterIndex, b: SigBatch, rule: str, rows: I32, lo: I64, size: I64,
               vwho: I32, cap: int, finit: npt.NDArray[Any], linit: npt.NDArray[Any],
-              lsound: I32) -> tuple[I32, I32, I64]:
+              lsound: I32, fsound: I32) -> tuple[I32, I32, I64]:
     """The pairs of oversized blocks (signature ``rows``, blocks at ``lo`` of ``size`` in
     the rule's sorted voters ``vwho``) that agree on ``NARROW_BY[rule]``, per block at most
     ``cap`` of them (a block still larger after narrowing is dropped); and per block, how
@@ -319,6 +319,10 @@ def _narrowed(ix: VoterIndex, b: SigBatch, rule: str, rows: I32, lo: I64, size: 
     elif how == "surname initial":
         _, vl = _voter_initials(ix)
         keep = (vl[v] == linit[s]) & (linit[s] >= 0)
+    elif how == "first sound":
+        vfirst = ix.cols["first"][v]
+        keep = (vfirst >= 0) & (fsound[s] >= 0) & (
+            ix.given_phon[np.maximum(vfirst, 0)] == fsound[s])
     elif how == "surname sound":
         vlast = ix.cols["last"][v]
         keep = (vlast >= 0) & (lsound[s] >= 0) & (
@@ -397,7 +401,8 @@ def candidates(ix: VoterIndex, b: SigBatch, rules: Sequence[str] = tuple(RULES))
                 # out (a first initial, a surname sound, the county); what is still too
                 # big is left to the other rules (the statewide name rule counts it).
                 sq, vq, left = _narrowed(ix, b, rule, qwho[big], lo[big].astype(np.int64),
-                                         size[big], vwho, cap, finit, linit, lsnd[:, 0])
+                                         size[big], vwho, cap, finit, linit, lsnd[:, 0],
+                                         fsnd[:, 0])
                 sig_parts.append(sq)
                 voter_parts.append(vq)
                 if rule == "lf" and k == 0:
