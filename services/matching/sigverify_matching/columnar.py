@@ -273,7 +273,7 @@ VOCABS = ("given", "last", "house", "street", "stype", "sdir", "unit", "city", "
 #: Blocking rules: name -> the largest block that is compared whole (bigger blocks are left
 #: to the other rules; the statewide name rule records how many it left, see engine).
 RULES = {
-    "zl": 400,   # zip + surname sound (and the sound of each part of a compound surname)
+    "zl": 100,   # zip + surname sound (and the sound of each part of a compound surname)
     "zf": 400,   # zip + first-name sound (and its nicknames') + surname initial: surname slips
     "hs": 300,   # house number + street name, statewide: the address, any name
     "lf": 300,   # surname + first name, statewide: moved voters, another county
