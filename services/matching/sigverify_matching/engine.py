@@ -285,6 +285,37 @@ NARROW_BY = {"zl": "first initial", "sl": "first initial", "hl": "first initial"
              "bl": "county", "bz": "county"}
 
 
+def _blocks(ix: VoterIndex, b: SigBatch, rule: str, qk: U64, qwho: I32,
+            finit: npt.NDArray[Any], linit: npt.NDArray[Any], lsound: I32, fsound: I32
+            ) -> tuple[list[I32], list[I32], I32, I64]:
+    """The (signature, voter) pairs of a rule's blocks for the query keys ``qk`` of
+    signature rows ``qwho``: each block whole up to the rule's cap; a bigger one narrowed by
+    what the rule's key left out (``_narrowed``), what is still too big left to the other
+    rules. Also the rows of the oversized blocks and how many voters each left uncompared."""
+    cap = RULES[rule]
+    vkeys, vwho = ix.keys[rule]
+    # In key order, each search starts where the last one ended (and finds the roll's keys
+    # in cache); the pairs are sorted in the end anyway.
+    o = np.argsort(qk)
+    qk, qwho = qk[o], qwho[o]
+    lo = np.searchsorted(vkeys, qk, side="left").astype(np.int64)
+    size = np.searchsorted(vkeys, qk, side="right").astype(np.int64) - lo
+    big = size > cap
+    sig_parts: list[I32] = []
+    voter_parts: list[I32] = []
+    left: I64 = np.zeros(0, dtype=np.int64)
+    if big.any():
+        sq, vq, left = _narrowed(ix, b, rule, qwho[big], lo[big], size[big], vwho, cap,
+                                 finit, linit, lsound, fsound)
+        sig_parts.append(sq)
+        voter_parts.append(vq)
+    size[big] = 0
+    pos = _expand(lo, size)
+    sig_parts.append(np.repeat(qwho, size).astype(np.int32))
+    voter_parts.append(vwho[pos])
+    return sig_parts, voter_parts, qwho[big], left
+
+
 def _voter_initials(ix: VoterIndex) -> tuple[npt.NDArray[np.int16], npt.NDArray[np.int16]]:
     got = ix.cache.get("voter_initials")
     if got is None:
@@ -379,8 +410,6 @@ def candidates(ix: VoterIndex, b: SigBatch, rules: Sequence[str] = tuple(RULES))
     voter_parts: list[I32] = []
     crowded = np.zeros(b.n, dtype=np.int32)
     for rule in rules:
-        cap = RULES[rule]
-        vkeys, vwho = ix.keys[rule]
         for k, (fsnd, lsnd, finit, linit, first, last) in enumerate(variants):
             if k == 1 and rule not in SWAPPED_RULES:
                 continue
@@ -388,52 +417,27 @@ def candidates(ix: VoterIndex, b: SigBatch, rules: Sequence[str] = tuple(RULES))
                                  c["dob"], fsnd, lsnd, finit, linit, first, last, zip3)
             if not len(qk):
                 continue
-            # In key order, each search starts where the last one ended (and finds the
-            # roll's keys in cache); the pairs are sorted in the end anyway.
-            o = np.argsort(qk)
-            qk, qwho = qk[o], qwho[o]
-            lo = np.searchsorted(vkeys, qk, side="left")
-            hi = np.searchsorted(vkeys, qk, side="right")
-            size = (hi - lo).astype(np.int64)
-            big = size > cap
-            if big.any():
-                # A block too big to compare whole is narrowed by what the rule's key left
-                # out (a first initial, a surname sound, the county); what is still too
-                # big is left to the other rules (the statewide name rule counts it).
-                sq, vq, left = _narrowed(ix, b, rule, qwho[big], lo[big].astype(np.int64),
-                                         size[big], vwho, cap, finit, linit, lsnd[:, 0],
-                                         fsnd[:, 0])
-                sig_parts.append(sq)
-                voter_parts.append(vq)
-                if rule == "lf" and k == 0:
-                    np.maximum.at(crowded, qwho[big], left.astype(np.int32))
-            size[big] = 0
-            pos = _expand(lo.astype(np.int64), size)
-            sig_parts.append(np.repeat(qwho, size).astype(np.int32))
-            voter_parts.append(vwho[pos])
+            sq, vq, big_who, left = _blocks(ix, b, rule, qk, qwho, finit, linit,
+                                            lsnd[:, 0], fsnd[:, 0])
+            sig_parts += sq
+            voter_parts += vq
+            if rule == "lf" and k == 0 and len(big_who):
+                np.maximum.at(crowded, big_who, left.astype(np.int32))
     # The line read with its house number across a space ("453 6SMITH"): the rules that
     # look by house number or street name, again with that reading.
     if len(b.split_house) == b.n and (b.split_house >= 0).any():
         for rule in ("hs", "zh", "sl", "sf", "hl"):
             if rule not in rules:
                 continue
-            vkeys, vwho = ix.keys[rule]
             qk, qwho = rule_keys(rule, who, c["zip"], b.split_house, b.split_street,
                                  c["county"], c["dob"], b.first_sounds, b.last_sounds,
                                  b.f_init, b.l_init, c["first"], c["last"], zip3)
             if not len(qk):
                 continue
-            # In key order, each search starts where the last one ended (and finds the
-            # roll's keys in cache); the pairs are sorted in the end anyway.
-            o = np.argsort(qk)
-            qk, qwho = qk[o], qwho[o]
-            lo = np.searchsorted(vkeys, qk, side="left")
-            hi = np.searchsorted(vkeys, qk, side="right")
-            size = (hi - lo).astype(np.int64)
-            size[size > RULES[rule]] = 0
-            pos = _expand(lo.astype(np.int64), size)
-            sig_parts.append(np.repeat(qwho, size).astype(np.int32))
-            voter_parts.append(vwho[pos])
+            sq, vq, _, _ = _blocks(ix, b, rule, qk, qwho, b.f_init, b.l_init,
+                                   b.last_sounds[:, 0], b.first_sounds[:, 0])
+            sig_parts += sq
+            voter_parts += vq
     if not sig_parts:
         return Pairs(np.zeros(0, np.int32), np.zeros(0, np.int32), crowded)
     s = np.concatenate(sig_parts).astype(np.int64)
