@@ -929,7 +929,7 @@ async def test_the_invariants_hold_and_a_corrupted_tally_row_fails_sigverify_che
     ok = await asyncio.to_thread(sigverify, state, "check", "--petition", pid)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     for name in ("received_accounted", "final_by_status", "verified_were_received",
-                 "one_valid_per_voter", "agrees_with_dedupe"):
+                 "one_valid_per_voter", "agrees_with_dedupe", "counts_agree"):
         assert f"ok     {name}" in ok.stdout, ok.stdout
     # A random-sample petition: the signatures outside the sample are neither final nor pending.
     rs = h.new_petition_id()

@@ -18,11 +18,14 @@ random sample: NOT_SAMPLED) is neither final nor pending.
   be valid).
 - ``agrees_with_dedupe``: every result is what dedupe decided at that revision; none ahead
   of dedupe, none dedupe never produced (a result behind dedupe is only late, not wrong).
+- ``counts_agree``: the count cells the tally reads (``intake.received_counts``,
+  ``tally.result_counts``, kept by triggers) equal a recount of the rows, cell by cell.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 import asyncpg
 
@@ -50,6 +53,7 @@ DESCRIPTIONS = {
     "verified_were_received": "every verified signature was received (same petition and batch)",
     "one_valid_per_voter": "no voter has more than one valid signature on the petition",
     "agrees_with_dedupe": "every result is dedupe's decision at its revision",
+    "counts_agree": "the tally's count cells equal a recount of the rows",
 }
 CHECKS = tuple(DESCRIPTIONS)
 
@@ -124,6 +128,35 @@ async def _agrees_with_dedupe(conn: Conn, pid: str) -> CheckResult:
                        tuple(r["id"] for r in examples))
 
 
+async def _counts_agree(conn: Conn, pid: str) -> CheckResult:
+    """Cells that differ from a recount (examples: ``received:<batch>/<circulator>`` or
+    ``results:<batch>/<circulator>/<status>/<reason>``)."""
+    received = await conn.fetch(
+        "WITH rows AS (SELECT county, batch_id, circulator_id, count(*) AS received, "
+        "  count(*) FILTER (WHERE NOT released) AS held FROM intake.signatures "
+        "  WHERE petition_id = $1 GROUP BY 1, 2, 3), "
+        "cells AS (SELECT county, batch_id, circulator_id, received, held "
+        "  FROM intake.received_counts WHERE petition_id = $1 AND (received <> 0 OR held <> 0)) "
+        "SELECT coalesce(r.batch_id, c.batch_id)::text || '/' "
+        "  || coalesce(r.circulator_id, c.circulator_id) AS cell "
+        "FROM rows r FULL JOIN cells c USING (county, batch_id, circulator_id) "
+        "WHERE r.received IS DISTINCT FROM c.received OR r.held IS DISTINCT FROM c.held "
+        "ORDER BY 1", pid)
+    results = await conn.fetch(
+        "WITH rows AS (SELECT county, batch_id, circulator_id, status, reason, count(*) AS n "
+        "  FROM tally.results WHERE petition_id = $1 GROUP BY 1, 2, 3, 4, 5), "
+        "cells AS (SELECT county, batch_id, circulator_id, status, reason, n "
+        "  FROM tally.result_counts WHERE petition_id = $1 AND n <> 0) "
+        "SELECT coalesce(r.batch_id, c.batch_id)::text || '/' "
+        "  || coalesce(r.circulator_id, c.circulator_id) || '/' || coalesce(r.status, c.status) "
+        "  || '/' || coalesce(r.reason, c.reason) AS cell "
+        "FROM rows r FULL JOIN cells c USING (county, batch_id, circulator_id, status, reason) "
+        "WHERE r.n IS DISTINCT FROM c.n ORDER BY 1", pid)
+    bad = [f"received:{r['cell']}" for r in received] + [f"results:{r['cell']}" for r in results]
+    return CheckResult("counts_agree", DESCRIPTIONS["counts_agree"], len(bad),
+                       tuple(bad[:EXAMPLES]))
+
+
 async def check(pool: asyncpg.Pool, petition_id: str) -> list[CheckResult]:
     """Every check of one petition, read in one consistent snapshot."""
     dedupe = await table_exists(pool, "dedupe.signatures")
@@ -138,7 +171,18 @@ async def check(pool: asyncpg.Pool, petition_id: str) -> list[CheckResult]:
         ]
         if dedupe:
             out.append(await _agrees_with_dedupe(conn, petition_id))
+        out.append(await _counts_agree(conn, petition_id))
     return out
+
+
+async def changed_since(pool: asyncpg.Pool) -> dict[str, datetime]:
+    """Every petition with a count cell, and the last time one of its cells was written (a
+    petition whose cells are still has nothing new to check)."""
+    rows = await pool.fetch(
+        "SELECT petition_id, max(t) AS t FROM (SELECT petition_id, max(updated_at) AS t "
+        "FROM intake.received_counts GROUP BY 1 UNION ALL SELECT petition_id, max(updated_at) "
+        "FROM tally.result_counts GROUP BY 1) x GROUP BY 1")
+    return {r["petition_id"]: r["t"] for r in rows}
 
 
 async def petitions(pool: asyncpg.Pool) -> list[str]:

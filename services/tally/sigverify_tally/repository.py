@@ -85,6 +85,11 @@ class TallySnapshot:
 
 GROUPS = {"county": "county", "batch": "batch_id::text", "circulator": "circulator_id"}
 
+# The counts are read from cells that triggers keep beside the rows (intake's migration 0007,
+# tally's 0003): a request costs the same at 1,000 signatures and at 1,000,000.
+RECEIVED_CELLS = "intake.received_counts"
+RESULT_CELLS = "tally.result_counts"
+
 
 async def snapshot(pool: asyncpg.Pool, petition_id: str) -> TallySnapshot:
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
@@ -94,21 +99,23 @@ async def snapshot(pool: asyncpg.Pool, petition_id: str) -> TallySnapshot:
         groups: dict[str, dict[str, Counts]] = {}
         for name, expr in GROUPS.items():
             received = await conn.fetch(
-                f"SELECT {expr} AS k, count(*) AS n, count(*) FILTER (WHERE NOT released) AS held "  # noqa: S608
-                "FROM intake.signatures WHERE petition_id = $1 GROUP BY 1", petition_id)
+                f"SELECT {expr} AS k, sum(received)::bigint AS n, sum(held)::bigint AS held "  # noqa: S608
+                f"FROM {RECEIVED_CELLS} WHERE petition_id = $1 GROUP BY 1 "
+                "HAVING sum(received) <> 0", petition_id)
             statuses = await conn.fetch(
-                f"SELECT {expr} AS k, status, reason, count(*) AS n FROM tally.results "  # noqa: S608
-                "WHERE petition_id = $1 GROUP BY 1, 2, 3", petition_id)
+                f"SELECT {expr} AS k, status, reason, sum(n)::bigint AS n FROM {RESULT_CELLS} "  # noqa: S608
+                "WHERE petition_id = $1 GROUP BY 1, 2, 3 HAVING sum(n) <> 0", petition_id)
             groups[name] = fold(
                 ((r["k"], r["n"], r["held"]) for r in received),
                 ((r["k"], Status(r["status"]), Reason(r["reason"]), r["n"]) for r in statuses),
             )
         received = await conn.fetch(
-            "SELECT county, circulator_id, count(*) AS n FROM intake.signatures "
-            "WHERE petition_id = $1 GROUP BY 1, 2", petition_id)
+            f"SELECT county, circulator_id, sum(received)::bigint AS n FROM {RECEIVED_CELLS} "  # noqa: S608
+            "WHERE petition_id = $1 GROUP BY 1, 2 HAVING sum(received) <> 0", petition_id)
         statuses = await conn.fetch(
-            "SELECT county, circulator_id, status, reason, count(*) AS n FROM tally.results "
-            "WHERE petition_id = $1 GROUP BY 1, 2, 3, 4", petition_id)
+            "SELECT county, circulator_id, status, reason, sum(n)::bigint AS n "  # noqa: S608
+            f"FROM {RESULT_CELLS} WHERE petition_id = $1 GROUP BY 1, 2, 3, 4 "
+            "HAVING sum(n) <> 0", petition_id)
         pairs = fold(
             (((r["county"], r["circulator_id"]), r["n"]) for r in received),
             (((r["county"], r["circulator_id"]), Status(r["status"]), Reason(r["reason"]), r["n"])
@@ -135,8 +142,8 @@ async def statutory_state(conn: Conn, petition: asyncpg.Record, counted: Counts)
     """The petition's place in the statutory process (``counted``: its whole-petition counts)."""
     pid = petition["petition_id"]
     counties = await conn.fetch(
-        "WITH stored AS (SELECT county, count(*) AS raw FROM intake.signatures "
-        "  WHERE petition_id = $1 GROUP BY county), "
+        f"WITH stored AS (SELECT county, sum(received)::bigint AS raw FROM {RECEIVED_CELLS} "  # noqa: S608
+        "  WHERE petition_id = $1 GROUP BY county HAVING sum(received) <> 0), "
         "named AS (SELECT county FROM stored UNION SELECT unnest($2::text[]) "
         "  UNION SELECT county FROM intake.counties WHERE petition_id = $1) "
         "SELECT n.county, coalesce(s.raw, 0) AS raw, c.closed_at IS NOT NULL AS closed, "
@@ -164,11 +171,13 @@ async def whole_petition(conn: Conn, petition_id: str) -> tuple[asyncpg.Record |
     """The petition's row (None when there is none) and its counts as a whole."""
     p = await conn.fetchrow("SELECT * FROM intake.petitions WHERE petition_id = $1", petition_id)
     counts = await conn.fetchrow(
-        "SELECT count(*) AS received, count(*) FILTER (WHERE NOT released) AS held "
-        "FROM intake.signatures WHERE petition_id = $1", petition_id)
+        "SELECT coalesce(sum(received), 0)::bigint AS received, "  # noqa: S608
+        f"coalesce(sum(held), 0)::bigint AS held FROM {RECEIVED_CELLS} WHERE petition_id = $1",
+        petition_id)
     assert counts is not None  # an aggregate always has a row
-    statuses = await conn.fetch("SELECT status, reason, count(*) AS n FROM tally.results "
-                                "WHERE petition_id = $1 GROUP BY 1, 2", petition_id)
+    statuses = await conn.fetch(
+        f"SELECT status, reason, sum(n)::bigint AS n FROM {RESULT_CELLS} "  # noqa: S608
+        "WHERE petition_id = $1 GROUP BY 1, 2 HAVING sum(n) <> 0", petition_id)
     counted = fold([("", counts["received"], counts["held"])],
                    (("", Status(r["status"]), Reason(r["reason"]), r["n"]) for r in statuses))
     return p, counted.get("", Counts())
@@ -190,8 +199,8 @@ async def decide_due(pool: asyncpg.Pool, petition_id: str) -> list[Recorded]:
         # have been still for SETTLE_SECONDS: dedupe may still be revising a signature whose
         # voter's other signature has just been applied.
         settled = await conn.fetchval(
-            "SELECT coalesce(max(updated_at) < now() - make_interval(secs => $2), true) "
-            "FROM tally.results WHERE petition_id = $1", petition_id, SETTLE_SECONDS)
+            "SELECT coalesce(max(updated_at) < now() - make_interval(secs => $2), true) "  # noqa: S608
+            f"FROM {RESULT_CELLS} WHERE petition_id = $1", petition_id, SETTLE_SECONDS)
         made = []
         for d in a.due:
             if not settled and (d.stage is Stage.RANDOM_SAMPLE or d.outcome is Outcome.FAILS):
@@ -219,12 +228,15 @@ async def undecided(pool: asyncpg.Pool) -> list[str]:
 async def status_counts(pool: asyncpg.Pool) -> list[asyncpg.Record]:
     """(petition_id, status, reason, n) over every petition (for the metrics gauges)."""
     return await pool.fetch(
-        "SELECT petition_id, status, reason, count(*) AS n FROM tally.results GROUP BY 1, 2, 3")
+        f"SELECT petition_id, status, reason, sum(n)::bigint AS n FROM {RESULT_CELLS} "  # noqa: S608
+        "GROUP BY 1, 2, 3 HAVING sum(n) <> 0")
 
 
 async def received_counts(pool: asyncpg.Pool) -> list[asyncpg.Record]:
     """(petition_id, n) signatures stored by intake, per petition."""
-    return await pool.fetch("SELECT petition_id, count(*) AS n FROM intake.signatures GROUP BY 1")
+    return await pool.fetch(
+        f"SELECT petition_id, sum(received)::bigint AS n FROM {RECEIVED_CELLS} "  # noqa: S608
+        "GROUP BY 1 HAVING sum(received) <> 0")
 
 
 async def result(pool: asyncpg.Pool, signature_id: uuid.UUID) -> asyncpg.Record:
