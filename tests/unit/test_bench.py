@@ -5,13 +5,17 @@ with links, the targets' marks."""
 from __future__ import annotations
 
 import csv
+import os
+import subprocess
+import sys
+import time
 from datetime import date
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from sigverify_cli import bench
+from sigverify_cli import bench, stack
 from sigverify_cli.evaldata import EvalData
 from sigverify_cli.scoring import Accuracy, Linkage
 from sigverify_cli.synth import SynthSpec, generate
@@ -131,3 +135,26 @@ def test_accuracy_table_marks_figures_beyond_their_targets() -> None:
     assert "!" not in febrl1
     assert febrl2.count("!") == 4   # false accept, false reject, review, F1
     assert synth.count("!") == 3    # F1 has a target on FEBRL only
+
+
+def test_cpu_by_process_counts_a_server_with_its_children_and_the_client(tmp_path: Path) -> None:
+    # A "server" (this process) with a child that burns CPU and one that has exited.
+    subprocess.run([sys.executable, "-c", "sum(range(3_000_000))"], check=True)
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        (tmp_path / "postmaster.pid").write_text(f"{os.getpid()}\n{tmp_path}\n")
+        state = stack.StackState(home=str(tmp_path), database_url="", kafka_bootstrap_servers="",
+                                 pg_data=str(tmp_path))
+        state.services["matching"] = stack.ServiceProc(pid=busy.pid, grpc_port=0,
+                                                       metrics_port=0, log="")
+        first = bench.cpu_by_process(state)
+        time.sleep(0.5)
+        second = bench.cpu_by_process(state)
+    finally:
+        busy.kill()
+        busy.wait()
+    assert set(first) == {"matching", "bench client", "postgresql"}
+    assert second["matching"] > first["matching"]  # the busy child, counted as a service
+    # The server's figure holds its own time, the exited child's and the live busy one's.
+    assert second["postgresql"] >= second["matching"] + bench._cpu_seconds("self")
+    assert bench._cpu_seconds(2**22 + 12345) == 0.0  # no such process

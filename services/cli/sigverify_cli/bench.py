@@ -128,6 +128,48 @@ def _proc_kib_meminfo(key: str) -> int:
     return 1 << 50
 
 
+def _cpu_seconds(pid: int | str, children: bool = False) -> float:
+    """User + system CPU seconds of a process (and of its reaped children); 0 when gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12])
+    if children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(entry.name))
+            except (OSError, IndexError, ValueError):
+                continue
+    return out
+
+
+def cpu_by_process(state: stack.StackState) -> dict[str, float]:
+    """CPU seconds used so far by each service, the broker, the embedded PostgreSQL (the
+    server, its live backends and those that have exited) and this process (the client that
+    submits and waits)."""
+    out = {name: _cpu_seconds(proc.pid) for name, proc in state.services.items()}
+    out["bench client"] = _cpu_seconds("self")
+    if state.broker_pid:
+        out["broker"] = _cpu_seconds(state.broker_pid)
+    if state.pg_data:
+        try:
+            postmaster = int((Path(state.pg_data) / "postmaster.pid").read_text().split()[0])
+        except (OSError, IndexError, ValueError):
+            return out
+        out["postgresql"] = _cpu_seconds(postmaster, children=True) + sum(
+            _cpu_seconds(c) for c in _children(postmaster))
+    return out
+
+
 def _mib(kib: float) -> str:
     return f"{kib / 1024:,.0f} MiB" if kib >= 0 else "n/a"
 
@@ -662,16 +704,24 @@ async def _wait_serving(ep: Endpoints, version: int, replicas: int, timeout: flo
 
 
 async def _one_run(ep: Endpoints, pool: asyncpg.Pool, data: EvalData, label: str, tag: str,
-                   work: Path) -> tuple[float, Accuracy]:
+                   work: Path, state: stack.StackState | None = None) -> tuple[float, Accuracy]:
     since = await pool.fetchval("SELECT now()")
     petition = f"bench-{tag}-{int(time.time())}"  # the bench's database is kept between runs
+    cpu0 = cpu_by_process(state) if state else {}
     submitted, elapsed, files, n = await _pipeline(ep, data, petition)
+    cpu1 = cpu_by_process(state) if state else {}
     rate, span = await _matcher_rate(pool, petition)
     figure(f"first submit to final tally ({label})",
            f"{elapsed:.1f} s: {n / elapsed:,.0f} signatures/s end to end "
            f"({n:,} signatures; all submitted after {submitted:.1f} s)")
     figure(f"  matching, first to last decision ({label})",
            f"{rate:,.0f} signatures/s over {span:.1f} s")
+    if cpu1:
+        used = {k: cpu1[k] - cpu0.get(k, 0.0) for k in cpu1}
+        figure("  CPU per 1,000 signatures, by process",
+               f"{sum(used.values()) * 1000 / max(n, 1):.2f} s in all: " + ", ".join(
+                   f"{k} {v * 1000 / max(n, 1):.2f}"
+                   for k, v in sorted(used.items(), key=lambda kv: -kv[1])))
     figure("  match model", await _models_since(pool, since))
     out = work / f"results-{tag}.csv"
     from sigverify_cli.main import export_results
@@ -691,18 +741,18 @@ async def _run_pipeline(data: EvalData, state: stack.StackState, work: Path,
         version = await _roll_load(ep, pool, data.roll_csv)
         say("[bold]pipeline: one matcher replica, first petition[/bold] (the roll version's "
             "match model is learned from its first signatures, while they wait)")
-        _, acc0 = await _one_run(ep, pool, data, "1 replica, first", "0", work)
+        _, acc0 = await _one_run(ep, pool, data, "1 replica, first", "0", work, state)
         if one_petition:
             _peaks(state)
             return [("pipeline, first", data, acc0)]
         say("[bold]pipeline: one matcher replica[/bold] (a new petition, the model in place)")
-        e2e1, acc1 = await _one_run(ep, pool, data, "1 replica", "1", work)
+        e2e1, acc1 = await _one_run(ep, pool, data, "1 replica", "1", work, state)
         say("[bold]pipeline: two matcher replicas[/bold] (a new petition, the model in place)")
         stack.spawn_service(state, "matching", instance="matching-2")
         await asyncio.to_thread(stack.wait_healthy, state, ("matching-2",), 300)
         await _wait_serving(ep, version, 2, ACTIVATION_SECONDS)
         await asyncio.sleep(15)  # let the consumer group settle on two members
-        e2e2, acc2 = await _one_run(ep, pool, data, "2 replicas", "2", work)
+        e2e2, acc2 = await _one_run(ep, pool, data, "2 replicas", "2", work, state)
         figure("end to end, 2 replicas / 1 replica (model in place)", f"{e2e2 / e2e1:.2f}x")
         _peaks(state)
     finally:
