@@ -596,3 +596,22 @@ def test_a_house_number_split_across_a_space_still_finds_the_voter() -> None:
     pairs = engine.candidates(ix, b)
     assert ix.voter_ids(pairs.voter.tolist()) == ["S1"]
     assert engine.candidates(ix, b, rules=("zl", "zf")).voter.tolist() == []
+
+
+def test_the_same_middle_initial_is_an_initial_not_a_middle_name(hostile: Petition) -> None:
+    """SANDRA D MURRAY is not ERIK D MURRAY's signature because both give the middle initial
+    D: one letter agrees by chance in some twenty pairs, a middle name far less often, so an
+    initial's agreement has the initial level's weight (it had the full name's)."""
+    index = build([voter("M1", "Erik", "Murray", "15748 Lindsey Cir", middle="D"),
+                   voter("M2", "Elizabeth", "Murray", "15748 Lindsey Cir", middle="Jane")])
+    initials = engine.match_batch(index, hostile.model, [
+        sig("Sandra", "Murray", "15748 Lindsey Circle", middle="D")], CONFIG).results()[0]
+    levels = {f: level for f, level, _ in initials.candidates[0].evidence}
+    assert initials.candidates[0].voter_id == "M1" and levels["middle"] == "initial"
+    whole = engine.match_batch(index, hostile.model, [
+        sig("Liz", "Murray", "15748 Lindsey Circle", middle="Jane")], CONFIG).results()[0]
+    levels = {f: level for f, level, _ in whole.candidates[0].evidence}
+    assert whole.candidates[0].voter_id == "M2" and levels["middle"] == "exact"
+    tables = hostile.model.tables()["middle"]
+    weight = {lvl: tables[0][i] - tables[1][i] for i, lvl in enumerate(fs.LEVELS["middle"])}
+    assert weight["initial"] < weight["exact"]

@@ -658,8 +658,23 @@ def _last_levels(ix: VoterIndex, sl: I32, vl: I32, s_sound: I32, s_parts: I32,
     return out
 
 
+def _single_letters(ix: VoterIndex) -> B:
+    """Per code of the roll's given-name vocabulary: the name is one letter (an initial)."""
+    got = ix.cache.get("given_single")
+    if got is None:
+        v = ix.vocabs["given"]
+        got = ix.cache.setdefault("given_single", np.strings.str_len(v.strs(
+            np.arange(len(v), dtype=np.int64))) == 1)
+    return got  # type: ignore[no-any-return]
+
+
 def _middle_levels(ix: VoterIndex, sm: I32, vm: I32, coder: Coder) -> npt.NDArray[np.int8]:
     out, rest = _start_levels(sm, vm, fs.MID_EXACT, fs.MID_DIFF)
+    # The same initial on both sides is an initial's agreement (D and D: one letter in some
+    # twenty), not a middle name's.
+    same = out == fs.MID_EXACT
+    if same.any():
+        out[same & _single_letters(ix)[np.maximum(vm, 0)]] = fs.MID_INITIAL
     if not rest.any():
         return out
     ua, ub, inv = _unique(sm[rest], vm[rest])
