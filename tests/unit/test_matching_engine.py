@@ -615,3 +615,18 @@ def test_the_same_middle_initial_is_an_initial_not_a_middle_name(hostile: Petiti
     tables = hostile.model.tables()["middle"]
     weight = {lvl: tables[0][i] - tables[1][i] for i, lvl in enumerate(fs.LEVELS["middle"])}
     assert weight["initial"] < weight["exact"]
+
+
+@pytest.mark.parametrize("written", ["1977 5West Ave", "197 75WEST AVE", "1977 5WESTAVENUE"])
+def test_a_house_number_split_onto_a_street_named_by_a_directional_is_a_slip(
+        hostile: Petition, written: str) -> None:
+    """WEST AVE is kept as the street W of type AVE; a digit of the house number written
+    onto it ("1977 5WEST AVE") is the voter's line with its name written out, a slip, not
+    just the same zip (before, the line was put together with W and was three letters off)."""
+    index = build([voter("W1", "Victor", "Dominguez", "19775 West Ave"),
+                   voter("W2", "Victor", "Dominguez", "1977 Pine St")])
+    r = engine.match_batch(index, hostile.model, [sig("Victor", "Dominguez", written)],
+                           CONFIG).results()[0]
+    assert r.candidates and r.candidates[0].voter_id == "W1", r
+    levels = {f: level for f, level, _ in r.candidates[0].evidence}
+    assert levels["residence"] == "near (a slip)", levels

@@ -1013,20 +1013,29 @@ def _residence_levels(ix: VoterIndex, b: SigBatch, s: I32, v: I32) -> npt.NDArra
         ty = vc["stype"][v][idx].astype(np.int64)
         dr = vc["sdir"][v][idx].astype(np.int64)
         near = np.zeros(len(idx), dtype=bool)
+        # A street named by a directional ("WEST AVE", kept as W) is written out too, as the
+        # signature's line has it ("1977 5WEST AVE").
+        names = [name]
+        if len(name):
+            spelt = np.array([long_direction(x) for x in name.tolist()], dtype="U")
+            if (spelt != name).any():
+                names.append(spelt)
         # A slip changes the length by two at most: only lines of about the length written
         # are put together and compared.
         la = np.strings.str_len(a)
-        base = np.strings.str_len(house) + np.strings.str_len(name)
-        for d_text in (_short_types(ix, co["sdir"], dr, "sdir"),
-                       _long_dirs(ix, dr)):
-            ld = np.strings.str_len(d_text)
-            for t_text in (_short_types(ix, co["stype"], ty), _long_types(ix, co["stype"], ty)):
-                r = np.nonzero(~near & (np.abs(la - (base + ld + np.strings.str_len(t_text)))
-                                        <= 2))[0]
-                if len(r):
-                    line = np.strings.add(np.strings.add(np.strings.add(house[r], d_text[r]),
-                                                         name[r]), t_text[r])
-                    near[r] = _slip(a[r], line, 10)
+        for nm in names:
+            base = np.strings.str_len(house) + np.strings.str_len(nm)
+            for d_text in (_short_types(ix, co["sdir"], dr, "sdir"),
+                           _long_dirs(ix, dr)):
+                ld = np.strings.str_len(d_text)
+                for t_text in (_short_types(ix, co["stype"], ty),
+                               _long_types(ix, co["stype"], ty)):
+                    r = np.nonzero(~near & (np.abs(la - (base + ld + np.strings.str_len(t_text)))
+                                            <= 2))[0]
+                    if len(r):
+                        line = np.strings.add(np.strings.add(np.strings.add(house[r], d_text[r]),
+                                                             nm[r]), t_text[r])
+                        near[r] = _slip(a[r], line, 10)
         addr_near[idx[near]] = True
     # The street and second lines swapped around the house number ("26 DURRAWEEN" with
     # "CHANT STREET" below it, for 26 CHANT STREET, DURRAWEEN): one side's second line is
