@@ -29,6 +29,7 @@ import numpy.typing as npt
 from rapidfuzz import process
 from rapidfuzz.distance import OSA
 
+from sigverify_matching import hypocorisms
 from sigverify_matching.domain import (
     _NICKNAMER,
     PersonName,
@@ -44,7 +45,7 @@ I32 = npt.NDArray[np.int32]
 I64 = npt.NDArray[np.int64]
 U64 = npt.NDArray[np.uint64]
 
-FORMAT = 3  # bumped when the saved layout changes
+FORMAT = 4  # bumped when the saved layout or what it is built from (nicknames) changes
 
 STATUSES = ("ACTIVE", "INACTIVE", "CANCELLED")
 SUFFIX_CODES = {"": 0, "JR": 1, "SR": 2, "II": 3, "III": 4, "IV": 5}
@@ -127,7 +128,7 @@ def mix(*parts: npt.NDArray[Any]) -> U64:
 
 def _names_by_length() -> dict[int, tuple[str, ...]]:
     names = {n.upper() for n in _NICKNAMER.nickname_lookup} | {
-        n.upper() for n in _NICKNAMER.canonical_lookup}
+        n.upper() for n in _NICKNAMER.canonical_lookup} | hypocorisms.names()
     out: dict[int, list[str]] = {}
     for n in sorted(names):
         out.setdefault(len(n), []).append(n)

@@ -30,6 +30,7 @@ from scourgify.address_constants import (
 from unidecode import unidecode
 
 from sigverify_common.vocab import Decision, Reason
+from sigverify_matching import hypocorisms
 
 # ---------------------------------------------------------------------------------------
 # The interface
@@ -141,12 +142,14 @@ def first_name_keys(name: str) -> frozenset[str]:
     """The name and the canonical names it is a nickname of ("BOB" -> {BOB, ROBERT, ...}).
 
     Two first names are equivalent when their keys meet: BOB ~ ROBERT, BOB ~ ROB (both
-    ROBERT), LIZ ~ ELIZABETH, but not CHRISTOPHER ~ CHRISTINA.
+    ROBERT), LIZ ~ ELIZABETH, but not CHRISTOPHER ~ CHRISTINA. The canonical names are the
+    ``nicknames`` package's and, for Spanish names, ``hypocorisms`` (PEPE -> JOSE).
     """
     if not name:
         return frozenset()
     keys = {name}
     keys.update(intern(normalize_text(c).replace(" ", "")) for c in _NICKNAMER.canonicals_of(name))
+    keys.update(intern(c) for c in hypocorisms.canonicals_of(name))
     return frozenset(keys)
 
 
