@@ -648,3 +648,19 @@ def test_spanish_familiar_forms_are_nicknames(hostile: Petition, written: str, l
                            CONFIG).results()[0]
     assert outcome(r) == (Decision.MATCH, Reason.MATCHED, "S1"), r
     assert {f: lv for f, lv, _ in r.candidates[0].evidence}["first"] == level
+
+
+def test_house_number_and_first_name_find_a_voter_whose_surname_street_and_zip_slipped(
+        hostile: Petition) -> None:
+    """PRIYA SHAFH, 5180, COOPERSTREET, zip 97481 for PRIYA SHAH, 5180 COOPER ST, 97401: each
+    other rule's key holds a slipped part; county + house number + first-name sound ("hf")
+    holds none."""
+    index = build([voter("P1", "Priya", "Shah", "5180 Cooper St"),
+                   voter("P2", "Priya", "Patel", "77 Cooper St")])
+    s = sig("PRIYA", "SHAFH", "5180, COOPERSTREET", zip_code="97481")
+    b = engine.prepare(index, [s])
+    others = [r for r in columnar.RULES if r != "hf"]
+    assert 0 not in engine.candidates(index, b, others).voter.tolist()
+    assert 0 in engine.candidates(index, b).voter.tolist()
+    r = engine.match_batch(index, hostile.model, [s], CONFIG).results()[0]
+    assert r.candidates and r.candidates[0].voter_id == "P1", r

@@ -288,6 +288,8 @@ RULES = {
     "pl": 300,   # zip's first three digits + surname sound + first initial: zip and
                  # address slips together
     "hl": 200,   # county + house number + surname sound: zip and street both wrong
+    "hf": 200,   # county + house number + first-name sound (its nicknames' too): surname,
+                 # street and zip all slipped
 }
 
 
@@ -857,6 +859,11 @@ def rule_keys(rule: str, who: I32, zip_: I32, house: I32, street: I32, county: n
         ok = street[r] >= 0
         r, s = r[ok], s[ok]
         return mix(county[r], street[r], s), r
+    if rule == "hf":
+        r, snd = _explode(who, _unique_per_row(first_sounds))
+        ok = house[r] >= 0
+        r, snd = r[ok], snd[ok]
+        return mix(county[r], house[r], snd, np.full(len(r), 29)), r
     if rule == "hl":
         r, snd = _explode(who, last_sounds[:, :1])
         ok = house[r] >= 0

@@ -280,6 +280,7 @@ def _expand(lo: I64, size: I64) -> I64:
 NARROW_LIMIT = 12
 #: What narrows an oversized block of each rule: the part of the person its key leaves out.
 NARROW_BY = {"zl": "first initial", "sl": "first initial", "hl": "first initial",
+             "hf": "surname initial",
              "pl": "first sound", "zf": "surname sound", "sf": "surname initial",
              "zh": "surname initial", "hs": "county", "lf": "county", "bf": "county",
              "bl": "county", "bz": "county"}
@@ -426,7 +427,7 @@ def candidates(ix: VoterIndex, b: SigBatch, rules: Sequence[str] = tuple(RULES))
     # The line read with its house number across a space ("453 6SMITH"): the rules that
     # look by house number or street name, again with that reading.
     if len(b.split_house) == b.n and (b.split_house >= 0).any():
-        for rule in ("hs", "zh", "sl", "sf", "hl"):
+        for rule in ("hs", "zh", "sl", "sf", "hl", "hf"):
             if rule not in rules:
                 continue
             qk, qwho = rule_keys(rule, who, c["zip"], b.split_house, b.split_street,
