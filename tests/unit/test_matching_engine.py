@@ -664,3 +664,19 @@ def test_house_number_and_first_name_find_a_voter_whose_surname_street_and_zip_s
     assert 0 in engine.candidates(index, b).voter.tolist()
     r = engine.match_batch(index, hostile.model, [s], CONFIG).results()[0]
     assert r.candidates and r.candidates[0].voter_id == "P1", r
+
+
+def test_street_and_initial_find_a_voter_whose_surname_and_house_number_slipped(
+        hostile: Petition) -> None:
+    """P MORAGN, 11113 PINE DR for PATRICK MORGAN, 11131 PINE DR: an initial has no first-name
+    sound to look by, the surname's sound and the house number are off; the street and the
+    initial in the county ("si", asked only for a signature giving an initial) are not."""
+    index = build([voter("G1", "Patrick", "Morgan", "11131 Pine Dr"),
+                   voter("G2", "Paula", "Nguyen", "300 Pine Dr")])
+    s = sig("P", "Moragn", "11113 Pine Dr")
+    b = engine.prepare(index, [s])
+    others = [r for r in columnar.RULES if r != "si"]
+    assert 0 not in engine.candidates(index, b, others).voter.tolist()
+    assert 0 in engine.candidates(index, b).voter.tolist()
+    r = engine.match_batch(index, hostile.model, [s], CONFIG).results()[0]
+    assert r.candidates and r.candidates[0].voter_id == "G1", r

@@ -290,6 +290,8 @@ RULES = {
     "hl": 200,   # county + house number + surname sound: zip and street both wrong
     "hf": 200,   # county + house number + first-name sound (its nicknames' too): surname,
                  # street and zip all slipped
+    "si": 200,   # county + street name + first initial, for a signature giving only an
+                 # initial ("P MORAGN, 11113 PINE DR"): surname and house number slipped
 }
 
 
@@ -859,6 +861,9 @@ def rule_keys(rule: str, who: I32, zip_: I32, house: I32, street: I32, county: n
         ok = street[r] >= 0
         r, s = r[ok], s[ok]
         return mix(county[r], street[r], s), r
+    if rule == "si":
+        ok = (street >= 0) & (f_init >= 0)
+        return mix(county[ok], street[ok], f_init[ok], np.full(int(ok.sum()), 31)), who[ok]
     if rule == "hf":
         r, snd = _explode(who, _unique_per_row(first_sounds))
         ok = house[r] >= 0

@@ -280,7 +280,7 @@ def _expand(lo: I64, size: I64) -> I64:
 NARROW_LIMIT = 12
 #: What narrows an oversized block of each rule: the part of the person its key leaves out.
 NARROW_BY = {"zl": "first initial", "sl": "first initial", "hl": "first initial",
-             "hf": "surname initial",
+             "hf": "surname initial", "si": "surname initial",
              "pl": "first sound", "zf": "surname sound", "sf": "surname initial",
              "zh": "surname initial", "hs": "county", "lf": "county", "bf": "county",
              "bl": "county", "bz": "county"}
@@ -410,12 +410,22 @@ def candidates(ix: VoterIndex, b: SigBatch, rules: Sequence[str] = tuple(RULES))
     sig_parts: list[I32] = []
     voter_parts: list[I32] = []
     crowded = np.zeros(b.n, dtype=np.int32)
+    # The street + initial rule is asked only for a signature that gives an initial alone
+    # (any other is found by its first name's sound).
+    initial_only = np.zeros(b.n, dtype=bool)
+    has_first = c["first"] >= 0
+    if has_first.any():
+        initial_only[has_first] = _coded_meta(ix, "given", b.coders["given"],
+                                              c["first"][has_first])[0] == 1
     for rule in rules:
         for k, (fsnd, lsnd, finit, linit, first, last) in enumerate(variants):
             if k == 1 and rule not in SWAPPED_RULES:
                 continue
             qk, qwho = rule_keys(rule, who, c["zip"], c["house"], c["street"], c["county"],
                                  c["dob"], fsnd, lsnd, finit, linit, first, last, zip3)
+            if rule == "si":
+                keep = initial_only[qwho]
+                qk, qwho = qk[keep], qwho[keep]
             if not len(qk):
                 continue
             sq, vq, big_who, left = _blocks(ix, b, rule, qk, qwho, finit, linit,
