@@ -680,3 +680,17 @@ def test_street_and_initial_find_a_voter_whose_surname_and_house_number_slipped(
     assert 0 in engine.candidates(index, b).voter.tolist()
     r = engine.match_batch(index, hostile.model, [s], CONFIG).results()[0]
     assert r.candidates and r.candidates[0].voter_id == "G1", r
+
+
+@pytest.mark.parametrize(("written", "level"), [
+    ("Wdu", "similar"), ("Lam", "similar"), ("Wu", "exact"), ("Chen", "different")])
+def test_one_edit_in_a_short_surname_is_similar(hostile: Petition, written: str,
+                                                level: str) -> None:
+    """WDU for WU, LAB for LAM: one edit in a surname under four letters is the similar
+    level (other people's LI, LE and LEE are one edit apart too, so not a typo); it was
+    "different", the strongest evidence against."""
+    index = build([voter("U1", "Daniel", "Wu" if written != "Lam" else "Lab", "4684 Kristy Cir")])
+    r = engine.match_batch(index, hostile.model, [sig("Daniel", written, "4684 Kristy Cir")],
+                           CONFIG).results()[0]
+    assert r.candidates and r.candidates[0].voter_id == "U1", r
+    assert {f: lv for f, lv, _ in r.candidates[0].evidence}["last"] == level

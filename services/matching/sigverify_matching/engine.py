@@ -646,13 +646,15 @@ def _last_levels(ix: VoterIndex, sl: I32, vl: I32, s_sound: I32, s_parts: I32,
         a, bb = coder.strs(ua), ix.vocabs["last"].strs(ub)
         la, lb = np.strings.str_len(a), np.strings.str_len(bb)
         jw = _jw(a, bb)
-        osa = _osa_where(a, bb, (np.abs(la - lb) <= 1) & (np.maximum(la, lb) >= 4))
+        osa = _osa_where(a, bb, (np.abs(la - lb) <= 1) & (np.maximum(la, lb) >= 2))
         part = ((la >= 3) & (lb >= 3) & (
             np.strings.startswith(a, bb) | np.strings.endswith(a, bb)
             | np.strings.startswith(bb, a) | np.strings.endswith(bb, a)))
         typo = ((osa <= 1) & (np.maximum(la, lb) >= 4)) | (jw >= 0.94)
-        return np.select([typo, part, jw >= 0.84], [fs.LAST_TYPO, fs.LAST_PART,
-                                                      fs.LAST_SIMILAR],
+        # One edit in a short surname (WU / WDU, LAM / LAB) is only similar: LI, LE, LU and
+        # LEE are different people's.
+        similar = (jw >= 0.84) | ((osa <= 1) & (np.minimum(la, lb) >= 2))
+        return np.select([typo, part, similar], [fs.LAST_TYPO, fs.LAST_PART, fs.LAST_SIMILAR],
                          fs.LAST_DIFF).astype(np.int8)
 
     r = _memo(ix, "last", "last", ua, ub, spelt)[inv]
