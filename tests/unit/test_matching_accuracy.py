@@ -13,14 +13,16 @@ modest margin, so that a real loss fails the test and noise between seeds does n
 ====================  =================  ======  ===================  ======
 rate (of all rows)    default, measured  bar     hostile, measured    bar
 ====================  =================  ======  ===================  ======
-false accept          0.00-0.03 %        0.10 %  0.05-0.18 %          0.30 %
-false reject          0.03-0.07 %        0.20 %  0.85-1.27 %          1.75 %
-review                0.30-0.57 %        1.00 %  3.55-4.42 %          5.25 %
-agreement             98.62-99.00 %      98.0 %  92.58-93.65 %        92.0 %
+false accept          0.00-0.03 %        0.10 %  0.05-0.12 %          0.25 %
+false reject          0.03-0.10 %        0.20 %  0.33-0.50 %          1.00 %
+review                0.25-0.45 %        1.00 %  2.50-2.93 %          4.00 %
+agreement             98.67-98.95 %      98.0 %  95.03-95.65 %        94.0 %
 ====================  =================  ======  ===================  ======
 
-The default set's false-accept bar is issue 3's 0.1 %. The hostile set had 15 false
-accepts over the three seeds (6, 2 and 7 on seeds 5, 77 and 31).
+The default set's false-accept bar is issue 3's 0.1 %. Measured on 2026-12-01 after the
+Spanish familiar forms, the two blocking rules by house number and by street with an
+initial, and the short-surname and middle-initial levels (the hostile bars were 0.30 /
+1.75 / 5.25 / 92.0 % before).
 ``-s`` prints the figures.
 """
 
@@ -50,7 +52,7 @@ class Bars:
 
 BARS = {
     "default": Bars(false_accept=0.001, false_reject=0.002, review=0.01, agreement=0.98),
-    "hostile": Bars(false_accept=0.003, false_reject=0.0175, review=0.0525, agreement=0.92),
+    "hostile": Bars(false_accept=0.0025, false_reject=0.01, review=0.04, agreement=0.94),
 }
 
 
