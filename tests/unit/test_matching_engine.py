@@ -650,36 +650,32 @@ def test_spanish_familiar_forms_are_nicknames(hostile: Petition, written: str, l
     assert {f: lv for f, lv, _ in r.candidates[0].evidence}["first"] == level
 
 
-def test_house_number_and_first_name_find_a_voter_whose_surname_street_and_zip_slipped(
-        hostile: Petition) -> None:
-    """PRIYA SHAFH, 5180, COOPERSTREET, zip 97481 for PRIYA SHAH, 5180 COOPER ST, 97401: each
-    other rule's key holds a slipped part; county + house number + first-name sound ("hf")
-    holds none."""
-    index = build([voter("P1", "Priya", "Shah", "5180 Cooper St"),
-                   voter("P2", "Priya", "Patel", "77 Cooper St")])
-    s = sig("PRIYA", "SHAFH", "5180, COOPERSTREET", zip_code="97481")
-    b = engine.prepare(index, [s])
-    others = [r for r in columnar.RULES if r != "hf"]
+@pytest.mark.parametrize(("rule", "target", "other", "written"), [
+    # PRIYA SHAFH, 5180, COOPERSTREET, zip 97481 for PRIYA SHAH, 5180 COOPER ST, 97401: each
+    # other rule's key holds a slipped part; county + house number + first-name sound holds
+    # none.
+    ("hf", voter("P1", "Priya", "Shah", "5180 Cooper St"),
+     voter("P2", "Priya", "Patel", "77 Cooper St"),
+     sig("PRIYA", "SHAFH", "5180, COOPERSTREET", zip_code="97481")),
+    # P MORAGN, 11113 PINE DR for PATRICK MORGAN, 11131 PINE DR: an initial has no
+    # first-name sound to look by, the surname's sound and the house number are off; the
+    # street and the initial in the county (asked only for a signature giving an initial)
+    # are not.
+    ("si", voter("G1", "Patrick", "Morgan", "11131 Pine Dr"),
+     voter("G2", "Paula", "Nguyen", "300 Pine Dr"), sig("P", "Moragn", "11113 Pine Dr")),
+])
+def test_a_rule_finds_the_voter_whose_other_keys_all_slipped(
+        hostile: Petition, rule: str, target: VoterRecord, other: VoterRecord,
+        written: SignatureInput) -> None:
+    """Rules 13 ("hf") and 14 ("si"): without the rule the voter is no candidate, with it
+    he is the first."""
+    index = build([target, other])
+    b = engine.prepare(index, [written])
+    others = [r for r in columnar.RULES if r != rule]
     assert 0 not in engine.candidates(index, b, others).voter.tolist()
     assert 0 in engine.candidates(index, b).voter.tolist()
-    r = engine.match_batch(index, hostile.model, [s], CONFIG).results()[0]
-    assert r.candidates and r.candidates[0].voter_id == "P1", r
-
-
-def test_street_and_initial_find_a_voter_whose_surname_and_house_number_slipped(
-        hostile: Petition) -> None:
-    """P MORAGN, 11113 PINE DR for PATRICK MORGAN, 11131 PINE DR: an initial has no first-name
-    sound to look by, the surname's sound and the house number are off; the street and the
-    initial in the county ("si", asked only for a signature giving an initial) are not."""
-    index = build([voter("G1", "Patrick", "Morgan", "11131 Pine Dr"),
-                   voter("G2", "Paula", "Nguyen", "300 Pine Dr")])
-    s = sig("P", "Moragn", "11113 Pine Dr")
-    b = engine.prepare(index, [s])
-    others = [r for r in columnar.RULES if r != "si"]
-    assert 0 not in engine.candidates(index, b, others).voter.tolist()
-    assert 0 in engine.candidates(index, b).voter.tolist()
-    r = engine.match_batch(index, hostile.model, [s], CONFIG).results()[0]
-    assert r.candidates and r.candidates[0].voter_id == "G1", r
+    r = engine.match_batch(index, hostile.model, [written], CONFIG).results()[0]
+    assert r.candidates and r.candidates[0].voter_id == target.voter_id, r
 
 
 @pytest.mark.parametrize(("written", "level"), [
