@@ -29,6 +29,8 @@ from sigverify_matching.domain import (
     normalize_zip,
     person_name,
     phonetic,
+    house_digit_reading,
+    run_together_types,
     split_house_reading,
     written_line,
 )
@@ -282,3 +284,30 @@ def test_a_house_number_read_across_a_space(line: str, reading: str) -> None:
     if reading:
         # the same characters, the house number one digit longer
         assert normalize_address(reading).house == normalize_address(line).house + line.split()[1][0]
+
+
+@pytest.mark.parametrize(("line", "reading"), [
+    ("1A793 KATHRYN TER", "14793 KATHRYN TER"),
+    ("g220 Carrie Dr", "9220 Carrie Dr"),      # a lower-case g is a 9 ...
+    ("G220 Carrie Dr", "6220 Carrie Dr"),      # ... an upper-case G a 6
+    ("260b Wilkins Blvd", "2606 Wilkins Blvd"),
+    ("17s75 west ave", "17575 west ave"),
+    ("1704o E GIBSON AVE", "17040 E GIBSON AVE"),
+    ("4536 LARKSPUR ST", ""),   # digits only
+    ("4X36 LARKSPUR ST", ""),   # X looks like no digit
+    ("5 OAK ST", ""),           # one digit: not a house number with a slip inside
+    ("A1B OAK ST", ""),         # fewer than two digits
+    ("12AB3 OAK ST", "12483 OAK ST"),
+    ("1A793", ""),              # no street after it
+])
+def test_letters_in_a_house_number_read_as_the_digits_they_look_like(
+        line: str, reading: str) -> None:
+    assert house_digit_reading(line) == reading
+
+
+def test_a_street_type_run_onto_the_name() -> None:
+    assert run_together_types("ANGELICAAVENUE")[0] == "ANGELICA"
+    assert run_together_types("TIFFANYCT") == ("TIFFANY",)
+    assert "BROAD" in run_together_types("BROADWAY")
+    assert run_together_types("MAIN") == ()
+    assert run_together_types("ST") == ()      # no name left before the type

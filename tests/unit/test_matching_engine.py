@@ -583,19 +583,39 @@ def test_suffix_u_is_how_namesakes_compare() -> None:
     assert engine.namesake_suffixes(build(voters[3:])) == (0, 0)
 
 
-def test_a_house_number_split_across_a_space_still_finds_the_voter() -> None:
-    """"453 6LARKSPUR ST" for 4536 LARKSPUR ST, the zip and surname slipped too: no
-    rule keyed on the line as parsed (house 453, street 6LARKSPUR) finds the voter; read
-    across the space, the house number and street do."""
+@pytest.mark.parametrize("written", [
+    "453 6Larkspur St",      # a digit of the house number written onto the street
+    "45E6 Larkspur St",      # a digit keyed as the letter it looks like
+    "4S36 Larkspur St",
+    "4536 LarkspurStreet",   # the street type run onto the name
+    "45E6 LARKSPURST",       # both
+    "453 6LARKSPURST",
+])
+def test_a_street_line_that_reads_another_way_still_finds_the_voter(written: str) -> None:
+    """The zip and surname slipped too: no rule keyed on the line as parsed (house 453 or
+    45E6, street 6LARKSPUR or LARKSPURSTREET) finds the voter; the line's other reading
+    does."""
     v = voter("S1", "Michael", "Thornbury", "4536 Larkspur St")
     others = [voter(f"O{i}", "Ann", f"Zed{i}", f"{i} Oak Ave") for i in range(20)]
     ix = build([v, *others])
-    s = sig("Michael", "Thronbuyr", "453 6Larkspur St", zip_code="99999", county="Elsewhere")
+    s = sig("Michael", "Thronbuyr", written, zip_code="99999", county="Elsewhere")
     b = engine.prepare(ix, [s])
     assert b.split_house[0] >= 0
+    assert ix.vocabs["house"].text(int(b.split_house[0])) == "4536"
+    assert ix.vocabs["street"].text(int(b.split_street[0])) == "LARKSPUR"
     pairs = engine.candidates(ix, b)
     assert ix.voter_ids(pairs.voter.tolist()) == ["S1"]
     assert engine.candidates(ix, b, rules=("zl", "zf")).voter.tolist() == []
+
+
+def test_a_street_name_the_roll_knows_is_not_read_as_a_run_on_type() -> None:
+    """BROADWAY is a street of the roll: it is not read as BROAD + WAY (a street the roll
+    also has); ELMWAY, which the roll lacks, is read as ELM + WAY."""
+    ix = build([voter("B1", "Ann", "Lee", "100 Broadway"), voter("B2", "Bo", "Lee", "100 Broad St"),
+                voter("E1", "Cy", "Lee", "7 Elm Way")])
+    b = engine.prepare(ix, [sig("Ann", "Lee", "100 Broadway"), sig("Cy", "Lee", "7 Elmway")])
+    assert b.split_house[0] == -1 and b.split_street[0] == -1
+    assert ix.vocabs["street"].text(int(b.split_street[1])) == "ELM"
 
 
 def test_the_same_middle_initial_is_an_initial_not_a_middle_name(hostile: Petition) -> None:
@@ -651,12 +671,12 @@ def test_spanish_familiar_forms_are_nicknames(hostile: Petition, written: str, l
 
 
 @pytest.mark.parametrize(("rule", "target", "other", "written"), [
-    # PRIYA SHAFH, 5180, COOPERSTREET, zip 97481 for PRIYA SHAH, 5180 COOPER ST, 97401: each
+    # PRIYA SHAFH, 5180, COPERSTREET, zip 97481 for PRIYA SHAH, 5180 COOPER ST, 97401: each
     # other rule's key holds a slipped part; county + house number + first-name sound holds
     # none.
     ("hf", voter("P1", "Priya", "Shah", "5180 Cooper St"),
      voter("P2", "Priya", "Patel", "77 Cooper St"),
-     sig("PRIYA", "SHAFH", "5180, COOPERSTREET", zip_code="97481")),
+     sig("PRIYA", "SHAFH", "5180, COPERSTREET", zip_code="97481")),
     # P MORAGN, 11113 PINE DR for PATRICK MORGAN, 11131 PINE DR: an initial has no
     # first-name sound to look by, the surname's sound and the house number are off; the
     # street and the initial in the county (asked only for a signature giving an initial)

@@ -264,6 +264,7 @@ def normalize_unit(text: str) -> str:
 
 
 _TYPE_WORDS = frozenset(STREET_TYPE_ABBREVIATIONS) | frozenset(STREET_TYPE_ABBREVIATIONS.values())
+_TYPES_LONGEST_FIRST = sorted(_TYPE_WORDS, key=lambda t: (-len(t), t))
 _ORDINAL = re.compile(r"^\d+(ST|ND|RD|TH)$")
 
 
@@ -356,6 +357,37 @@ def split_house_reading(street: str) -> str:
         return ""
     up = unidecode(street).upper()
     return f"{m.group(1)}{m.group(2)} {up[m.end():]}"
+
+
+# A digit keyed as the letter it looks like ("1A793" for 14793, "g220" for 9220), lower and
+# upper case apart (a "b" is a 6, a "B" an 8).
+_DIGIT_SHAPES = str.maketrans({
+    "O": "0", "o": "0", "Q": "0", "D": "0", "I": "1", "i": "1", "l": "1", "L": "1",
+    "|": "1", "Z": "2", "z": "2", "E": "3", "A": "4", "S": "5", "s": "5", "b": "6",
+    "G": "6", "T": "7", "B": "8", "g": "9", "q": "9",
+})
+
+
+def house_digit_reading(street: str) -> str:
+    """The street line with the letters of its house number read as the digits they look
+    like ("1A793 KATHRYN TER" as 14793 KATHRYN TER, "g220 CARRIE DR" as 9220). "" where the
+    first word is not a number of at least two digits with one or two such letters. Only
+    another reading to look for candidates by (123A may be a real house)."""
+    first, _, after = (street or "").strip().partition(" ")
+    digits = sum(ch.isdigit() for ch in first)
+    if not after or digits < 2 or not 1 <= len(first) - digits <= 2:
+        return ""
+    read = first.translate(_DIGIT_SHAPES)
+    return f"{read} {after}" if read.isdigit() else ""
+
+
+@lru_cache(maxsize=1 << 16)
+def run_together_types(name: str) -> tuple[str, ...]:
+    """The street name read with a street type written onto it ("ANGELICAAVENUE" as
+    ANGELICA, "TIFFANYCT" as TIFFANY; "BROADWAY" as BROAD too): the names left, the
+    longest type first. Which reading, if any, is right only the roll can say."""
+    return tuple(name[: -len(t)] for t in _TYPES_LONGEST_FIRST
+                 if len(name) - len(t) >= 3 and name.endswith(t))
 
 
 @lru_cache(maxsize=1 << 17)

@@ -47,17 +47,20 @@ from sigverify_matching.columnar import (
     zip_prefix,
 )
 from sigverify_matching.domain import (
+    Address,
     MatchConfig,
     MatchResult,
     ScoredCandidate,
     SignatureInput,
     first_name_keys,
+    house_digit_reading,
     long_direction,
     normalize_address,
     normalize_county,
     normalize_text,
     person_name,
     phonetic,
+    run_together_types,
     split_house_reading,
 )
 
@@ -239,13 +242,11 @@ def prepare(ix: VoterIndex, sigs: Sequence[SignatureInput]) -> SigBatch:
     l_init = np.array([ord(x.last[0]) if x.last else -1 for x in names], dtype=np.int16)
     split_house = np.full(n, -1, dtype=np.int32)
     split_street = np.full(n, -1, dtype=np.int32)
-    readings = [(i, split_house_reading(s.street)) for i, s in enumerate(sigs)
-                if s.street[:1].isdigit()]
-    split = [(i, normalize_address(t)) for i, t in readings if t]
+    split = _other_readings(ix, sigs, addrs)
     if split:
-        rows = np.array([i for i, _ in split], dtype=np.int64)
-        split_house[rows] = coders["house"].codes([a.house for _, a in split])
-        split_street[rows] = coders["street"].codes([a.name for _, a in split])
+        rows = np.array([i for i, _, _ in split], dtype=np.int64)
+        split_house[rows] = coders["house"].codes([h for _, h, _ in split])
+        split_street[rows] = coders["street"].codes([nm for _, _, nm in split])
     return SigBatch(
         n=n, cols=cols, coders=coders, first_sounds=first_sounds, last_sounds=last_sounds,
         f_init=f_init, l_init=l_init, split_house=split_house, split_street=split_street,
@@ -257,6 +258,35 @@ def prepare(ix: VoterIndex, sigs: Sequence[SignatureInput]) -> SigBatch:
 
 
 # --------------------------------------------------------------------------- candidates
+
+def _other_readings(ix: VoterIndex, sigs: Sequence[SignatureInput], addrs: Sequence[Address]
+                    ) -> list[tuple[int, str, str]]:
+    """(row, house, street name) of the signatures whose street line reads another way
+    too, for looking up candidates: a house number with letters that look like digits
+    ("1A793"), a digit of it written onto the street ("453 6SMITH"), a street type run onto
+    the name ("ANGELICAAVENUE", read so only where the roll knows the name without it)."""
+    read: list[list[Any]] = []
+    for i, (s, a) in enumerate(zip(sigs, addrs, strict=True)):
+        text = house_digit_reading(s.street) or s.street
+        text = split_house_reading(text) or text
+        b = normalize_address(text) if text != s.street else a
+        if b.name:
+            read.append([i, b.house, b.name, b.street_type])
+    streets = ix.vocabs["street"]
+    untyped = [r for r in read if not r[3]]
+    if untyped:
+        unknown = [r for r, known in zip(untyped, streets.codes([r[2] for r in untyped]) >= 0,
+                                         strict=True) if not known]
+        tries = [(r, stem) for r in unknown for stem in run_together_types(r[2])]
+        if tries:
+            found = streets.codes([stem for _, stem in tries]) >= 0
+            for (r, stem), ok in zip(reversed(tries), reversed(found.tolist()), strict=True):
+                if ok:  # reversed: the longest type found wins
+                    r[2] = stem
+    return [(i, h, nm) for i, h, nm, _ in read
+            if (h, nm) != (addrs[i].house, addrs[i].name)]
+
+
 
 @dataclass
 class Pairs:
