@@ -670,6 +670,30 @@ def test_spanish_familiar_forms_are_nicknames(hostile: Petition, written: str, l
     assert {f: lv for f, lv, _ in r.candidates[0].evidence}["first"] == level
 
 
+@pytest.mark.parametrize(("written", "full"), [
+    ("At", "Anthony"),    # ANT: the names one edit from AT have 44 canonical keys
+    ("Jox", "Jose"),      # JOE
+    ("Matry", "Martin"),  # MARTY
+    ("Nam", "Natasha"),   # NAT
+])
+def test_a_short_misspelt_nickname_keeps_all_its_readings(
+        hostile: Petition, written: str, full: str) -> None:
+    """A short nickname misspelt is one edit from dozens of names (AT: AB, AL, ANT, ART,
+    NAT, PAT ...); every one's canonical names are kept, not the first eight."""
+    # Names whose keys sort (and so are numbered) before the right one's, as on a real roll.
+    before = ["Abel", "Abner", "Abraham", "Abram", "Absalom", "Alan", "Albert", "Alfred", "Ann",
+              "Anna", "Anne", "Cameron", "Hannah", "Joan", "Joann", "Joanna", "Joanne", "Jody",
+              "Johanna", "John", "Maria", "Mariah", "Marie", "Marietta", "Marilyn", "Marion",
+              "Marsha", "Martha"]
+    index = build([voter("S1", full, "Barron", "3297 Carter Ave"),
+                   voter("S2", "Gail", "Barron", "3297 Carter Ave"),
+                   *(voter(f"F{i}", name, "Zed", f"{i} Oak Ave") for i, name in enumerate(before))])
+    r = engine.match_batch(index, hostile.model, [sig(written, "Barron", "3297 Carter Ave")],
+                           CONFIG).results()[0]
+    assert r.candidates[0].voter_id == "S1", r
+    assert {f: lv for f, lv, _ in r.candidates[0].evidence}["first"] == "misspelt nickname"
+
+
 @pytest.mark.parametrize(("rule", "target", "other", "written"), [
     # PRIYA SHAFH, 5180, COPERSTREET, zip 97481 for PRIYA SHAH, 5180 COOPER ST, 97401: each
     # other rule's key holds a slipped part; county + house number + first-name sound holds

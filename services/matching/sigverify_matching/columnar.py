@@ -50,6 +50,9 @@ FORMAT = 4  # bumped when the saved layout or what it is built from (nicknames) 
 STATUSES = ("ACTIVE", "INACTIVE", "CANCELLED")
 SUFFIX_CODES = {"": 0, "JR": 1, "SR": 2, "II": 3, "III": 4, "IV": 5}
 _NICK_WIDTH = 8  # canonical keys kept per given name (nicknames of many names are cut)
+#: keys kept for a misspelt name (the names one edit from a short one are many: AT is ANT,
+#: ART, NAT, PAT ... and their canonical names 44 keys; cut to 8, ANTHONY was lost)
+_TYPO_WIDTH = 64
 
 
 # ----------------------------------------------------------------------------- vocabularies
@@ -207,7 +210,7 @@ class KeyIds:
         self._rows: dict[tuple[str, bool | str], npt.NDArray[np.int32]] = {}
         self._lock = threading.Lock()
 
-    def of(self, keys: Iterable[str]) -> list[int]:
+    def of(self, keys: Iterable[str], width: int = _NICK_WIDTH) -> list[int]:
         ids = self.ids
         out = []
         for k in sorted(keys):  # ids in one order whatever the hash seed
@@ -216,7 +219,7 @@ class KeyIds:
                 with self._lock:
                     i = ids.setdefault(k, len(ids))
             out.append(i)
-        return sorted(out)[:_NICK_WIDTH]
+        return sorted(out)[:width]
 
     def row(self, name: str, typo: bool | str = False) -> npt.NDArray[np.int32]:
         """The -1 padded key ids of one name (its nickname keys; with ``typo`` the keys of
@@ -224,11 +227,12 @@ class KeyIds:
         remembered."""
         got = self._rows.get((name, typo))
         if got is None:
-            got = np.full(_NICK_WIDTH, -1, dtype=np.int32)
+            width = _TYPO_WIDTH if typo else _NICK_WIDTH
+            got = np.full(width, -1, dtype=np.int32)
             if name:
                 keys = (typo_names(name) if typo == "near"
                         else typo_keys(name) if typo else first_name_keys(name))
-                ids = self.of(keys)
+                ids = self.of(keys, width)
                 got[: len(ids)] = ids
             if len(self._rows) > 200_000:
                 self._rows.clear()
@@ -236,9 +240,10 @@ class KeyIds:
         return got
 
     def table(self, names: Sequence[str], typo: bool | str = False) -> I32:
-        """(len(names), _NICK_WIDTH) key ids of each name's nickname keys (-1 padded)."""
+        """(len(names), width) key ids of each name's nickname keys (-1 padded; width
+        ``_NICK_WIDTH``, with ``typo`` ``_TYPO_WIDTH``)."""
         if not len(names):
-            return np.full((0, _NICK_WIDTH), -1, dtype=np.int32)
+            return np.full((0, _TYPO_WIDTH if typo else _NICK_WIDTH), -1, dtype=np.int32)
         return np.stack([self.row(n, typo) for n in names])
 
     def self_id(self, name: str) -> int:

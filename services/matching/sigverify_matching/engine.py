@@ -593,7 +593,7 @@ def _nick_rows(ix: VoterIndex, coder: Coder, codes: I64, typo: bool | str) -> I3
             out[~known] = kid.table([coder.text(int(c)) for c in uc])[inv]
         return out
     if not len(codes):
-        return np.full((0, width), -1, dtype=np.int32)
+        return kid.table([], typo=typo)
     uc, inv = np.unique(codes, return_inverse=True)
     return kid.table([coder.text(int(c)) for c in uc], typo=True)[inv]
 
