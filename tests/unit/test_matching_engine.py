@@ -722,6 +722,23 @@ def test_a_rule_finds_the_voter_whose_other_keys_all_slipped(
     assert r.candidates and r.candidates[0].voter_id == target.voter_id, r
 
 
+def test_names_written_the_other_way_round_are_looked_up_by_address_too(
+        hostile: Petition, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MORGAN / BURCE at 16458 HALI AVE, zip 97481, for BRUCE MORGAN, 16458 HALL AVE, 97401:
+    the names written the other way round, the first name, street and zip slipped. Only the
+    rules that look by county and house number or street with a name's sound find him, and
+    only with the names read swapped."""
+    index = build([voter("B1", "Bruce", "Morgan", "16458 Hall Ave"),
+                   voter("B2", "Ann", "Lowe", "16458 Hall Ave")])
+    written = sig("Morgan", "Burce", "16458 Hali Ave", zip_code="97501")
+    b = engine.prepare(index, [written])
+    assert 0 in engine.candidates(index, b).voter.tolist()
+    r = engine.match_batch(index, hostile.model, [written], CONFIG).results()[0]
+    assert r.candidates and r.candidates[0].voter_id == "B1", r
+    monkeypatch.setattr(engine, "SWAPPED_RULES", engine.SWAPPED_RULES - {"sl", "sf", "hl", "hf"})
+    assert 0 not in engine.candidates(index, engine.prepare(index, [written])).voter.tolist()
+
+
 @pytest.mark.parametrize(("written", "level"), [
     ("Wdu", "similar"), ("Lam", "similar"), ("Wu", "exact"), ("Chen", "different")])
 def test_one_edit_in_a_short_surname_is_similar(hostile: Petition, written: str,

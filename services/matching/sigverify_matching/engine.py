@@ -398,8 +398,10 @@ def _narrowed(ix: VoterIndex, b: SigBatch, rule: str, rows: I32, lo: I64, size: 
     return s[keep].astype(np.int32), v[keep].astype(np.int32), left
 
 
-#: Rules tried with the names read the other way round too.
-SWAPPED_RULES = frozenset({"zl", "zf", "lf", "bf", "bl", "pl"})
+#: Rules tried with the names read the other way round too (the address rules with a
+#: name's sound among them: names written the other way round and misspelt, the zip
+#: slipped as well, were found by no rule).
+SWAPPED_RULES = frozenset({"zl", "zf", "lf", "bf", "bl", "pl", "sl", "sf", "hl", "hf"})
 
 
 def _distinct(x: npt.NDArray[Any]) -> npt.NDArray[Any]:
