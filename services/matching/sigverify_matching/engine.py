@@ -155,6 +155,7 @@ class SigBatch:
     split_house: I32 = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
     split_street: I32 = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
     _swapped: tuple[I32, I32] | None = None
+    _swapped_middle: I32 | None = None
     _swapped_sounds: tuple[I32, I32] | None = None
 
     def swapped(self) -> tuple[I32, I32]:
@@ -163,17 +164,28 @@ class SigBatch:
         kept), the first name the first word of the surname box."""
         if self._swapped is None:
             g, lc = self.coders["given"], self.coders["last"]
+            middles: list[str] = []
             if len(self.inputs) == self.n:
                 firsts, lasts = [], []
                 for sig in self.inputs:
                     sw = person_name(sig.last_name, "", sig.first_name)
                     firsts.append(sw.first)
+                    middles.append(sw.middle)
                     lasts.append(sw.last)
             else:
                 firsts = [lc.text(int(c)) if c >= 0 else "" for c in self.cols["last"]]
                 lasts = [g.text(int(c)) if c >= 0 else "" for c in self.cols["first"]]
             self._swapped = (g.codes(firsts), lc.codes(lasts))
+            self._swapped_middle = (g.codes(middles) if middles
+                                    else np.full(self.n, -1, dtype=np.int32))
         return self._swapped
+
+    def swapped_middle(self) -> I32:
+        """Read the other way round, the second word of the surname box ("HUANG / YI JING":
+        JING), the given name's second word; -1 for none."""
+        self.swapped()
+        assert self._swapped_middle is not None
+        return self._swapped_middle
 
     def swapped_sounds(self, ix: VoterIndex) -> tuple[I32, I32]:
         """The sounds (the roll's phonetic codes, -1 for none) of ``swapped``'s names."""
@@ -1132,18 +1144,17 @@ def _residence_levels(ix: VoterIndex, b: SigBatch, s: I32, v: I32) -> npt.NDArra
     return lvl.astype(np.int8)
 
 
-def _joined_given(ix: VoterIndex, b: SigBatch, s: I32, v: I32,
+def _joined_given(ix: VoterIndex, g: Coder, sf: I32, sm: I32, vf: I32, vm: I32,
                   first: npt.NDArray[np.int8]) -> npt.NDArray[np.int8]:
     """A two-word given name written as one or split ("FANG JIAN" for FANGJIAN, "JINXIN"
-    for JING-XIN): first and middle name read as one word on either side."""
-    c, vc = b.cols, ix.cols
-    sf, sm, vf, vm = c["first"][s], c["middle"][s], vc["first"][v], vc["middle"][v]
+    for JING-XIN): first and middle name read as one word on either side (per pair: the
+    signature's first and middle codes ``sf``, ``sm``, the voter's ``vf``, ``vm``)."""
     look = ((first >= fs.FIRST_INITIAL) & (sf >= 0) & (vf >= 0)
             & ((sm >= 0) | (vm >= 0)))
     if not look.any():
         return first
     idx = np.nonzero(look)[0]
-    g, gv = b.coders["given"], ix.vocabs["given"]
+    gv = ix.vocabs["given"]
     # Only names that begin alike can be one word written two ways, and only where two of
     # the words compared (first, or first and middle run together) are of lengths at most
     # one apart (an edit changes a length by one at most).
@@ -1193,7 +1204,8 @@ def compare(ix: VoterIndex, b: SigBatch, s: I32, v: I32, swapped: bool = True) -
     mid_first = (((c["first"][s] >= 0) & (c["first"][s] == vc["middle"][v]))
                  | ((c["middle"][s] >= 0) & (c["middle"][s] == vc["first"][v])))
     first = np.where((first > fs.FIRST_MIDDLE) & mid_first, fs.FIRST_MIDDLE, first).astype(np.int8)
-    first = _joined_given(ix, b, s, v, first)
+    first = _joined_given(ix, g, c["first"][s], c["middle"][s], vc["first"][v], vc["middle"][v],
+                          first)
     last = _last_levels(ix, c["last"][s], vc["last"][v], b.last_sounds[s, 0],
                         b.last_sounds[s, 1:], b.coders["last"])
     lv = fs.Levels(
@@ -1219,9 +1231,14 @@ def compare(ix: VoterIndex, b: SigBatch, s: I32, v: I32, swapped: bool = True) -
             keep = (l2 < last[idx]) & (l2 != 0)
             idx, l2, si, vi = idx[keep], l2[keep], si[keep], vi[keep]
             f2 = _first_levels(ix, sw_first[si], vc["first"][vi], g)
+            # The middle name: the middle box, else the surname box's second word ("HUANG /
+            # YI JING": JING), so that a two-word given name is read whole.
+            sm2 = np.where(c["middle"][si] >= 0, c["middle"][si], b.swapped_middle()[si])
+            f2 = _joined_given(ix, g, sw_first[si], sm2, vc["first"][vi], vc["middle"][vi], f2)
             better = (f2 != 0) & (f2 < fs.FIRST_DIFF)
             take = idx[better]
             lv.first[take] = f2[better]
+            lv.middle[take] = _middle_levels(ix, sm2[better], vc["middle"][vi[better]], g)
             lv.last[take] = l2[better]
             lv.swapped[take] = True
             lv.n_first[take] = ix.n_first[np.maximum(vc["first"][v[take]], 0)]
