@@ -13,16 +13,17 @@ modest margin, so that a real loss fails the test and noise between seeds does n
 ====================  =================  ======  ===================  ======
 rate (of all rows)    default, measured  bar     hostile, measured    bar
 ====================  =================  ======  ===================  ======
-false accept          0.00-0.03 %        0.10 %  0.05-0.12 %          0.25 %
-false reject          0.03-0.10 %        0.20 %  0.33-0.50 %          1.00 %
-review                0.25-0.45 %        1.00 %  2.50-2.93 %          4.00 %
-agreement             98.67-98.95 %      98.0 %  95.03-95.65 %        94.0 %
+false accept          0.00-0.03 %        0.10 %  0.03-0.10 %          0.20 %
+false reject          0.03-0.10 %        0.20 %  0.20-0.23 %          0.50 %
+review                0.25-0.45 %        1.00 %  2.40-2.73 %          3.50 %
+agreement             98.67-98.95 %      98.0 %  95.63-95.98 %        95.0 %
 ====================  =================  ======  ===================  ======
 
-The default set's false-accept bar is issue 3's 0.1 %. Measured on 2026-12-01 after the
-Spanish familiar forms, the two blocking rules by house number and by street with an
-initial, and the short-surname and middle-initial levels (the hostile bars were 0.30 /
-1.75 / 5.25 / 92.0 % before).
+The default set's false-accept bar is issue 3's 0.1 %. The hostile figures were measured
+again after the street line's other readings (letters in a house number, a street type run
+onto the name), the misspelt nicknames' full key lists, the address rules read swapped and
+two-word given names in the surname box (the hostile bars were 0.25 / 1.00 / 4.00 / 94.0 %
+before, 0.30 / 1.75 / 5.25 / 92.0 % the round before that).
 ``-s`` prints the figures.
 """
 
@@ -52,7 +53,7 @@ class Bars:
 
 BARS = {
     "default": Bars(false_accept=0.001, false_reject=0.002, review=0.01, agreement=0.98),
-    "hostile": Bars(false_accept=0.0025, false_reject=0.01, review=0.04, agreement=0.94),
+    "hostile": Bars(false_accept=0.002, false_reject=0.005, review=0.035, agreement=0.95),
 }
 
 
