@@ -208,6 +208,17 @@ CODERS = ("given", "last", "house", "street", "stype", "sdir", "unit", "city", "
           "county", "phon")
 
 
+def _scatter(table: I32, rows: list[int], words: list[list[str]], phon: Coder) -> None:
+    """``table[row, 1:]`` = the sounds of that row's words, all coded in one call."""
+    if not rows:
+        return
+    flat = phon.codes([phonetic(w) for ws in words for w in ws])
+    at = 0
+    for i, ws in zip(rows, words, strict=True):
+        table[i, 1: 1 + len(ws)] = flat[at: at + len(ws)]
+        at += len(ws)
+
+
 def prepare(ix: VoterIndex, sigs: Sequence[SignatureInput]) -> SigBatch:
     """Normalise and code a batch of signatures against the roll's vocabularies."""
     n = len(sigs)
@@ -239,17 +250,15 @@ def prepare(ix: VoterIndex, sigs: Sequence[SignatureInput]) -> SigBatch:
     # A spelling the roll lacks: the sounds of the names it may be a nickname of, or a
     # misspelt nickname of ("MKIE": MIKE, MICHAEL).
     width = first_sounds.shape[1] - 1
-    for i in np.nonzero(~known & (cols["first"] >= 0))[0].tolist():
-        name = names[i].first
-        keys = sorted((first_name_keys(name) | typo_keys(name)) - {name})
-        sounds = phon.codes([phonetic(k) for k in keys])[:width]
-        first_sounds[i, 1: 1 + len(sounds)] = sounds
+    odd = np.nonzero(~known & (cols["first"] >= 0))[0].tolist()
+    key_lists = [sorted((first_name_keys(names[i].first) | typo_keys(names[i].first))
+                        - {names[i].first})[:width] for i in odd]
+    _scatter(first_sounds, odd, key_lists, phon)
     last_sounds = np.full((n, 4), -1, dtype=np.int32)
     last_sounds[:, 0] = phon.codes([phonetic(x.last) for x in names])
-    for i, s in enumerate(sigs):
-        ps = last_parts(split_last(s.last_name))
-        if len(ps) > 1:
-            last_sounds[i, 1: 1 + min(3, len(ps))] = phon.codes([phonetic(p) for p in ps[:3]])
+    compound = [(i, ps[:3]) for i, s in enumerate(sigs)
+                if len(ps := last_parts(split_last(s.last_name))) > 1]
+    _scatter(last_sounds, [i for i, _ in compound], [ps for _, ps in compound], phon)
     f_init = np.array([ord(x.first[0]) if x.first else -1 for x in names], dtype=np.int16)
     l_init = np.array([ord(x.last[0]) if x.last else -1 for x in names], dtype=np.int16)
     split_house = np.full(n, -1, dtype=np.int32)
