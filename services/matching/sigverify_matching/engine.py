@@ -173,11 +173,14 @@ class SigBatch:
                     middles.append(sw.middle)
                     lasts.append(sw.last)
             else:
-                firsts = [lc.text(int(c)) if c >= 0 else "" for c in self.cols["last"]]
-                lasts = [g.text(int(c)) if c >= 0 else "" for c in self.cols["first"]]
+                # Voters posing as signatures (a million of them for ``estimate_u``): each
+                # distinct name looked up once.
+                self._swapped = (_recoded(self.cols["last"], lc, g),
+                                 _recoded(self.cols["first"], g, lc))
+                self._swapped_middle = np.full(self.n, -1, dtype=np.int32)
+                return self._swapped
             self._swapped = (g.codes(firsts), lc.codes(lasts))
-            self._swapped_middle = (g.codes(middles) if middles
-                                    else np.full(self.n, -1, dtype=np.int32))
+            self._swapped_middle = g.codes(middles)
         return self._swapped
 
     def swapped_middle(self) -> I32:
@@ -194,10 +197,19 @@ class SigBatch:
             out = []
             for codes, coder in zip(self.swapped(), (self.coders["given"], self.coders["last"]),
                                     strict=True):
+                uc, inv = np.unique(codes, return_inverse=True)
                 out.append(phon.codes([phonetic(coder.text(int(x))) if x >= 0 else ""
-                                       for x in codes]))
+                                       for x in uc.tolist()])[inv.reshape(-1)])
             self._swapped_sounds = (out[0], out[1])
         return self._swapped_sounds
+
+
+def _recoded(codes: I32, source: Coder, target: Coder) -> I32:
+    """``codes`` of ``source``'s strings as codes of ``target`` (-1 stays -1), each distinct
+    string looked up once."""
+    uc, inv = np.unique(codes, return_inverse=True)
+    got = target.codes([source.text(c) if c >= 0 else "" for c in uc.tolist()])
+    return got[inv.reshape(-1)].astype(np.int32)
 
 
 def _ymd(d: date | None) -> int:
