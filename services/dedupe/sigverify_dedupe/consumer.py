@@ -27,6 +27,12 @@ from sigverify_dedupe.domain import Entry, Rules, resolve
 log = logging.getLogger(__name__)
 SCHEMA = "dedupe"
 
+#: Every signature of a batch's (petition, voter) pairs. ``voter_id <> ''`` lets the planner
+#: use the partial (petition_id, voter_id) index; without it every batch read the whole
+#: table (a batch's cost grew with the petition: 61 ms at 100,000 signatures, 11 with it).
+VOTERS_ROWS = ("SELECT * FROM dedupe.signatures WHERE voter_id <> '' AND (petition_id, voter_id) "
+               "IN (SELECT * FROM unnest($1::text[], $2::text[]))")
+
 
 class PetitionRules:
     """Each petition's duplicate policy and online acceptance, read from intake's table."""
@@ -116,16 +122,14 @@ class DedupeHandler:
                 "UPDATE dedupe.signatures AS s SET voter_id = c.voter_id, match_reason = c.reason, "
                 "score = c.score, match_revision = c.rev FROM unnest($1::uuid[], $2::text[], "
                 "$3::text[], $4::float8[], $5::bigint[]) AS c(id, voter_id, reason, score, rev) "
-                "WHERE s.signature_id = c.id",
+                "WHERE s.signature_id = c.id AND s.signature_id = ANY($1::uuid[])",
                 [uuid.UUID(m.signature_id) for m in rematched], [m.voter_id for m in rematched],
                 [reason_from_pb(m.reason).value for m in rematched],
                 [m.score for m in rematched], [m.match_revision for m in rematched],
             )
         touched = [
-            *(await conn.fetch(
-                "SELECT * FROM dedupe.signatures WHERE (petition_id, voter_id) IN "
-                "(SELECT * FROM unnest($1::text[], $2::text[]))",
-                [p for p, _ in voters], [v for _, v in voters]) if voters else []),
+            *(await conn.fetch(VOTERS_ROWS, [p for p, _ in voters], [v for _, v in voters])
+              if voters else []),
             *await conn.fetch(
                 "SELECT * FROM dedupe.signatures WHERE signature_id = ANY($1::uuid[]) "
                 "AND voter_id = ''", [m.signature_id for m in [*new, *rematched]]),
@@ -152,7 +156,10 @@ class DedupeHandler:
         revisions = await conn.fetch(
             "UPDATE dedupe.signatures AS s SET status = c.status, reason = c.reason, "
             "revision = nextval('dedupe.revision_seq') FROM unnest($1::uuid[], $2::text[], "
-            "$3::text[]) AS c(id, status, reason) WHERE s.signature_id = c.id RETURNING s.*",
+            "$3::text[]) AS c(id, status, reason) WHERE s.signature_id = c.id "
+            # the key list again, so that the rows are found by the primary key, not by
+            # hashing the whole table against the batch
+            "AND s.signature_id = ANY($1::uuid[]) RETURNING s.*",
             [sid for sid, _, _ in changed], [s.value for _, s, _ in changed],
             [r.value for _, _, r in changed],
         )
