@@ -124,6 +124,14 @@ async def test_model_show_prints_every_level_and_its_weight(
     # Without --model: the model in force.
     code, out, err = await cli(live_stack, "model", "show")
     assert code == 0 and ": in force" in out.splitlines()[0], err
+    # How long it took to learn, and how much of that was the learning thread's own CPU.
+    conn = await asyncpg.connect(live_stack.database_url)
+    try:
+        trained = json.loads(await conn.fetchval(
+            "SELECT model->'trained' FROM matching.models WHERE model_id = $1", rpc.model_id))
+    finally:
+        await conn.close()
+    assert 0 < trained["cpu_seconds"] <= trained["seconds"] + 0.5, trained
 
 
 async def test_model_train_is_refused_to_a_non_admin_in_one_line(

@@ -681,12 +681,15 @@ async def _matcher_rate(pool: asyncpg.Pool, petition: str) -> tuple[float, float
 
 async def _models_since(pool: asyncpg.Pool, since: Any) -> str:
     rows = await pool.fetch(
-        "SELECT model_id, (model->'trained'->>'seconds')::float8 AS s, signatures "
+        "SELECT model_id, (model->'trained'->>'seconds')::float8 AS s, "
+        "(model->'trained'->>'cpu_seconds')::float8 AS cpu, signatures "
         "FROM matching.models WHERE trained_at >= $1 ORDER BY model_id", since)
     if not rows:
         return "none learned (the roll version's model was reused)"
     return "; ".join(f"model {r['model_id']} learned from {r['signatures']:,} signatures in "
-                     f"{r['s'] or 0:.1f} s" for r in rows)
+                     f"{r['s'] or 0:.1f} s"
+                     + (f" ({r['cpu']:.1f} s of CPU in its thread)" if r["cpu"] is not None
+                        else "") for r in rows)
 
 
 async def _wait_serving(ep: Endpoints, version: int, replicas: int, timeout: float) -> None:

@@ -218,6 +218,17 @@ async def training_signatures(conn: Conn | asyncpg.Pool, limit: int) -> list[Sig
             for r in reversed(rows)]
 
 
+def _train(index: VoterIndex, signatures: list[SignatureInput], prior: fs.Model | None
+           ) -> fs.Model:
+    """``engine.train`` in a worker thread, with the CPU seconds that thread spent on it
+    (beside the wall-clock seconds: the difference is waiting for the other threads and
+    processes)."""
+    cpu = time.thread_time()
+    model = engine.train(index, signatures, None, prior)
+    model.trained["cpu_seconds"] = round(time.thread_time() - cpu, 2)
+    return model
+
+
 async def train(pool: asyncpg.Pool, index: VoterIndex, signatures: Sequence[SignatureInput],
                 actor: str, reason: str) -> StoredModel:
     """Learn a model for ``index``'s version from ``signatures`` (the newest model of any
@@ -226,7 +237,7 @@ async def train(pool: asyncpg.Pool, index: VoterIndex, signatures: Sequence[Sign
         raise Unavailable("no signatures to learn the match model from yet")
     prior = await latest_model(pool)
     started = time.perf_counter()
-    model = await asyncio.to_thread(engine.train, index, list(signatures), None,
+    model = await asyncio.to_thread(_train, index, list(signatures),
                                     prior.model if prior else None)
     seconds = time.perf_counter() - started
     model.trained["seconds"] = round(seconds, 2)
@@ -242,8 +253,9 @@ async def train(pool: asyncpg.Pool, index: VoterIndex, signatures: Sequence[Sign
             "em_iterations": model.trained.get("em_iterations"),
             "registered_share": round(model.registered_share, 4),
             "prior_model": model.trained["prior_model"], "seconds": round(seconds, 2)})
-    log.info("model %d for roll version %d learned from %d signatures in %.1fs", r["model_id"],
-             index.version, len(signatures), seconds)
+    log.info("model %d for roll version %d learned from %d signatures in %.1fs (%.1fs of CPU "
+             "in the learning thread)", r["model_id"], index.version, len(signatures), seconds,
+             model.trained["cpu_seconds"])
     return _stored(r)
 
 
