@@ -814,6 +814,10 @@ def _with_stack(home: Path, data: EvalData, work: Path, one_petition: bool = Fal
     from sigverify_cli.main import err
 
     stack.down(home, lambda m: None)
+    # An empty database each run: an earlier run's petitions, roll versions and signatures
+    # would change what this one measures (its first model learned from the last run's
+    # 20,000 signatures, its invariant checks covering the last run's petitions).
+    shutil.rmtree(home / "pg", ignore_errors=True)
     os.environ["SIGVERIFY_HOME"] = str(home)
     err.print("[dim]starting a stack for the bench[/dim]")
     state = stack.up(home, os.environ, lambda m: err.print(f"[dim]{m}[/dim]"))
