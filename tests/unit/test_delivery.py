@@ -9,6 +9,8 @@ from datetime import date
 import asyncpg
 import pytest
 from aiokafka import errors as kafka_errors
+from google.protobuf import struct_pb2, type_pb2
+from google.protobuf.message import Message
 
 from sigverify.events.v1 import events_pb2
 from sigverify_common.errors import NotFound, Unavailable, is_outage, is_transient
@@ -18,6 +20,7 @@ from sigverify_common.topics import (
     SIGNATURE_RECEIVED,
     SIGNATURE_VERIFIED,
     consumers_of,
+    unknown_enums,
 )
 from sigverify_common.vocab import Decision, Reason, Source
 from sigverify_intake.convert import received_event
@@ -233,3 +236,55 @@ async def test_a_commit_lost_to_a_rebalance_keeps_the_applied_batch_and_the_cons
     assert applied == [str(SID), str(SID)]
     assert fake.commits == 1
     assert metrics.COMMIT_FAILURES.labels("test-commit-lost")._value.get() == before + 1
+
+
+def _enums_by_walking(message: Message, prefix: str = "") -> list[str]:
+    """``unknown_enums`` as it was first written (every set field walked through its
+    descriptor), the reference the cached version is held to."""
+    out: list[str] = []
+    for fd, value in message.ListFields():
+        path = f"{prefix}{fd.name}"
+        if fd.enum_type is not None:
+            values = value if fd.is_repeated else [value]
+            if any(v not in fd.enum_type.values_by_number for v in values):
+                out.append(path)
+        elif fd.message_type is not None:
+            if fd.message_type.GetOptions().map_entry:
+                entry = fd.message_type.fields_by_name["value"]
+                if entry.enum_type is not None:
+                    if any(v not in entry.enum_type.values_by_number for v in value.values()):
+                        out.append(path)
+                    continue
+                if entry.message_type is None:
+                    continue
+                items = value.values()
+            else:
+                items = value if fd.is_repeated else [value]
+            for item in items:
+                out += _enums_by_walking(item, f"{path}.")
+    return out
+
+
+def test_unknown_enums_are_found_wherever_they_are() -> None:
+    """Enums alone, repeated, in nested and repeated messages and in maps of messages (the
+    well-known Type and Struct carry each shape; Struct holds itself through Value): the
+    same paths as walking every field."""
+    t = type_pb2.Type(name="t", syntax=type_pb2.SYNTAX_PROTO3)
+    t.fields.add(name="a", kind=type_pb2.Field.TYPE_STRING)
+    t.fields.add(name="b", kind=99)  # type: ignore[arg-type]
+    t.fields.add(name="c", cardinality=7)  # type: ignore[arg-type]
+    bad_syntax = type_pb2.Type(syntax=5)  # type: ignore[arg-type]
+    s = struct_pb2.Struct()
+    s.fields["ok"].string_value = "x"
+    s.fields["deep"].struct_value.fields["null"].null_value = 3  # type: ignore[assignment]
+    good = struct_pb2.Struct()
+    good.fields["n"].null_value = struct_pb2.NULL_VALUE
+    m = matched()
+    m.candidates.add(voter_id="V2", score=1.0)
+    m.decision = 17  # type: ignore[assignment]
+    for message, expected in [(t, ["fields.kind", "fields.cardinality"]),
+                              (bad_syntax, ["syntax"]),
+                              (s, ["fields.struct_value.fields.null_value"]),
+                              (good, []), (m, ["decision"]), (received(), [])]:
+        got = list(unknown_enums(message))
+        assert got == _enums_by_walking(message) == expected, (got, expected)
