@@ -32,8 +32,11 @@ async def _run(state: stack.StackState, data: SynthOutput, kill: str | None) -> 
     if kill:
         mid = await h.tally(state, pid)
         assert mid.total.pending > 0, "the kill should have happened mid-pipeline"
-        stack.spawn_service(state, kill, ports=state.services[kill])
-        await asyncio.to_thread(stack.wait_healthy, state, (kill,))
+        # As an ops engineer does (`sigverify stack restart NAME`): the dead process is
+        # started again on its ports and the call returns once it serves.
+        said: list[str] = []
+        await asyncio.to_thread(stack.restart, state, kill, said.append)
+        assert said == [f"starting {kill}"]  # it was dead: nothing to stop
     t = await h.wait_verified(state, pid, total, timeout=240)
     rows = {(file_of[b], line): v for (b, line), v in (await h.results_by_batch(state, pid)).items()}
     assert len(rows) == total
@@ -56,3 +59,18 @@ def test_stack_records_a_restarted_service_so_down_stops_it(live_stack: stack.St
     for name, proc in live_stack.services.items():
         assert recorded.services[name].pid == proc.pid, name
         assert stack.pid_alive(proc.pid), name
+
+
+def test_stack_restart_stops_a_running_service_and_records_the_new_one(
+        live_stack: stack.StackState) -> None:
+    """``sigverify stack restart tally``: the running process is stopped, a new one serves
+    on the same ports, and stack.json records it (so ``stack down`` stops it)."""
+    old = live_stack.services["tally"]
+    said: list[str] = []
+    new = stack.restart(live_stack, "tally", said.append)
+    assert said == ["stopping tally", "starting tally"]
+    assert new.pid != old.pid and not stack.pid_alive(old.pid)
+    assert (new.grpc_port, new.metrics_port) == (old.grpc_port, old.metrics_port)
+    assert stack.healthy(live_stack.addr("tally"))
+    recorded = stack.StackState.load(Path(live_stack.home))
+    assert recorded is not None and recorded.services["tally"].pid == new.pid

@@ -180,3 +180,12 @@ def test_a_cp1252_roll_is_sent_as_utf8(tmp_path: Path) -> None:
     utf = tmp_path / "utf8.csv"
     utf.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
     assert b"".join(_file_chunks(utf)) == utf.read_bytes()
+
+
+def test_stack_restart_says_what_is_missing_in_one_line(
+        no_stack: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, text = run_cli(["stack", "restart"], capsys)
+    assert code == 2 and text.startswith("error: stack restart needs the service"), text
+    code, text = run_cli(["stack", "restart", "tally"], capsys)
+    assert code == 2 and text.startswith("error: no stack is running from"), text
+    assert text.count("\n") == 1 and "Traceback" not in text

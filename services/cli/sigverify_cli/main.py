@@ -117,6 +117,15 @@ def cmd_stack(args: argparse.Namespace) -> int:
             err.print("no stack is running from", home)
         return 0
     recorded = stack.StackState.load(home)
+    if args.action == "restart":
+        if not args.service:
+            raise CliError("stack restart needs the service to restart (as stack status "
+                           "lists it: intake, matching, dedupe, tally)")
+        if recorded is None:
+            raise CliError(f"no stack is running from {home} (sigverify stack up)")
+        proc = stack.restart(recorded, args.service, lambda m: err.print(f"[dim]{m}[/dim]"))
+        console.print(f"{args.service} restarted: pid {proc.pid}, serving")
+        return 0
     if recorded is None:
         console.print(f"no stack recorded under {home}")
         return 1
@@ -1254,7 +1263,10 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("stack", help="start, stop or show the local stack")
-    s.add_argument("action", choices=("up", "down", "status"))
+    s.add_argument("action", choices=("up", "down", "status", "restart"))
+    s.add_argument("service", nargs="?", default="",
+                   help="restart: the service to stop and start again (intake, matching, "
+                        "dedupe, tally; matching-2 for a second replica)")
 
     r = sub.add_parser("roll", help="voter roll administration")
     rs = r.add_subparsers(dest="action", required=True)

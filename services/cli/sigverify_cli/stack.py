@@ -476,6 +476,25 @@ def up(home: Path, env: Mapping[str, str], log: Callable[[str], None],
     return state
 
 
+def restart(state: StackState, name: str, log: Callable[[str], None]) -> ServiceProc:
+    """Stop service ``name`` of the stack (if it still runs; SIGTERM, then SIGKILL after
+    20 s) and start it again on the same ports; returns once it is healthy. ``name`` as
+    ``stack status`` lists it ("matching-2" for a second replica). What it had not
+    committed is redelivered to it: every consumer is idempotent."""
+    proc = state.services.get(name)
+    if proc is None:
+        raise StackError(f"the stack has no service {name!r} (it has "
+                         f"{', '.join(state.services)})")
+    if pid_alive(proc.pid):
+        log(f"stopping {name}")
+    stop_pid(proc.pid)
+    service = name.split("-", 1)[0]
+    log(f"starting {name}")
+    spawn_service(state, service, ports=proc, instance=name if name != service else "")
+    wait_healthy(state, (name,))
+    return state.services[name]
+
+
 def down(home: Path, log: Callable[[str], None]) -> bool:
     state = StackState.load(home)
     if state is None:
