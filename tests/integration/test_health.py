@@ -69,3 +69,13 @@ async def test_a_new_server_is_not_serving_before_its_first_check() -> None:
             assert reply.status == NOT_SERVING
     finally:
         await server.stop(0)
+
+
+def test_every_service_counts_its_garbage_collectors_time(live_stack: stack.StackState) -> None:
+    """Each service tunes the collector at start and settles its start-up heap (a full
+    collection, counted): the bench reads the counter beside each process's CPU time."""
+    from sigverify_cli.bench import gc_by_process
+
+    seconds = gc_by_process(live_stack)
+    assert set(seconds) == set(live_stack.services)
+    assert all(s > 0 for s in seconds.values()), seconds

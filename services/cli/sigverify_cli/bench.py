@@ -50,6 +50,7 @@ import platform
 import shutil
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -66,6 +67,7 @@ from sigverify_cli.client import Endpoints
 from sigverify_cli.evaldata import EvalData
 from sigverify_cli.scoring import Accuracy, compare, read_results_csv
 from sigverify_cli.synth import ROLL_COLUMNS, SynthOutput, SynthSpec
+from sigverify_common import heap
 from sigverify_common.vocab import Decision, canonical_county
 from sigverify_dedupe.domain import Rules
 from sigverify_matching import engine, fs
@@ -167,6 +169,25 @@ def cpu_by_process(state: stack.StackState) -> dict[str, float]:
             return out
         out["postgresql"] = _cpu_seconds(postmaster, children=True) + sum(
             _cpu_seconds(c) for c in _children(postmaster))
+    return out
+
+
+def gc_by_process(state: stack.StackState) -> dict[str, float]:
+    """Seconds each service has spent in Python's garbage collector so far (its
+    ``sigverify_gc_seconds_total``, read from its metrics port; absent when unreadable)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, float] = {}
+    for name, proc in state.services.items():
+        try:
+            with urllib.request.urlopen(
+                    f"http://127.0.0.1:{proc.metrics_port}/metrics", timeout=5) as reply:
+                text = reply.read().decode()
+        except OSError:
+            continue
+        out[name] = sum(sample.value for family in text_string_to_metric_families(text)
+                        if family.name == "sigverify_gc_seconds"
+                        for sample in family.samples if sample.name.endswith("_total"))
     return out
 
 
@@ -318,9 +339,11 @@ _WORKER: dict[str, Any] = {}
 
 def _worker_init(index_path: str, model_json: str, config: MatchConfig) -> None:
     engine.WORKERS = 1
+    heap.tune()
     _WORKER["index"] = VoterIndex.loads(Path(index_path).read_bytes())
     _WORKER["model"] = fs.Model.from_json(model_json)
     _WORKER["config"] = config
+    heap.settle()
 
 
 def _worker_ready(warm: list[SignatureInput]) -> int:
@@ -521,6 +544,11 @@ def run_in_process(args: argparse.Namespace, data: EvalData, work: Path) -> InPr
     figure("model training (engine.train: u from random pairs, m by EM)",
            f"{train_secs:.1f} s (on {min(len(sigs), TRAIN_MAX):,} signatures, "
            f"{t.get('u_pairs', 0):,} u pairs, {t.get('em_iterations', '?')} EM iterations)")
+    # The garbage collector as a matcher replica runs with it (sigverify_common.heap): the
+    # defaults' full collections walked the index's tables and the signatures over and over.
+    heap.tune()
+    figure("garbage collector as in the services",
+           f"young threshold {heap.YOUNG_THRESHOLD:,}; {heap.settle():,} objects settled")
 
     batches = _chunks(sigs, args.batch_size)
     saved_workers = engine.WORKERS
@@ -711,8 +739,10 @@ async def _one_run(ep: Endpoints, pool: asyncpg.Pool, data: EvalData, label: str
     since = await pool.fetchval("SELECT now()")
     petition = f"bench-{tag}-{int(time.time())}"  # the bench's database is kept between runs
     cpu0 = cpu_by_process(state) if state else {}
+    gc0 = await asyncio.to_thread(gc_by_process, state) if state else {}
     submitted, elapsed, files, n = await _pipeline(ep, data, petition)
     cpu1 = cpu_by_process(state) if state else {}
+    gc1 = await asyncio.to_thread(gc_by_process, state) if state else {}
     rate, span = await _matcher_rate(pool, petition)
     figure(f"first submit to final tally ({label})",
            f"{elapsed:.1f} s: {n / elapsed:,.0f} signatures/s end to end "
@@ -725,6 +755,10 @@ async def _one_run(ep: Endpoints, pool: asyncpg.Pool, data: EvalData, label: str
                f"{sum(used.values()) * 1000 / max(n, 1):.2f} s in all: " + ", ".join(
                    f"{k} {v * 1000 / max(n, 1):.2f}"
                    for k, v in sorted(used.items(), key=lambda kv: -kv[1])))
+    if gc1:
+        figure("  of which Python's garbage collector, per 1,000 signatures",
+               ", ".join(f"{k} {(gc1[k] - gc0.get(k, 0.0)) * 1000 / max(n, 1):.3f}"
+                         for k in sorted(gc1)))
     figure("  match model", await _models_since(pool, since))
     out = work / f"results-{tag}.csv"
     from sigverify_cli.main import export_results

@@ -27,7 +27,7 @@ import grpc
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from sigverify_common import audit, db, kafka, logs, metrics, tokens, topics
+from sigverify_common import audit, db, heap, kafka, logs, metrics, tokens, topics
 from sigverify_common.auth import AuthInterceptor, RefusalLog
 from sigverify_common.config import ServiceConfig, host_port
 from sigverify_common.grpc_server import (
@@ -162,6 +162,7 @@ async def _connect(url: str, stop: asyncio.Event) -> asyncpg.Pool:
 
 async def run_service(spec: ServiceSpec, config: ServiceConfig) -> None:
     logs.configure(spec.name, config.log_level)
+    heap.tune()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -210,6 +211,8 @@ async def run_service(spec: ServiceSpec, config: ServiceConfig) -> None:
         enable_reflection(server, names)
         monitor = HealthMonitor(health_servicer, names, pool, config.kafka_bootstrap_servers,
                                 problems=[rt.outbox.problem] if rt.outbox is not None else [])
+        # What start-up made lives as long as the process: out of the collector's walks.
+        heap.settle()
         await server.start()
         log.info("%s serving gRPC on %s (%s)", spec.name, host_port(config.bind_host, port),
                  "insecure" if tls is None else "mutual TLS" if config.tls_client_ca else "TLS")

@@ -47,7 +47,7 @@ from typing import Any
 import asyncpg
 from prometheus_client import Gauge
 
-from sigverify_common import audit
+from sigverify_common import audit, heap
 from sigverify_common.db import Conn
 from sigverify_common.errors import FailedPrecondition, NotFound, Unavailable
 from sigverify_matching import store
@@ -384,7 +384,10 @@ class RollIndex:
         self.indexes.pop(old, None)
         ROLL_SERVING.set(version)
         ROLL_SIZE.set(len(self.indexes[version]))
-        log.info("deciding with roll version %d (was %d)", version, old)
+        # The new index's objects live as long as the version; the old one's are garbage.
+        frozen = heap.settle()
+        log.info("deciding with roll version %d (was %d); %d objects settled", version, old,
+                 frozen)
 
     def _start_build(self, version: int) -> asyncio.Task[None]:
         task = self._builds.get(version)
