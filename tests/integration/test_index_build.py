@@ -1,0 +1,102 @@
+"""A roll version's index built from ``matching.voters`` (``store.build_from_voters``): the
+rows stream out of the real PostgreSQL as ``COPY`` text, cut into pieces at line ends and
+coded by worker processes. The index is byte for byte the one built from the same rows
+read as records, whatever the values hold (tabs, line breaks, backslashes, a literal
+``\\N``, accents, missing dates) and wherever the pieces are cut."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import date
+
+import asyncpg
+import pytest
+
+from sigverify_cli import stack
+from sigverify_common import db
+from sigverify_matching import store
+from sigverify_matching.columnar import IndexBuilder, VoterIndex
+
+pytestmark = pytest.mark.integration
+
+TRICKY = [
+    ("V-TAB", "ANA\tMARIA", "", "PEÑA", "", date(1961, 2, 3), "12 MAIN ST", "", "FRESNO",
+     "93701", "Fresno", "ACTIVE", None),
+    ("V-NL", "JOSÉ", "LUIS", "GARCÍA\nLOPEZ", "JR", None, "4\\5 OAK AVE", "APT\r2", "FRESNO",
+     "93702", "Fresno", "ACTIVE", date(2020, 1, 1)),
+    ("V-N", "\\N", "\\", "O'NEIL", "", date(2000, 12, 31), "7 \\N WAY", "", "CLOVIS",
+     "93611", "Fresno", "INACTIVE", None),
+]
+
+
+@pytest.fixture
+async def scratch(live_stack: stack.StackState) -> AsyncIterator[asyncpg.Pool]:
+    """A database of its own on the stack's server, with matching's tables."""
+    name = f"sigverify_build_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(live_stack.database_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    url = live_stack.database_url.rsplit("/", 1)[0] + f"/{name}"
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
+    try:
+        await db.migrate(pool, "matching", "sigverify_matching")
+        yield pool
+    finally:
+        await pool.close()
+        admin = await asyncpg.connect(live_stack.database_url)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+def _rows(n: int) -> list[tuple[object, ...]]:
+    out: list[tuple[object, ...]] = list(TRICKY)
+    for i in range(n):
+        out.append((f"V{i:06d}", ("MARIA", "JOHN", "NGUYEN VAN", "LI")[i % 4], "",
+                    ("GARCIA", "SMITH", "TRAN", "DE LA CRUZ")[i % 3], "",
+                    date(1940 + i % 60, 1 + i % 12, 1 + i % 28) if i % 7 else None,
+                    f"{100 + i} {('ELM', 'OAK', 'MAIN')[i % 3]} ST", "", "FRESNO",
+                    f"937{i % 100:02d}", "Fresno", "ACTIVE", date(2010, 1, 1)))
+    return out
+
+
+def _saved(ix: VoterIndex) -> bytes:
+    return b"".join(bytes(p) for p in ix.chunks())
+
+
+async def test_the_index_built_from_copy_text_is_the_one_built_from_the_rows(
+        scratch: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch) -> None:
+    async with scratch.acquire() as conn:
+        version = await conn.fetchval(
+            "INSERT INTO matching.roll_versions (state, source, loaded_by) VALUES "
+            "('building', 'test', 'test') RETURNING version")
+        await conn.copy_records_to_table(
+            "voters", schema_name="matching", records=[(version, *r) for r in _rows(3000)],
+            columns=["version", *(c.strip() for c in store.VOTER_COLUMNS.split(","))])
+        records = [tuple(r) for r in await conn.fetch(
+            f"SELECT {store.VOTER_COLUMNS} FROM matching.voters WHERE version = $1", version)]
+        assert {r[0] for r in records} >= {"V-TAB", "V-NL", "V-N"}
+
+        # The tricky rows read back from COPY text exactly as asyncpg decodes them.
+        pieces: list[bytes] = []
+
+        async def sink(data: bytes) -> None:
+            pieces.append(data)
+        await conn.copy_from_query(
+            f"SELECT {store.VOTER_COLUMNS} FROM matching.voters WHERE version = $1",
+            version, output=sink, format="text")
+        assert store.copy_rows(b"".join(pieces)) == records
+
+        expected = IndexBuilder(version)
+        expected.add(records)
+        want = _saved(expected.finish())
+        # Pieces of a few kilobytes: cut in the middle of many rows, coded by two processes
+        # and merged in order; then one piece, coded in a thread.
+        monkeypatch.setattr(store, "BUILD_CHUNK_BYTES", 4096)
+        assert _saved(await store.build_from_voters(conn, version, workers=2)) == want
+        monkeypatch.setattr(store, "BUILD_CHUNK_BYTES", 1 << 30)
+        assert _saved(await store.build_from_voters(conn, version, workers=1)) == want
