@@ -13,6 +13,8 @@ import uuid
 from collections.abc import Sequence
 from typing import Protocol
 
+from asyncpg import Record
+
 from sigverify_common.db import Conn
 
 
@@ -27,13 +29,22 @@ class AboutSignature(Protocol):
 
 async def refusals(conn: Conn, events: Sequence[AboutSignature]) -> list[str | None]:
     """For each event, why it must be refused (None when its signature is intake's)."""
+    return (await received(conn, events))[0]
+
+
+async def received(conn: Conn, events: Sequence[AboutSignature], columns: Sequence[str] = ()
+                   ) -> tuple[list[str | None], dict[str, Record]]:
+    """``refusals``, and the stored rows of the signatures not refused, by signature id,
+    with ``columns`` of ``intake.signatures`` besides (read in the same query: a consumer
+    that needs the printed signature does not read the rows twice)."""
     if not events:
-        return []
+        return [], {}
     ids = [uuid.UUID(e.signature_id) for e in events]
+    extra = "".join(f", {c}" for c in columns)
     stored = {
-        r["signature_id"]: (r["petition_id"], r["batch_id"])
+        r["signature_id"]: r
         for r in await conn.fetch(
-            "SELECT signature_id, petition_id, batch_id FROM intake.signatures "
+            f"SELECT signature_id, petition_id, batch_id{extra} FROM intake.signatures "  # noqa: S608
             "WHERE signature_id = ANY($1::uuid[])", ids)
     }
     missing = {e.petition_id for e, sid in zip(events, ids, strict=True) if sid not in stored}
@@ -43,14 +54,17 @@ async def refusals(conn: Conn, events: Sequence[AboutSignature]) -> list[str | N
             list(missing))
     } if missing else set()
     out: list[str | None] = []
+    rows: dict[str, Record] = {}
     for e, sid in zip(events, ids, strict=True):
         at_intake = stored.get(sid)
         if at_intake is None:
             out.append(f"signature {sid} was never received by intake"
                        + ("" if e.petition_id in petitions else " (its petition is unknown)"))
-        elif at_intake != (e.petition_id, uuid.UUID(e.batch_id)):
+        elif (at_intake["petition_id"], at_intake["batch_id"]) != (e.petition_id,
+                                                                   uuid.UUID(e.batch_id)):
             out.append(f"signature {sid} was received by intake for another "
                        "petition or batch")
         else:
             out.append(None)
-    return out
+            rows[e.signature_id] = at_intake
+    return out, rows

@@ -49,17 +49,10 @@ class Deadlines:
         return {p: self._cache[p] for p in petition_ids if p in self._cache}
 
 
-async def printed_signatures(pool: asyncpg.Pool, ids: Sequence[str]
-                             ) -> dict[str, asyncpg.Record]:
-    """The printed name, address and dates of stored signatures, read from intake's table
-    (they never travel on a topic)."""
-    if not ids:
-        return {}
-    rows = await pool.fetch(
-        "SELECT signature_id, first_name, middle_name, last_name, street, unit, city, zip, "
-        "county, signed_on, birth_date FROM intake.signatures "
-        "WHERE signature_id = ANY($1::uuid[])", list(ids))
-    return {str(r["signature_id"]): r for r in rows}
+#: The printed signature's fields, read from intake's table with the provenance check
+#: (they never travel on a topic).
+PRINTED = ("first_name", "middle_name", "last_name", "street", "unit", "city", "zip", "county",
+           "signed_on", "birth_date")
 
 
 class MatchHandler:
@@ -79,7 +72,7 @@ class MatchHandler:
         version, index = await self._roll.current()
         model = await self._models.current(index)
         async with self._pool.acquire() as conn:
-            why = await provenance.refusals(conn, [d.message for d in batch])
+            why, printed = await provenance.received(conn, [d.message for d in batch], PRINTED)
         refused = [d.reject(w) for d, w in zip(batch, why, strict=True) if w is not None]
         messages = list({d.message.signature_id: d.message
                          for d, w in zip(batch, why, strict=True) if w is None}.values())
@@ -90,10 +83,8 @@ class MatchHandler:
         }
         todo = [m for m in messages if m.signature_id not in done]
         deadlines = await self._deadlines.get({m.petition_id for m in todo})
-        printed = await printed_signatures(self._pool, [m.signature_id for m in todo
-                                                        if not m.incomplete])
-        complete = [m for m in todo if not m.incomplete and m.signature_id in printed]
-        inputs = [convert.row_input(dict(printed[m.signature_id]), deadlines.get(m.petition_id))
+        complete = [m for m in todo if not m.incomplete]
+        inputs = [convert.row_input(printed[m.signature_id], deadlines.get(m.petition_id))
                   for m in complete]
         started = time.perf_counter()
         matched: list[MatchResult] = []

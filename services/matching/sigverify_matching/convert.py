@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+from asyncpg import Record
 
 from sigverify.common.v1 import common_pb2
 from sigverify.events.v1 import events_pb2
@@ -37,8 +38,8 @@ def printed_input(p: common_pb2.PrintedSignature, deadline: date | None) -> Sign
     )
 
 
-def row_input(r: Mapping[str, Any], deadline: date | None) -> SignatureInput:
-    """A stored ``intake.signatures`` row as the matcher reads it."""
+def row_input(r: Mapping[str, Any] | Record, deadline: date | None) -> SignatureInput:
+    """A stored ``intake.signatures`` row (a record as read) as the matcher reads it."""
     return SignatureInput(
         first_name=r["first_name"], middle_name=r["middle_name"], last_name=r["last_name"],
         street=r["street"], unit=r["unit"], city=r["city"], zip=r["zip"], county=r["county"],
