@@ -6,6 +6,7 @@ read as records, whatever the values hold (tabs, line breaks, backslashes, a lit
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import date
@@ -31,8 +32,8 @@ TRICKY = [
 
 
 @pytest.fixture
-async def scratch(live_stack: stack.StackState) -> AsyncIterator[asyncpg.Pool]:
-    """A database of its own on the stack's server, with matching's tables."""
+async def scratch(live_stack: stack.StackState) -> AsyncIterator[str]:
+    """The URL of a database of its own on the stack's server, with matching's tables."""
     name = f"sigverify_build_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(live_stack.database_url)
     try:
@@ -43,7 +44,8 @@ async def scratch(live_stack: stack.StackState) -> AsyncIterator[asyncpg.Pool]:
     pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
     try:
         await db.migrate(pool, "matching", "sigverify_matching")
-        yield pool
+        await pool.close()
+        yield url
     finally:
         await pool.close()
         admin = await asyncpg.connect(live_stack.database_url)
@@ -68,15 +70,23 @@ def _saved(ix: VoterIndex) -> bytes:
     return b"".join(bytes(p) for p in ix.chunks())
 
 
+async def _version(conn: asyncpg.Connection, n: int) -> int:
+    """A roll version of ``n`` generated voters and the tricky ones."""
+    rows = _rows(n)
+    version: int = await conn.fetchval(
+        "INSERT INTO matching.roll_versions (state, source, loaded_by, rows) VALUES "
+        "('building', 'test', 'test', $1) RETURNING version", len(rows))
+    await conn.copy_records_to_table(
+        "voters", schema_name="matching", records=[(version, *r) for r in rows],
+        columns=["version", *(c.strip() for c in store.VOTER_COLUMNS.split(","))])
+    return version
+
+
 async def test_the_index_built_from_copy_text_is_the_one_built_from_the_rows(
-        scratch: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch) -> None:
-    async with scratch.acquire() as conn:
-        version = await conn.fetchval(
-            "INSERT INTO matching.roll_versions (state, source, loaded_by) VALUES "
-            "('building', 'test', 'test') RETURNING version")
-        await conn.copy_records_to_table(
-            "voters", schema_name="matching", records=[(version, *r) for r in _rows(3000)],
-            columns=["version", *(c.strip() for c in store.VOTER_COLUMNS.split(","))])
+        scratch: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    conn = await asyncpg.connect(scratch)
+    try:
+        version = await _version(conn, 3000)
         records = [tuple(r) for r in await conn.fetch(
             f"SELECT {store.VOTER_COLUMNS} FROM matching.voters WHERE version = $1", version)]
         assert {r[0] for r in records} >= {"V-TAB", "V-NL", "V-N"}
@@ -100,3 +110,32 @@ async def test_the_index_built_from_copy_text_is_the_one_built_from_the_rows(
         assert _saved(await store.build_from_voters(conn, version, workers=2)) == want
         monkeypatch.setattr(store, "BUILD_CHUNK_BYTES", 1 << 30)
         assert _saved(await store.build_from_voters(conn, version, workers=1)) == want
+    finally:
+        await conn.close()
+
+
+async def test_a_build_longer_than_the_command_timeout_finishes_and_a_stalled_one_fails(
+        scratch: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The build is one COPY: bounded by the version's size, not by the pool's command
+    timeout (60 s in the services), which every build of a state's roll outlasts."""
+    conn = await asyncpg.connect(scratch, command_timeout=0.5)
+    try:
+        version = await _version(conn, 3000)
+        read = store.copy_rows
+
+        def slow(blob: bytes) -> list[object]:
+            time.sleep(0.4)
+            return read(blob)  # type: ignore[return-value]
+        monkeypatch.setattr(store, "copy_rows", slow)
+        monkeypatch.setattr(store, "BUILD_CHUNK_BYTES", 4096)
+        started = time.monotonic()
+        built = await store.build_from_voters(conn, version, workers=1)
+        assert len(built) == 3003 and time.monotonic() - started > 1.0
+        # A budget too small for the same build: it fails (asyncpg closes the connection;
+        # the service's pool replaces it) and the replica retries later.
+        monkeypatch.setattr(store, "BUILD_BASE_SECONDS", 0.5)
+        monkeypatch.setattr(store, "BUILD_SECONDS_PER_VOTER", 0.0)
+        with pytest.raises(TimeoutError):
+            await store.build_from_voters(conn, version, workers=1)
+    finally:
+        await conn.close()

@@ -112,6 +112,11 @@ def build_workers() -> int:
 #: Bytes of ``COPY ... TO STDOUT`` text handed to a coding process at a time (about
 #: 50,000 roll rows).
 BUILD_CHUNK_BYTES = 8 * 1024 * 1024
+#: The time the build's one ``COPY`` may take: a minute, and 1.2 ms a voter of the version
+#: (the pool's 60-second command timeout a chunk of 50,000 when the rows were fetched by a
+#: cursor). The pool's own limit would fail every build of more than a few million voters.
+BUILD_BASE_SECONDS = 60.0
+BUILD_SECONDS_PER_VOTER = 0.0012
 
 _UNESCAPE = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
 _ESCAPED = re.compile(r"\\(.)")
@@ -188,9 +193,12 @@ async def build_from_voters(conn: Conn, version: int, workers: int | None = None
     try:
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             await conn.execute("SET LOCAL DateStyle = 'ISO, YMD'")
+            rows = await conn.fetchval(
+                "SELECT rows FROM matching.roll_versions WHERE version = $1", version) or 0
             await conn.copy_from_query(
                 f"SELECT {VOTER_COLUMNS} FROM matching.voters WHERE version = $1",  # noqa: S608
-                version, output=received, format="text")
+                version, output=received, format="text",
+                timeout=BUILD_BASE_SECONDS + BUILD_SECONDS_PER_VOTER * rows)
         if size:
             await piece(b"".join(held))
         while pending:
