@@ -59,6 +59,7 @@ from google.protobuf.message import Message
 from sigverify_common import metrics
 from sigverify_common.db import Conn
 from sigverify_common.errors import is_transient
+from sigverify_common.partitions import partitions
 from sigverify_common.topics import ALL_TOPICS, Topic
 
 log = logging.getLogger(__name__)
@@ -592,9 +593,21 @@ class OutboxPublisher:
         """Each row's outcome: None when acknowledged, else the error."""
         outcome: list[BaseException | None] = [None] * len(rows)
         pending: dict[asyncio.Future[Any], int] = {}
+        # Each keyed record's partition, Kafka's default partitioner's, computed for the
+        # round at once (aiokafka would hash each key in pure Python).
+        chosen: list[int | None] = [None] * len(rows)
+        for topic in {r["topic"] for r in rows}:
+            at = [i for i, r in enumerate(rows) if r["topic"] == topic]
+            try:
+                ids = await self._producer.partitions_for(topic)
+            except KafkaError:
+                continue  # each send below meets the error, row by row
+            for i, p in zip(at, partitions([rows[i]["key"] for i in at], ids), strict=True):
+                chosen[i] = p
         for i, r in enumerate(rows):
             try:
-                fut = await self._producer.send(r["topic"], key=r["key"], value=r["value"])
+                fut = await self._producer.send(r["topic"], key=r["key"], value=r["value"],
+                                                partition=chosen[i])
             except Exception as exc:  # noqa: BLE001 - each row's error is judged below
                 outcome[i] = exc
                 continue
