@@ -54,11 +54,40 @@ def test_links_are_counted_as_documented(tmp_path: Path) -> None:
     assert acc.links.precision == pytest.approx(0.6)
     assert acc.links.recall == pytest.approx(0.5)
     assert acc.links.f1 == pytest.approx(2 * 0.6 * 0.5 / 1.1)
-    assert (acc.valid, acc.false_accept, acc.false_reject, acc.to_review) == (4, 1, 1, 1)
+    # a3 (counted, no one on the roll signed) and a2 (counted for V9, V2 signed)
+    assert (acc.valid, acc.false_accept, acc.false_reject, acc.to_review) == (4, 2, 1, 1)
+    assert (acc.wrong_voter, acc.stand_in) == (1, 0)
     assert acc.rates()["valid_rejected_rate"] == 0.25
     text = format_accuracy(acc)
     assert "links: precision 0.6000   recall 0.5000" in text
     assert "valid signatures rejected 1 of 4 (25.000%)" in text
+
+
+def test_a_duplicate_counted_in_place_of_an_unrecognised_first_signature(
+        tmp_path: Path) -> None:
+    """V10 signed twice: the first (the one the truth counts) was not recognised, the second
+    was counted in its place; V10 is counted once, so it is no false accept (the first is a
+    false reject). V11's duplicate counted beside its first is a false accept."""
+    truth = tmp_path / "truth.csv"
+    truth.write_text(
+        "batch_file,line,expected_status,expected_reason,voter_id\n"
+        "c.csv,1,VALID,MATCHED,V10\n"
+        "c.csv,2,INVALID,DUPLICATE,V10\n"
+        "c.csv,3,VALID,MATCHED,V11\n"
+        "c.csv,4,INVALID,DUPLICATE,V11\n"
+        "c.csv,5,INVALID,DUPLICATE,V12\n", encoding="utf-8")
+    results = {("c.csv", 1): ("INVALID", "NOT_REGISTERED", ""),
+               ("c.csv", 2): ("VALID", "MATCHED", "V10"),
+               ("c.csv", 3): ("VALID", "MATCHED", "V11"),
+               ("c.csv", 4): ("VALID", "MATCHED", "V11"),
+               ("c.csv", 5): ("VALID", "MATCHED", "V13")}
+    acc = compare(truth, results)
+    assert (acc.stand_in, acc.false_accept, acc.false_reject, acc.wrong_voter) == (1, 2, 1, 0)
+    assert "counted in place of their voter's unrecognised first signature (not false " \
+        "accepts) 1" in format_accuracy(acc)
+    # Without voter ids nothing shows whose signature was counted: every one is a false accept.
+    plain = compare(truth, {k: v[:2] for k, v in results.items()})
+    assert (plain.stand_in, plain.false_accept) == (0, 3)
 
 
 def test_without_voter_ids_there_is_no_linkage(tmp_path: Path) -> None:

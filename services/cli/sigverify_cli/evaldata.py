@@ -169,7 +169,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({
             "signatures": acc.signatures, "valid": acc.valid, "agree": acc.agree,
             "false_accept": acc.false_accept, "false_reject": acc.false_reject,
-            "to_review": acc.to_review, **acc.rates(),
+            "to_review": acc.to_review, "stand_in": acc.stand_in,
+            "wrong_voter": acc.wrong_voter, **acc.rates(),
             "links": None if links is None else {
                 "true": links.true_links, "predicted": links.predicted,
                 "correct": links.correct, "precision": links.precision,

@@ -8,8 +8,14 @@ reason, and optionally the voter it linked the signature to.
 
 The figures (``Accuracy``):
 
-- **false accept**: counted VALID, the truth says INVALID; ``rates()["false_accept_rate"]`` is
-  of all signatures.
+- **false accept**: a count that is not the signer's own: counted VALID where the truth says
+  INVALID, or (when the results carry voter ids) counted VALID for a voter other than the
+  one who signed; ``rates()["false_accept_rate"]`` is of all signatures. Not a false accept:
+  a **stand-in** (``stand_in``), a signature the truth calls a DUPLICATE of voter V that
+  was counted for V while no other signature was counted for V: V signed twice, the
+  signature the truth counts (the first) was not recognised, and the later one counts in
+  its place, as a county's would; V is counted once, as the truth wants. The unrecognised
+  first signature stays a false reject.
 - **false reject**: the truth says VALID, the system INVALID; ``false_reject_rate`` is of all
   signatures (as the README's bars are), ``valid_rejected_rate`` of the valid ones.
 - **review**: the system said REVIEW; ``review_rate`` of all signatures.
@@ -73,6 +79,8 @@ class Accuracy:
     confusion: dict[tuple[str, str], int]            # (expected_reason, got_reason) -> count
     valid: int = 0                   # signatures the truth says VALID
     links: Linkage | None = None     # when the results carry voter ids
+    stand_in: int = 0                # a DUPLICATE counted in place of its voter's first
+    wrong_voter: int = 0             # counted VALID for another voter (in false_accept)
 
     def rates(self) -> dict[str, float]:
         n = self.signatures or 1
@@ -108,9 +116,12 @@ def compare(truth_csv: Path, results: Results) -> Accuracy:
     no reason by its status (``NOT_SAMPLED``). Rows of ``results`` that the truth does not
     know are ignored. Linkage is scored only when some result carries a voter id element.
     """
-    n = agree = fa = fr = review = valid = 0
+    n = agree = fa = fr = review = valid = stand_in = wrong_voter = 0
     true_links = predicted = correct = 0
     with_links = any(len(v) >= 3 for v in results.values())
+    # Signatures counted per voter, for the stand-ins.
+    counted = Counter(v[2].strip() for v in results.values()
+                      if len(v) >= 3 and v[0].strip().upper() == "VALID" and v[2].strip())
     by: dict[str, list[int]] = {}
     confusion: Counter[tuple[str, str]] = Counter()
     with Path(truth_csv).open(newline="", encoding="utf-8") as fh:
@@ -138,7 +149,14 @@ def compare(truth_csv: Path, results: Results) -> Accuracy:
             if status == REVIEW:
                 review += 1
             elif status == "VALID" and exp_status == "INVALID":
+                if (exp_reason == "DUPLICATE" and exp_voter and voter == exp_voter
+                        and counted[voter] == 1):
+                    stand_in += 1
+                else:
+                    fa += 1
+            elif status == "VALID" and voter and exp_voter and voter != exp_voter:
                 fa += 1
+                wrong_voter += 1
             elif status == "INVALID" and exp_status == "VALID":
                 fr += 1
             if status == exp_status and reason == exp_reason:
@@ -152,6 +170,7 @@ def compare(truth_csv: Path, results: Results) -> Accuracy:
         confusion=dict(sorted(confusion.items(), key=lambda kv: (-kv[1], kv[0]))),
         valid=valid,
         links=Linkage(true_links, predicted, correct) if with_links else None,
+        stand_in=stand_in, wrong_voter=wrong_voter,
     )
 
 
@@ -202,6 +221,10 @@ def format_accuracy(acc: Accuracy, top: int = 8) -> str:
     if acc.valid:
         lines.append(f"valid signatures rejected {acc.false_reject:,} of {acc.valid:,} "
                      f"({r['valid_rejected_rate']:.3%})")
+    if acc.stand_in or acc.wrong_voter:
+        lines.append(f"false accepts counted for another voter {acc.wrong_voter:,}; "
+                     f"duplicates counted in place of their voter's unrecognised first "
+                     f"signature (not false accepts) {acc.stand_in:,}")
     if acc.links is not None:
         li = acc.links
         lines.append(f"links: precision {li.precision:.4f}   recall {li.recall:.4f}   "
