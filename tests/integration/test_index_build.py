@@ -6,6 +6,7 @@ read as records, whatever the values hold (tabs, line breaks, backslashes, a lit
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -140,3 +141,37 @@ async def test_a_build_longer_than_the_command_timeout_finishes_and_a_stalled_on
             await store.build_from_voters(conn, version, workers=1)
     finally:
         await conn.close()
+
+
+async def test_a_replica_waits_for_another_replicas_long_build_then_loads_it(
+        scratch: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two replicas want the same version's index: one builds it under the advisory lock,
+    the other waits for the lock longer than the pool's command timeout, then loads what
+    was saved instead of building it again (the wait used to fail after the timeout)."""
+    pool = await asyncpg.create_pool(scratch, min_size=2, max_size=4, command_timeout=0.5)
+    try:
+        async with pool.acquire() as conn:
+            version = await _version(conn, 300)
+        read = store.copy_rows
+        built: list[int] = []
+
+        def slow(blob: bytes) -> list[object]:
+            built.append(len(blob))
+            time.sleep(1.2)  # the other replica waits a second at least
+            return read(blob)  # type: ignore[return-value]
+        monkeypatch.setattr(store, "copy_rows", slow)
+        monkeypatch.setattr(store, "BUILD_CHUNK_BYTES", 1)
+        monkeypatch.setattr(store, "build_workers", lambda: 1)
+        first = asyncio.create_task(store.index_of(pool, version, "replica-1"))
+        await asyncio.sleep(0.2)  # the first holds the lock and builds
+        second = await store.index_of(pool, version, "replica-2")
+        one = await first
+        assert len(one) == len(second) == 303
+        assert _saved(one) == _saved(second)
+        pieces = len(built)
+        assert pieces >= 1
+        # Nothing was built twice: the second loaded the saved index.
+        assert await store.index_of(pool, version, "replica-3") is not None
+        assert len(built) == pieces
+    finally:
+        await pool.close()

@@ -122,6 +122,14 @@ _UNESCAPE = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
 _ESCAPED = re.compile(r"\\(.)")
 
 
+async def build_budget(conn: Conn, version: int) -> float:
+    """How long the build of ``version``'s index may take (``BUILD_BASE_SECONDS`` and
+    ``BUILD_SECONDS_PER_VOTER`` for each of its rows)."""
+    rows = await conn.fetchval(
+        "SELECT rows FROM matching.roll_versions WHERE version = $1", version) or 0
+    return BUILD_BASE_SECONDS + BUILD_SECONDS_PER_VOTER * rows
+
+
 def _unescaped(field: str) -> str:
     return _ESCAPED.sub(lambda m: _UNESCAPE.get(m.group(1), m.group(1)), field)
 
@@ -193,12 +201,10 @@ async def build_from_voters(conn: Conn, version: int, workers: int | None = None
     try:
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             await conn.execute("SET LOCAL DateStyle = 'ISO, YMD'")
-            rows = await conn.fetchval(
-                "SELECT rows FROM matching.roll_versions WHERE version = $1", version) or 0
             await conn.copy_from_query(
                 f"SELECT {VOTER_COLUMNS} FROM matching.voters WHERE version = $1",  # noqa: S608
                 version, output=received, format="text",
-                timeout=BUILD_BASE_SECONDS + BUILD_SECONDS_PER_VOTER * rows)
+                timeout=await build_budget(conn, version))
         if size:
             await piece(b"".join(held))
         while pending:
@@ -219,7 +225,11 @@ async def index_of(pool: asyncpg.Pool, version: int, built_by: str = "matching")
         if index is not None:
             return index
         key = _lock_key("index", version)
-        await conn.execute("SELECT pg_advisory_lock($1)", key)
+        # Another replica may be building it: wait for as long as its build may take (the
+        # pool's 60-second command timeout would fail the wait, and log a failed build a
+        # minute, for the ten minutes a state's roll takes).
+        await conn.execute("SELECT pg_advisory_lock($1)", key,
+                           timeout=await build_budget(conn, version))
         try:
             index = await load_index(conn, version)
             if index is not None:
