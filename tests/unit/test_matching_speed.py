@@ -205,3 +205,30 @@ def test_levels_with_remembered_pairs_are_those_worked_out(
     rng = np.random.default_rng(8)
     monkeypatch.setattr(engine, "MEMO_VOCAB", 0)
     assert levels() == remembered
+
+
+@pytest.mark.parametrize("typo", [True, "near"])
+def test_keys_shared_by_lookup_are_those_found_side_by_side(
+        petition: tuple[VoterIndex, engine.fs.Model, list[SignatureInput]],
+        typo: bool | str) -> None:
+    index, _, sigs = petition
+    b = engine.prepare(index, sigs)
+    coder = b.coders["given"]
+    known = len(index.vocabs["given"])
+    odd = np.unique(b.cols["first"][b.cols["first"] >= known]).astype(np.int64)
+    assert len(odd) > 5  # the hostile profile's misspelt given names
+    rng = np.random.default_rng(12)
+    codes = np.concatenate([odd, rng.choice(odd, 3_000)])
+    table = engine._nick_rows(index, coder, codes, typo)
+    # ids: the rows' own keys here and there, nickname rows of the roll, and padding
+    ids = index.given_nick[rng.integers(0, known, len(codes))].copy()
+    pick = rng.random(len(codes)) < 0.3
+    ids[pick, 0] = table[pick, 0]
+    ids[rng.random(ids.shape) < 0.2] = -1
+    for width in (1, ids.shape[1]):
+        x, y = table, ids[:, :width]
+        want = ((x[:, :, None] == y[:, None, :]) & (x[:, :, None] >= 0)).any(axis=(1, 2))
+        got = engine._shares(index, coder, codes, y, typo)
+        assert got.tolist() == want.tolist()
+        assert 0 < got.sum() < len(got)
+    assert engine._shares(index, coder, codes[:0], ids[:0], typo).tolist() == []

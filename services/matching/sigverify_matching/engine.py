@@ -587,14 +587,6 @@ def _has(rows: I32, ids: I32) -> B:
     return np.asarray(((rows == ids[:, None]) & (ids[:, None] >= 0)).any(axis=1))
 
 
-def _any_shared(x: I32, y: I32) -> B:
-    """Rows where the -1 padded id rows of ``x`` and ``y`` share an id."""
-    if not len(x):
-        return np.zeros(0, dtype=bool)
-    eq = (x[:, :, None] == y[:, None, :]) & (x[:, :, None] >= 0)
-    return np.asarray(eq.any(axis=(1, 2)))
-
-
 def _self_ids(ix: VoterIndex, coder: Coder, codes: I64) -> I32:
     """The nickname key id of each given name itself (its id among the keys)."""
     kid = key_ids(ix)
@@ -631,6 +623,24 @@ def _nick_rows(ix: VoterIndex, coder: Coder, codes: I64, typo: bool | str) -> I3
         return kid.table([], typo=typo)
     uc, inv = np.unique(codes, return_inverse=True)
     return kid.table([coder.text(int(c)) for c in uc], typo=True)[inv]
+
+
+def _shares(ix: VoterIndex, coder: Coder, codes: I64, ids: I32, typo: bool | str) -> B:
+    """Per row: does ``_nick_rows(codes, typo)`` hold one of the row's ``ids`` (-1 padded)?
+    Without laying each row's 64 typo keys against each of its ids: the keys of each
+    distinct code are sorted once as (code, key), and every id is looked up there."""
+    if not len(codes):
+        return np.zeros(0, dtype=bool)
+    uc, inv = np.unique(codes, return_inverse=True)
+    table = _nick_rows(ix, coder, uc, typo)
+    r, k = np.nonzero(table >= 0)
+    keys = np.sort((r.astype(np.int64) << 32) | table[r, k].astype(np.int64))
+    if not len(keys):
+        return np.zeros(len(codes), dtype=bool)
+    # A padding id (-1) makes its query -1, which no key is.
+    q = (inv.reshape(-1, 1).astype(np.int64) << 32) | ids.astype(np.int64)
+    at = np.minimum(np.searchsorted(keys, q), len(keys) - 1)
+    return np.asarray((keys[at] == q).any(axis=1))
 
 
 def _phon_of(ix: VoterIndex, coder: Coder, codes: I64) -> I32:
@@ -689,8 +699,8 @@ def _first_pair_levels(ix: VoterIndex, ua: I64, ub: I64, coder: Coder) -> npt.ND
     odd = ua >= len(ix.vocabs["given"])
     is_nick_typo = np.zeros(len(ua), dtype=bool)
     if odd.any():
-        is_nick_typo[odd] = (_has(_nick_rows(ix, coder, ua[odd], True), self_b[odd])
-                             | _any_shared(_nick_rows(ix, coder, ua[odd], "near"), nick_b[odd]))
+        is_nick_typo[odd] = (_shares(ix, coder, ua[odd], self_b[odd][:, None], True)
+                             | _shares(ix, coder, ua[odd], nick_b[odd], "near"))
     phon_a = _phon_of(ix, coder, ua)
     is_phon = (phon_a >= 0) & (phon_a == ix.given_phon[ub]) & (np.minimum(la, lb) > 1)
     is_similar = (jw >= 0.80) & ~is_initial
@@ -899,12 +909,28 @@ def _last_chars(ix: VoterIndex, vocab: str, coder: Coder, codes: I32) -> npt.NDA
     return out
 
 
-def _house_levels(ix: VoterIndex, b: SigBatch, s: I32, v: I32, slip: Any) -> tuple[B, B]:
+class _Gathered(dict[str, npt.NDArray[Any]]):
+    """Columns read at rows, each gathered once on first use (``cols[name][rows]``): a pair's
+    comparison reads the same column of a signature or voter several times, and each read of
+    a roll column at tens of thousands of scattered rows is a pass of cache misses."""
+
+    def __init__(self, cols: dict[str, npt.NDArray[Any]], rows: I32) -> None:
+        super().__init__()
+        self.cols, self.rows = cols, rows
+
+    def __missing__(self, name: str) -> npt.NDArray[Any]:
+        got = self[name] = self.cols[name][self.rows]
+        return got
+
+
+def _house_levels(ix: VoterIndex, b: SigBatch, s: I32, v: I32, slip: Any,
+                  sg: _Gathered | None = None, vg: _Gathered | None = None) -> tuple[B, B]:
     """``_exact_or`` of the house numbers with ``slip`` (one OSA edit, at least three
     characters; or two digits transposed), tried only on pairs that can be a slip: lengths
     at most one apart, at least three, and the first or the last characters alike (one edit
     in a string of three or more characters leaves one end as it was); or both of two."""
-    sh, vh = b.cols["house"][s], ix.cols["house"][v]
+    sh = sg["house"] if sg is not None else b.cols["house"][s]
+    vh = vg["house"] if vg is not None else ix.cols["house"][v]
     present = (sh >= 0) & (vh >= 0)
     exact = present & (sh == vh)
     similar = np.zeros(len(sh), dtype=bool)
@@ -993,8 +1019,12 @@ def _short_types(ix: VoterIndex, coder: Coder, codes: I64, vocab: str = "stype")
     return out  # type: ignore[no-any-return]
 
 
-def _residence_levels(ix: VoterIndex, b: SigBatch, s: I32, v: I32) -> npt.NDArray[np.int8]:
-    c, vc, co, vv = b.cols, ix.cols, b.coders, ix.vocabs
+def _residence_levels(ix: VoterIndex, b: SigBatch, s: I32, v: I32,
+                      sg: _Gathered | None = None, vg: _Gathered | None = None
+                      ) -> npt.NDArray[np.int8]:
+    co, vv = b.coders, ix.vocabs
+    sg = _Gathered(b.cols, s) if sg is None else sg
+    vg = _Gathered(ix.cols, v) if vg is None else vg
 
     def house_slip(ua: I64, ub: I64) -> B:
         # One edit in a number of three or more digits; two digits transposed in any ("21"
@@ -1009,11 +1039,11 @@ def _residence_levels(ix: VoterIndex, b: SigBatch, s: I32, v: I32) -> npt.NDArra
                          for x, y in zip(a[short].tolist(), bb[short].tolist(), strict=True)]
         return np.asarray(ok, dtype=bool)
 
-    house_ex, house_sl = _house_levels(ix, b, s, v, house_slip)
+    house_ex, house_sl = _house_levels(ix, b, s, v, house_slip, sg, vg)
     # Street names: the name, or the name with its type written out ("WONGPARKWAY" for
     # WONG PKWY; "BURNSCEURT" for BURNS CT), one edit or Jaro-Winkler 0.9 apart. Only
     # worth a look where the house agrees or the names begin alike.
-    s_st, v_st = c["street"][s], vc["street"][v]
+    s_st, v_st = sg["street"], vg["street"]
     present = (s_st >= 0) & (v_st >= 0)
     street_ex = present & (s_st == v_st)
     street_sim = np.zeros(len(s), dtype=bool)
@@ -1024,7 +1054,7 @@ def _residence_levels(ix: VoterIndex, b: SigBatch, s: I32, v: I32) -> npt.NDArra
         look = (s_first == v_first[v_st[rest]]) | (house_ex | house_sl)[rest]
         rest[np.nonzero(rest)[0][~look]] = False
     if rest.any():
-        s_ty, v_ty = c["stype"][s][rest].astype(np.int64), vc["stype"][v][rest].astype(np.int64)
+        s_ty, v_ty = sg["stype"][rest].astype(np.int64), vg["stype"][rest].astype(np.int64)
         left = s_st[rest].astype(np.int64) * 4096 + (s_ty + 1)
         right = v_st[rest].astype(np.int64) * 4096 + (v_ty + 1)
         ua, ub, inv = _unique(left, right)
@@ -1049,18 +1079,18 @@ def _residence_levels(ix: VoterIndex, b: SigBatch, s: I32, v: I32) -> npt.NDArra
                                                                        b_name[cross], 6)
                          | _slip(a_name[cross], b_short, 4) | _slip(a_short, b_name[cross], 4))
         street_sim[rest] = ok[inv]
-    s_dir, v_dir = c["sdir"][s], vc["sdir"][v]
+    s_dir, v_dir = sg["sdir"], vg["sdir"]
     dir_conflict = (s_dir >= 0) & (v_dir >= 0) & (s_dir != v_dir)
 
     def zip_near(ua: I64, ub: I64) -> B:  # one digit wrong, missing or two swapped
         return _osa(co["zip"].strs(ua), vv["zip"].strs(ub)) <= 1
 
-    zip_ex, zip_nr = _exact_or(c["zip"][s], vc["zip"][v], zip_near, ix, "zip")
+    zip_ex, zip_nr = _exact_or(sg["zip"], vg["zip"], zip_near, ix, "zip")
     city_ex, city_sim = _exact_or(
-        c["city"][s], vc["city"][v],
+        sg["city"], vg["city"],
         lambda ua, ub: _jw(co["city"].strs(ua), vv["city"].strs(ub)) >= 0.9, ix, "city")
-    zip_null = (c["zip"][s] < 0) | (vc["zip"][v] < 0)
-    city_null = (c["city"][s] < 0) | (vc["city"][v] < 0)
+    zip_null = (sg["zip"] < 0) | (vg["zip"] < 0)
+    city_null = (sg["city"] < 0) | (vg["city"] < 0)
     loc_agree = zip_ex | (city_ex & (zip_nr | zip_null))
     loc_near = (zip_nr | city_ex | city_sim) & ~loc_agree
     loc_null = zip_null & city_null
@@ -1073,7 +1103,7 @@ def _residence_levels(ix: VoterIndex, b: SigBatch, s: I32, v: I32) -> npt.NDArra
     if odd.any():
         oi = np.nonzero(odd)[0]
         s_digit = _starts_with_digit(co["street"].strs(s_st[oi]))
-        hs, hv = c["house"][s][oi], vc["house"][v][oi]
+        hs, hv = sg["house"][oi], vg["house"][oi]
         both = (hs >= 0) & (hv >= 0)
         _, hs_first = _coded_meta(ix, "house", co["house"], np.maximum(hs, 0))
         _, st_first = _coded_meta(ix, "street", co["street"], s_st[oi])
@@ -1085,11 +1115,11 @@ def _residence_levels(ix: VoterIndex, b: SigBatch, s: I32, v: I32) -> npt.NDArra
         # directional and type abbreviated or written out: a slip or two in a long line.
         idx = np.nonzero(odd)[0]
         a = b.lines[s[idx]]
-        hv = vc["house"][v][idx]
+        hv = vg["house"][idx]
         house = np.where(hv >= 0, vv["house"].strs(np.maximum(hv, 0)), "")
         name = vv["street"].strs(v_st[idx])
-        ty = vc["stype"][v][idx].astype(np.int64)
-        dr = vc["sdir"][v][idx].astype(np.int64)
+        ty = vg["stype"][idx].astype(np.int64)
+        dr = vg["sdir"][idx].astype(np.int64)
         near = np.zeros(len(idx), dtype=bool)
         # A street named by a directional ("WEST AVE", kept as W) is written out too, as the
         # signature's line has it ("1977 5WEST AVE").
@@ -1120,14 +1150,14 @@ def _residence_levels(ix: VoterIndex, b: SigBatch, s: I32, v: I32) -> npt.NDArra
     # the other's street, its type written out or abbreviated (a slip or two allowed).
     swap = (~addr_exact & ~addr_near & (house_ex | house_sl)
             & (loc_agree | loc_near | loc_null)
-            & (((c["unit"][s] >= 0) & (v_st >= 0)) | ((vc["unit"][v] >= 0) & (s_st >= 0))))
+            & (((sg["unit"] >= 0) & (v_st >= 0)) | ((vg["unit"] >= 0) & (s_st >= 0))))
     if swap.any():
         idx = np.nonzero(swap)[0]
         near = np.zeros(len(idx), dtype=bool)
-        sides = ((co["unit"], c["unit"][s][idx], vv["street"], v_st[idx],
-                  vc["stype"][v][idx].astype(np.int64)),
-                 (vv["unit"], vc["unit"][v][idx], co["street"], s_st[idx],
-                  c["stype"][s][idx].astype(np.int64)))
+        sides = ((co["unit"], sg["unit"][idx], vv["street"], v_st[idx],
+                  vg["stype"][idx].astype(np.int64)),
+                 (vv["unit"], vg["unit"][idx], co["street"], s_st[idx],
+                  sg["stype"][idx].astype(np.int64)))
         for unit_vocab, unit, street_vocab, street, ty in sides:
             has = (unit >= 0) & (street >= 0)
             if not has.any():
@@ -1140,7 +1170,7 @@ def _residence_levels(ix: VoterIndex, b: SigBatch, s: I32, v: I32) -> npt.NDArra
         addr_near[idx[near]] = True
     # No street name on one side or both ("3", "FOREST GLEN RESORT": a number and a place
     # name): the house number and the second line agreeing is the same address.
-    s_un, v_un = c["unit"][s], vc["unit"][v]
+    s_un, v_un = sg["unit"], vg["unit"]
     bare = ~present & house_ex & (s_un >= 0) & (v_un >= 0)
     if bare.any():
         bi = np.nonzero(bare)[0]
@@ -1218,51 +1248,52 @@ def compare(ix: VoterIndex, b: SigBatch, s: I32, v: I32, swapped: bool = True) -
     """Every comparison's level for pairs (signature row ``s``, voter ``v``). With
     ``swapped``, names are also read the other way round (first and last exchanged) where
     the surnames disagree, and the reading with the stronger surname level is kept."""
-    c, vc = b.cols, ix.cols
+    sg, vg = _Gathered(b.cols, s), _Gathered(ix.cols, v)
     g = b.coders["given"]
-    first = _first_levels(ix, c["first"][s], vc["first"][v], g)
+    first = _first_levels(ix, sg["first"], vg["first"], g)
     # The middle name written as the first name ("Carlos" for Juan Carlos) or back.
-    mid_first = (((c["first"][s] >= 0) & (c["first"][s] == vc["middle"][v]))
-                 | ((c["middle"][s] >= 0) & (c["middle"][s] == vc["first"][v])))
+    mid_first = (((sg["first"] >= 0) & (sg["first"] == vg["middle"]))
+                 | ((sg["middle"] >= 0) & (sg["middle"] == vg["first"])))
     first = np.where((first > fs.FIRST_MIDDLE) & mid_first, fs.FIRST_MIDDLE, first).astype(np.int8)
-    first = _joined_given(ix, g, c["first"][s], c["middle"][s], vc["first"][v], vc["middle"][v],
+    first = _joined_given(ix, g, sg["first"], sg["middle"], vg["first"], vg["middle"],
                           first)
-    last = _last_levels(ix, c["last"][s], vc["last"][v], b.last_sounds[s, 0],
+    last = _last_levels(ix, sg["last"], vg["last"], b.last_sounds[s, 0],
                         b.last_sounds[s, 1:], b.coders["last"])
     lv = fs.Levels(
         first=first,
-        middle=_middle_levels(ix, c["middle"][s], vc["middle"][v], g),
+        middle=_middle_levels(ix, sg["middle"], vg["middle"], g),
         last=last,
-        suffix=_suffix_levels(c["suffix"][s], vc["suffix"][v]),
-        residence=_residence_levels(ix, b, s, v),
-        birth=_birth_levels(c["dob"][s], vc["dob"][v]),
-        n_first=ix.n_first[np.maximum(vc["first"][v], 0)],
-        n_last=ix.n_last[np.maximum(vc["last"][v], 0)],
-        n_addr=vc["n_addr"][v], n_last_addr=vc["n_last_addr"][v],
+        suffix=_suffix_levels(sg["suffix"], vg["suffix"]),
+        residence=_residence_levels(ix, b, s, v, sg, vg),
+        birth=_birth_levels(sg["dob"], vg["dob"]),
+        n_first=ix.n_first[np.maximum(vg["first"], 0)],
+        n_last=ix.n_last[np.maximum(vg["last"], 0)],
+        n_addr=vg["n_addr"], n_last_addr=vg["n_last_addr"],
         swapped=np.zeros(len(s), dtype=bool),
     )
     if swapped:
-        idx = np.nonzero((last >= fs.LAST_SIMILAR) & (c["first"][s] >= 0))[0]
+        idx = np.nonzero((last >= fs.LAST_SIMILAR) & (sg["first"] >= 0))[0]
         if len(idx):
             sw_first, sw_last = b.swapped()
-            si, vi = s[idx], v[idx]
-            l2 = _last_levels(ix, sw_last[si], vc["last"][vi], b.swapped_sounds(ix)[1][si],
+            si = s[idx]
+            l2 = _last_levels(ix, sw_last[si], vg["last"][idx], b.swapped_sounds(ix)[1][si],
                               np.full((len(idx), 3), -1, dtype=np.int32), b.coders["last"])
             # The first names read the other way only where that surname reading is better.
             keep = (l2 < last[idx]) & (l2 != 0)
-            idx, l2, si, vi = idx[keep], l2[keep], si[keep], vi[keep]
-            f2 = _first_levels(ix, sw_first[si], vc["first"][vi], g)
+            idx, l2, si = idx[keep], l2[keep], si[keep]
+            f2 = _first_levels(ix, sw_first[si], vg["first"][idx], g)
             # The middle name: the middle box, else the surname box's second word ("HUANG /
             # YI JING": JING), so that a two-word given name is read whole.
-            sm2 = np.where(c["middle"][si] >= 0, c["middle"][si], b.swapped_middle()[si])
-            f2 = _joined_given(ix, g, sw_first[si], sm2, vc["first"][vi], vc["middle"][vi], f2)
+            sm_i = sg["middle"][idx]
+            sm2 = np.where(sm_i >= 0, sm_i, b.swapped_middle()[si])
+            f2 = _joined_given(ix, g, sw_first[si], sm2, vg["first"][idx], vg["middle"][idx], f2)
             better = (f2 != 0) & (f2 < fs.FIRST_DIFF)
             take = idx[better]
             lv.first[take] = f2[better]
-            lv.middle[take] = _middle_levels(ix, sm2[better], vc["middle"][vi[better]], g)
+            lv.middle[take] = _middle_levels(ix, sm2[better], vg["middle"][take], g)
             lv.last[take] = l2[better]
             lv.swapped[take] = True
-            lv.n_first[take] = ix.n_first[np.maximum(vc["first"][v[take]], 0)]
+            lv.n_first[take] = ix.n_first[np.maximum(vg["first"][take], 0)]
     return lv
 
 
@@ -1472,16 +1503,18 @@ def household_keys(ix: VoterIndex, voters: I32) -> tuple[U64, I64]:
     households in its county (the roll's distinct such keys)."""
     c = ix.cols
     counts = ix.cache.get("household_counts")
-    if counts is None:
+    every = ix.cache.get("household_keys")
+    if counts is None or every is None:
+        # Every voter's key, made once (8 bytes a voter): a batch reads its pairs' keys.
+        every = ix.cache.setdefault("household_keys", mix(c["last"], c["house"], c["street"],
+                                                           c["zip"]))
         ok = (c["house"] >= 0) & (c["street"] >= 0) & (c["last"] >= 0)
-        keys = mix(c["last"][ok], c["house"][ok], c["street"][ok], c["zip"][ok])
         county = c["county"][ok].astype(np.int64)
         # a household counted once, in its county
-        _, at = np.unique(mix(keys, county), return_index=True)
+        _, at = np.unique(mix(every[ok], county), return_index=True)
         counts = ix.cache.setdefault("household_counts", np.bincount(
             county[at], minlength=len(ix.vocabs["county"])).astype(np.int64))
-    key = mix(c["last"][voters], c["house"][voters], c["street"][voters], c["zip"][voters])
-    return key, counts[c["county"][voters].astype(np.int64)]
+    return every[voters], counts[c["county"][voters].astype(np.int64)]
 
 
 def county_counts(ix: VoterIndex) -> I64:
