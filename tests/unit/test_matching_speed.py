@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -232,3 +233,28 @@ def test_keys_shared_by_lookup_are_those_found_side_by_side(
         assert got.tolist() == want.tolist()
         assert 0 < got.sum() < len(got)
     assert engine._shares(index, coder, codes[:0], ids[:0], typo).tolist() == []
+
+
+def test_block_bounds_by_directory_are_searchsorted(
+        petition: tuple[VoterIndex, engine.fs.Model, list[SignatureInput]]) -> None:
+    index, _, _ = petition
+    rng = np.random.default_rng(21)
+    # the roll's own rules, and keys of a few huge blocks, many small ones and none
+    crowded = np.sort(np.concatenate([
+        np.repeat(rng.integers(0, 2**64 - 1, 5, dtype=np.uint64), 700),
+        rng.integers(0, 2**64 - 1, 3_000, dtype=np.uint64),
+        np.full(300, 2**64 - 1, dtype=np.uint64), np.zeros(40, dtype=np.uint64)]))
+    rolls = [(index, rule) for rule in index.keys]
+    rolls.append((SimpleNamespace(keys={"zl": (crowded, None)}, cache={}), "zl"))
+    rolls.append((SimpleNamespace(keys={"zl": (crowded[:0], None)}, cache={}), "zl"))
+    for ix, rule in rolls:
+        vkeys = ix.keys[rule][0]
+        q = np.sort(np.concatenate([
+            vkeys[rng.integers(0, max(len(vkeys), 1), 2_000)] if len(vkeys) else vkeys,
+            rng.integers(0, 2**64 - 1, 1_000, dtype=np.uint64),
+            np.array([0, 1, 2**63, 2**64 - 1], dtype=np.uint64)]))
+        lo, size = engine._block_bounds(ix, rule, q)  # type: ignore[arg-type]
+        want_lo = np.searchsorted(vkeys, q, side="left")
+        want_size = np.searchsorted(vkeys, q, side="right") - want_lo
+        assert lo.tolist() == want_lo.tolist() and size.tolist() == want_size.tolist()
+        assert len(vkeys) == 0 or size.max() > 0

@@ -357,13 +357,12 @@ def _blocks(ix: VoterIndex, b: SigBatch, rule: str, qk: U64, qwho: I32,
     what the rule's key left out (``_narrowed``), what is still too big left to the other
     rules. Also the rows of the oversized blocks and how many voters each left uncompared."""
     cap = RULES[rule]
-    vkeys, vwho = ix.keys[rule]
-    # In key order, each search starts where the last one ended (and finds the roll's keys
-    # in cache); the pairs are sorted in the end anyway.
+    vwho = ix.keys[rule][1]
+    # In key order (the roll's keys are then read in order; the pairs are sorted in the end
+    # anyway).
     o = np.argsort(qk)
     qk, qwho = qk[o], qwho[o]
-    lo = np.searchsorted(vkeys, qk, side="left").astype(np.int64)
-    size = np.searchsorted(vkeys, qk, side="right").astype(np.int64) - lo
+    lo, size = _block_bounds(ix, rule, qk)
     big = size > cap
     sig_parts: list[I32] = []
     voter_parts: list[I32] = []
@@ -378,6 +377,51 @@ def _blocks(ix: VoterIndex, b: SigBatch, rule: str, qk: U64, qwho: I32,
     sig_parts.append(np.repeat(qwho, size).astype(np.int32))
     voter_parts.append(vwho[pos])
     return sig_parts, voter_parts, qwho[big], left
+
+
+def _directory(ix: VoterIndex, rule: str) -> tuple[npt.NDArray[np.integer[Any]], np.uint64]:
+    """Where each range of a rule's sorted keys begins, by their top bits (about eight keys
+    a range; the keys are hashes, so spread evenly), and the shift to a key's range."""
+    got = ix.cache.get(f"directory_{rule}")
+    if got is None:
+        vkeys = ix.keys[rule][0]
+        bits = int(min(max(8, np.ceil(np.log2(max(len(vkeys), 1) / 8))), 30))
+        shift = np.uint64(64 - bits)
+        starts = np.searchsorted(vkeys, np.arange(1 << bits, dtype=np.uint64) << shift)
+        # 4 bytes a position: 1 to 2 bytes a voter for each rule
+        kind = np.int32 if len(vkeys) < 2**31 else np.int64
+        got = ix.cache.setdefault(f"directory_{rule}", (
+            np.append(starts, len(vkeys)).astype(kind), shift))
+    return got  # type: ignore[no-any-return]
+
+
+def _block_bounds(ix: VoterIndex, rule: str, qk: U64) -> tuple[I64, I64]:
+    """(first position, size) of each key's block in the rule's sorted keys:
+    ``searchsorted`` left and right, but each search only within the key's range of the
+    directory (a few keys, one or two cache lines) instead of across the whole roll's keys,
+    every query of the batch a step at a time."""
+    vkeys = ix.keys[rule][0]
+    starts, shift = _directory(ix, rule)
+    if not len(vkeys) or not len(qk):
+        return np.zeros(len(qk), dtype=np.int64), np.zeros(len(qk), dtype=np.int64)
+    h = (qk >> shift).astype(np.int64)
+    end = starts[h + 1].astype(np.int64)
+    last = len(vkeys) - 1
+    bounds: list[I64] = []
+    for right in (False, True):
+        a = starts[h].astype(np.int64) if not right else bounds[0].copy()
+        b = end.copy()
+        live = np.nonzero(a < b)[0]
+        while len(live):
+            al, bl = a[live], b[live]
+            mid = (al + bl) >> 1
+            k = vkeys[np.minimum(mid, last)]
+            go = (k <= qk[live]) if right else (k < qk[live])
+            a[live] = np.where(go, mid + 1, al)
+            b[live] = np.where(go, bl, mid)
+            live = live[a[live] < b[live]]
+        bounds.append(a)
+    return bounds[0], bounds[1] - bounds[0]
 
 
 def _voter_initials(ix: VoterIndex) -> tuple[npt.NDArray[np.int16], npt.NDArray[np.int16]]:
