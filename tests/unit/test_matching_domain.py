@@ -32,6 +32,7 @@ from sigverify_matching.domain import (
     phonetic,
     run_together_types,
     split_house_reading,
+    swapped_names,
     written_line,
 )
 
@@ -311,3 +312,17 @@ def test_a_street_type_run_onto_the_name() -> None:
     assert "BROAD" in run_together_types("BROADWAY")
     assert run_together_types("MAIN") == ()
     assert run_together_types("ST") == ()      # no name left before the type
+
+
+_NAME_BOX = st.lists(st.sampled_from(
+    ["de la", "Cruz", "JR", "sr", "III", "Nguyễn", "Thị", "O'Brien", "Mary-Jo", "x", "", "  ",
+     "2nd", "Jean Luc", "IV", "van", "Da Silva", "Núñez"]), max_size=4).map(" ".join)
+
+
+@given(firsts=st.lists(_NAME_BOX, max_size=12), data=st.data())
+def test_swapped_names_are_person_name_read_the_other_way(firsts: list[str],
+                                                          data: st.DataObject) -> None:
+    lasts = data.draw(st.lists(_NAME_BOX, min_size=len(firsts), max_size=len(firsts)))
+    want = [person_name(last, "", first) for first, last in zip(firsts, lasts, strict=True)]
+    got = swapped_names(firsts, lasts)
+    assert got == ([w.first for w in want], [w.middle for w in want], [w.last for w in want])

@@ -13,6 +13,7 @@ street and unit lines swapped). The same code normalises voters and signatures.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from functools import lru_cache
@@ -186,10 +187,9 @@ class PersonName:
         return phonetic(self.last)
 
 
-@lru_cache(maxsize=1 << 16)
-def person_name(first: str, middle: str, last: str, suffix: str = "") -> PersonName:
-    """Normalised name parts. Extra words of the first name join the middle name ("JOHN Q");
-    a trailing JR/SR/II/III/IV of the last name becomes the suffix."""
+def _name_words(first: str, middle: str, last: str, suffix: str = ""
+                ) -> tuple[list[str], list[str], list[str], str]:
+    """(first, middle, last words, suffix) as ``person_name`` reads them."""
     f = normalize_text(first).split()
     m = normalize_text(middle).split()
     ln = normalize_text(last).split()
@@ -200,6 +200,14 @@ def person_name(first: str, middle: str, last: str, suffix: str = "") -> PersonN
     if len(f) > 1:
         m = f[1:] + m
         f = f[:1]
+    return f, m, ln, sfx
+
+
+@lru_cache(maxsize=1 << 16)
+def person_name(first: str, middle: str, last: str, suffix: str = "") -> PersonName:
+    """Normalised name parts. Extra words of the first name join the middle name ("JOHN Q");
+    a trailing JR/SR/II/III/IV of the last name becomes the suffix."""
+    f, m, ln, sfx = _name_words(first, middle, last, suffix)
     return PersonName(
         first=intern(f[0]) if f else "",
         middle=intern(m[0]) if m else "",
@@ -207,6 +215,22 @@ def person_name(first: str, middle: str, last: str, suffix: str = "") -> PersonN
         last_parts=frozenset(ln),
         suffix=intern(sfx),
     )
+
+
+def swapped_names(firsts: Sequence[str], lasts: Sequence[str]
+                  ) -> tuple[list[str], list[str], list[str]]:
+    """(first, middle, last) of each name read the other way round: what
+    ``person_name(last, "", first)`` gives, without a ``PersonName`` (or a place in its
+    cache) for every signature of a batch."""
+    out_f: list[str] = []
+    out_m: list[str] = []
+    out_l: list[str] = []
+    for first, last in zip(firsts, lasts, strict=True):
+        f, m, ln, _ = _name_words(last, "", first)
+        out_f.append(f[0] if f else "")
+        out_m.append(m[0] if m else "")
+        out_l.append("".join(ln))
+    return out_f, out_m, out_l
 
 
 # ---------------------------------------------------------------------------------------

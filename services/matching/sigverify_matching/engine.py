@@ -62,6 +62,7 @@ from sigverify_matching.domain import (
     phonetic,
     run_together_types,
     split_house_reading,
+    swapped_names,
 )
 
 I32 = npt.NDArray[np.int32]
@@ -166,12 +167,8 @@ class SigBatch:
             g, lc = self.coders["given"], self.coders["last"]
             middles: list[str] = []
             if len(self.inputs) == self.n:
-                firsts, lasts = [], []
-                for sig in self.inputs:
-                    sw = person_name(sig.last_name, "", sig.first_name)
-                    firsts.append(sw.first)
-                    middles.append(sw.middle)
-                    lasts.append(sw.last)
+                firsts, middles, lasts = swapped_names(
+                    [sig.first_name for sig in self.inputs], [sig.last_name for sig in self.inputs])
             else:
                 # Voters posing as signatures (a million of them for ``estimate_u``): each
                 # distinct name looked up once.
@@ -716,9 +713,8 @@ def _first_levels(ix: VoterIndex, sf: I32, vf: I32, coder: Coder) -> npt.NDArray
     out, rest = _start_levels(sf, vf, fs.FIRST_EXACT, fs.FIRST_DIFF)
     if not rest.any():
         return out
-    ua, ub, inv = _unique(sf[rest], vf[rest])
-    out[rest] = _memo(ix, "first", "given", ua, ub,
-                      lambda ua, ub: _first_pair_levels(ix, ua, ub, coder))[inv]
+    out[rest] = _memo(ix, "first", "given", sf[rest], vf[rest],
+                      lambda ua, ub: _first_pair_levels(ix, ua, ub, coder))
     return out
 
 
@@ -759,7 +755,6 @@ def _last_levels(ix: VoterIndex, sl: I32, vl: I32, s_sound: I32, s_parts: I32,
     out, rest = _start_levels(sl, vl, fs.LAST_EXACT, fs.LAST_DIFF)
     if not rest.any():
         return out
-    ua, ub, inv = _unique(sl[rest], vl[rest])
 
     def spelt(ua: I64, ub: I64) -> npt.NDArray[np.int8]:
         a, bb = coder.strs(ua), ix.vocabs["last"].strs(ub)
@@ -776,7 +771,7 @@ def _last_levels(ix: VoterIndex, sl: I32, vl: I32, s_sound: I32, s_parts: I32,
         return np.select([typo, part, similar], [fs.LAST_TYPO, fs.LAST_PART, fs.LAST_SIMILAR],
                          fs.LAST_DIFF).astype(np.int8)
 
-    r = _memo(ix, "last", "last", ua, ub, spelt)[inv]
+    r = _memo(ix, "last", "last", sl[rest], vl[rest], spelt)
     # Sounds alike, or a part's sound (per pair: sounds are per signature and per voter).
     v = vl[rest]
     snd = s_sound[rest]
@@ -809,7 +804,6 @@ def _middle_levels(ix: VoterIndex, sm: I32, vm: I32, coder: Coder) -> npt.NDArra
         out[same & _single_letters(ix)[np.maximum(vm, 0)]] = fs.MID_INITIAL
     if not rest.any():
         return out
-    ua, ub, inv = _unique(sm[rest], vm[rest])
 
     def spelt(ua: I64, ub: I64) -> npt.NDArray[np.int8]:
         a, bb = coder.strs(ua), ix.vocabs["given"].strs(ub)
@@ -818,7 +812,7 @@ def _middle_levels(ix: VoterIndex, sm: I32, vm: I32, coder: Coder) -> npt.NDArra
         return np.select([initial, _jw(a, bb) >= 0.88], [fs.MID_INITIAL, fs.MID_SIMILAR],
                          fs.MID_DIFF).astype(np.int8)
 
-    out[rest] = _memo(ix, "middle", "given", ua, ub, spelt)[inv]
+    out[rest] = _memo(ix, "middle", "given", sm[rest], vm[rest], spelt)
     return out
 
 
@@ -845,51 +839,51 @@ def _birth_levels(sd: I32, vd: I32) -> npt.NDArray[np.int8]:
 MEMO_VOCAB = 4096
 
 
-def _memo(ix: VoterIndex, name: str, vocab: str, ua: I64, ub: I64, get: Any
+def _memo(ix: VoterIndex, name: str, vocab: str, sc: I32 | I64, vc: I32 | I64, get: Any
           ) -> npt.NDArray[np.int8]:
-    """``get(ua, ub)`` (non-negative int8 answers) of code pairs, the answers for two of
-    the roll's strings remembered in a table of the index under ``name``: ``get`` must give
+    """Per code pair (``sc`` a signature's, ``vc`` the roll's; pairs may repeat) the answer
+    ``get(ua, ub)`` gives for the distinct pairs (non-negative int8). The answers for two of
+    the roll's strings are remembered in a table of the index under ``name`` and read from
+    it pair by pair; only the pairs it lacks are made distinct and asked. ``get`` must give
     a pair the same answer whatever the other pairs asked with it, and depend on nothing
-    but the two codes and the index. ``ub`` are the roll's codes; ``ua`` may be a batch's."""
+    but the two codes and the index."""
     n = len(ix.vocabs[vocab])
     if n > MEMO_VOCAB:
-        return np.asarray(get(ua, ub)).astype(np.int8)
+        ua, ub, inv = _unique(sc, vc)
+        return np.asarray(get(ua, ub)).astype(np.int8)[inv]
     key = f"pair_memo_{name}"
     table = ix.cache.get(key)
     if table is None:
         table = ix.cache.setdefault(key, np.full((n, n), -1, dtype=np.int8))
-    out = np.full(len(ua), -1, dtype=np.int8)
-    roll = np.nonzero(ua < n)[0]
-    out[roll] = table[ua[roll], ub[roll]]
+    out = np.full(len(sc), -1, dtype=np.int8)
+    roll = np.nonzero(sc < n)[0]
+    out[roll] = table[sc[roll], vc[roll]]
     ai = np.nonzero(out < 0)[0]
     if len(ai):
-        got = np.asarray(get(ua[ai], ub[ai])).astype(np.int8)
-        out[ai] = got
-        mine = ua[ai] < n
-        table[ua[ai][mine], ub[ai][mine]] = got[mine]
+        ua, ub, inv = _unique(sc[ai], vc[ai])
+        got = np.asarray(get(ua, ub)).astype(np.int8)
+        out[ai] = got[inv]
+        mine = ua < n
+        table[ua[mine], ub[mine]] = got[mine]
     return out
-
-
-def _memo_test(ix: VoterIndex, vocab: str, test: Any, ua: I64, ub: I64) -> B:
-    """``test(ua, ub)`` of distinct code pairs, remembered as ``_memo`` does."""
-    got = _memo(ix, vocab, vocab, ua, ub, lambda a, b: np.asarray(test(a, b), dtype=bool))
-    return np.asarray(got == 1)
 
 
 def _exact_or(sc: I32, vc: I32, test: Any, ix: VoterIndex | None = None,
               vocab: str = "") -> tuple[B, B]:
     """(equal, similar by ``test(unique left codes, unique right codes)``) for code pairs
     (missing on either side: neither). With ``ix`` and ``vocab``, the answers for the
-    roll's own strings are remembered (``_memo_test``)."""
+    roll's own strings are remembered (``_memo``)."""
     present = (sc >= 0) & (vc >= 0)
     exact = present & (sc == vc)
     similar = np.zeros(len(sc), dtype=bool)
     rest = present & ~exact
     if rest.any():
-        ua, ub, inv = _unique(sc[rest], vc[rest])
-        got = (_memo_test(ix, vocab, test, ua, ub) if ix is not None
-               else np.asarray(test(ua, ub)))
-        similar[rest] = got[inv]
+        if ix is not None:
+            similar[rest] = _memo(ix, vocab, vocab, sc[rest], vc[rest],
+                                  lambda a, b: np.asarray(test(a, b), dtype=bool)) == 1
+        else:
+            ua, ub, inv = _unique(sc[rest], vc[rest])
+            similar[rest] = np.asarray(test(ua, ub))[inv]
     return exact, similar
 
 
