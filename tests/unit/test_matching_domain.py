@@ -326,3 +326,12 @@ def test_swapped_names_are_person_name_read_the_other_way(firsts: list[str],
     want = [person_name(last, "", first) for first, last in zip(firsts, lasts, strict=True)]
     got = swapped_names(firsts, lasts)
     assert got == ([w.first for w in want], [w.middle for w in want], [w.last for w in want])
+
+
+@given(st.lists(st.sampled_from(["N", "NORTH", "ST", "STREET", "AVE", "Main", "123", "5TH",
+                                 "CIR", "PKWY", "W", "  ", "\t", "a\tb", ""]), max_size=7),
+       st.sampled_from([" ", "  ", "\t"]))
+def test_written_line_writes_each_word_out(words: list[str], sep: str) -> None:
+    line = sep.join(words)
+    assert written_line(line) == "".join(written_line(w) for w in line.split())
+    assert " " not in written_line(line)

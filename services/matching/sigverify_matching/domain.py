@@ -282,7 +282,9 @@ class Address:
 
 def normalize_unit(text: str) -> str:
     """The unit identifier alone: "Apt 4", "#4", "Unit 4", "apt. #4" -> "4"."""
-    s = unidecode(text or "").upper().replace("#", " ")
+    if not text:  # most signatures have none
+        return ""
+    s = unidecode(text).upper().replace("#", " ")
     words = [w for w in _NON_ALNUM.sub(" ", s).split() if w not in _UNIT_WORDS]
     return intern("".join(words))
 
@@ -360,6 +362,7 @@ def _usaddress_street(rest: str) -> tuple[str, str, str, str]:
 _NOT_DIGITS = re.compile(r"\D+")
 
 
+@lru_cache(maxsize=1 << 14)
 def normalize_zip(text: str) -> str:
     """The postal code's digits: a US zip's first five (ZIP+4 dropped); a shorter code of
     at least four digits as it is (a 4-digit postcode, or a zip missing one digit)."""
@@ -471,9 +474,22 @@ for _long, _short in STREET_TYPE_ABBREVIATIONS.items():
 
 def written_line(s: str) -> str:
     """The street line spaceless, each directional and street type written out."""
-    words = s.split()
-    return "".join(long_direction(_DIRECTIONS[w]) if w in _DIRECTIONS
-                   else _long_street_type(w) if w in _TYPE_WORDS else w for w in words)
+    parts = s.split(None, 1)
+    if not parts:
+        return ""
+    return _written_word(parts[0]) + (_written_words(parts[1]) if len(parts) > 1 else "")
+
+
+def _written_word(w: str) -> str:
+    return (long_direction(_DIRECTIONS[w]) if w in _DIRECTIONS
+            else _long_street_type(w) if w in _TYPE_WORDS else w)
+
+
+@lru_cache(maxsize=1 << 16)
+def _written_words(s: str) -> str:
+    """``written_line`` of the words after a line's first (the house number, mostly: one
+    street's line is written out once for all its houses)."""
+    return "".join(_written_word(w) for w in s.split())
 
 
 def normalize_county(text: str) -> str:
