@@ -258,3 +258,30 @@ def test_block_bounds_by_directory_are_searchsorted(
         want_size = np.searchsorted(vkeys, q, side="right") - want_lo
         assert lo.tolist() == want_lo.tolist() and size.tolist() == want_size.tolist()
         assert len(vkeys) == 0 or size.max() > 0
+
+
+def test_signatures_beyond_doubt_are_decided_as_with_every_rule(
+        petition: tuple[VoterIndex, engine.fs.Model, list[SignatureInput]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The wide rules are asked only for the signatures the others leave in doubt: every
+    signature is decided as with every rule asked for all, a doubtful one in every figure
+    (its score and candidates too), and fewer pairs are compared."""
+    index, model, sigs = petition
+    monkeypatch.setattr(engine, "CASCADE", False)
+    every = engine.match_batch(index, model, sigs, MatchConfig())
+    want = every.results()
+    monkeypatch.setattr(engine, "CASCADE", True)
+    d = engine.match_batch(index, model, sigs, MatchConfig())
+    got = d.results()
+    assert [(r.decision, r.reason, r.voter_id) for r in got] == [
+        (r.decision, r.reason, r.voter_id) for r in want]
+    sure = engine._beyond_doubt(d)
+    assert 0 < sure.sum() < len(sure)
+    assert all(got[i] == want[i] for i in np.nonzero(~sure)[0].tolist())
+    assert len(d.pairs.sig) < len(every.pairs.sig)
+
+    def doubtful_pairs(x: engine.Decided) -> list[tuple[int, int]]:
+        keep = ~sure[x.pairs.sig]
+        return list(zip(x.pairs.sig[keep].tolist(), x.pairs.voter[keep].tolist(), strict=True))
+
+    assert doubtful_pairs(d) == doubtful_pairs(every)

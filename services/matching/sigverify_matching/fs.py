@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,8 +86,15 @@ class Levels:
         return np.stack([getattr(self, c) for c in COMPARISONS], axis=1)
 
     def take(self, idx: npt.NDArray[Any]) -> Levels:
-        return Levels(**{k: getattr(self, k)[idx] for k in (
-            *COMPARISONS, "n_first", "n_last", "n_addr", "n_last_addr", "swapped")})
+        return Levels(**{k: getattr(self, k)[idx] for k in _FIELDS})
+
+    @staticmethod
+    def concat(parts: Sequence[Levels]) -> Levels:
+        """The pairs of ``parts``, one after another."""
+        return Levels(**{k: np.concatenate([getattr(p, k) for p in parts]) for k in _FIELDS})
+
+
+_FIELDS = (*COMPARISONS, "n_first", "n_last", "n_addr", "n_last_addr", "swapped")
 
 
 @dataclass
