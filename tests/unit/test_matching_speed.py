@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from sigverify_cli.synth import SynthSpec, generate
+from sigverify_common.vocab import Decision
 from sigverify_matching import engine
 from sigverify_matching.columnar import (
     _NICK_NAMES,
@@ -275,8 +276,10 @@ def test_signatures_beyond_doubt_are_decided_as_with_every_rule(
     got = d.results()
     assert [(r.decision, r.reason, r.voter_id) for r in got] == [
         (r.decision, r.reason, r.voter_id) for r in want]
-    sure = engine._beyond_doubt(d)
+    sure = engine._beyond_doubt(index, d.counties, d.pairs, d.levels, d.pair_probability,
+                                MatchConfig())
     assert 0 < sure.sum() < len(sure)
+    assert all(got[i].decision is Decision.MATCH for i in np.nonzero(sure)[0].tolist())
     assert all(got[i] == want[i] for i in np.nonzero(~sure)[0].tolist())
     assert len(d.pairs.sig) < len(every.pairs.sig)
 

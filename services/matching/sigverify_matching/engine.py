@@ -1526,18 +1526,20 @@ def match_batch(ix: VoterIndex, model: fs.Model, sigs: Sequence[SignatureInput],
                 config: MatchConfig) -> Decided:
     """Decide a batch of signatures.
 
-    In two steps: candidates by every rule but the wide ones, compared and decided; then,
-    for the signatures not beyond doubt, the wide rules' candidates too, and every signature
-    decided on its candidates. A signature beyond doubt is so decided on the narrower rules'
-    candidates alone (its runner-up candidates are theirs); any other as if every rule had
-    been asked at once."""
+    In two steps: candidates by every rule but the wide ones, compared and weighed; then,
+    for the signatures not beyond doubt (``_beyond_doubt``), the wide rules' candidates too,
+    and every signature decided on its candidates. A signature beyond doubt is so decided
+    on the narrower rules' candidates alone (its runner-up candidates are theirs); any other
+    as if every rule had been asked at once."""
     b = prepare(ix, sigs)
     narrow = tuple(r for r in RULES if not (CASCADE and r in WIDE_RULES))
     pairs = candidates(ix, b, narrow)
     lv = compare(ix, b, pairs.sig, pairs.voter)
+    weighed = _weighed(ix, model, b, pairs, lv)
     wide = tuple(r for r in RULES if r not in narrow)
     if wide and b.n:
-        doubt = ~_beyond_doubt(_decided(ix, model, b, pairs, lv, config))
+        prob = _probabilities(ix, model, b, pairs, lv, weighed)[0]
+        doubt = ~_beyond_doubt(ix, b.cols["county"], pairs, lv, prob, config)
         if doubt.any():
             more = candidates(ix, b, wide, rows=doubt)
             have = (pairs.sig.astype(np.int64) << 32) | pairs.voter
@@ -1546,40 +1548,63 @@ def match_batch(ix: VoterIndex, model: fs.Model, sigs: Sequence[SignatureInput],
                 at = np.minimum(np.searchsorted(have, extra), len(have) - 1)
                 extra = extra[have[at] != extra]
             if len(extra):
-                lv_extra = compare(ix, b, (extra >> 32).astype(np.int32),
-                                   (extra & 0xFFFFFFFF).astype(np.int32))
+                new = Pairs((extra >> 32).astype(np.int32), (extra & 0xFFFFFFFF).astype(np.int32),
+                            pairs.crowded)
+                lv_new = compare(ix, b, new.sig, new.voter)
+                w_new = _weighed(ix, model, b, new, lv_new)
                 keys = np.concatenate([have, extra])
                 order = np.argsort(keys, kind="stable")
                 keys = keys[order]
                 pairs = Pairs((keys >> 32).astype(np.int32), (keys & 0xFFFFFFFF).astype(np.int32),
                               pairs.crowded)
-                lv = fs.Levels.concat([lv, lv_extra]).take(order)
-    return _decided(ix, model, b, pairs, lv, config)
+                lv = fs.Levels.concat([lv, lv_new]).take(order)
+                weighed = (np.concatenate([weighed[0], w_new[0]])[order],
+                           {c: np.concatenate([weighed[1][c], w_new[1][c]])[order]
+                            for c in weighed[1]},
+                           np.concatenate([weighed[2], w_new[2]])[order])
+    return _decided(ix, model, b, pairs, lv, config, weighed)
 
 
-def _beyond_doubt(d: Decided) -> B:
-    """The signatures whose best candidate among those of the narrower rules is accepted
-    with probability at least ``SURE``, at the very address (so every voter of that address,
+def _beyond_doubt(ix: VoterIndex, counties: I32, pairs: Pairs, lv: fs.Levels, prob: F64,
+                  config: MatchConfig) -> B:
+    """The signatures whose best candidate (the likeliest, the first of equals, as
+    ``_decide`` takes it) is accepted (``_decide``: same county, the address agreeing) with
+    probability at least ``SURE``, at the very address (so every voter of that address,
     found by the address rules, is among the candidates) and by a full first name, exact or
     a nickname (a signature giving only an initial, or a misspelt name, has rivals in its zip
     that only the wide rules find). Checked on the hostile profile (20k signatures), the
-    default one (30k) and FEBRL 1-3: every one of them decided the same with every rule."""
-    best = np.maximum(d.top[:, 0], 0)
-    has = d.top[:, 0] >= 0
-    first = d.levels.first[best] if len(d.levels) else np.zeros(len(best), dtype=np.int8)
-    residence = (d.levels.residence[best] if len(d.levels)
-                 else np.zeros(len(best), dtype=np.int8))
-    return np.asarray(has & (d.decision == DECISIONS.index(Decision.MATCH))
-                      & (d.probability >= SURE) & (residence == fs.RES_EXACT)
-                      & (first >= fs.FIRST_EXACT) & (first <= fs.FIRST_NICK))
+    default one (99k) and FEBRL 1-3: every one of them decided the same with every rule."""
+    n = len(counties)
+    out = np.zeros(n, dtype=bool)
+    if not len(prob):
+        return out
+    present = _distinct(pairs.sig)
+    starts = np.searchsorted(pairs.sig, present).astype(np.int64)
+    group = np.repeat(np.arange(len(present)), np.diff(np.append(starts, len(prob))))
+    top = np.maximum.reduceat(prob, starts)
+    at = np.where(prob == top[group], np.arange(len(prob)), len(prob))
+    best = np.minimum.reduceat(at, starts)
+    first, v = lv.first[best], pairs.voter[best]
+    out[present] = ((prob[best] >= max(SURE, config.accept_threshold / 100.0))
+                    & (ix.cols["county"][v] == counties[present])
+                    & (lv.residence[best] == fs.RES_EXACT)
+                    & (first >= fs.FIRST_EXACT) & (first <= fs.FIRST_NICK))
+    return out
 
 
-def _decided(ix: VoterIndex, model: fs.Model, b: SigBatch, pairs: Pairs, lv: fs.Levels,
-             config: MatchConfig) -> Decided:
-    """The batch decided on these candidate pairs and their levels."""
+def _weighed(ix: VoterIndex, model: fs.Model, b: SigBatch, pairs: Pairs, lv: fs.Levels
+             ) -> tuple[F64, dict[str, F64], F64]:
+    """Each pair's match weight, each comparison's part of it, and its prior."""
     w, parts = model.weights(lv)
+    return w, parts, _pair_priors(ix, model, b, pairs)
+
+
+def _probabilities(ix: VoterIndex, model: fs.Model, b: SigBatch, pairs: Pairs, lv: fs.Levels,
+                   weighed: tuple[F64, dict[str, F64], F64]) -> tuple[F64, F64, F64]:
+    """Per pair, the probability its voter signed; per signature, the odds of an unregistered
+    signer and of the namesakes left uncompared."""
+    w, parts, priors = weighed
     prob = np.zeros(len(w))
-    priors = _pair_priors(ix, model, b, pairs)
     unregistered, uncompared = np.ones(b.n), np.zeros(b.n)
     if len(w):
         present = _distinct(pairs.sig)
@@ -1592,6 +1617,14 @@ def _decided(ix: VoterIndex, model: fs.Model, b: SigBatch, pairs: Pairs, lv: fs.
             unregistered[present] = 1.0 - t + t * fs.household_odds(starts, lv, parts, key,
                                                                      count)
         prob = fs.posterior(starts, w, priors, unregistered[present] - 1.0 + crowded)
+    return prob, unregistered, uncompared
+
+
+def _decided(ix: VoterIndex, model: fs.Model, b: SigBatch, pairs: Pairs, lv: fs.Levels,
+             config: MatchConfig, weighed: tuple[F64, dict[str, F64], F64]) -> Decided:
+    """The batch decided on these candidate pairs, their levels and weights."""
+    w, parts, priors = weighed
+    prob, unregistered, uncompared = _probabilities(ix, model, b, pairs, lv, weighed)
     decided = _decide(ix, b, pairs, lv, w, prob, config)
     decided.parts, decided.priors = parts, priors
     decided.counties = b.cols["county"]
