@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -1441,20 +1442,19 @@ class Decided:
                     level = level + swapped * (len(names) // 2)
                 texts = names[level].tolist()
                 bits = _round2(self.parts[c][p])
-                columns.append([(c, t, b) for t, b in zip(texts, bits, strict=True)])
+                columns.append(list(zip(repeat(c, len(texts)), texts, bits, strict=True)))
         if len(self.priors):
             sig_county = (np.repeat(np.asarray(cs, dtype=np.int64), per_sig) if len(cs)
                           else np.full(len(p), -1, dtype=np.int64))
             same = (vcounty.astype(np.int64) == sig_county).tolist()
             bits = _round2(self.priors[p])
-            columns.append([("prior", _HERE if s else _ELSEWHERE, b)
-                            for s, b in zip(same, bits, strict=True)])
+            where = [_HERE if s else _ELSEWHERE for s in same]
+            columns.append(list(zip(repeat("prior", len(where)), where, bits, strict=True)))
         evidence: list[tuple[tuple[str, str, float], ...]] = (
             list(zip(*columns, strict=True)) if columns else [()] * len(p))
         county_texts = _county_texts(ix)
-        shown = [ScoredCandidate(vid, county_texts[c], sc, {"weight": w}, w, ev)
-                 for vid, c, sc, w, ev in zip(vids, vcounty.tolist(), scores, weights, evidence,
-                                              strict=True)]
+        shown = list(map(ScoredCandidate, vids, [county_texts[c] for c in vcounty.tolist()],
+                         scores, [{"weight": w} for w in weights], weights, evidence))
         named = self.voter >= 0
         voter_ids = [""] * n
         for i, vid in zip(np.nonzero(named)[0].tolist(),
