@@ -169,7 +169,9 @@ def first_name_codes(name: str) -> tuple[str, ...]:
     return tuple(sorted({phonetic(k) for k in first_name_keys(name)}))
 
 
-@dataclass(frozen=True, slots=True)
+# PersonName and Address are values, but not frozen: made for every signature, and a frozen
+# dataclass's __init__ costs four times a plain one's (see ScoredCandidate).
+@dataclass(slots=True)
 class PersonName:
     first: str  # first token ("ROBERT")
     middle: str  # first middle token, maybe an initial ("J")
@@ -263,7 +265,7 @@ _NAME_LABELS = ("StreetNamePreModifier", "StreetNamePreType", "StreetName", "USP
                 "BuildingName")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Address:
     house: str  # house number, digits only ("123"; a fraction or letter dropped); "" if none
     name: str  # street name, spaceless ("MAIN", "STJAMES", "AVENUEB")
