@@ -101,22 +101,6 @@ class DedupeHandler:
             "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) "
             "FROM (SELECT k FROM unnest($1::text[]) AS k ORDER BY k) AS keys",
             [f"{p}\x1f{v}" for p, v in sorted(voters)])
-        if new:
-            await conn.execute(
-                "INSERT INTO dedupe.signatures (signature_id, petition_id, batch_id, county, line, "
-                "circulator_id, voter_id, signed_on, received_seq, match_reason, score, online, "
-                "match_revision, status, reason, revision) SELECT *, '', '', 0 FROM unnest("
-                "$1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::bigint[], $6::text[], "
-                "$7::text[], $8::date[], $9::bigint[], $10::text[], $11::float8[], $12::bool[], "
-                "$13::bigint[])",
-                [uuid.UUID(m.signature_id) for m in new], [m.petition_id for m in new],
-                [uuid.UUID(m.batch_id) for m in new], [m.county for m in new],
-                [m.line for m in new], [m.circulator_id for m in new], [m.voter_id for m in new],
-                [parse_date_text(m.signed_on) for m in new], [m.received_seq for m in new],
-                [reason_from_pb(m.reason).value for m in new], [m.score for m in new],
-                [source_from_pb(m.source) is Source.ONLINE for m in new],
-                [m.match_revision for m in new],
-            )
         if rematched:
             await conn.execute(
                 "UPDATE dedupe.signatures AS s SET voter_id = c.voter_id, match_reason = c.reason, "
@@ -127,45 +111,71 @@ class DedupeHandler:
                 [reason_from_pb(m.reason).value for m in rematched],
                 [m.score for m in rematched], [m.match_revision for m in rematched],
             )
-        touched = [
+        # The rows stored for these voters (a rematched one as just changed) and rematched rows
+        # without a voter; the new signatures are resolved with them before they are stored,
+        # so that each is written once, with its status (not stored blank, then updated).
+        stored = [
             *(await conn.fetch(VOTERS_ROWS, [p for p, _ in voters], [v for _, v in voters])
               if voters else []),
-            *await conn.fetch(
+            *(await conn.fetch(
                 "SELECT * FROM dedupe.signatures WHERE signature_id = ANY($1::uuid[]) "
-                "AND voter_id = ''", [m.signature_id for m in [*new, *rematched]]),
+                "AND voter_id = ''", [m.signature_id for m in rematched]) if rematched else []),
         ]
-        rules = await self._rules.get(conn, {r["petition_id"] for r in touched})
-        groups: dict[tuple[str, str], list[asyncpg.Record]] = {}
-        for r in touched:
-            key = (r["petition_id"], r["voter_id"] or str(r["signature_id"]))
-            groups.setdefault(key, []).append(r)
+        rules = await self._rules.get(
+            conn, {r["petition_id"] for r in stored} | {m.petition_id for m in new})
+        groups: dict[tuple[str, str], list[Entry]] = {}
+        for r in stored:
+            sid = str(r["signature_id"])
+            groups.setdefault((r["petition_id"], r["voter_id"] or sid), []).append(Entry(
+                sid, Reason(r["match_reason"]), r["signed_on"], r["received_seq"], r["online"]))
+        new_ids = [str(uuid.UUID(m.signature_id)) for m in new]
+        for sid, m in zip(new_ids, new, strict=True):
+            groups.setdefault((m.petition_id, m.voter_id or sid), []).append(Entry(
+                sid, reason_from_pb(m.reason), parse_date_text(m.signed_on), m.received_seq,
+                source_from_pb(m.source) is Source.ONLINE))
         decided: dict[str, tuple[Status, Reason]] = {}
-        for (petition_id, _), rows in groups.items():
-            decided.update(resolve(
-                (Entry(str(r["signature_id"]), Reason(r["match_reason"]), r["signed_on"],
-                       r["received_seq"], r["online"]) for r in rows),
-                rules[petition_id],
-            ))
-        rows_by_id = {str(r["signature_id"]): r for r in touched}
+        for (petition_id, _), entries in groups.items():
+            decided.update(resolve(entries, rules[petition_id]))
+        rows_by_id = {str(r["signature_id"]): r for r in stored}
         changed = [
             (sid, status, reason) for sid, (status, reason) in decided.items()
-            if (rows_by_id[sid]["status"], rows_by_id[sid]["reason"]) != (status.value, reason.value)
+            if sid in rows_by_id
+            and (rows_by_id[sid]["status"], rows_by_id[sid]["reason"]) != (status.value, reason.value)
         ]
-        if not changed:
+        revisions: list[asyncpg.Record] = []
+        if new:
+            revisions += await conn.fetch(
+                "INSERT INTO dedupe.signatures (signature_id, petition_id, batch_id, county, line, "
+                "circulator_id, voter_id, signed_on, received_seq, match_reason, score, online, "
+                "match_revision, status, reason, revision) SELECT *, nextval('dedupe.revision_seq') "
+                "FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::bigint[], "
+                "$6::text[], $7::text[], $8::date[], $9::bigint[], $10::text[], $11::float8[], "
+                "$12::bool[], $13::bigint[], $14::text[], $15::text[]) RETURNING *",
+                [uuid.UUID(sid) for sid in new_ids], [m.petition_id for m in new],
+                [uuid.UUID(m.batch_id) for m in new], [m.county for m in new],
+                [m.line for m in new], [m.circulator_id for m in new], [m.voter_id for m in new],
+                [parse_date_text(m.signed_on) for m in new], [m.received_seq for m in new],
+                [reason_from_pb(m.reason).value for m in new], [m.score for m in new],
+                [source_from_pb(m.source) is Source.ONLINE for m in new],
+                [m.match_revision for m in new],
+                [decided[sid][0].value for sid in new_ids], [decided[sid][1].value for sid in new_ids],
+            )
+        if changed:
+            revisions += await conn.fetch(
+                "UPDATE dedupe.signatures AS s SET status = c.status, reason = c.reason, "
+                "revision = nextval('dedupe.revision_seq') FROM unnest($1::uuid[], $2::text[], "
+                "$3::text[]) AS c(id, status, reason) WHERE s.signature_id = c.id "
+                # the key list again, so that the rows are found by the primary key, not by
+                # hashing the whole table against the batch
+                "AND s.signature_id = ANY($1::uuid[]) RETURNING s.*",
+                [sid for sid, _, _ in changed], [s.value for _, s, _ in changed],
+                [r.value for _, _, r in changed],
+            )
+        if not revisions:
             return 0
-        revisions = await conn.fetch(
-            "UPDATE dedupe.signatures AS s SET status = c.status, reason = c.reason, "
-            "revision = nextval('dedupe.revision_seq') FROM unnest($1::uuid[], $2::text[], "
-            "$3::text[]) AS c(id, status, reason) WHERE s.signature_id = c.id "
-            # the key list again, so that the rows are found by the primary key, not by
-            # hashing the whole table against the batch
-            "AND s.signature_id = ANY($1::uuid[]) RETURNING s.*",
-            [sid for sid, _, _ in changed], [s.value for _, s, _ in changed],
-            [r.value for _, _, r in changed],
-        )
         events = [self.event(r) for r in revisions]
         await kafka.enqueue(conn, SCHEMA, events)
-        corrected = len(changed) - len(new)
+        corrected = len(changed)
         if corrected > 0:
             log.info("re-resolved %d earlier signature(s) after late duplicates or reviews",
                      corrected)
