@@ -109,7 +109,7 @@ class MatchHandler:
                     "INSERT INTO matching.decisions (signature_id, petition_id, decision, reason, "
                     "voter_id, score, candidates, roll_version, model_id) SELECT * FROM unnest("
                     "$1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::float8[], "
-                    "$7::jsonb[], $8::bigint[], $9::bigint[]) ON CONFLICT (signature_id) DO NOTHING "
+                    "$7::json[], $8::bigint[], $9::bigint[]) ON CONFLICT (signature_id) DO NOTHING "
                     "RETURNING signature_id",
                     [m.signature_id for m, _ in decided], [m.petition_id for m, _ in decided],
                     [r.decision.value for _, r in decided], [r.reason.value for _, r in decided],
