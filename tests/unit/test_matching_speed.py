@@ -14,6 +14,8 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sigverify_cli.synth import SynthSpec, generate
 from sigverify_common.vocab import Decision
@@ -21,6 +23,7 @@ from sigverify_matching import engine
 from sigverify_matching.columnar import (
     _NICK_NAMES,
     IndexBuilder,
+    Vocab,
     VoterIndex,
     typo_keys,
     typo_keys_by_scan,
@@ -288,3 +291,15 @@ def test_signatures_beyond_doubt_are_decided_as_with_every_rule(
         return list(zip(x.pairs.sig[keep].tolist(), x.pairs.voter[keep].tolist(), strict=True))
 
     assert doubtful_pairs(d) == doubtful_pairs(every)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(alphabet="ABCZÑé \x00", max_size=4), max_size=30),
+       st.lists(st.text(alphabet="ABCZ", min_size=1, max_size=4), max_size=20))
+def test_vocab_codes_are_positions_of_the_strings(queries: list[str], known: list[str]) -> None:
+    vocab, code_of = Vocab.of(known)
+    got = vocab.codes(queries).tolist()
+    # the ASCII reading of each string ('?' for the rest), numpy's bytes dropping trailing NULs
+    want = [code_of.get(q.encode("ascii", "replace").rstrip(b"\x00").decode(), -1) if q else -1
+            for q in queries]
+    assert got == want

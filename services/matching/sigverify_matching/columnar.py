@@ -85,12 +85,15 @@ class Vocab:
         """Codes of ``strings`` (-1 for a string not in the vocabulary or empty)."""
         if not strings or not len(self.values):
             return np.full(len(strings), -1, dtype=np.int32)
-        q = np.array([s.encode("ascii", "replace") for s in strings], dtype="S")
+        try:  # normalised strings are ASCII: numpy encodes them itself
+            q = np.array(strings, dtype="S")
+        except UnicodeEncodeError:
+            q = np.array([s.encode("ascii", "replace") for s in strings], dtype="S")
         pos = np.searchsorted(self.values, q).astype(np.int32)
         pos[pos >= len(self.values)] = 0
         found = self.values[pos] == q
         out = np.where(found, pos, -1).astype(np.int32)
-        out[np.array([not s for s in strings], dtype=bool)] = -1
+        out[q == b""] = -1
         return out
 
     def text(self, code: int) -> str:
