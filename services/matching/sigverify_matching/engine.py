@@ -4,14 +4,18 @@ Pure: no I/O. Per batch, in bulk:
 
 1. the signatures are normalised (the same code as the roll's) and coded against the roll's
    vocabularies (a spelling the roll lacks gets a code of its own for the batch);
-2. candidate pairs come from one ``np.searchsorted`` per blocking rule over the roll's
-   sorted keys (``columnar.RULES``); a block too large to compare whole is left to the
-   other rules, and a crowded statewide name block is remembered as uncompared namesakes;
+2. candidate pairs come from each blocking rule's sorted keys (``columnar.RULES``), found
+   through a directory of their top bits (``_block_bounds``); a block too large to compare
+   whole is left to the other rules, and a crowded statewide name block is remembered as
+   uncompared namesakes;
 3. every comparison's level is computed once per distinct pair of values (rapidfuzz's
    bulk ``cpdist`` with ``workers``), then spread to the pairs with numpy;
 4. match weights and the posterior per signature come from the model (``fs``); the
    decision follows from the posterior, the residence level and the county, then the
    eligibility rules.
+
+Steps 2-4 run first without the two widest rules (``WIDE_RULES``), then again with them for
+the signatures that the first pass leaves in doubt (``match_batch``, ``_beyond_doubt``).
 """
 
 from __future__ import annotations
