@@ -144,6 +144,16 @@ def test_table_shows_the_statutory_process(out: io.StringIO) -> None:
     assert "still unverified" in section
 
 
+@pytest.mark.parametrize(("days", "said"), [
+    (40, "40 days to the deadline (2026-06-30)"), (0, "the deadline is today (2026-06-30)"),
+    (-3_416, "deadline passed 3,416 days ago (2026-06-30)")])
+def test_table_says_how_far_the_deadline_is(out: io.StringIO, days: int, said: str) -> None:
+    t = statutory_tally()
+    t.days_to_deadline = days
+    main.print_tally(t)
+    assert said in " ".join(out.getvalue().split())
+
+
 def test_table_of_a_full_count_tally_has_no_statutory_section(out: io.StringIO) -> None:
     main.print_tally(full_count_tally())
     text = out.getvalue()

@@ -692,10 +692,12 @@ def check_dict(x: tally_pb2.CirculatorCheck) -> dict[str, Any]:
 
 
 def print_tally(t: tally_pb2.Tally) -> None:
+    from sigverify_cli.report import deadline_text
+
     c = t.total
     console.print(f"[bold]{t.title}[/bold] ({t.petition_id}): {c.valid:,} valid of "
-                  f"{t.required_signatures:,} required ({t.progress_percent:.2f} %), deadline "
-                  f"{t.deadline} ({t.days_to_deadline} days)")
+                  f"{t.required_signatures:,} required ({t.progress_percent:.2f} %); "
+                  f"{deadline_text(t)}")
     not_sampled = f"not sampled {c.not_sampled:,}; " if c.not_sampled else ""
     console.print(f"received {c.received:,}; verified {c.verified:,}: valid {c.valid:,}, "
                   f"invalid {c.invalid:,}, review {c.review:,}; pending {c.pending:,}; "

@@ -434,7 +434,9 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[object]], row_class: S
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def _deadline_text(t: tally_pb2.Tally) -> str:
+def deadline_text(t: tally_pb2.Tally) -> str:
+    """How far the deadline is: "12 days to the deadline (2026-06-30)", "the deadline is
+    today (...)" or "deadline passed 3,416 days ago (...)"."""
     d = t.days_to_deadline
     if d > 0:
         return f"{d:,} days to the deadline ({t.deadline})"
@@ -498,12 +500,12 @@ def render_html(t: tally_pb2.Tally) -> str:
 <style>{CSS}</style></head>
 <body><main>
 <h1>{_e(title)}</h1>
-<p class="sub">Petition {_e(t.petition_id)} · {_e(_deadline_text(t))} · as of {_e(t.as_of)}</p>
+<p class="sub">Petition {_e(t.petition_id)} · {_e(deadline_text(t))} · as of {_e(t.as_of)}</p>
 <div class="cards">{cards_html}</div>
 <h2>Statewide progress</h2>
 <p class="note">{_e(f"{c.valid:,} valid of {t.required_signatures:,} required ({t.progress_percent:.2f} %)")};
 light green: what the {_e(f"{c.pending:,}")} pending signatures would add at the current validity
-rate. {_e(_deadline_text(t)).capitalize()}.</p>
+rate. {_e(deadline_text(t)).capitalize()}.</p>
 {statewide_chart(t)}
 {_legend(ns)}
 <h2>Progress per county</h2>
