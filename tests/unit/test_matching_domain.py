@@ -165,6 +165,22 @@ def test_house_number_with_a_slip_is_kept_as_written() -> None:
     assert normalize_address("ABC Main St").house == ""
 
 
+@pytest.mark.parametrize(("street", "unit"), [("#", "#"), ("-", "🙂"), ("#", "APT"),
+                                              ("...", "UNIT")])
+def test_two_boxes_neither_a_street_are_read_once_each_way(street: str, unit: str) -> None:
+    """Neither box reads as a street: they are swapped once, not back and forth for ever
+    (a RecursionError that made such a row a poison record)."""
+    a = normalize_address(street, unit, "95814")
+    assert (a.house, a.name, a.zip) == ("", "", "95814")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=12), st.text(max_size=12), st.text(max_size=6))
+def test_any_street_and_unit_normalise(street: str, unit: str, zip_code: str) -> None:
+    a = normalize_address(street, unit, zip_code)
+    assert a.zip == "" or a.zip.isdigit()
+
+
 def test_swapped_street_and_unit_lines_are_read_back() -> None:
     a = normalize_address("#19", "1076 Jody Lane", "94110")
     assert (a.house, a.name, a.street_type, a.unit, a.zip) == ("1076", "JODY", "LN", "19",

@@ -426,6 +426,10 @@ def run_together_types(name: str) -> tuple[str, ...]:
 def normalize_address(street: str, unit: str = "", zip_code: str = "") -> Address:
     """Normalise a street line: "123 North Main Street" and "123 N MAIN ST" are one address;
     "Apt 4", "#4", "Unit 4" one unit (a unit written into the street line counts too)."""
+    return _address(street, unit, zip_code, True)
+
+
+def _address(street: str, unit: str, zip_code: str, may_swap: bool) -> Address:
     s = _HOUSE_LETTER.sub(r"\1\2", unidecode(street or "").upper())
     s = " ".join(_STREET_CHARS.sub(" ", s.replace(".", "")).split())
     street_unit = ""
@@ -445,10 +449,11 @@ def normalize_address(street: str, unit: str = "", zip_code: str = "") -> Addres
             house, rest = first, after
     rest = rest.replace("/", " ")
     name, direction, stype, parsed_unit = _parse_street(rest) if rest else ("", "", "", "")
-    if not name and not house and unit:
+    if not name and not house and unit and may_swap:
         # The street line and the second line written in each other's boxes ("#19" as the
-        # street, "1076 JODY LANE" as the unit): read them the other way round.
-        swapped = normalize_address(unit, street, zip_code)
+        # street, "1076 JODY LANE" as the unit): read them the other way round, once (two
+        # boxes that are neither a street, "-" and "APT", read back and forth for ever).
+        swapped = _address(unit, street, zip_code, False)
         if swapped.name and swapped.house:
             return swapped
     return Address(
