@@ -303,3 +303,16 @@ def test_vocab_codes_are_positions_of_the_strings(queries: list[str], known: lis
     want = [code_of.get(q.encode("ascii", "replace").rstrip(b"\x00").decode(), -1) if q else -1
             for q in queries]
     assert got == want
+
+
+def test_a_warmed_index_decides_as_a_cold_one(
+        petition: tuple[VoterIndex, engine.fs.Model, list[SignatureInput]]) -> None:
+    index, model, sigs = petition
+    cold = VoterIndex.loads(index.dumps())
+    warmed = VoterIndex.loads(index.dumps())
+    engine.warm(warmed)
+    made = {k for k in warmed.cache if k.startswith("directory_")}
+    assert made == {f"directory_{r}" for r in warmed.keys}
+    assert "household_keys" in warmed.cache and not cold.cache
+    assert (engine.match_batch(warmed, model, sigs, MatchConfig()).results()
+            == engine.match_batch(cold, model, sigs, MatchConfig()).results())

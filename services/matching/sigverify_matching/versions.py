@@ -50,7 +50,7 @@ from prometheus_client import Gauge
 from sigverify_common import audit, heap
 from sigverify_common.db import Conn
 from sigverify_common.errors import FailedPrecondition, NotFound, Unavailable
-from sigverify_matching import store
+from sigverify_matching import engine, store
 from sigverify_matching.columnar import VoterIndex
 
 log = logging.getLogger(__name__)
@@ -331,7 +331,10 @@ IndexBuilder = Callable[[asyncpg.Pool, int], Awaitable[VoterIndex]]
 
 
 async def build_candidate_index(pool: asyncpg.Pool, version: int) -> VoterIndex:
-    return await store.index_of(pool, version)
+    index = await store.index_of(pool, version)
+    # Its derived tables made before it serves, off the first batch's path.
+    await asyncio.to_thread(engine.warm, index)
+    return index
 
 
 class RollIndex:
