@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import random
@@ -41,6 +42,7 @@ from sigverify_cli import stack
 from sigverify_cli.synth import SynthOutput, generate
 from sigverify_common import kafka
 from sigverify_common.db import COMMON_TABLES
+from sigverify_common.errors import Unavailable
 from sigverify_common.grpc_server import HealthMonitor, build_server
 from sigverify_common.topics import SIGNATURE_MATCHED, SIGNATURE_RECEIVED, SIGNATURE_VERIFIED, Topic
 from tests.integration import helpers as h
@@ -205,9 +207,12 @@ async def produce(bootstrap: str, topic: str, values: Sequence[bytes | None],
 
 # -- the mechanisms, on private topics -------------------------------------------------------
 
+@pytest.mark.parametrize("ahead", [False, True], ids=["one-step", "prepared-ahead"])
 async def test_poison_in_a_batch_is_set_aside_alone_and_the_rest_is_applied(
-    live_stack: stack.StackState, caplog: pytest.LogCaptureFixture
+    live_stack: stack.StackState, caplog: pytest.LogCaptureFixture, ahead: bool
 ) -> None:
+    """Prepared ahead, the odd poison lines fail in the handler's preparation, the even ones
+    when it writes: each kind is set aside alone."""
     bootstrap = live_stack.kafka_bootstrap_servers
     name = await new_topic(bootstrap)
     topic = Topic(name, events_pb2.SignatureReceived)
@@ -219,20 +224,33 @@ async def test_poison_in_a_batch_is_set_aside_alone_and_the_rest_is_applied(
     caplog.set_level(logging.INFO)
     async with private_schema(live_stack.database_url) as (pool, schema):
 
-        async def handler(batch: Sequence[kafka.Delivered[events_pb2.SignatureReceived]],
-                          dead: Sequence[kafka.DeadLetter]) -> None:
-            nonlocal calls
-            calls += 1
-            async with pool.acquire() as conn, conn.transaction():
-                await kafka.write_dead_letters(conn, schema, dead)
+        Batch = Sequence[kafka.Delivered[events_pb2.SignatureReceived]]
+
+        class Handler:
+            async def prepare(self, batch: Batch, dead: Sequence[kafka.DeadLetter]
+                              ) -> tuple[Batch, Sequence[kafka.DeadLetter]]:
                 for d in batch:
-                    if d.message.line in poison:
-                        # What a handler's bug looks like: its message quotes the data.
-                        raise ValueError(f"cannot apply {SECRET} on line {d.message.line}")
-            applied.extend(d.message.line for d in batch)
+                    if d.message.line in poison and d.message.line % 2:
+                        raise ValueError(f"cannot decide {SECRET} on line {d.message.line}")
+                return batch, dead
+
+            async def apply(self, prepared: tuple[Batch, Sequence[kafka.DeadLetter]]) -> None:
+                nonlocal calls
+                calls += 1
+                batch, dead = prepared
+                async with pool.acquire() as conn, conn.transaction():
+                    await kafka.write_dead_letters(conn, schema, dead)
+                    for d in batch:
+                        if d.message.line in poison:
+                            # What a handler's bug looks like: its message quotes the data.
+                            raise ValueError(f"cannot apply {SECRET} on line {d.message.line}")
+                applied.extend(d.message.line for d in batch)
+
+            async def __call__(self, batch: Batch, dead: Sequence[kafka.DeadLetter]) -> None:
+                await self.apply(await self.prepare(batch, dead))
 
         consumer = kafka.BatchConsumer(bootstrap=bootstrap, topic=topic, group=f"g-{name}",
-                                       handler=handler, max_records=500)
+                                       handler=Handler(), max_records=500, ahead=ahead)
         stop = asyncio.Event()
         task = asyncio.create_task(consumer.run(stop))
 
@@ -257,6 +275,128 @@ async def test_poison_in_a_batch_is_set_aside_alone_and_the_rest_is_applied(
     assert [r["payload"] for r in rows] == [events[n - 1].SerializeToString() for n in sorted(poison)]
     assert SECRET not in caplog.text
     assert calls < 60, f"{calls} handler calls for 40 records: halving should need far fewer"
+
+
+class _Lines:
+    """A staged handler that writes each batch's lines to ``<schema>.lines`` (slowly, so the
+    next batch is polled and prepared meanwhile) and logs each step."""
+
+    def __init__(self, pool: asyncpg.Pool, schema: str, fail: Callable[[list[int]], bool]
+                 = lambda lines: False) -> None:
+        self.pool, self.schema, self.fail = pool, schema, fail
+        self.log: list[tuple[str, int]] = []
+
+    async def prepare(self, batch: Sequence[kafka.Delivered[events_pb2.SignatureReceived]],
+                      dead: Sequence[kafka.DeadLetter]) -> list[int]:
+        lines = [d.message.line for d in batch]
+        self.log.append(("prepare", lines[0]))
+        return lines
+
+    async def apply(self, lines: list[int]) -> None:
+        self.log.append(("apply", lines[0]))
+        await asyncio.sleep(0.3)
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.executemany(f'INSERT INTO "{self.schema}".lines (line) VALUES ($1)',
+                                   [(n,) for n in lines])
+            if self.fail(lines):
+                raise Unavailable("the database is away")  # retriable: tried again
+        self.log.append(("applied", lines[0]))
+
+    async def __call__(self, batch: Sequence[kafka.Delivered[events_pb2.SignatureReceived]],
+                       dead: Sequence[kafka.DeadLetter]) -> None:
+        await self.apply(await self.prepare(batch, dead))
+
+
+async def _lines(pool: asyncpg.Pool, schema: str) -> list[int]:
+    return [r["line"] for r in await pool.fetch(f'SELECT line FROM "{schema}".lines ORDER BY id')]
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def _equal(got: Awaitable[Any], want: Any) -> bool:
+    return (await got) == want
+
+
+async def test_the_next_batch_is_prepared_while_the_one_before_is_written_in_order(
+    live_stack: stack.StackState,
+) -> None:
+    bootstrap = live_stack.kafka_bootstrap_servers
+    name = await new_topic(bootstrap)
+    await produce(bootstrap, name, [received_event(n).SerializeToString()
+                                    for n in range(1, 31)], key=b"k")
+    async with private_schema(live_stack.database_url) as (pool, schema):
+        await pool.execute(f'CREATE TABLE "{schema}".lines (id serial, line int)')
+        handler = _Lines(pool, schema)
+        consumer = kafka.BatchConsumer(
+            bootstrap=bootstrap, topic=Topic(name, events_pb2.SignatureReceived),
+            group=f"g-{name}", handler=handler, max_records=5, ahead=True)
+        stop = asyncio.Event()
+        task = asyncio.create_task(consumer.run(stop))
+
+        def alive() -> None:
+            if task.done():
+                raise AssertionError(f"the consumer stopped: {task.exception()!r}")
+
+        async def done() -> bool:
+            return (await group_lag(bootstrap, f"g-{name}", name)) == 0
+        try:
+            await until("the topic to be consumed", done, alive=alive)
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 30)
+        assert await _lines(pool, schema) == list(range(1, 31))
+    steps = handler.log
+    firsts = [n for step, n in steps if step == "apply"]
+    assert firsts == sorted(firsts)
+    assert [n for step, n in steps if step == "prepare"] == firsts, "a batch prepared twice"
+    # Batches were prepared while the one before was being written.
+    at = steps.index
+    assert any(at(("apply", a)) < at(("prepare", b)) < at(("applied", a))
+               for a, b in itertools.pairwise(firsts)), steps
+
+
+async def test_a_batch_prepared_ahead_of_an_abandoned_one_is_not_applied(
+    live_stack: stack.StackState,
+) -> None:
+    """The first batch's write keeps failing (retriably) until the service stops; the batch
+    polled and prepared behind it must not be written and committed (which would skip the
+    first): the next run applies every line, in order, once."""
+    bootstrap = live_stack.kafka_bootstrap_servers
+    name = await new_topic(bootstrap)
+    topic = Topic(name, events_pb2.SignatureReceived)
+    await produce(bootstrap, name, [received_event(n).SerializeToString()
+                                    for n in range(1, 21)], key=b"k")
+    async with private_schema(live_stack.database_url) as (pool, schema):
+        await pool.execute(f'CREATE TABLE "{schema}".lines (id serial, line int)')
+        failing = _Lines(pool, schema, fail=lambda lines: 1 in lines)
+        first = kafka.BatchConsumer(bootstrap=bootstrap, topic=topic, group=f"g-{name}",
+                                    handler=failing, max_records=5, ahead=True)
+        stop = asyncio.Event()
+        task = asyncio.create_task(first.run(stop))
+        try:
+            await until("a batch prepared behind the failing one",
+                        lambda: _true(("prepare", 6) in failing.log))
+            await asyncio.sleep(1.0)
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 30)
+        assert await _lines(pool, schema) == []
+        assert ("apply", 6) not in failing.log
+
+        handler = _Lines(pool, schema)
+        second = kafka.BatchConsumer(bootstrap=bootstrap, topic=topic, group=f"g-{name}",
+                                     handler=handler, max_records=5, ahead=True)
+        stop = asyncio.Event()
+        task = asyncio.create_task(second.run(stop))
+        try:
+            await until("the topic to be consumed",
+                        lambda: _equal(_lines(pool, schema), list(range(1, 21))))
+            assert (await group_lag(bootstrap, f"g-{name}", name)) == 0
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 30)
 
 
 @pytest.mark.parametrize("sqlstate", ["57P01", "57P02", "57P03"])
@@ -353,6 +493,68 @@ async def test_a_rebalance_waits_for_the_batch_being_applied(live_stack: stack.S
         await asyncio.wait_for(task, 30)
     assert sorted(applied) == list(range(10))
     assert redelivered == 0, "the first batch's commit was lost to the rebalance"
+    assert await group_lag(bootstrap, group, name) == 0
+
+
+async def test_a_rebalance_while_a_batch_is_prepared_ahead_loses_and_repeats_nothing(
+    live_stack: stack.StackState,
+) -> None:
+    """As above, with the next batch polled and prepared while the first is held: once the
+    partitions have moved, every record was applied by the first member or read by the
+    newcomer, exactly once, and the group has committed them all."""
+    bootstrap = live_stack.kafka_bootstrap_servers
+    name = await new_topic(bootstrap, partitions=2)
+    group = f"g-{name}"
+    await produce(bootstrap, name, [received_event(n).SerializeToString() for n in range(10)])
+    entered, release = asyncio.Event(), asyncio.Event()
+    applied: list[int] = []
+    prepared: list[int] = []
+    Batch = Sequence[kafka.Delivered[events_pb2.SignatureReceived]]
+
+    class Handler:
+        async def prepare(self, batch: Batch, dead: Sequence[kafka.DeadLetter]) -> list[int]:
+            prepared.extend(d.message.line for d in batch)
+            return [d.message.line for d in batch]
+
+        async def apply(self, lines: list[int]) -> None:
+            if not entered.is_set():
+                entered.set()
+                await release.wait()
+            applied.extend(lines)
+
+        async def __call__(self, batch: Batch, dead: Sequence[kafka.DeadLetter]) -> None:
+            await self.apply(await self.prepare(batch, dead))
+
+    consumer = kafka.BatchConsumer(bootstrap=bootstrap, topic=Topic(name, events_pb2.SignatureReceived),
+                                   group=group, handler=Handler(), max_records=3, ahead=True)
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
+    other = AIOKafkaConsumer(name, bootstrap_servers=bootstrap, group_id=group,
+                             enable_auto_commit=False, auto_offset_reset="earliest",
+                             session_timeout_ms=10_000, heartbeat_interval_ms=500)
+    read: list[int] = []
+    try:
+        await asyncio.wait_for(entered.wait(), 60)
+        await until("the next batch to be prepared", lambda: _true(len(prepared) > 3))
+        joining = asyncio.create_task(other.start())
+        await asyncio.sleep(12)
+        release.set()
+        await asyncio.wait_for(joining, 60)
+        assert other.assignment(), "the newcomer got no partition"
+        for _ in range(6):
+            got = await other.getmany(timeout_ms=500)
+            read += [events_pb2.SignatureReceived.FromString(r.value).line
+                     for records in got.values() for r in records]
+        await other.commit()
+        await until("the first member to catch up",
+                    lambda: _true(len(applied) + len(read) >= 10))
+        await asyncio.sleep(1.0)
+        assert not task.done(), f"the consumer stopped: {task.exception()!r}"
+    finally:
+        stop.set()
+        await other.stop()
+        await asyncio.wait_for(task, 30)
+    assert sorted(applied + read) == list(range(10)), (applied, read)
     assert await group_lag(bootstrap, group, name) == 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import date
+from typing import Any
 
 import asyncpg
 import pytest
@@ -232,7 +233,9 @@ async def test_a_commit_lost_to_a_rebalance_keeps_the_applied_batch_and_the_cons
     records = [SimpleNamespace(offset=o, value=value, key=b"k") for o in (5, 6)]
     before = metrics.COMMIT_FAILURES.labels("test-commit-lost")._value.get()
     fake = _RebalancedAway()
-    await consumer._apply(fake, {tp: records}, asyncio.Event())  # type: ignore[arg-type]
+    delivered, dead = consumer._split({tp: records})  # type: ignore[dict-item]
+    assert await consumer._apply(fake, {tp: records}, delivered, dead,  # type: ignore[arg-type,dict-item]
+                                 asyncio.Event())
     assert applied == [str(SID), str(SID)]
     assert fake.commits == 1
     assert metrics.COMMIT_FAILURES.labels("test-commit-lost")._value.get() == before + 1
@@ -288,3 +291,53 @@ def test_unknown_enums_are_found_wherever_they_are() -> None:
                               (good, []), (m, ["decision"]), (received(), [])]:
         got = list(unknown_enums(message))
         assert got == _enums_by_walking(message) == expected, (got, expected)
+
+
+async def test_a_batch_polled_before_its_partitions_were_revoked_is_not_applied() -> None:
+    """A batch prepared ahead whose partitions were revoked meanwhile is dropped: not
+    applied, not committed, not sought back (its partitions' next owner reads it from the
+    committed offsets)."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from aiokafka import TopicPartition
+
+    from sigverify_common.kafka import BatchConsumer
+
+    applied: list[str] = []
+
+    class Handler:
+        async def prepare(self, batch: Any, dead: Any) -> Any:
+            return batch
+
+        async def apply(self, batch: Any) -> None:
+            applied.extend(d.message.signature_id for d in batch)
+
+        async def __call__(self, batch: Any, dead: Any) -> None:
+            await self.apply(await self.prepare(batch, dead))
+
+    class Untouched(_RebalancedAway):
+        async def commit(self, offsets: object) -> None:
+            raise AssertionError("a dropped batch is not committed")
+
+    handler = Handler()
+    consumer: BatchConsumer[events_pb2.SignatureReceived] = BatchConsumer(
+        bootstrap="unused:9092", topic=SIGNATURE_RECEIVED, group="test-revoked",
+        handler=handler, ahead=True)
+    tp = TopicPartition(SIGNATURE_RECEIVED.name, 0)
+    value = received().SerializeToString()
+    batch = {tp: [SimpleNamespace(offset=o, value=value, key=b"k") for o in (5, 6)]}
+    delivered, dead = consumer._split(batch)  # type: ignore[arg-type]
+    polled_in = consumer.generation
+    consumer.generation += 1  # what revoking the partitions does
+    prepared = asyncio.ensure_future(handler.prepare(delivered, dead))
+    assert await consumer._apply(Untouched(), batch, delivered, dead,  # type: ignore[arg-type]
+                                 asyncio.Event(), prepared=prepared, generation=polled_in)
+    assert applied == []
+    # In the generation it was polled in, the same batch is applied.
+    prepared = asyncio.ensure_future(handler.prepare(delivered, dead))
+    fake = _RebalancedAway()
+    assert await consumer._apply(fake, batch, delivered, dead,  # type: ignore[arg-type]
+                                 asyncio.Event(), prepared=prepared,
+                                 generation=consumer.generation)
+    assert applied == [str(SID), str(SID)] and fake.commits == 1

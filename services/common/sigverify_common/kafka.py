@@ -39,7 +39,7 @@ import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -209,6 +209,24 @@ Handler = Callable[[Sequence[Delivered[M]], Sequence[DeadLetter]],
                    Awaitable[Sequence[DeadLetter] | None]]
 
 
+@runtime_checkable
+class Staged(Protocol[M]):
+    """A handler in two steps, so that a consumer can prepare the next batch while the one
+    before is written: ``prepare`` reads and computes and writes nothing; ``apply`` writes
+    what it prepared in one transaction (and must hold, inside it, whatever ``prepare``
+    assumed that may have changed meanwhile, raising a retriable error if it has: the batch
+    is then prepared again). ``handler(batch, dead)`` must equal
+    ``apply(await prepare(batch, dead))``."""
+
+    async def prepare(self, batch: Sequence[Delivered[M]], dead: Sequence[DeadLetter]
+                      ) -> Any: ...
+
+    async def apply(self, prepared: Any) -> Sequence[DeadLetter] | None: ...
+
+    async def __call__(self, batch: Sequence[Delivered[M]], dead: Sequence[DeadLetter]
+                       ) -> Sequence[DeadLetter] | None: ...
+
+
 class _Abandoned(Exception):
     """The batch is left uncommitted: the service stops, or its partitions are moving."""
 
@@ -223,6 +241,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         if not revoked:
             return
         owner = self._owner
+        owner.generation += 1  # a batch polled before this is not applied (see _pipeline)
         owner.revoking.set()  # a batch stuck retrying gives up and is left to the next owner
         try:
             async with owner.applying:
@@ -237,6 +256,32 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
                  ",".join(str(tp.partition) for tp in sorted(assigned)) or "(none)")
 
 
+@dataclass(frozen=True)
+class _Ahead(Generic[M]):
+    """A polled batch whose preparation has started."""
+
+    batch: dict[TopicPartition, list[Any]]
+    delivered: list[Delivered[M]]
+    dead: list[DeadLetter]
+    generation: int
+    prepared: asyncio.Task[Any]
+
+
+def _forget(task: asyncio.Task[Any]) -> None:
+    """Cancel a preparation whose batch will not be applied (its error is not news)."""
+    task.cancel()
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+
+def _seek_back(consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[Any]],
+               keep: set[TopicPartition]) -> None:
+    """Seek the partitions of ``batch`` but those in ``keep`` back to its first records."""
+    for tp, records in batch.items():
+        if tp not in keep:
+            with contextlib.suppress(KafkaError, AssertionError):
+                consumer.seek(tp, records[0].offset)
+
+
 class BatchConsumer(Generic[M]):
     """Polls a topic in batches, hands each batch to ``handler``, commits offsets afterwards.
 
@@ -244,6 +289,13 @@ class BatchConsumer(Generic[M]):
     letters too) and be idempotent: a batch is redelivered when the service dies between
     the database commit and the Kafka commit, or when a rebalance makes the commit fail.
     See the module's docstring for what happens when the handler raises.
+
+    With ``ahead`` and a ``Staged`` handler, the next batch is polled and prepared while
+    the one before is applied and committed (one batch ahead, never more): batches are
+    still applied and committed one at a time, in the order polled. A batch prepared ahead
+    is dropped, never applied, when the one before it was abandoned (its partitions are
+    sought back to it) or when the partitions were revoked after it was polled (their next
+    owner reads it from the committed offsets).
     """
 
     def __init__(
@@ -255,6 +307,7 @@ class BatchConsumer(Generic[M]):
         handler: Handler[M],
         max_records: int = 500,
         poll_timeout_ms: int = 200,
+        ahead: bool = False,
     ) -> None:
         self._bootstrap = bootstrap
         self._topic = topic
@@ -262,12 +315,16 @@ class BatchConsumer(Generic[M]):
         self._handler = handler
         self._max_records = max_records
         self._poll_timeout_ms = poll_timeout_ms
+        self._staged: Staged[M] | None = (handler if ahead and isinstance(handler, Staged)
+                                          else None)
         self._consumer: AIOKafkaConsumer | None = None
         self.last_batch_at: float = 0.0
         #: Held while a batch is applied and committed (a rebalance waits for it).
         self.applying = asyncio.Lock()
         #: Set while partitions are being revoked.
         self.revoking = asyncio.Event()
+        #: Counts revocations: a batch polled in an earlier generation is not applied.
+        self.generation = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         consumer = AIOKafkaConsumer(
@@ -285,21 +342,60 @@ class BatchConsumer(Generic[M]):
         consumer.subscribe([self._topic.name], listener=_Rebalance(self))
         log.info("consuming %s as group %s", self._topic.name, self.group)
         try:
+            if self._staged is not None:
+                await self._pipeline(consumer, self._staged, stop)
+                return
             while not stop.is_set():
-                try:
-                    batch = await consumer.getmany(
-                        timeout_ms=self._poll_timeout_ms, max_records=self._max_records
-                    )
-                except KafkaError as exc:
-                    log.warning("group %s: polling failed (%s); retrying", self.group,
-                                exc.__class__.__name__)
-                    await asyncio.sleep(1.0)
-                    continue
+                batch = await self._poll(consumer)
                 if batch:
-                    await self._apply(consumer, batch, stop)
+                    delivered, dead = self._split(batch)
+                    await self._apply(consumer, batch, delivered, dead, stop)
         finally:
             self._consumer = None
             await consumer.stop()
+
+    async def _poll(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, list[Any]]:
+        try:
+            batch: dict[TopicPartition, list[Any]] = await consumer.getmany(
+                timeout_ms=self._poll_timeout_ms, max_records=self._max_records)
+            return batch
+        except KafkaError as exc:
+            log.warning("group %s: polling failed (%s); retrying", self.group,
+                        exc.__class__.__name__)
+            await asyncio.sleep(1.0)
+            return {}
+
+    async def _pipeline(self, consumer: AIOKafkaConsumer, staged: Staged[M],
+                        stop: asyncio.Event) -> None:
+        """Poll and prepare batch n+1 while batch n is applied and committed."""
+        applying: tuple[_Ahead[M], asyncio.Task[bool]] | None = None
+        ahead: _Ahead[M] | None = None
+        try:
+            while not stop.is_set():
+                batch = await self._poll(consumer)
+                if not batch:
+                    continue
+                delivered, dead = self._split(batch)
+                ahead = _Ahead(batch, delivered, dead, self.generation,
+                               asyncio.create_task(staged.prepare(delivered, dead)))
+                await asyncio.wait({ahead.prepared})
+                if applying is not None:
+                    (before, task), applying = applying, None
+                    if not await task:
+                        # The batch before was abandoned and sought back: this one goes too.
+                        _forget(ahead.prepared)
+                        _seek_back(consumer, ahead.batch, keep=set(before.batch))
+                        ahead = None
+                        continue
+                polled, ahead = ahead, None
+                applying = (polled, asyncio.create_task(self._apply(
+                    consumer, polled.batch, polled.delivered, polled.dead, stop,
+                    prepared=polled.prepared, generation=polled.generation)))
+        finally:
+            if ahead is not None:  # stopping: left uncommitted, read again after a restart
+                _forget(ahead.prepared)
+            if applying is not None:
+                await applying[1]
 
     def _split(self, batch: dict[TopicPartition, list[Any]]
                ) -> tuple[list[Delivered[M]], list[DeadLetter]]:
@@ -323,18 +419,26 @@ class BatchConsumer(Generic[M]):
         return delivered, dead
 
     async def _apply(
-        self, consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[Any]], stop: asyncio.Event
-    ) -> None:
+        self, consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[Any]],
+        delivered: list[Delivered[M]], dead: list[DeadLetter], stop: asyncio.Event,
+        prepared: asyncio.Task[Any] | None = None, generation: int | None = None,
+    ) -> bool:
+        """Apply and commit one batch; False when it was abandoned (sought back, uncommitted)."""
         async with self.applying:
-            delivered, dead = self._split(batch)
+            if generation is not None and generation != self.generation:
+                # Polled before the partitions were revoked: their owner now reads it again
+                # from the committed offsets.
+                if prepared is not None:
+                    _forget(prepared)
+                return True
             try:
-                written = await self._isolate(delivered, dead, stop)
+                written = await self._isolate(delivered, dead, stop, prepared)
             except _Abandoned:
                 # Left uncommitted: redelivered after restart, or to the partitions' next owner.
                 for tp, records in batch.items():
                     with contextlib.suppress(KafkaError, AssertionError):
                         consumer.seek(tp, records[0].offset)
-                return
+                return False
             offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
             try:
                 await consumer.commit(offsets)
@@ -351,14 +455,16 @@ class BatchConsumer(Generic[M]):
             metrics.DEAD_LETTERS.labels(self.group, d.kind).inc()
         self.last_batch_at = asyncio.get_running_loop().time()
         self._observe_lag(consumer, offsets)
+        return True
 
     async def _isolate(self, delivered: Sequence[Delivered[M]], dead: Sequence[DeadLetter],
-                       stop: asyncio.Event) -> list[DeadLetter]:
+                       stop: asyncio.Event, prepared: asyncio.Task[Any] | None = None
+                       ) -> list[DeadLetter]:
         """Apply ``delivered`` and ``dead``; when that fails for good, apply halves, down to
         single records, and set aside the records that fail alone. Returns every dead letter
-        written."""
+        written. ``prepared``, the batch prepared ahead, is used by the first attempt only."""
         try:
-            return await self._attempt(delivered, dead, stop)
+            return await self._attempt(delivered, dead, stop, prepared)
         except _Abandoned:
             raise
         except Exception as exc:
@@ -378,11 +484,18 @@ class BatchConsumer(Generic[M]):
             return [*first, *await self._isolate(delivered[mid:], [], stop)]
 
     async def _attempt(self, delivered: Sequence[Delivered[M]], dead: Sequence[DeadLetter],
-                       stop: asyncio.Event) -> list[DeadLetter]:
+                       stop: asyncio.Event, prepared: asyncio.Task[Any] | None = None
+                       ) -> list[DeadLetter]:
         attempt = 0
         while True:
             try:
-                refused = await self._handler(delivered, dead)
+                if prepared is not None and self._staged is not None:
+                    # An error of the preparation is met here, as the handler's would be;
+                    # every later attempt prepares the batch again.
+                    ready, prepared = prepared, None
+                    refused = await self._staged.apply(await ready)
+                else:
+                    refused = await self._handler(delivered, dead)
                 return [*dead, *(refused or ())]
             except Exception as exc:
                 if not is_retriable(exc):

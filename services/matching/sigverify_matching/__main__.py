@@ -34,7 +34,7 @@ async def setup(rt: Runtime, server: grpc.aio.Server) -> Sequence[str]:
     consumer = BatchConsumer(
         bootstrap=rt.config.kafka_bootstrap_servers, topic=SIGNATURE_RECEIVED, group="matching",
         handler=MatchHandler(rt.pool, roll, models, rt.outbox, rt.config.match),
-        max_records=2000,
+        max_records=2000, ahead=True,
     )
     rt.loops.append(consumer.run)
     matching_pb2_grpc.add_MatchingServiceServicer_to_server(

@@ -7,6 +7,7 @@ import logging
 import time
 from collections import Counter as Tally
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date
 
 import asyncpg
@@ -17,7 +18,8 @@ from sigverify_common import audit, kafka, provenance
 from sigverify_common.db import table_exists
 from sigverify_common.kafka import DeadLetter, Delivered
 from sigverify_common.vocab import Decision, Reason
-from sigverify_matching import convert, engine, store
+from sigverify_matching import convert, engine, fs, store
+from sigverify_matching.columnar import VoterIndex
 from sigverify_matching.domain import MatchConfig, MatchResult
 from sigverify_matching.versions import RollIndex, ensure_active
 
@@ -55,6 +57,21 @@ PRINTED = ("first_name", "middle_name", "last_name", "street", "unit", "city", "
            "signed_on", "birth_date")
 
 
+@dataclass(frozen=True)
+class Decided:
+    """A batch decided and not yet written (``MatchHandler.prepare``)."""
+
+    version: int
+    model_id: int
+    #: Every dead letter to write: the consumer's and the records refused.
+    dead: list[DeadLetter]
+    refused: list[DeadLetter]
+    decided: list[tuple[events_pb2.SignatureReceived, MatchResult]]
+    #: Per decision, its candidates as stored, and its outbox row.
+    stored: list[str]
+    outgoing: list[tuple[str, bytes, bytes]]
+
+
 class MatchHandler:
     def __init__(self, pool: asyncpg.Pool, roll: RollIndex, models: store.Models,
                  outbox: kafka.OutboxPublisher | None, config: MatchConfig) -> None:
@@ -69,6 +86,12 @@ class MatchHandler:
                        dead: Sequence[DeadLetter]) -> list[DeadLetter]:
         """Decides the batch; a SignatureReceived whose signature intake never stored (or
         stored under another petition or batch) is refused: set aside as a dead letter."""
+        return await self.apply(await self.prepare(batch, dead))
+
+    async def prepare(self, batch: Sequence[Delivered[events_pb2.SignatureReceived]],
+                      dead: Sequence[DeadLetter]) -> Decided:
+        """The batch decided, nothing written (the consumer does this for the next batch
+        while the one before is written)."""
         version, index = await self._roll.current()
         model = await self._models.current(index)
         async with self._pool.acquire() as conn:
@@ -83,27 +106,27 @@ class MatchHandler:
         }
         todo = [m for m in messages if m.signature_id not in done]
         deadlines = await self._deadlines.get({m.petition_id for m in todo})
-        complete = [m for m in todo if not m.incomplete]
-        inputs = [convert.row_input(printed[m.signature_id], deadlines.get(m.petition_id))
-                  for m in complete]
         started = time.perf_counter()
-        matched: list[MatchResult] = []
-        if inputs:
-            # The results (candidates and their evidence) are built in the worker thread
-            # too: on the event loop they would hold up the consumer's other work.
-            matched = await asyncio.to_thread(
-                engine.match_results, index, model.model, inputs, self._config)
+        # Matching, the results (candidates and their evidence), the stored candidates
+        # (JSON) and the events are made in a worker thread: on the event loop they would
+        # hold up the consumer's other work (the batch before being written).
+        decided, stored, outgoing = await asyncio.to_thread(
+            _decide, index, model.model, todo, printed, deadlines, self._config)
         MATCH_SECONDS.observe(time.perf_counter() - started)
-        results = dict(zip((m.signature_id for m in complete), matched, strict=True))
-        decided = [(m, results.get(m.signature_id, INCOMPLETE)) for m in todo]
-        # The stored candidates (JSON) and the events, a few hundred microseconds a
-        # signature, are made in the worker thread as well.
-        stored, outgoing = await asyncio.to_thread(_rows_and_events, decided)
+        return Decided(version, model.model_id, [*dead, *refused], refused, decided, stored,
+                       outgoing)
+
+    async def apply(self, prepared: Decided) -> list[DeadLetter]:
+        """Writes a prepared batch's decisions, reviews, events and audit entry in one
+        transaction, if the roll version it was decided with is still the active one
+        (else ``RollVersionChanged``: the batch is prepared and decided again)."""
+        version, decided, stored = prepared.version, prepared.decided, prepared.stored
+        outgoing = prepared.outgoing
         async with self._pool.acquire() as conn, conn.transaction():
             # Until commit, the version cannot stop being active (activation waits for this
             # lock); if it already has, the batch is decided again with the active one.
             await ensure_active(conn, version)
-            await kafka.write_dead_letters(conn, SCHEMA, [*dead, *refused])
+            await kafka.write_dead_letters(conn, SCHEMA, prepared.dead)
             inserted = {
                 str(r["signature_id"]) for r in await conn.fetch(
                     "INSERT INTO matching.decisions (signature_id, petition_id, decision, reason, "
@@ -114,7 +137,7 @@ class MatchHandler:
                     [m.signature_id for m, _ in decided], [m.petition_id for m, _ in decided],
                     [r.decision.value for _, r in decided], [r.reason.value for _, r in decided],
                     [r.voter_id for _, r in decided], [r.score for _, r in decided], stored,
-                    [version] * len(decided), [model.model_id] * len(decided),
+                    [version] * len(decided), [prepared.model_id] * len(decided),
                 )
             }
             await conn.execute(
@@ -133,7 +156,7 @@ class MatchHandler:
                 # roll version (identifiers and counts only).
                 await audit.record(conn, "system:matching", "decisions.recorded",
                                    f"roll-version-{version}", {
-                    "model_id": model.model_id,
+                    "model_id": prepared.model_id,
                     "signature_ids": sorted(inserted),
                     "by_reason": dict(Tally(r.reason.value for m, r in decided
                                               if m.signature_id in inserted)),
@@ -143,16 +166,25 @@ class MatchHandler:
             DECISIONS.labels(decision, reason).inc(n)
         if events and self._outbox is not None:
             self._outbox.wake.set()
-        return refused
+        return prepared.refused
 
 
 
 
-def _rows_and_events(decided: Sequence[tuple[events_pb2.SignatureReceived, MatchResult]]
-                     ) -> tuple[list[str], list[tuple[str, bytes, bytes]]]:
-    """Per decision: its candidates as ``matching.decisions`` stores them and its
-    SignatureMatched outbox row."""
-    return ([convert.candidates_json(r.candidates) for _, r in decided],
+def _decide(index: VoterIndex, model: fs.Model, todo: Sequence[events_pb2.SignatureReceived],
+            printed: dict[str, asyncpg.Record], deadlines: dict[str, date], config: MatchConfig
+            ) -> tuple[list[tuple[events_pb2.SignatureReceived, MatchResult]], list[str],
+                       list[tuple[str, bytes, bytes]]]:
+    """Each signature to decide with its decision (an incomplete one is not matched), and
+    per decision its candidates as ``matching.decisions`` stores them and its SignatureMatched
+    outbox row."""
+    complete = [m for m in todo if not m.incomplete]
+    matched = engine.match_results(index, model, [
+        convert.row_input(printed[m.signature_id], deadlines.get(m.petition_id))
+        for m in complete], config) if complete else []
+    results = dict(zip((m.signature_id for m in complete), matched, strict=True))
+    decided = [(m, results.get(m.signature_id, INCOMPLETE)) for m in todo]
+    return (decided, [convert.candidates_json(r.candidates) for _, r in decided],
             [convert.matched_event(m, r) for m, r in decided])
 
 
