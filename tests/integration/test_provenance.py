@@ -25,6 +25,10 @@ async def test_refusals_and_the_printed_fields_in_one_read(live_stack: stack.Sta
             "ORDER BY received_seq LIMIT 2")
         assert len(stored) == 2
         a, b = stored
+        # Intake's ids are time-ordered (sigverify_common.ids): version 7, in received order.
+        assert {r["signature_id"].version for r in stored} == {7}
+        assert a["batch_id"].version == 7
+        assert str(a["signature_id"]) < str(b["signature_id"])
 
         def event(sid: object, petition: str, batch: object) -> SimpleNamespace:
             return SimpleNamespace(signature_id=str(sid), petition_id=petition,

@@ -53,3 +53,27 @@ def test_topic_decoding_refuses_garbage() -> None:
 
 def test_county_names_have_one_spelling() -> None:
     assert canonical_county("  los   ANGELES ") == "Los Angeles"
+
+
+def test_stored_ids_are_time_ordered_uuid7_and_event_ids_random_uuid4() -> None:
+    import re
+    import time
+    import uuid
+
+    from sigverify_common import ids
+
+    canonical = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+    before = int(time.time() * 1000)
+    first = ids.new_id()
+    time.sleep(0.003)
+    made = [ids.new_id() for _ in range(1000)]
+    after = int(time.time() * 1000)
+    events = [ids.event_id() for _ in range(1000)]
+    for text in [first, *made, *events]:
+        assert canonical.fullmatch(text), text
+    assert {uuid.UUID(t).version for t in [first, *made]} == {7}
+    assert {uuid.UUID(t).version for t in events} == {4}
+    # The first 48 bits are the time made, in milliseconds: a later id sorts after.
+    assert before <= int(first.replace("-", "")[:12], 16) <= after
+    assert all(first < t for t in made)
+    assert len(set(made)) == len(made) and len(set(events)) == len(events)

@@ -9,7 +9,6 @@ have validated), never the event's other contents.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -39,15 +38,16 @@ async def received(conn: Conn, events: Sequence[AboutSignature], columns: Sequen
     that needs the printed signature does not read the rows twice)."""
     if not events:
         return [], {}
-    ids = [uuid.UUID(e.signature_id) for e in events]
+    # Ids are compared as canonical text (the topics' checks make sure of the events' form;
+    # a UUID read from the database prints in it): no uuid.UUID made per event.
     extra = "".join(f", {c}" for c in columns)
     stored = {
-        r["signature_id"]: r
+        str(r["signature_id"]): r
         for r in await conn.fetch(
             f"SELECT signature_id, petition_id, batch_id{extra} FROM intake.signatures "  # noqa: S608
-            "WHERE signature_id = ANY($1::uuid[])", ids)
+            "WHERE signature_id = ANY($1::uuid[])", [e.signature_id for e in events])
     }
-    missing = {e.petition_id for e, sid in zip(events, ids, strict=True) if sid not in stored}
+    missing = {e.petition_id for e in events if e.signature_id not in stored}
     petitions = {
         r["petition_id"] for r in await conn.fetch(
             "SELECT petition_id FROM intake.petitions WHERE petition_id = ANY($1::text[])",
@@ -55,16 +55,17 @@ async def received(conn: Conn, events: Sequence[AboutSignature], columns: Sequen
     } if missing else set()
     out: list[str | None] = []
     rows: dict[str, Record] = {}
-    for e, sid in zip(events, ids, strict=True):
+    for e in events:
+        sid = e.signature_id
         at_intake = stored.get(sid)
         if at_intake is None:
             out.append(f"signature {sid} was never received by intake"
                        + ("" if e.petition_id in petitions else " (its petition is unknown)"))
-        elif (at_intake["petition_id"], at_intake["batch_id"]) != (e.petition_id,
-                                                                   uuid.UUID(e.batch_id)):
+        elif (at_intake["petition_id"] != e.petition_id
+              or str(at_intake["batch_id"]) != e.batch_id):
             out.append(f"signature {sid} was received by intake for another "
                        "petition or batch")
         else:
             out.append(None)
-            rows[e.signature_id] = at_intake
+            rows[sid] = at_intake
     return out, rows

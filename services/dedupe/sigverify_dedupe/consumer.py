@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Sequence
 
 import asyncpg
 
 from sigverify.events.v1 import events_pb2
-from sigverify_common import kafka, provenance
+from sigverify_common import ids, kafka, provenance
 from sigverify_common.convert import (
     parse_date_text,
     reason_from_pb,
@@ -107,7 +106,7 @@ class DedupeHandler:
                 "score = c.score, match_revision = c.rev FROM unnest($1::uuid[], $2::text[], "
                 "$3::text[], $4::float8[], $5::bigint[]) AS c(id, voter_id, reason, score, rev) "
                 "WHERE s.signature_id = c.id AND s.signature_id = ANY($1::uuid[])",
-                [uuid.UUID(m.signature_id) for m in rematched], [m.voter_id for m in rematched],
+                [m.signature_id for m in rematched], [m.voter_id for m in rematched],
                 [reason_from_pb(m.reason).value for m in rematched],
                 [m.score for m in rematched], [m.match_revision for m in rematched],
             )
@@ -128,7 +127,7 @@ class DedupeHandler:
             sid = str(r["signature_id"])
             groups.setdefault((r["petition_id"], r["voter_id"] or sid), []).append(Entry(
                 sid, Reason(r["match_reason"]), r["signed_on"], r["received_seq"], r["online"]))
-        new_ids = [str(uuid.UUID(m.signature_id)) for m in new]
+        new_ids = [m.signature_id for m in new]  # canonical texts (the topic's checks)
         for sid, m in zip(new_ids, new, strict=True):
             groups.setdefault((m.petition_id, m.voter_id or sid), []).append(Entry(
                 sid, reason_from_pb(m.reason), parse_date_text(m.signed_on), m.received_seq,
@@ -151,8 +150,8 @@ class DedupeHandler:
                 "FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::bigint[], "
                 "$6::text[], $7::text[], $8::date[], $9::bigint[], $10::text[], $11::float8[], "
                 "$12::bool[], $13::bigint[], $14::text[], $15::text[]) RETURNING *",
-                [uuid.UUID(sid) for sid in new_ids], [m.petition_id for m in new],
-                [uuid.UUID(m.batch_id) for m in new], [m.county for m in new],
+                new_ids, [m.petition_id for m in new],
+                [m.batch_id for m in new], [m.county for m in new],
                 [m.line for m in new], [m.circulator_id for m in new], [m.voter_id for m in new],
                 [parse_date_text(m.signed_on) for m in new], [m.received_seq for m in new],
                 [reason_from_pb(m.reason).value for m in new], [m.score for m in new],
@@ -184,7 +183,7 @@ class DedupeHandler:
     @staticmethod
     def event(r: asyncpg.Record) -> tuple[str, bytes, bytes]:
         event = events_pb2.SignatureVerified(
-            event_id=str(uuid.uuid4()), signature_id=str(r["signature_id"]),
+            event_id=ids.event_id(), signature_id=str(r["signature_id"]),
             petition_id=r["petition_id"], batch_id=str(r["batch_id"]), county=r["county"],
             line=r["line"], circulator_id=r["circulator_id"],
             status=status_to_pb(Status(r["status"])), reason=reason_to_pb(Reason(r["reason"])),

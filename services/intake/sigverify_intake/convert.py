@@ -10,6 +10,7 @@ import asyncpg
 
 from sigverify.events.v1 import events_pb2
 from sigverify.intake.v1 import intake_pb2
+from sigverify_common import ids
 from sigverify_common.convert import date_text, method_to_pb, policy_to_pb, rules_to_pb, source_to_pb
 from sigverify_common.topics import SIGNATURE_RECEIVED
 from sigverify_intake.domain import Signature
@@ -51,12 +52,12 @@ def filing_to_pb(f: Filing) -> intake_pb2.CountyFiling:
         sample_size=f.sample_size, seed=f.seed, released=f.released)
 
 
-def received_event(sid: uuid.UUID, batch_id: uuid.UUID, petition_id: str, county: str,
+def received_event(sid: str | uuid.UUID, batch_id: str | uuid.UUID, petition_id: str, county: str,
                    seq: int, s: Signature) -> tuple[str, bytes, bytes]:
     """The SignatureReceived outbox row of one stored signature, keyed by signature id. It
     carries no name, address or birth date: matching reads those from intake's table."""
     event = events_pb2.SignatureReceived(
-        event_id=str(uuid.uuid4()), signature_id=str(sid), petition_id=petition_id,
+        event_id=ids.event_id(), signature_id=str(sid), petition_id=petition_id,
         batch_id=str(batch_id), county=county, line=s.line, circulator_id=s.circulator_id,
         source=source_to_pb(s.source), incomplete=s.incomplete, received_seq=seq,
         signed_on=date_text(s.signed_on),
@@ -72,4 +73,5 @@ def received_event_of_row(r: Mapping[str, Any] | asyncpg.Record) -> tuple[str, b
 
 def signature_events(batch_id: uuid.UUID, petition_id: str, county: str,
                      stored: Sequence[StoredSignature]) -> list[tuple[str, bytes, bytes]]:
-    return [received_event(sid, batch_id, petition_id, county, seq, s) for sid, seq, s in stored]
+    batch = str(batch_id)
+    return [received_event(sid, batch, petition_id, county, seq, s) for sid, seq, s in stored]

@@ -19,7 +19,8 @@ from sigverify_common.vocab import DuplicatePolicy, Source
 from sigverify_intake.domain import RowError, Signature
 
 #: A signature as stored: (signature id, receipt sequence number, the signature).
-StoredSignature = tuple[uuid.UUID, int, Signature]
+#: A signature as stored: its id (canonical text), its received_seq, the signature.
+StoredSignature = tuple[str, int, Signature]
 
 SCHEMA = "intake"
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import asyncpg
 from asyncpg.transaction import Transaction
 
-from sigverify_common import audit, kafka
+from sigverify_common import audit, ids, kafka
 from sigverify_common.db import Conn
 from sigverify_common.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from sigverify_intake import domain, repository
@@ -120,7 +120,7 @@ class _Batch:
     async def flush(self) -> None:
         if self.signatures:
             seqs = await repository.next_seqs(self.conn, len(self.signatures))
-            stored = [(uuid.uuid4(), seq, s) for seq, s in zip(seqs, self.signatures, strict=True)]
+            stored = [(ids.new_id(), seq, s) for seq, s in zip(seqs, self.signatures, strict=True)]
             await repository.copy_signatures(self.conn, self.batch_id, self.h.petition_id,
                                              self.h.county, self.release, stored)
             if self.release:
@@ -150,7 +150,7 @@ async def receive(conn: Conn, header: Header, parts: AsyncIterator[Part],
         if closed:
             await tr.rollback()
             return await _closed(conn, h, parts, digest, closed)
-        batch = _Batch(conn, uuid.uuid4(), h, release, encode_events)
+        batch = _Batch(conn, uuid.UUID(ids.new_id()), h, release, encode_events)
         await repository.open_batch(conn, batch.batch_id, h.petition_id, h.county,
                                     h.client_key, h.filename)
     except asyncpg.UniqueViolationError:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Mapping
 from datetime import date
 from typing import Any
@@ -15,6 +14,7 @@ from asyncpg import Record
 from sigverify.common.v1 import common_pb2
 from sigverify.events.v1 import events_pb2
 from sigverify.matching.v1 import matching_pb2
+from sigverify_common import ids
 from sigverify_common.convert import (
     date_text,
     decision_to_pb,
@@ -68,7 +68,7 @@ def matched_event(m: events_pb2.SignatureReceived, r: MatchResult, match_revisio
                   ) -> tuple[str, bytes, bytes]:
     """The SignatureMatched outbox row, keyed by voter id (signature id when none)."""
     event = events_pb2.SignatureMatched(
-        event_id=str(uuid.uuid4()), signature_id=m.signature_id, petition_id=m.petition_id,
+        event_id=ids.event_id(), signature_id=m.signature_id, petition_id=m.petition_id,
         batch_id=m.batch_id, county=m.county, line=m.line, circulator_id=m.circulator_id,
         signed_on=m.signed_on, decision=decision_to_pb(r.decision),
         reason=reason_to_pb(r.reason), voter_id=r.voter_id, score=r.score, source=m.source,

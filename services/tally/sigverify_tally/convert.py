@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 
 import asyncpg
@@ -28,8 +27,8 @@ from sigverify_tally.statutory import LABEL, Assessment, CountyFigures, Stage
 
 def result_from_event(e: events_pb2.SignatureVerified) -> ResultRow:
     return ResultRow(
-        signature_id=uuid.UUID(e.signature_id), petition_id=e.petition_id,
-        batch_id=uuid.UUID(e.batch_id), county=e.county, line=e.line,
+        signature_id=e.signature_id, petition_id=e.petition_id,
+        batch_id=e.batch_id, county=e.county, line=e.line,
         circulator_id=e.circulator_id, status=status_from_pb(e.status),
         reason=reason_from_pb(e.reason), voter_id=e.voter_id, score=e.score, revision=e.revision,
     )

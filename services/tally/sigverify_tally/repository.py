@@ -26,9 +26,10 @@ from sigverify_tally.statutory import Assessment, CountyInput, Recorded, Stage, 
 
 @dataclass(frozen=True, slots=True)
 class ResultRow:
-    signature_id: uuid.UUID
+    #: Canonical UUID texts, as events carry them (the topic's checks make sure).
+    signature_id: str
     petition_id: str
-    batch_id: uuid.UUID
+    batch_id: str
     county: str
     line: int
     circulator_id: str
@@ -41,7 +42,7 @@ class ResultRow:
 
 async def apply_results(conn: Conn, rows: Sequence[ResultRow]) -> None:
     """Upsert keeping the highest revision of each signature."""
-    latest: dict[uuid.UUID, ResultRow] = {}
+    latest: dict[str, ResultRow] = {}
     for r in rows:
         if r.signature_id not in latest or latest[r.signature_id].revision < r.revision:
             latest[r.signature_id] = r
