@@ -7,6 +7,10 @@ transaction (idempotent through unique keys), and only after that commit does it
 ``OutboxPublisher`` sends those rows and deletes them once the broker has acknowledged.
 No Kafka transactions or idempotent producer are used (tansu supports neither).
 
+A consumer whose handler is ``Staged`` may prepare (read and compute) the next batch while
+the one before is written and committed (``BatchConsumer(ahead=True)``); writes and offset
+commits still happen one batch at a time, in the order polled.
+
 Nothing one record does stops the others:
 
 - ``BatchConsumer`` sets aside (dead letters, with the reason and a ``kind``) a record that
