@@ -498,6 +498,9 @@ def accuracy_table(rows: list[tuple[str, EvalData | None, Accuracy]]) -> list[st
 @dataclass
 class InProcess:
     accuracy: list[tuple[str, EvalData | None, Accuracy]] = field(default_factory=list)
+    #: The blocked rapidfuzz baseline's rate in this process (signatures/s), which the
+    #: pipeline's rates are also given against: a measure of this machine's speed.
+    baseline: float | None = None
 
 
 def run_in_process(args: argparse.Namespace, data: EvalData, work: Path) -> InProcess:
@@ -605,7 +608,7 @@ def run_in_process(args: argparse.Namespace, data: EvalData, work: Path) -> InPr
         figure(f"engine fastest ({best.how}) / baseline", f"{best.per_second / base_rate:.2f}x")
     figure("this process's peak resident memory so far", _mib(_proc_kib("VmHWM")))
 
-    out = InProcess()
+    out = InProcess(baseline=base_rate)
     out.accuracy.append(("synth (this run)", data, score_results(data, rows, results)))
     index_path.unlink(missing_ok=True)
     return out
@@ -735,7 +738,8 @@ async def _wait_serving(ep: Endpoints, version: int, replicas: int, timeout: flo
 
 
 async def _one_run(ep: Endpoints, pool: asyncpg.Pool, data: EvalData, label: str, tag: str,
-                   work: Path, state: stack.StackState | None = None) -> tuple[float, Accuracy]:
+                   work: Path, state: stack.StackState | None = None,
+                   baseline: float | None = None) -> tuple[float, Accuracy]:
     since = await pool.fetchval("SELECT now()")
     petition = f"bench-{tag}-{int(time.time())}"  # the bench's database is kept between runs
     cpu0 = cpu_by_process(state) if state else {}
@@ -747,6 +751,9 @@ async def _one_run(ep: Endpoints, pool: asyncpg.Pool, data: EvalData, label: str
     figure(f"first submit to final tally ({label})",
            f"{elapsed:.1f} s: {n / elapsed:,.0f} signatures/s end to end "
            f"({n:,} signatures; all submitted after {submitted:.1f} s)")
+    if baseline:
+        figure(f"  end to end / the in-process baseline ({label})",
+               f"{n / elapsed / baseline:.2f}x (baseline {baseline:,.0f} signatures/s)")
     figure(f"  matching, first to last decision ({label})",
            f"{rate:,.0f} signatures/s over {span:.1f} s")
     if cpu1:
@@ -769,7 +776,7 @@ async def _one_run(ep: Endpoints, pool: asyncpg.Pool, data: EvalData, label: str
 
 
 async def _run_pipeline(data: EvalData, state: stack.StackState, work: Path,
-                        one_petition: bool = False
+                        one_petition: bool = False, baseline: float | None = None
                         ) -> list[tuple[str, EvalData | None, Accuracy]]:
     ep = Endpoints.discover()
     pool = await asyncpg.create_pool(state.database_url, min_size=1, max_size=4)
@@ -778,18 +785,18 @@ async def _run_pipeline(data: EvalData, state: stack.StackState, work: Path,
         version = await _roll_load(ep, pool, data.roll_csv)
         say("[bold]pipeline: one matcher replica, first petition[/bold] (the roll version's "
             "match model is learned from its first signatures, while they wait)")
-        _, acc0 = await _one_run(ep, pool, data, "1 replica, first", "0", work, state)
+        _, acc0 = await _one_run(ep, pool, data, "1 replica, first", "0", work, state, baseline)
         if one_petition:
             _peaks(state)
             return [("pipeline, first", data, acc0)]
         say("[bold]pipeline: one matcher replica[/bold] (a new petition, the model in place)")
-        e2e1, acc1 = await _one_run(ep, pool, data, "1 replica", "1", work, state)
+        e2e1, acc1 = await _one_run(ep, pool, data, "1 replica", "1", work, state, baseline)
         say("[bold]pipeline: two matcher replicas[/bold] (a new petition, the model in place)")
         stack.spawn_service(state, "matching", instance="matching-2")
         await asyncio.to_thread(stack.wait_healthy, state, ("matching-2",), 300)
         await _wait_serving(ep, version, 2, ACTIVATION_SECONDS)
         await asyncio.sleep(15)  # let the consumer group settle on two members
-        e2e2, acc2 = await _one_run(ep, pool, data, "2 replicas", "2", work, state)
+        e2e2, acc2 = await _one_run(ep, pool, data, "2 replicas", "2", work, state, baseline)
         figure("end to end, 2 replicas / 1 replica (model in place)", f"{e2e2 / e2e1:.2f}x")
         _peaks(state)
     finally:
@@ -834,7 +841,8 @@ def run_bench(args: argparse.Namespace) -> int:
             run_accuracy(args, results, work)
         if not skip_pipeline:
             results.accuracy += _with_stack(home, data, work,
-                                            bool(getattr(args, "one_petition", False)))
+                                            bool(getattr(args, "one_petition", False)),
+                                            results.baseline)
         say("[bold]accuracy[/bold]")
         for line in accuracy_table(results.accuracy):
             _console().print(line, highlight=False, markup=False, soft_wrap=True)
@@ -843,8 +851,8 @@ def run_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _with_stack(home: Path, data: EvalData, work: Path, one_petition: bool = False
-                ) -> list[tuple[str, EvalData | None, Accuracy]]:
+def _with_stack(home: Path, data: EvalData, work: Path, one_petition: bool = False,
+                baseline: float | None = None) -> list[tuple[str, EvalData | None, Accuracy]]:
     from sigverify_cli.main import err
 
     stack.down(home, lambda m: None)
@@ -856,6 +864,6 @@ def _with_stack(home: Path, data: EvalData, work: Path, one_petition: bool = Fal
     err.print("[dim]starting a stack for the bench[/dim]")
     state = stack.up(home, os.environ, lambda m: err.print(f"[dim]{m}[/dim]"))
     try:
-        return asyncio.run(_run_pipeline(data, state, work, one_petition))
+        return asyncio.run(_run_pipeline(data, state, work, one_petition, baseline))
     finally:
         stack.down(home, lambda m: err.print(f"[dim]{m}[/dim]"))
