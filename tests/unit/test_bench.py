@@ -158,3 +158,27 @@ def test_cpu_by_process_counts_a_server_with_its_children_and_the_client(tmp_pat
     # The server's figure holds its own time, the exited child's and the live busy one's.
     assert second["postgresql"] >= second["matching"] + bench._cpu_seconds("self")
     assert bench._cpu_seconds(2**22 + 12345) == 0.0  # no such process
+
+
+def test_a_second_bench_on_the_same_home_is_refused_and_touches_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two benches sharing a home would regenerate each other's data set and stop each
+    other's stack (seen: a 22M run's roll replaced by a 1M one mid-run)."""
+    import argparse
+    import fcntl
+
+    from sigverify_cli import bench
+
+    monkeypatch.setenv("SIGVERIFY_HOME", str(tmp_path))
+    home = tmp_path / "bench"
+    (home / "data").mkdir(parents=True)
+    (home / "data" / "roll.csv").write_text("the running bench's roll\n")
+    args = argparse.Namespace(voters=100, signatures=10, seed=1, batch_size=10)
+    with (home / "bench.lock").open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the bench already running
+        assert bench.run_bench(args) == 1
+    assert (home / "data" / "roll.csv").read_text() == "the running bench's roll\n"
+    assert not (home / "work").exists()
+    # Once it has finished, the lock is free again.
+    with bench._alone(home) as alone:
+        assert alone

@@ -39,7 +39,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
+import fcntl
 import functools
 import gc
 import hashlib
@@ -815,11 +817,38 @@ def _peaks(state: stack.StackState) -> None:
 
 # ------------------------------------------------------------------------------------- run
 
+@contextlib.contextmanager
+def _alone(home: Path) -> Iterator[bool]:
+    """An exclusive lock on ``<home>/bench.lock`` while the run lasts: True when this run has
+    it, False when another bench holds it (released when this process ends, however)."""
+    with (home / "bench.lock").open("a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+
+
 def run_bench(args: argparse.Namespace) -> int:
-    skip_pipeline = bool(getattr(args, "skip_pipeline", False))
-    skip_accuracy = bool(getattr(args, "skip_accuracy", False))
+    """One bench at a time per home: a second would regenerate the first's data set under it
+    and stop its stack."""
+    from sigverify_cli.main import err
+
     home = client.home() / "bench"
     home.mkdir(parents=True, exist_ok=True)
+    with _alone(home) as alone:
+        if not alone:
+            err.print(f"[red]another sigverify bench is running from {home}[/red] (its data set "
+                      "and its stack are there); wait for it to finish, or give this one "
+                      "another SIGVERIFY_HOME")
+            return 1
+        return _run_bench(args, home)
+
+
+def _run_bench(args: argparse.Namespace, home: Path) -> int:
+    skip_pipeline = bool(getattr(args, "skip_pipeline", False))
+    skip_accuracy = bool(getattr(args, "skip_accuracy", False))
     work = home / "work"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
