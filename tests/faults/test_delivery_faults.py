@@ -399,6 +399,71 @@ async def test_a_batch_prepared_ahead_of_an_abandoned_one_is_not_applied(
             await asyncio.wait_for(task, 30)
 
 
+async def test_a_batch_prepared_ahead_that_cannot_be_written_stops_the_consumer_when_idle(
+    live_stack: stack.StackState,
+) -> None:
+    """An apply that fails for good (here: the dead letters themselves cannot be written)
+    stops the consumer at once, as before batches were prepared ahead, not when the next
+    record happens to come."""
+    bootstrap = live_stack.kafka_bootstrap_servers
+    name = await new_topic(bootstrap)
+    await produce(bootstrap, name, [b"\xff not a message"], key=b"k")
+
+    class Broken:
+        async def prepare(self, batch: Sequence[Any], dead: Sequence[kafka.DeadLetter]) -> None:
+            return None
+
+        async def apply(self, prepared: None) -> None:
+            raise RuntimeError("the dead letters cannot be written")
+
+        async def __call__(self, batch: Sequence[Any], dead: Sequence[kafka.DeadLetter]) -> None:
+            await self.apply(await self.prepare(batch, dead))
+
+    consumer = kafka.BatchConsumer(bootstrap=bootstrap, topic=Topic(name, events_pb2.SignatureReceived),
+                                   group=f"g-{name}", handler=Broken(), ahead=True)
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
+    try:
+        done, _ = await asyncio.wait({task}, timeout=30)
+        assert done, "the consumer went on after its batch could not be written"
+        with pytest.raises(RuntimeError, match="cannot be written"):
+            task.result()
+    finally:
+        stop.set()
+        if not task.done():
+            task.cancel()
+
+
+async def test_a_consumer_cancelled_while_a_batch_retries_stops_at_once(
+    live_stack: stack.StackState,
+) -> None:
+    """Cancelled (the service's other loops failed) while the batch being written keeps
+    failing retriably: the consumer stops within seconds, the batch uncommitted, instead of
+    waiting for a write that would only end when the service's stop event is set."""
+    bootstrap = live_stack.kafka_bootstrap_servers
+    name = await new_topic(bootstrap)
+    await produce(bootstrap, name, [received_event(n).SerializeToString() for n in range(1, 6)],
+                  key=b"k")
+    async with private_schema(live_stack.database_url) as (pool, schema):
+        await pool.execute(f'CREATE TABLE "{schema}".lines (id serial, line int)')
+        failing = _Lines(pool, schema, fail=lambda lines: True)
+        consumer = kafka.BatchConsumer(bootstrap=bootstrap, topic=Topic(name, events_pb2.SignatureReceived),
+                                       group=f"g-{name}", handler=failing, ahead=True)
+        stop = asyncio.Event()
+        task = asyncio.create_task(consumer.run(stop))
+        try:
+            await until("a write to fail", lambda: _true(failing.log.count(("apply", 1)) >= 2))
+            task.cancel()
+            done, _ = await asyncio.wait({task}, timeout=10)
+            assert done, "the consumer did not stop when cancelled"
+        finally:
+            stop.set()
+            with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError):
+                await asyncio.wait_for(task, 30)
+        assert await _lines(pool, schema) == []
+        assert await group_lag(bootstrap, f"g-{name}", name) != 0
+
+
 @pytest.mark.parametrize("sqlstate", ["57P01", "57P02", "57P03"])
 async def test_postgres_recovery_errors_are_retried_not_fatal(
     live_stack: stack.StackState, sqlstate: str

@@ -341,3 +341,36 @@ async def test_a_batch_polled_before_its_partitions_were_revoked_is_not_applied(
                                  asyncio.Event(), prepared=prepared,
                                  generation=consumer.generation)
     assert applied == [str(SID), str(SID)] and fake.commits == 1
+
+
+def test_a_batch_dropped_behind_an_abandoned_one_is_sought_back_to_its_first_records() -> None:
+    """Its partitions go back to its first records, except those the abandoned batch had
+    too (sought further back already) when no reassignment came in between; after one,
+    that seek was lost with the old assignment, so every partition of the dropped batch is
+    sought back (else the records it held would be skipped and later committed past)."""
+    from types import SimpleNamespace
+
+    from aiokafka import TopicPartition
+
+    from sigverify_common.kafka import _Ahead, _seek_back
+
+    p0, p1 = (TopicPartition(SIGNATURE_RECEIVED.name, p) for p in (0, 1))
+
+    def polled(generation: int, first: dict[TopicPartition, int]) -> _Ahead[Any]:
+        return _Ahead({tp: [SimpleNamespace(offset=o), SimpleNamespace(offset=o + 1)]
+                       for tp, o in first.items()}, [], [], generation, None)  # type: ignore[arg-type]
+
+    class Seeks:
+        def __init__(self) -> None:
+            self.to: dict[TopicPartition, int] = {}
+
+        def seek(self, tp: TopicPartition, offset: int) -> None:
+            self.to[tp] = offset
+
+    abandoned = polled(3, {p0: 100})
+    same = Seeks()
+    _seek_back(same, polled(3, {p0: 200, p1: 50}), abandoned)  # type: ignore[arg-type]
+    assert same.to == {p1: 50}
+    after_a_rebalance = Seeks()
+    _seek_back(after_a_rebalance, polled(4, {p0: 100, p1: 50}), abandoned)  # type: ignore[arg-type]
+    assert after_a_rebalance.to == {p0: 100, p1: 50}

@@ -277,10 +277,14 @@ def _forget(task: asyncio.Task[Any]) -> None:
     task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
 
-def _seek_back(consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[Any]],
-               keep: set[TopicPartition]) -> None:
-    """Seek the partitions of ``batch`` but those in ``keep`` back to its first records."""
-    for tp, records in batch.items():
+def _seek_back(consumer: AIOKafkaConsumer, dropped: _Ahead[Any], before: _Ahead[Any]) -> None:
+    """Seek the partitions of a batch dropped behind an abandoned one back to its first
+    records. A partition the abandoned batch also had was sought further back already,
+    unless the partitions were reassigned in between (the batches' generations differ):
+    then that seek was lost with the old assignment, and the dropped batch, polled after the
+    reassignment, starts where the partition now resumes."""
+    keep = set(before.batch) if before.generation == dropped.generation else set()
+    for tp, records in dropped.batch.items():
         if tp not in keep:
             with contextlib.suppress(KafkaError, AssertionError):
                 consumer.seek(tp, records[0].offset)
@@ -378,6 +382,12 @@ class BatchConsumer(Generic[M]):
             while not stop.is_set():
                 batch = await self._poll(consumer)
                 if not batch:
+                    if applying is not None and applying[1].done():
+                        # An error of the last batch's apply stops the consumer now, not
+                        # when the next record comes; an abandoned batch was sought back.
+                        _, task = applying
+                        applying = None
+                        await task
                     continue
                 delivered, dead = self._split(batch)
                 ahead = _Ahead(batch, delivered, dead, self.generation,
@@ -386,15 +396,28 @@ class BatchConsumer(Generic[M]):
                 if applying is not None:
                     (before, task), applying = applying, None
                     if not await task:
-                        # The batch before was abandoned and sought back: this one goes too.
+                        # The batch before was abandoned: this one goes too.
                         _forget(ahead.prepared)
-                        _seek_back(consumer, ahead.batch, keep=set(before.batch))
+                        _seek_back(consumer, ahead, before)
                         ahead = None
                         continue
+                if stop.is_set():
+                    break  # prepared, not applied: read again after a restart
                 polled, ahead = ahead, None
                 applying = (polled, asyncio.create_task(self._apply(
                     consumer, polled.batch, polled.delivered, polled.dead, stop,
                     prepared=polled.prepared, generation=polled.generation)))
+        except asyncio.CancelledError:
+            # Cancelled (the service's other loops failed): the batch being applied is
+            # cancelled too (its transaction rolls back; it is read again after a restart)
+            # instead of being waited for, which a batch retrying against a database that
+            # is down would make for ever.
+            if applying is not None:
+                applying[1].cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await applying[1]
+                applying = None
+            raise
         finally:
             if ahead is not None:  # stopping: left uncommitted, read again after a restart
                 _forget(ahead.prepared)

@@ -162,7 +162,8 @@ class MatchHandler:
                                               if m.signature_id in inserted)),
                 })
         for (decision, reason), n in Tally((r.decision.value, r.reason.value)
-                                           for _, r in decided).items():
+                                           for m, r in decided
+                                           if m.signature_id in inserted).items():
             DECISIONS.labels(decision, reason).inc(n)
         if events and self._outbox is not None:
             self._outbox.wake.set()
