@@ -183,6 +183,25 @@ async def private_schema(url: str) -> AsyncIterator[tuple[asyncpg.Pool, str]]:
         await pool.close()
 
 
+async def consume_all(consumer: kafka.BatchConsumer[Any], bootstrap: str, topic: str) -> None:
+    """Run ``consumer`` until its group has committed every record of ``topic``, then stop it
+    (failing when it stops by itself first)."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
+
+    def alive() -> None:
+        if task.done():
+            raise AssertionError(f"the consumer stopped: {task.exception()!r}")
+
+    async def done() -> bool:
+        return (await group_lag(bootstrap, consumer.group, topic)) == 0
+    try:
+        await until("the topic to be consumed", done, alive=alive)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
 def received_event(line: int, petition: str = "p-test") -> events_pb2.SignatureReceived:
     return events_pb2.SignatureReceived(
         event_id=str(uuid.uuid4()), signature_id=str(uuid.uuid4()), petition_id=petition,
@@ -251,23 +270,9 @@ async def test_poison_in_a_batch_is_set_aside_alone_and_the_rest_is_applied(
 
         consumer = kafka.BatchConsumer(bootstrap=bootstrap, topic=topic, group=f"g-{name}",
                                        handler=Handler(), max_records=500, ahead=ahead)
-        stop = asyncio.Event()
-        task = asyncio.create_task(consumer.run(stop))
-
-        def alive() -> None:
-            if task.done():
-                raise AssertionError(f"the consumer stopped: {task.exception()!r}")
-
-        async def done() -> bool:
-            return (await group_lag(bootstrap, f"g-{name}", name)) == 0
-        try:
-            await until("the topic to be consumed", done, alive=alive)
-            rows = await pool.fetch(f'SELECT "offset", kind, reason, payload FROM "{schema}".dead_letters '
-                                    'ORDER BY "offset"')
-            alive()
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 30)
+        await consume_all(consumer, bootstrap, name)
+        rows = await pool.fetch(f'SELECT "offset", kind, reason, payload FROM "{schema}".dead_letters '
+                                'ORDER BY "offset"')
     assert sorted(applied) == [n for n in range(1, 41) if n not in poison]
     assert [r["offset"] for r in rows] == [where[n - 1][1] for n in sorted(poison)]
     assert {r["kind"] for r in rows} == {"poison"}
@@ -315,10 +320,6 @@ async def _true(value: bool) -> bool:
     return value
 
 
-async def _equal(got: Awaitable[Any], want: Any) -> bool:
-    return (await got) == want
-
-
 async def test_the_next_batch_is_prepared_while_the_one_before_is_written_in_order(
     live_stack: stack.StackState,
 ) -> None:
@@ -332,20 +333,7 @@ async def test_the_next_batch_is_prepared_while_the_one_before_is_written_in_ord
         consumer = kafka.BatchConsumer(
             bootstrap=bootstrap, topic=Topic(name, events_pb2.SignatureReceived),
             group=f"g-{name}", handler=handler, max_records=5, ahead=True)
-        stop = asyncio.Event()
-        task = asyncio.create_task(consumer.run(stop))
-
-        def alive() -> None:
-            if task.done():
-                raise AssertionError(f"the consumer stopped: {task.exception()!r}")
-
-        async def done() -> bool:
-            return (await group_lag(bootstrap, f"g-{name}", name)) == 0
-        try:
-            await until("the topic to be consumed", done, alive=alive)
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 30)
+        await consume_all(consumer, bootstrap, name)
         assert await _lines(pool, schema) == list(range(1, 31))
     steps = handler.log
     firsts = [n for step, n in steps if step == "apply"]
@@ -388,15 +376,8 @@ async def test_a_batch_prepared_ahead_of_an_abandoned_one_is_not_applied(
         handler = _Lines(pool, schema)
         second = kafka.BatchConsumer(bootstrap=bootstrap, topic=topic, group=f"g-{name}",
                                      handler=handler, max_records=5, ahead=True)
-        stop = asyncio.Event()
-        task = asyncio.create_task(second.run(stop))
-        try:
-            await until("the topic to be consumed",
-                        lambda: _equal(_lines(pool, schema), list(range(1, 21))))
-            assert (await group_lag(bootstrap, f"g-{name}", name)) == 0
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 30)
+        await consume_all(second, bootstrap, name)
+        assert await _lines(pool, schema) == list(range(1, 21))
 
 
 async def test_a_batch_prepared_ahead_that_cannot_be_written_stops_the_consumer_when_idle(
@@ -493,24 +474,38 @@ async def test_postgres_recovery_errors_are_retried_not_fatal(
 
         consumer = kafka.BatchConsumer(bootstrap=bootstrap, topic=Topic(name, events_pb2.SignatureReceived),
                                        group=f"g-{name}", handler=handler)
-        stop = asyncio.Event()
-        task = asyncio.create_task(consumer.run(stop))
-
-        def alive() -> None:
-            if task.done():
-                raise AssertionError(f"the consumer stopped: {task.exception()!r}")
-
-        async def done() -> bool:
-            return (await group_lag(bootstrap, f"g-{name}", name)) == 0
-        try:
-            await until("the topic to be consumed", done, alive=alive)
-            dead = await pool.fetchval(f'SELECT count(*) FROM "{schema}".dead_letters')
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 30)
+        await consume_all(consumer, bootstrap, name)
+        dead = await pool.fetchval(f'SELECT count(*) FROM "{schema}".dead_letters')
     assert seen == [sqlstate, sqlstate]
     assert sorted(applied) == [1, 2, 3]
     assert dead == 0
+
+
+async def _join_mid_batch(bootstrap: str, name: str, group: str, release: asyncio.Event,
+                          task: asyncio.Task[None], commit: bool = False) -> list[Any]:
+    """A second member joins ``group`` while the first holds a batch (released after 12 s:
+    long enough for the broker to complete the rebalance if nothing held it back); the
+    records the newcomer then reads (committed with ``commit``)."""
+    other = AIOKafkaConsumer(name, bootstrap_servers=bootstrap, group_id=group,
+                             enable_auto_commit=False, auto_offset_reset="earliest",
+                             session_timeout_ms=10_000, heartbeat_interval_ms=500)
+    try:
+        # The newcomer's start waits for its assignment: the group rebalances mid-batch.
+        joining = asyncio.create_task(other.start())
+        await asyncio.sleep(12)
+        release.set()
+        await asyncio.wait_for(joining, 60)
+        assert other.assignment(), "the newcomer got no partition"
+        read: list[Any] = []
+        for _ in range(6):
+            got = await other.getmany(timeout_ms=500)
+            read += [r for records in got.values() for r in records]
+        if commit:
+            await other.commit()
+        assert not task.done(), f"the consumer stopped: {task.exception()!r}"
+        return read
+    finally:
+        await other.stop()
 
 
 async def test_a_rebalance_waits_for_the_batch_being_applied(live_stack: stack.StackState) -> None:
@@ -534,27 +529,11 @@ async def test_a_rebalance_waits_for_the_batch_being_applied(live_stack: stack.S
                                    group=group, handler=handler)
     stop = asyncio.Event()
     task = asyncio.create_task(consumer.run(stop))
-    other = AIOKafkaConsumer(name, bootstrap_servers=bootstrap, group_id=group,
-                             enable_auto_commit=False, auto_offset_reset="earliest",
-                             session_timeout_ms=10_000, heartbeat_interval_ms=500)
-    redelivered = 0
     try:
         await asyncio.wait_for(entered.wait(), 60)
-        # The newcomer's join (start waits for its assignment) rebalances the group while the
-        # first member is mid-batch.
-        joining = asyncio.create_task(other.start())
-        # Long enough for the broker to complete the rebalance if nothing holds it back.
-        await asyncio.sleep(12)
-        release.set()
-        await asyncio.wait_for(joining, 60)
-        assert other.assignment(), "the newcomer got no partition"
-        for _ in range(6):
-            got = await other.getmany(timeout_ms=500)
-            redelivered += sum(len(v) for v in got.values())
-        assert not task.done(), f"the consumer stopped: {task.exception()!r}"
+        redelivered = len(await _join_mid_batch(bootstrap, name, group, release, task))
     finally:
         stop.set()
-        await other.stop()
         await asyncio.wait_for(task, 30)
     assert sorted(applied) == list(range(10))
     assert redelivered == 0, "the first batch's commit was lost to the rebalance"
@@ -594,30 +573,18 @@ async def test_a_rebalance_while_a_batch_is_prepared_ahead_loses_and_repeats_not
                                    group=group, handler=Handler(), max_records=3, ahead=True)
     stop = asyncio.Event()
     task = asyncio.create_task(consumer.run(stop))
-    other = AIOKafkaConsumer(name, bootstrap_servers=bootstrap, group_id=group,
-                             enable_auto_commit=False, auto_offset_reset="earliest",
-                             session_timeout_ms=10_000, heartbeat_interval_ms=500)
-    read: list[int] = []
     try:
         await asyncio.wait_for(entered.wait(), 60)
         await until("the next batch to be prepared", lambda: _true(len(prepared) > 3))
-        joining = asyncio.create_task(other.start())
-        await asyncio.sleep(12)
-        release.set()
-        await asyncio.wait_for(joining, 60)
-        assert other.assignment(), "the newcomer got no partition"
-        for _ in range(6):
-            got = await other.getmany(timeout_ms=500)
-            read += [events_pb2.SignatureReceived.FromString(r.value).line
-                     for records in got.values() for r in records]
-        await other.commit()
+        read = [events_pb2.SignatureReceived.FromString(r.value).line
+                for r in await _join_mid_batch(bootstrap, name, group, release, task,
+                                               commit=True)]
         await until("the first member to catch up",
                     lambda: _true(len(applied) + len(read) >= 10))
         await asyncio.sleep(1.0)
         assert not task.done(), f"the consumer stopped: {task.exception()!r}"
     finally:
         stop.set()
-        await other.stop()
         await asyncio.wait_for(task, 30)
     assert sorted(applied + read) == list(range(10)), (applied, read)
     assert await group_lag(bootstrap, group, name) == 0
