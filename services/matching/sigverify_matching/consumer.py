@@ -58,13 +58,13 @@ PRINTED = ("first_name", "middle_name", "last_name", "street", "unit", "city", "
 
 
 @dataclass(frozen=True)
-class Decided:
+class Prepared:
     """A batch decided and not yet written (``MatchHandler.prepare``)."""
 
     version: int
     model_id: int
-    #: Every dead letter to write: the consumer's and the records refused.
-    dead: list[DeadLetter]
+    #: The consumer's dead letters, and the records this handler refused.
+    dead: Sequence[DeadLetter]
     refused: list[DeadLetter]
     decided: list[tuple[events_pb2.SignatureReceived, MatchResult]]
     #: Per decision, its candidates as stored, and its outbox row.
@@ -89,7 +89,7 @@ class MatchHandler:
         return await self.apply(await self.prepare(batch, dead))
 
     async def prepare(self, batch: Sequence[Delivered[events_pb2.SignatureReceived]],
-                      dead: Sequence[DeadLetter]) -> Decided:
+                      dead: Sequence[DeadLetter]) -> Prepared:
         """The batch decided, nothing written (the consumer does this for the next batch
         while the one before is written)."""
         version, index = await self._roll.current()
@@ -113,10 +113,10 @@ class MatchHandler:
         decided, stored, outgoing = await asyncio.to_thread(
             _decide, index, model.model, todo, printed, deadlines, self._config)
         MATCH_SECONDS.observe(time.perf_counter() - started)
-        return Decided(version, model.model_id, [*dead, *refused], refused, decided, stored,
+        return Prepared(version, model.model_id, dead, refused, decided, stored,
                        outgoing)
 
-    async def apply(self, prepared: Decided) -> list[DeadLetter]:
+    async def apply(self, prepared: Prepared) -> list[DeadLetter]:
         """Writes a prepared batch's decisions, reviews, events and audit entry in one
         transaction, if the roll version it was decided with is still the active one
         (else ``RollVersionChanged``: the batch is prepared and decided again)."""
@@ -126,7 +126,7 @@ class MatchHandler:
             # Until commit, the version cannot stop being active (activation waits for this
             # lock); if it already has, the batch is decided again with the active one.
             await ensure_active(conn, version)
-            await kafka.write_dead_letters(conn, SCHEMA, prepared.dead)
+            await kafka.write_dead_letters(conn, SCHEMA, [*prepared.dead, *prepared.refused])
             inserted = {
                 str(r["signature_id"]) for r in await conn.fetch(
                     "INSERT INTO matching.decisions (signature_id, petition_id, decision, reason, "
