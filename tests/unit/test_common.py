@@ -24,6 +24,22 @@ def test_every_reason_status_decision_and_source_maps_both_ways() -> None:
     for src in Source:
         assert convert.source_from_pb(convert.source_to_pb(src)) is src
     assert len(Reason) == len(common_pb2.Reason.keys()) - 1
+    # the numbers as the protobuf enums name them, not only consistent with each other
+    assert convert.reason_to_pb(Reason.MATCHED) == common_pb2.REASON_MATCHED
+    assert convert.status_to_pb(Status.REVIEW) == common_pb2.SIGNATURE_STATUS_REVIEW
+    assert convert.source_to_pb(Source.ONLINE) == common_pb2.SIGNATURE_SOURCE_ONLINE
+    assert convert.decision_from_pb(common_pb2.MATCH_DECISION_NO_MATCH) is Decision.NO_MATCH
+
+
+def test_unknown_or_unspecified_enum_numbers_are_refused() -> None:
+    for from_pb in (convert.reason_from_pb, convert.status_from_pb, convert.decision_from_pb):
+        for number in (0, 999, -1):
+            with pytest.raises(ValueError):
+                from_pb(number)
+    with pytest.raises(ValueError):
+        convert.source_from_pb(999)
+    # a source left unspecified is paper (older producers did not set it)
+    assert convert.source_from_pb(common_pb2.SIGNATURE_SOURCE_UNSPECIFIED) is Source.PAPER
 
 
 def test_status_for_reason() -> None:

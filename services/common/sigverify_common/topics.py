@@ -20,9 +20,9 @@ from typing import Any, Generic, TypeVar
 
 from google.protobuf.message import Message
 
-from sigverify.common.v1 import common_pb2
 from sigverify.events.v1 import events_pb2
-from sigverify_common.vocab import Reason, Status, status_for
+from sigverify_common.convert import reason_from_pb, status_from_pb
+from sigverify_common.vocab import status_for
 
 M = TypeVar("M", bound=Message)
 
@@ -185,8 +185,8 @@ class Topic(Generic[M]):
 
 
 def _status_fits_reason(m: events_pb2.SignatureVerified) -> str | None:
-    status = Status(common_pb2.SignatureStatus.Name(m.status).removeprefix("SIGNATURE_STATUS_"))
-    reason = Reason(common_pb2.Reason.Name(m.reason).removeprefix("REASON_"))
+    # Runs after the enum checks: both numbers are known and specified.
+    status, reason = status_from_pb(m.status), reason_from_pb(m.reason)
     if status is not status_for(reason):
         return f"status {status.value} does not go with reason {reason.value}"
     return None

@@ -182,14 +182,15 @@ class DedupeHandler:
 
     @staticmethod
     def event(r: asyncpg.Record) -> tuple[str, bytes, bytes]:
+        signature_id = str(r["signature_id"])
         event = events_pb2.SignatureVerified(
-            event_id=ids.event_id(), signature_id=str(r["signature_id"]),
+            event_id=ids.event_id(), signature_id=signature_id,
             petition_id=r["petition_id"], batch_id=str(r["batch_id"]), county=r["county"],
             line=r["line"], circulator_id=r["circulator_id"],
             status=status_to_pb(Status(r["status"])), reason=reason_to_pb(Reason(r["reason"])),
             voter_id=r["voter_id"], score=r["score"], revision=r["revision"],
         )
-        return (SIGNATURE_VERIFIED.name, str(r["signature_id"]).encode(),
+        return (SIGNATURE_VERIFIED.name, signature_id.encode(),
                 SIGNATURE_VERIFIED.encode(event))
 
 
