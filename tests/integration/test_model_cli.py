@@ -156,6 +156,25 @@ async def test_model_train_is_refused_to_a_non_admin_in_one_line(
     assert code == 0 and "match model" in out, err
 
 
+async def test_model_train_refuses_too_few_or_too_many_signatures_in_one_line(
+    live_stack: stack.StackState, loaded_roll: int
+) -> None:
+    """Below MATCH_TRAIN_MIN (500 in the test stack) a model would be provisional; above
+    1,000,000 it was cut to 1,000,000 without a word."""
+    pool = await asyncpg.create_pool(live_stack.database_url, min_size=1, max_size=1)
+    try:
+        before = await pool.fetchval("SELECT count(*) FROM matching.models")
+        for n, says in (("2", "at least 500 (MATCH_TRAIN_MIN)"),
+                        ("2000000", "at most 1,000,000")):
+            code, out, err = await cli(live_stack, "model", "train", "--max-signatures", n)
+            assert code != 0 and out == "", (out, err)
+            assert err.startswith("error: INVALID_ARGUMENT") and says in err, err
+            assert err.count("\n") == 1 and "Traceback" not in err
+        assert await pool.fetchval("SELECT count(*) FROM matching.models") == before
+    finally:
+        await pool.close()
+
+
 async def _valid_signature(state: stack.StackState, pid: str) -> str:
     async with h.channel(state, "tally") as ch:
         async for r in tally_pb2_grpc.TallyServiceStub(ch).ListResults(

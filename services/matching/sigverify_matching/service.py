@@ -37,6 +37,8 @@ from sigverify_matching.versions import RollIndex
 log = logging.getLogger(__name__)
 Context = grpc.aio.ServicerContext[Any, Any]
 ACTOR = "system:matching"
+#: The most signatures ``TrainModel`` learns from.
+TRAIN_CAP = 1_000_000
 #: Rejected rows a progress message carries (the file's first ones).
 SENT_REJECTIONS = 20
 #: How long a refused load goes on reading (and dropping) the rest of the upload.
@@ -165,11 +167,18 @@ class MatchingService(matching_pb2_grpc.MatchingServiceServicer):
 
     async def TrainModel(self, request: matching_pb2.TrainModelRequest, context: Context
                          ) -> matching_pb2.ModelInfo:
+        least = self._model_config.train_min
         if request.max_signatures < 0:
             raise InvalidArgument("max_signatures must not be negative")
+        if 0 < request.max_signatures < least:
+            raise InvalidArgument(
+                f"max_signatures must be at least {least:,} (MATCH_TRAIN_MIN): a model "
+                "learned from fewer is provisional, learned again once that many have arrived")
+        if request.max_signatures > TRAIN_CAP:
+            raise InvalidArgument(f"max_signatures is at most {TRAIN_CAP:,}")
         limit = request.max_signatures or self._model_config.train_max
         version, index = await self._roll.current()
-        sigs = await store.training_signatures(self._pool, min(limit, 1_000_000))
+        sigs = await store.training_signatures(self._pool, min(limit, TRAIN_CAP))
         if not sigs:
             raise FailedPrecondition("no signatures have been received yet: the model is "
                                      "learned from them")
