@@ -291,6 +291,23 @@ def test_father_and_son(hostile: Petition) -> None:
     assert abs(p["J1"] - p["J2"]) < 1.0 and p["J1"] + p["J2"] >= CONFIG.accept_threshold
 
 
+def test_a_line_with_only_a_house_number(hostile: Petition) -> None:
+    """A line with no street name ("1517"): nothing can confirm the street. The voter's own
+    house number in the voter's zip is the voter's address as far as it goes (nothing says
+    elsewhere), as a street with its house number left off is; another number, or no zip or
+    town to place it, goes to a person (FEBRL wrote such lines: "15" in GWANDALAN 2770 for
+    the roll's "15", GWANDALAN 2770, sent to review before)."""
+    own, other, nowhere = decide(hostile, sig("Michael", "Thornbury", "1517"),
+                                 sig("Michael", "Thornbury", "1593"),
+                                 sig("Michael", "Thornbury", "1517", city="", zip_code=""))
+    assert outcome(own) == MICHAEL, own
+    residence = {f: level for f, level, _ in own.candidates[0].evidence}["residence"]
+    assert residence == fs.LEVELS["residence"][0]  # no evidence either way in the weight
+    for r in (other, nowhere):
+        assert (r.decision, r.reason, r.voter_id) == (
+            Decision.REVIEW, Reason.PENDING_REVIEW, "M1"), r
+
+
 def test_a_surname_misspelt_in_its_first_letter_is_found(hostile: Petition) -> None:
     r = decide(hostile, sig("Gwendolyn", "Cowalski", "10 Lakeshore Terrace"))[0]
     assert outcome(r) == (Decision.MATCH, Reason.MATCHED, "K1")

@@ -1738,11 +1738,21 @@ def _decide(ix: VoterIndex, b: SigBatch, pairs: Pairs, lv: fs.Levels, w: F64, pr
         agrees = np.isin(res_best, fs.ADDRESS_AGREES) | (
             (res_best == fs.RES_STREET)
             & ((b.cols["house"][rows] < 0) | (ix.cols["house"][bv] < 0)))
+        # No street name on one side or both ("15" in GWANDALAN 2770 for the roll's 15,
+        # GWANDALAN 2770, or for 15 RULE ST there), but the house number the same and the
+        # zip the same (or the town, a zip missing): nothing says elsewhere either.
+        s_zip, v_zip = b.cols["zip"][rows], ix.cols["zip"][bv]
+        s_city, v_city = b.cols["city"][rows], ix.cols["city"][bv]
+        numbered = ((res_best == 0) & (b.cols["house"][rows] >= 0)
+                    & (b.cols["house"][rows] == ix.cols["house"][bv])
+                    & (((s_zip >= 0) & (s_zip == v_zip))
+                       | ((s_city >= 0) & (s_city == v_city) & ((s_zip < 0) | (v_zip < 0)))))
+        agrees |= numbered
         accept = pv >= config.accept_threshold / 100.0
         # The person is identified but the address can be neither confirmed nor refuted (a
-        # line without a street name): a person looks, rather than calling it another
-        # address.
-        unsure = accept & same_county & (res_best == 0)
+        # line without a street name or house number that agrees): a person looks, rather
+        # than calling it another address.
+        unsure = accept & same_county & (res_best == 0) & ~numbered
         # Review when the voters at the signature's address in the section's county hold
         # the band's mass together: one of them signed, a person says which (a father and
         # son, SR and JR, both fit a signature without the suffix, each at half the mass).
