@@ -19,6 +19,7 @@ from sigverify_intake.domain import (
     ContentDigest,
     LineSet,
     RowError,
+    Signature,
     check_columns,
     check_text,
     content_digest,
@@ -298,3 +299,26 @@ def test_request_texts_are_bounded_and_nul_free() -> None:
         check_text("x" * 11, "k", 10)
     with pytest.raises(InvalidArgument, match="NUL"):
         check_text("a\x00b", "k", 10)
+
+
+def test_a_row_that_swallowed_lines_in_an_open_quote_names_the_column_and_the_lines() -> None:
+    # What a client reading with the plain csv module sends for the by-hand trial's file
+    # (line,name,street / 1,"unterminated,1 X ST / 2,A B,2 X ST): before, the rejection was
+    # "(row): expected 3 fields, found 2", not a word of the line the quote took.
+    v = BatchValidator(["line", "name", "street"])
+    e = v.check(1, ["1", "unterminated,1 X ST\n2,A B,2 X ST\n"])
+    assert isinstance(e, RowError) and (e.line, e.field) == (1, "name")
+    assert e.reason.startswith("expected 3 fields, found 2: 'name' runs over 2 lines of the "
+                               "file (a quote opened there closed lines later or never")
+    # The quote closed two lines later: 3 fields, but the rows inside are not a name.
+    e = v.check(2, ["2", "A B,1 X ST\n3,C D,3 X ST\n4,E F", "4 X ST"])
+    assert isinstance(e, RowError) and (e.line, e.field) == (2, "name")
+    assert e.reason.startswith("runs over 3 lines, 1 of which read as rows of the file")
+    # Too long to be a name: the limit is named, and why it was reached.
+    e = v.check(3, ["5", "x\n" * 300, "5 X ST"])
+    assert isinstance(e, RowError) and e.field == "name"
+    assert e.reason.startswith("600 characters; at most 400: 'name' runs over 300 lines")
+    # A line break in a cell (an address's second line) is a signature.
+    s = v.check(4, ["6", "A B", "6 X ST\nAPT 4, BLDG 2"])
+    assert isinstance(s, Signature) and s.street == "6 X ST\nAPT 4, BLDG 2"
+    assert (v.rows, v.rejected, v.accepted) == (4, 3, 1)

@@ -25,6 +25,7 @@ from datetime import date
 
 from nameparser import HumanName
 
+from sigverify_common.csvtext import lines_spanned, looks_like_rows
 from sigverify_common.errors import InvalidArgument
 from sigverify_common.vocab import Counties, Source
 
@@ -237,14 +238,21 @@ class BatchValidator:
             return RowError(0, record, "(row)", "unreadable: " + why)
         line = (parse_line(values[self._line_at]) if len(values) > self._line_at else None) or 0
         if len(values) != self._width:
-            return RowError(line, record, "(row)",
-                            f"expected {self._width} fields, found {len(values):,}")
+            column, why = self._spanning(values)
+            return RowError(line, record, column,
+                            f"expected {self._width} fields, found {len(values):,}{why}")
         for name, value, limit in zip(self.columns, values, self._limits, strict=True):
             if len(value) > limit:
                 return RowError(line, record, name,
-                                f"{len(value):,} characters; at most {limit:,}")
+                                f"{len(value):,} characters; at most {limit:,}"
+                                + self._spanning([value], name)[1])
             if "\x00" in value:
                 return RowError(line, record, name, "contains a NUL character (byte 0)")
+            if rows := looks_like_rows(value, self._width):
+                return RowError(line, record, name, (
+                    f"runs over {lines_spanned(value):,} lines, {rows:,} of which read as "
+                    "rows of the file: a quote opened in this field closed lines later, so "
+                    "those rows are inside this one; close the quote where the field ends"))
         row = dict(zip(self.columns, (v.strip() for v in values), strict=True))
         line_text = row["line"]
         if not line_text:
@@ -284,6 +292,21 @@ class BatchValidator:
             circulator_id=row.get("circulator_id", ""), source=Source(source_text),
             incomplete=not (first or last) or not row.get("street", ""),
         )
+
+
+    def _spanning(self, values: Sequence[str], name: str = "") -> tuple[str, str]:
+        """Where and why a row has the wrong number of fields or a field too long, when one
+        of its values runs over several lines of the file (a quote opened there and closed
+        lines later, or never): that value's column and the explanation; ("(row)", "") when
+        none does."""
+        for i, value in enumerate(values):
+            if (spanned := lines_spanned(value)) > 1:
+                column = name or (self.columns[i] if i < self._width else "")
+                which = repr(column) if column else f"field {i + 1}"
+                return column or "(row)", (
+                    f": {which} runs over {spanned:,} lines of the file (a quote opened there "
+                    "closed lines later or never, so the lines after it went into this row)")
+        return "(row)", ""
 
 
 def validate(columns: Sequence[str], rows: Iterable[tuple[int, Sequence[str]]]) -> Validated:
