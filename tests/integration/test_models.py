@@ -66,8 +66,9 @@ async def _index(conn: asyncpg.Connection, voters: int) -> VoterIndex:
     return builder.finish()
 
 
-async def _file(pool: asyncpg.Pool, voters: range) -> None:
-    """One batch whose signatures are these voters signing as the roll has them."""
+async def _file(pool: asyncpg.Pool, voters: range, strangers: bool = False) -> None:
+    """One batch whose signatures are these voters signing as the roll has them (or, with
+    ``strangers``, people of names and streets the roll does not have)."""
     batch = uuid.uuid4()
     await pool.execute(
         "INSERT INTO intake.batches (batch_id, petition_id, county, content_sha256, "
@@ -76,6 +77,9 @@ async def _file(pool: asyncpg.Pool, voters: range) -> None:
     rows = []
     for line, i in enumerate(voters, start=1):
         v = _voter(i)
+        if strangers:
+            v = (v[0], "ZEBULON", "", f"QUARRINGTON{i}", "", None, f"{i} NOWHERE LN", "", "OJAI",
+                 "93023")
         rows.append((uuid.uuid4(), batch, "p", "Fresno", line, "C1", "paper", v[1], "", v[3],
                      v[6], "", v[8], v[9], date(2026, 6, 1), None, False))
     await pool.copy_records_to_table(
@@ -141,3 +145,22 @@ async def test_a_version_without_a_model_borrows_one_learned_from_enough(
     assert (await store.borrowable_model(pool, 60)).model_id == enough.model_id
     # with nothing learned from enough, the newest is lent
     assert (await store.borrowable_model(pool, 1000)).model_id == few.model_id
+
+
+async def test_a_first_sample_of_strangers_to_the_roll_gives_a_provisional_model(
+    pool: asyncpg.Pool,
+) -> None:
+    """Not one candidate pair to learn from: the model is EM's prior (it was a ValueError,
+    which failed every batch that needed the first model as poison)."""
+    async with pool.acquire() as conn:
+        index = await _index(conn, 400)
+    await _file(pool, range(5), strangers=True)
+    models = store.Models(pool, train_min=60, train_max=1000, train_wait=0.0)
+    first = await _current(models, index)
+    assert first.signatures == 5 and first.model.trained["candidate_pairs"] == 0
+    assert first.model.registered_share < 0.75  # drawn towards "not on the roll"
+    await _file(pool, range(100))
+    await _current(models, index)
+    await models._learning[index.version]
+    again = await _current(models, index)
+    assert again.model_id > first.model_id and again.model.trained["candidate_pairs"] > 0

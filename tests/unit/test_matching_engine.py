@@ -551,10 +551,17 @@ def test_a_model_survives_json(plain: Petition) -> None:
     assert m.in_county_share == plain.model.in_county_share
 
 
-def test_training_needs_candidates(plain: Petition) -> None:
-    with pytest.raises(ValueError, match="no candidate"):
-        engine.train(plain.index, [sig("Zebulon", "Quarrington", "999 Nowhere Ln")],
-                     u_pairs=1_000)
+def test_training_without_a_candidate_pair_gives_the_prior(plain: Petition) -> None:
+    """Signers all strangers to the roll: nothing for EM to weigh. The model is its prior's
+    m (the model it replaces), the registered share drawn towards none."""
+    stranger = sig("Zebulon", "Quarrington", "999 Nowhere Ln")
+    m = engine.train(plain.index, [stranger] * 4, u_pairs=1_000, prior=plain.model)
+    assert m.trained["candidate_pairs"] == 0 and m.trained["em_iterations"] == 0
+    for c in fs.COMPARISONS:
+        assert np.allclose(m.m[c], plain.model.m[c]), c
+    assert m.registered_share < plain.model.registered_share
+    first = engine.train(plain.index, [stranger], u_pairs=1_000)  # no prior: the generic start
+    assert set(first.m) == set(fs.COMPARISONS) and 0.01 <= first.registered_share < 0.75
 
 
 _BUILD_AND_HASH = """

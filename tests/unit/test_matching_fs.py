@@ -193,9 +193,16 @@ def test_em_recovers_a_planted_mixture() -> None:
     for c in ("first", "last", "residence"):
         got, want = np.asarray(res.model.m[c])[1:], np.asarray(true.m[c])[1:]
         assert np.abs(got / got.sum() - want / want.sum()).max() < 0.05, c
-    with pytest.raises(ValueError):
-        fs.train_em(start, lv.take(np.zeros(0, dtype=np.int64)), np.zeros(0, dtype=np.int64),
-                    0, np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int64))
+    # no pair at all: the prior's m (here the generic start), nothing iterated
+    none = fs.train_em(fs.Model(m=fs.initial_m(), u=true.u, registered_share=0.5, voters=voters),
+                       lv.take(np.zeros(0, dtype=np.int64)), np.zeros(0, dtype=np.int64),
+                       10, np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int64))
+    assert none.iterations == 0 and none.converged
+    for c in fs.COMPARISONS:
+        want = np.asarray(fs.initial_m()[c])
+        assert np.allclose(none.model.m[c], want / want.sum()), c
+    assert none.model.registered_share == pytest.approx(
+        fs.PRIOR_SIGNATURES * 0.75 / (10 + fs.PRIOR_SIGNATURES))
 
 
 def test_the_prior_does_not_outweigh_a_seldom_filled_field() -> None:

@@ -1911,8 +1911,8 @@ def train(ix: VoterIndex, sigs: Sequence[SignatureInput], u: dict[str, list[floa
     if u is None:
         u, u_pairs = estimate_u(ix, b, u_pairs)
     pairs = candidates(ix, b)
-    if not len(pairs.sig):
-        raise ValueError(f"no candidate voters for any of {b.n} signatures: nothing to learn")
+    # With no candidate pair at all (none of these signers is on the roll, as far as the
+    # blocking rules can see), EM has only its prior to go by (``fs.train_em``).
     lv = compare(ix, b, pairs.sig, pairs.voter)
     starts = np.searchsorted(pairs.sig, np.unique(pairs.sig)).astype(np.int64)
     model = fs.Model(m=fs.initial_m(), u=u, registered_share=0.5, voters=ix.size,

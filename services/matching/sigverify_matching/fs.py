@@ -325,7 +325,20 @@ def train_em(model: Model, levels: Levels, starts: npt.NDArray[np.int64], signat
     if with_households:
         model.household_share = hh0
     if len(levels) == 0:
-        raise ValueError("no candidate pairs to learn from")
+        # Not one candidate pair (the first signatures all strangers to the roll): the data
+        # say nothing of m, and only that these signers are not registered. The estimates
+        # are the prior's m, and its shares drawn towards that (a model a few seconds old
+        # on a new deployment, provisional until more signatures come; raising here had
+        # failed the batches that needed it, as if each of its records were poison).
+        for c in COMPARISONS:
+            model.m[c] = _with_prior(np.zeros(len(LEVELS[c])), np.asarray(centre[c], dtype=np.float64),
+                                     c in HAS_MISSING).tolist()
+        n = max(signatures, 1) + PRIOR_SIGNATURES
+        model.registered_share = min(max(PRIOR_SIGNATURES * share0 / n, 0.01), 0.99)
+        model.in_county_share = county0
+        if with_households:
+            model.household_share = min(max(PRIOR_SIGNATURES * hh0 / n, 1e-4), 0.99)
+        return EMResult(model, 0, True, 0.0)
     prev = -np.inf
     ll = -np.inf
     converged = False
