@@ -9,6 +9,8 @@ written to the audit log; no voter data goes to the log.
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Mapping
 from typing import Any
 
 import asyncpg
@@ -20,7 +22,15 @@ from sigverify.review.v1 import review_pb2, review_pb2_grpc
 from sigverify_common import audit, auth, kafka
 from sigverify_common.convert import date_text, parse_uuid, reason_from_pb, reason_to_pb, source_to_pb
 from sigverify_common.errors import FailedPrecondition, InvalidArgument, NotFound
-from sigverify_common.vocab import REVIEW_REJECTIONS, Decision, Reason, Source, canonical_county
+from sigverify_common.vocab import (
+    CALIFORNIA_COUNTIES,
+    REVIEW_REJECTIONS,
+    Counties,
+    Decision,
+    Reason,
+    Source,
+    canonical_county,
+)
 from sigverify_matching import convert
 from sigverify_matching.domain import MatchResult, SignatureInput, VoterRecord, eligibility
 
@@ -64,6 +74,22 @@ def item_to_pb(r: asyncpg.Record) -> review_pb2.ReviewItem:
     )
 
 
+def counties_of(env: Mapping[str, str]) -> Counties:
+    """The deployment's counties: ``COUNTIES`` (comma-separated, as intake reads it), else
+    California's 58."""
+    names = [n for n in env.get("COUNTIES", "").split(",") if n.strip()]
+    return Counties(names or CALIFORNIA_COUNTIES)
+
+
+def unknown_county(counties: Counties, text: str) -> InvalidArgument:
+    """The error for a county that is not one of ``counties`` (as intake words it)."""
+    hint = counties.suggest(text)
+    shown = repr(text if len(text) <= 40 else text[:40] + "...")
+    return InvalidArgument(
+        f"county: unknown county {shown}, not one of the {len(counties)} configured counties"
+        + (f" (did you mean {hint!r}?)" if hint else ""))
+
+
 def resolution_reason(voter: VoterRecord, county: str, sig: SignatureInput) -> Reason:
     """What a signature resolved to ``voter`` counts as: the matcher's eligibility rules,
     and the section's county (a reviewer may name a voter of another county)."""
@@ -73,9 +99,31 @@ def resolution_reason(voter: VoterRecord, county: str, sig: SignatureInput) -> R
 
 
 class ReviewService(review_pb2_grpc.ReviewServiceServicer):
-    def __init__(self, pool: asyncpg.Pool, outbox: kafka.OutboxPublisher | None) -> None:
+    def __init__(self, pool: asyncpg.Pool, outbox: kafka.OutboxPublisher | None,
+                 counties: Counties | None = None) -> None:
         self._pool = pool
         self._outbox = outbox
+        self._counties = counties if counties is not None else counties_of(os.environ)
+
+    async def _listed_county(self, petition_id: str, text: str) -> str:
+        """The county a list is narrowed to ("" for all): NOT_FOUND for a petition that does
+        not exist, INVALID_ARGUMENT for a county that is not one (unless the petition has
+        signatures stored under that name: matching's COUNTIES may differ from intake's)."""
+        if len(text) > 100 or "\x00" in text:
+            raise InvalidArgument("county is not a county name (over 100 characters or "
+                                  "holding a NUL)")
+        county = canonical_county(text)
+        if not await self._pool.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM intake.petitions WHERE petition_id = $1)",
+                petition_id):
+            raise NotFound(f"no petition {petition_id!r}")
+        if not county or self._counties.resolve(county) is not None:
+            return county
+        if await self._pool.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM intake.signatures WHERE petition_id = $1 "
+                "AND county = $2)", petition_id, county):
+            return county
+        raise unknown_county(self._counties, text.strip())
 
     async def _item(self, conn: asyncpg.Pool | Any, sid: Any) -> asyncpg.Record:
         row = await conn.fetchrow(_ITEM_SQL + "WHERE r.signature_id = $1", sid)
@@ -88,7 +136,10 @@ class ReviewService(review_pb2_grpc.ReviewServiceServicer):
     ) -> review_pb2.ListPendingResponse:
         if not request.petition_id:
             raise InvalidArgument("petition_id is required")
-        county = canonical_county(request.county)
+        if len(request.petition_id) > 200 or "\x00" in request.petition_id:
+            raise InvalidArgument("petition_id is not a petition id (over 200 characters or "
+                                  "holding a NUL)")
+        county = await self._listed_county(request.petition_id, request.county)
         states = ["pending", "claimed"] if request.include_claimed else ["pending"]
         where = ("WHERE r.petition_id = $1 AND (r.state = ANY($2::text[]) OR (r.state = 'claimed' "
                  "AND r.claimed_at < now() - make_interval(mins => $5))) "
