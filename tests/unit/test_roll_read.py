@@ -9,16 +9,19 @@ import pytest
 
 from sigverify_common.errors import InvalidArgument
 from sigverify_matching.roll import (
+    CALIFORNIA,
     DEFAULT_MAX_REJECTED,
     ROLL_COLUMNS,
     ChunkStream,
     MaxRejected,
     Rejections,
     RollLoad,
+    counties_from_env,
     read_roll,
     read_roll_text,
     refusal,
     text_of,
+    why_stopped,
 )
 
 HEADER = ",".join(ROLL_COLUMNS)
@@ -162,3 +165,107 @@ def test_a_refusal_names_the_count_the_limit_and_the_first_rejections() -> None:
     assert refusal(RollLoad(rows=99, rejected=1, errors=errors[:1]), DEFAULT_MAX_REJECTED) is None
     assert "more than the 0 rows allowed" in str(
         refusal(RollLoad(rows=99, rejected=1, errors=errors[:1]), MaxRejected.parse("0")))
+
+
+# -- the header: each roll column once, nothing else -----------------------------------------------
+
+@pytest.mark.parametrize("header, problem", [
+    (HEADER + ",last_name", "roll.csv: column 'last_name' appears twice in the roll header"),
+    (HEADER + ",extra", "roll.csv: unknown column 'extra' in the roll header; a roll has "
+                        "exactly these columns: voter_id, first_name"),
+    (HEADER + ",countyy", "unknown column 'countyy' in the roll header (did you mean 'county'?)"),
+    (HEADER + ",", "roll.csv: column 14 of the roll header has no name"),
+])
+def test_a_repeated_unknown_or_unnamed_column_is_refused_by_name(
+        tmp_path: Path, header: str, problem: str) -> None:
+    values = row("V1") + ("," if not header.endswith("name") else ",Lopez")
+    with pytest.raises(InvalidArgument) as e:
+        list(read_roll(roll(tmp_path, values, header=header), []))
+    assert problem in str(e.value)
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("", "the file has no header row (it is empty)"),
+    ("\n\n\r\n\n", "the file has no header row (it is empty but for blank lines)"),
+    (row("V1") + "\n" + row("V2") + "\n", "the file has no header row: line 1 names none of "
+                                          "the roll's columns (voter_id,"),
+])
+def test_a_file_without_a_header_says_so(tmp_path: Path, text: str, problem: str) -> None:
+    path = tmp_path / "roll.csv"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(InvalidArgument) as e:
+        list(read_roll(path, []))
+    assert problem in str(e.value) and "lacks column" not in str(e.value)
+
+
+def test_blank_lines_before_the_header_are_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "roll.csv"
+    path.write_text("\n\n" + HEADER + "\n" + row("V1") + "\n" + row("V2", "moved") + "\n",
+                    encoding="utf-8")
+    errors: list[tuple[int, str, str]] = []
+    assert [r[0] for r in read_roll(path, errors)] == ["V1"]
+    assert errors == [(5, "status", "must be ACTIVE, INACTIVE or CANCELLED")]
+
+
+# -- rows a roll cannot hold --------------------------------------------------------------------
+
+def test_an_unknown_county_a_future_birth_and_a_row_without_a_name_are_rejected(
+        tmp_path: Path) -> None:
+    path = roll(tmp_path,
+                row("V1"),                                        # 2: good
+                row("V2", county="Atlantis"),                     # 3
+                row("V3", county="Kern County"),                  # 4: a hint
+                row("V4", county=""),                             # 5
+                row("V5", birth="2017-07-26"),                    # 6: after the load's date
+                row("V6", birth="2017-07-25"),                    # 7: good (born that day)
+                "V12,,,,,,,,,,Fresno,ACTIVE,2000-01-01",          # 8: no name, no address
+                "V13,,,,,,9 Elm St,,Fresno,93701,Fresno,ACTIVE,2000-01-01",  # 9: no name
+                "V14,,,Cher,,,,,,,Fresno,ACTIVE,2000-01-01",      # 10: a name only: good
+                row("V2"))                                        # 11: V2's id is free
+    errors = Rejections()
+    with path.open(newline="", encoding="utf-8") as fh:
+        got = list(read_roll_text(fh, "roll.csv", errors, today=date(2017, 7, 25)))
+    assert [r[0] for r in got] == ["V1", "V6", "V14", "V2"]
+    no_name = "missing: the row has no name (first_name, middle_name and last_name are all empty)"
+    assert errors.first == [
+        (3, "county", "unknown county 'Atlantis', not one of the 58 counties"),
+        (4, "county", "unknown county 'Kern County', not one of the 58 counties (did you mean "
+                      "'Kern'?)"),
+        (5, "county", "missing"),
+        (6, "birth_date", "in the future (after the load's date, 2017-07-25)"),
+        (8, "last_name", no_name),
+        (9, "last_name", no_name),
+    ]
+    # They count against max_rejected like any other rejected row.
+    load = RollLoad(rows=len(got), rejected=errors.count, errors=errors.first, source="roll.csv")
+    why = refusal(load, MaxRejected.parse("5"))
+    assert why is not None and "6 of 10 rows rejected, more than the 5 rows allowed" in why
+    assert "line 3: county: unknown county 'Atlantis'" in why
+    assert refusal(load, MaxRejected.parse("6")) is None
+
+
+def test_the_counties_a_roll_may_name_are_intakes(tmp_path: Path) -> None:
+    assert counties_from_env({}) is CALIFORNIA and counties_from_env({"COUNTIES": " "}) is CALIFORNIA
+    counties = counties_from_env({"COUNTIES": "Clark, washoe"})
+    errors: list[tuple[int, str, str]] = []
+    path = roll(tmp_path, row("V1", county="WASHOE"), row("V2", county="Fresno"))
+    with path.open(newline="", encoding="utf-8") as fh:
+        got = list(read_roll_text(fh, "roll.csv", errors, counties=counties))
+    assert [(r[0], r[10]) for r in got] == [("V1", "Washoe")]
+    assert errors == [(3, "county", "unknown county 'Fresno', not one of the 2 counties")]
+
+
+def test_why_a_load_stopped_is_said_in_words() -> None:
+    """roll list shows it: never an exception's class or text."""
+    import asyncio
+
+    import asyncpg
+
+    assert "the client stopped the upload" in why_stopped(asyncio.CancelledError())
+    for exc in (RuntimeError("secret detail"), asyncpg.PostgresError("relation x"),
+                OSError("socket")):
+        note = why_stopped(exc)
+        assert note.startswith("the load stopped: ")
+        assert type(exc).__name__ not in note and "secret" not in note and "relation" not in note
+    assert why_stopped(InvalidArgument("roll.csv: column 'x' appears twice")) == (
+        "roll.csv: column 'x' appears twice")

@@ -2,7 +2,12 @@
 
 ``sigverify roll load`` streams the file to matching's ``LoadRoll`` RPC, which calls
 ``load_roll_text``: rows are read and validated in a worker thread and COPYed in chunks
-under the new version while it is 'loading'. A file whose rejected rows exceed the limit
+under the new version while it is 'loading'. The header must name each of ``ROLL_COLUMNS``
+once and nothing else; a row is rejected (by its line and field) when it cannot be read, has
+no voter id or repeats one, has no name, names a county that is not one of the deployment's
+(California's 58 unless ``COUNTIES`` lists others, as for intake), has a status other than
+ACTIVE, INACTIVE or CANCELLED, or a date that is not YYYY-MM-DD, or a birth date after the
+day of the load. A file whose rejected rows exceed the limit
 (``MaxRejected``, default 1 % of its rows), or that has no voters, is refused: the version is
 discarded and nothing else changes. An accepted version is activated as
 ``sigverify_matching.versions`` describes (once every matcher replica holds its index).
@@ -17,12 +22,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import difflib
 import io
+import logging
 import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Protocol, TextIO
@@ -32,14 +39,24 @@ import asyncpg
 from sigverify_common.db import Conn
 from sigverify_common.errors import FailedPrecondition, InvalidArgument
 from sigverify_common.textfile import detect_encoding
-from sigverify_common.vocab import canonical_county
+from sigverify_common.vocab import CALIFORNIA_COUNTIES, Counties
 from sigverify_matching import versions
+
+log = logging.getLogger(__name__)
 
 ROLL_COLUMNS = (
     "voter_id", "first_name", "middle_name", "last_name", "suffix", "birth_date", "street",
     "unit", "city", "zip", "county", "status", "registered_on",
 )
 STATUSES = frozenset({"ACTIVE", "INACTIVE", "CANCELLED"})
+#: The counties a roll may name unless told otherwise.
+CALIFORNIA = Counties(CALIFORNIA_COUNTIES)
+
+
+def counties_from_env(env: Mapping[str, str]) -> Counties:
+    """``COUNTIES`` (comma-separated names, as intake reads it), else California's 58."""
+    names = [n for n in env.get("COUNTIES", "").split(",") if n.strip()]
+    return Counties(names) if names else CALIFORNIA
 
 #: (line, field, reason) of a row that cannot be read; never the row's content.
 Rejection = tuple[int, str, str]
@@ -142,30 +159,67 @@ def _date(text: str) -> date | None:
     return date.fromisoformat(text) if text else None
 
 
-def read_roll_text(fh: TextIO, name: str, errors: _Sink) -> Iterator[tuple[object, ...]]:
+def _shown(text: str, limit: int = 40) -> str:
+    """``text`` quoted for a message, cut to ``limit`` characters."""
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def check_header(first: list[str], name: str, line: int = 1) -> list[str]:
+    """The roll header's column names (stripped, lower case); InvalidArgument naming what is
+    wrong: no header at all, a missing, repeated, unnamed or unknown column."""
+    header = [h.strip().lstrip("\ufeff").strip().lower() for h in first]
+    if not any(header) or not set(header) & set(ROLL_COLUMNS):
+        raise InvalidArgument(
+            f"{name}: the file has no header row: line {line} names none of the roll's "
+            f"columns ({', '.join(ROLL_COLUMNS)}); the first line must name them")
+    missing = [c for c in ROLL_COLUMNS if c not in header]
+    if missing:
+        raise InvalidArgument(f"{name}: roll header lacks column(s): {', '.join(missing)}")
+    seen: set[str] = set()
+    for i, c in enumerate(header, start=1):
+        if not c:
+            raise InvalidArgument(f"{name}: column {i} of the roll header has no name")
+        if c in seen:
+            raise InvalidArgument(f"{name}: column {c!r} appears twice in the roll header")
+        if c not in ROLL_COLUMNS:
+            close = difflib.get_close_matches(c, ROLL_COLUMNS, n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise InvalidArgument(
+                f"{name}: unknown column {_shown(c)} in the roll header{hint}; a roll has "
+                f"exactly these columns: {', '.join(ROLL_COLUMNS)}")
+        seen.add(c)
+    return header
+
+
+def read_roll_text(fh: TextIO, name: str, errors: _Sink, *, counties: Counties = CALIFORNIA,
+                   today: date | None = None) -> Iterator[tuple[object, ...]]:
     """Yield COPY records (without the version column) from CSV text; append unreadable
-    rows to ``errors``. A file that cannot be read as CSV text at all: InvalidArgument."""
+    rows to ``errors``. A file that cannot be read as CSV text at all: InvalidArgument.
+    ``today`` (default: the date in UTC, a day ahead of California's in its evening) is the
+    load's date: no one is born after it."""
     reader = csv.reader(fh)
     try:
         first = next(reader, None)
+        while first == []:  # blank lines before the header
+            first = next(reader, None)
         if first is None:
-            raise InvalidArgument(f"{name}: the file is empty (no header row)")
-        header = [h.strip().lower() for h in first]
-        missing = [c for c in ROLL_COLUMNS if c not in header]
-        if missing:
-            raise InvalidArgument(f"{name}: roll header lacks column(s): {', '.join(missing)}")
-        yield from _records(reader, header, errors)
+            raise InvalidArgument(
+                f"{name}: the file has no header row (it is empty"
+                + (" but for blank lines)" if reader.line_num else ")"))
+        header = check_header(first, name, reader.line_num)
+        yield from _records(reader, header, errors, counties, today or datetime.now(UTC).date())
     except csv.Error as exc:
         raise InvalidArgument(f"{name}: line {reader.line_num}: unreadable CSV ({exc})") from None
 
 
-def _records(reader: Iterator[list[str]], header: list[str], errors: _Sink
-             ) -> Iterator[tuple[object, ...]]:
+def _records(reader: Iterator[list[str]], header: list[str], errors: _Sink,
+             known: Counties, today: date) -> Iterator[tuple[object, ...]]:
     width = len(header)
     (i_id, i_first, i_middle, i_last, i_suffix, i_birth, i_street, i_unit, i_city, i_zip,
      i_county, i_status, i_registered) = (header.index(c) for c in ROLL_COLUMNS)
     seen: set[str] = set()
-    counties: dict[str, str] = {}  # as written -> canonical (a roll has few spellings)
+    # As written -> canonical, or why not (a roll has few spellings).
+    counties: dict[str, tuple[str, str]] = {}
     dates: dict[str, date | None] = {"": None}
     while True:
         try:
@@ -194,6 +248,10 @@ def _records(reader: Iterator[list[str]], header: list[str], errors: _Sink
         if voter_id in seen:
             errors.append((line, "voter_id", "repeated"))
             continue
+        if not (values[i_first].strip() or values[i_middle].strip() or values[i_last].strip()):
+            errors.append((line, "last_name", "missing: the row has no name (first_name, "
+                                              "middle_name and last_name are all empty)"))
+            continue
         status = values[i_status].strip().upper()
         if status not in STATUSES:
             errors.append((line, "status", "must be ACTIVE, INACTIVE or CANCELLED"))
@@ -212,15 +270,34 @@ def _records(reader: Iterator[list[str]], header: list[str], errors: _Sink
             continue
         if len(dates) < 100_000:
             dates[birth_text], dates[registered_text] = birth, registered
+        if birth is not None and birth > today:
+            errors.append((line, "birth_date", f"in the future (after the load's date, {today})"))
+            continue
         county_text = values[i_county]
-        county = counties.get(county_text)
-        if county is None:
-            county = counties[county_text] = canonical_county(county_text)
+        found = counties.get(county_text)
+        if found is None:
+            found = counties[county_text] = _county(known, county_text)
+        county, why = found
+        if why:
+            errors.append((line, "county", why))
+            continue
         seen.add(voter_id)
         yield (voter_id, values[i_first].strip(), values[i_middle].strip(),
                values[i_last].strip(), values[i_suffix].strip(), birth,
                values[i_street].strip(), values[i_unit].strip(), values[i_city].strip(),
                values[i_zip].strip(), county, status, registered)
+
+
+def _county(known: Counties, text: str) -> tuple[str, str]:
+    """(canonical name, "") for one of ``known``; ("", why not) for any other."""
+    if not text.strip():
+        return "", "missing"
+    county = known.resolve(text)
+    if county is not None:
+        return county, ""
+    hint = known.suggest(text)
+    return "", (f"unknown county {_shown(text.strip())}, not one of the {len(known)} counties"
+                + (f" (did you mean {hint!r}?)" if hint else ""))
 
 
 def _not_utf8(values: list[str]) -> int | None:
@@ -289,11 +366,12 @@ OpenText = Callable[[], AbstractContextManager[TextIO]]
 
 async def copy_roll(conn: Conn, version: int, open_text: OpenText, result: RollLoad,
                     on_rows: Callable[[RollLoad], None] | None = None,
-                    unblock: Callable[[], None] | None = None) -> None:
+                    unblock: Callable[[], None] | None = None,
+                    counties: Counties = CALIFORNIA) -> None:
     """Read ``open_text()`` in a worker thread (validated, normalised, in chunks) and COPY the
     records into ``matching.voters`` under ``version``; counts go to ``result``, which
     ``on_rows`` sees after each chunk. ``unblock`` releases a reader waiting for input when
-    the load stops early."""
+    the load stops early. Rows naming a county not in ``counties`` are rejected."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[list[tuple[object, ...]] | Exception | None] = asyncio.Queue(maxsize=2)
     cancelled = threading.Event()
@@ -306,7 +384,7 @@ async def copy_roll(conn: Conn, version: int, open_text: OpenText, result: RollL
         chunk: list[tuple[object, ...]] = []
         try:
             with open_text() as fh:
-                for rec in read_roll_text(fh, result.source, rejections):
+                for rec in read_roll_text(fh, result.source, rejections, counties=counties):
                     if cancelled.is_set():
                         return
                     chunk.append((version, *rec))
@@ -352,7 +430,7 @@ async def load_roll_text(
     on_rows: Callable[[RollLoad], None] | None = None,
     unblock: Callable[[], None] | None = None,
     activate: Callable[[Conn, RollLoad], Awaitable[versions.Activation]] | None = None,
-    result: RollLoad | None = None,
+    result: RollLoad | None = None, counties: Counties = CALIFORNIA,
 ) -> RollLoad:
     """Load CSV text as a new roll version and activate it.
 
@@ -366,13 +444,13 @@ async def load_roll_text(
     async with versions.lifecycle_lock(pool) as conn:
         result.version = await versions.new_version(conn, source, actor)
         try:
-            await copy_roll(conn, result.version, open_text, result, on_rows, unblock)
+            await copy_roll(conn, result.version, open_text, result, on_rows, unblock,
+                            counties)
             why = refusal(result, max_rejected)
             if why is not None:
                 raise RollRefused(why + await _unchanged(pool))
         except BaseException as exc:
-            note = str(exc) if isinstance(exc, InvalidArgument | FailedPrecondition) else (
-                f"the load stopped: {exc.__class__.__name__}")
+            note = why_stopped(exc)
             await asyncio.shield(versions.discard(pool, result.version, result.rows,
                                                   result.rejected, note, actor))
             raise
@@ -383,6 +461,21 @@ async def load_roll_text(
             done = await activate(conn, result)
         result.previous = done.previous
     return result
+
+
+def why_stopped(exc: BaseException) -> str:
+    """Why a load that raised ``exc`` was discarded, in words (recorded with the version and
+    shown by ``roll list``): never the exception's class or internal text."""
+    if isinstance(exc, InvalidArgument | FailedPrecondition):
+        return str(exc)
+    if isinstance(exc, asyncio.CancelledError):
+        return ("the load stopped before the end of the file: the client stopped the upload "
+                "(or lost its connection), or the matching service was stopped")
+    log.error("a roll load failed: %s", exc.__class__.__name__)
+    if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError | OSError):
+        return "the load stopped: the database failed during the load"
+    return ("the load stopped: an unexpected error in the matching service (its log names "
+            "the kind)")
 
 
 async def _unchanged(pool: asyncpg.Pool) -> str:

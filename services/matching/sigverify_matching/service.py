@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import replace
 from datetime import datetime
@@ -31,7 +32,14 @@ from sigverify_matching import convert, engine, store, versions
 from sigverify_matching.config import ModelConfig, RollConfig
 from sigverify_matching.consumer import Deadlines
 from sigverify_matching.domain import MatchConfig
-from sigverify_matching.roll import ChunkStream, MaxRejected, RollLoad, load_roll_text, text_of
+from sigverify_matching.roll import (
+    ChunkStream,
+    MaxRejected,
+    RollLoad,
+    counties_from_env,
+    load_roll_text,
+    text_of,
+)
 from sigverify_matching.versions import RollIndex
 
 log = logging.getLogger(__name__)
@@ -75,9 +83,8 @@ def _database_errors() -> Iterator[None]:
         yield
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
         log.error("roll operation failed: %s", exc.__class__.__name__)
-        raise Unavailable(f"the database failed during the roll operation "
-                          f"({exc.__class__.__name__}); 'sigverify roll list' shows where each "
-                          "version stands") from None
+        raise Unavailable("the database failed during the roll operation; 'sigverify roll "
+                          "list' shows where each version stands") from None
 
 
 async def _stream(
@@ -111,6 +118,8 @@ class MatchingService(matching_pb2_grpc.MatchingServiceServicer):
         self._roll_config = roll_config or RollConfig()
         self._models = models or store.Models(pool)
         self._model_config = model_config or ModelConfig()
+        #: The counties a roll's rows may name: intake's (COUNTIES, else California's).
+        self._counties = counties_from_env(os.environ)
 
     async def ExplainSignature(
         self, request: matching_pb2.ExplainSignatureRequest,
@@ -256,7 +265,8 @@ class MatchingService(matching_pb2_grpc.MatchingServiceServicer):
                 await load_roll_text(
                     self._pool, source, open_text, actor=actor, max_rejected=limit,
                     on_rows=lambda r: events.put_nowait(_progress(versions.LOADING, r)),
-                    unblock=unblock, activate=activate, result=load)
+                    unblock=unblock, activate=activate, result=load,
+                    counties=self._counties)
             events.put_nowait(_progress(versions.ACTIVE, load, previous=load.previous,
                                         rejections=True))
 
