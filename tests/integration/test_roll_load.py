@@ -220,6 +220,117 @@ async def test_an_unknown_max_rejected_and_a_file_without_roll_columns_are_refus
     assert "batch.csv: roll header lacks column(s): voter_id, middle_name" in err
 
 
+async def test_a_file_that_is_no_csv_text_is_refused_in_one_line_and_makes_no_version(
+    live_stack: stack.StackState, loaded_roll: int, synth_data: SynthOutput, tmp_path: Path
+) -> None:
+    """A gzip, a UTF-16 export, a UTF-8 file with one Latin-1 row: the client's check of the
+    file failed inside the upload's request stream, which gRPC swallowed: a traceback ending
+    in CancelledError, exit 1, and a version discarded as "the load stopped: CancelledError".
+    /dev/zero hung. Now each is one error line, exit 2, before any version is made."""
+    import gzip
+
+    text = synth_data.roll_csv.read_bytes()
+    files = {
+        "roll.csv.gz": (gzip.compress(text), "the file is gzip-compressed, not CSV text"),
+        "u16.csv": (text.decode().encode("utf-16"), "the file is UTF-16 text, not CSV"),
+        "mixed.csv": (text + "Z1,Zoë,,Ng,,1980-01-01,1 Main St,,Fresno,93701,Fresno,ACTIVE,"
+                        "2010-01-01\n".encode()
+                      + "Z2,José,,Ng,,1980-01-01,1 Main St,,Fresno,93701,Fresno,ACTIVE,"
+                        "2010-01-01\n".encode("latin-1"),
+                      f"the file mixes encodings: most of it is UTF-8 but line {loaded_roll + 3:,}"),
+    }
+    async with database(live_stack) as pool:
+        before = await pool.fetchval("SELECT max(version) FROM matching.roll_versions")
+        active = await active_version(pool)
+        for name, (data, problem) in files.items():
+            path = tmp_path / name
+            path.write_bytes(data)
+            rc, out, err = await cli(live_stack, "roll", "load", str(path))
+            assert rc == 2, (name, err)
+            assert err.startswith("error: ") and problem in err, (name, err)
+            assert "Traceback" not in err + out and "CancelledError" not in err + out
+        rc, _, err = await asyncio.wait_for(cli(live_stack, "roll", "load", "/dev/zero"), 60)
+        assert rc == 2 and "error: /dev/zero: is not a regular file" in err
+        assert await pool.fetchval("SELECT max(version) FROM matching.roll_versions") == before
+        assert await active_version(pool) == active
+
+
+async def test_a_file_that_fails_to_read_during_the_upload_ends_it_with_why(
+    live_stack: stack.StackState, loaded_roll: int, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file read well when checked and fails half-way (a disk error, or it changed): the
+    call is cancelled, so no partial roll is loaded, and the error says why in one line."""
+    from collections.abc import Iterator
+
+    from sigverify_cli import main as cli_main
+    from sigverify_cli.client import CliError
+
+    path = write_roll(tmp_path / "half.csv", 10)
+
+    def failing(p: Path, encoding: str | None = None) -> Iterator[bytes]:
+        yield p.read_bytes()[:200]
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(cli_main, "_file_chunks", failing)
+    async with database(live_stack) as pool:
+        before = await active_version(pool)
+        async with h.channel(live_stack, "matching") as ch:
+            with pytest.raises(CliError) as e:
+                await upload_roll(ch, path)
+        assert str(e.value) == (f"{path}: the file could not be read to its end during the "
+                                "upload (Input/output error); nothing was loaded")
+        version = int(await pool.fetchval("SELECT max(version) FROM matching.roll_versions"))
+        for _ in range(100):
+            row = await pool.fetchrow(
+                "SELECT state, note FROM matching.roll_versions WHERE version = $1", version)
+            if row["state"] == "discarded":
+                break
+            await asyncio.sleep(0.1)
+        assert row["state"] == "discarded" and "the client stopped the upload" in row["note"]
+        assert await active_version(pool) == before
+
+
+async def test_a_repeated_or_unknown_roll_column_is_refused_by_name(
+    live_stack: stack.StackState, loaded_roll: int, synth_data: SynthOutput, tmp_path: Path
+) -> None:
+    """Both used to load: the first last_name used and the second dropped, extra ignored."""
+    lines = synth_data.roll_csv.read_text(encoding="utf-8").splitlines()
+    async with database(live_stack) as pool:
+        before = await active_version(pool)
+        for column, problem in (("last_name", "column 'last_name' appears twice in the roll "
+                                              "header"),
+                                ("extra", "unknown column 'extra' in the roll header")):
+            path = tmp_path / f"{column}.csv"
+            path.write_text("\n".join([f"{lines[0]},{column}",
+                                       *(f"{line},X" for line in lines[1:])]) + "\n",
+                            encoding="utf-8")
+            rc, _, err = await cli(live_stack, "roll", "load", str(path))
+            assert rc == 1 and err.startswith("error: INVALID_ARGUMENT: "), err
+            assert f"{column}.csv: {problem}" in err
+        assert await active_version(pool) == before
+
+
+async def test_an_unknown_county_a_future_birth_and_a_nameless_row_count_as_rejected(
+    live_stack: stack.StackState, loaded_roll: int, synth_data: SynthOutput, tmp_path: Path
+) -> None:
+    """All three used to be loaded as voters."""
+    path = rewritten(synth_data.roll_csv, tmp_path / "odd-rows.csv", extra=[
+        "X1,Ana,,Lopez,,1980-01-01,1 Main St,,Fresno,93701,Atlantis,ACTIVE,2010-01-01",
+        "X2,Ana,,Lopez,,2999-01-01,1 Main St,,Fresno,93701,Fresno,ACTIVE,2010-01-01",
+        "V12,,,,,,,,,,Fresno,ACTIVE,2000-01-01"])
+    async with database(live_stack) as pool:
+        before = await active_version(pool)
+        rc, _, err = await cli(live_stack, "roll", "load", str(path), "--max-rejected", "2")
+        assert rc == 1 and "FAILED_PRECONDITION" in err, err
+        assert f"3 of {loaded_roll + 3:,} rows rejected, more than the 2 rows allowed" in err
+        assert (f"line {loaded_roll + 2}: county: unknown county 'Atlantis', not one of the 58 "
+                "counties") in err
+        assert f"line {loaded_roll + 3}: birth_date: in the future (after the load's date" in err
+        assert f"line {loaded_roll + 4}: last_name: missing: the row has no name" in err
+        assert await active_version(pool) == before
+
+
 async def test_a_load_the_client_abandons_leaves_nothing_behind(
     live_stack: stack.StackState, loaded_roll: int, tmp_path: Path
 ) -> None:
@@ -245,6 +356,10 @@ async def test_a_load_the_client_abandons_leaves_nothing_behind(
                 break
             await asyncio.sleep(0.1)
         assert state == "discarded"
+        # Why, in words (it was "the load stopped: CancelledError").
+        note = await pool.fetchval("SELECT note FROM matching.roll_versions WHERE version = $1",
+                                   version)
+        assert "the client stopped the upload" in note and "CancelledError" not in note
         assert await pool.fetchval("SELECT count(*) FROM matching.voters WHERE version = $1",
                                    version) == 0
         assert await active_version(pool) == before
@@ -465,7 +580,10 @@ async def test_versions_replace_each_other_and_a_failed_load_leaves_nothing(
     assert await scratch.fetchval("SELECT count(*) FROM matching.voters WHERE voter_id LIKE 'X%'") == 0
     failed = await scratch.fetchrow("SELECT * FROM matching.roll_versions ORDER BY version DESC "
                                     "LIMIT 1")
-    assert (failed["state"], failed["note"]) == ("discarded", "the load stopped: RuntimeError")
+    # Said in words, not by the exception's class.
+    assert (failed["state"], failed["note"]) == (
+        "discarded", "the load stopped: an unexpected error in the matching service (its log "
+        "names the kind)")
     assert (await states())[second.version] == ("active", n)
 
     # The next activation retires the version before the previous one, and its rows go.

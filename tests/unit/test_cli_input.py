@@ -189,3 +189,126 @@ def test_stack_restart_says_what_is_missing_in_one_line(
     code, text = run_cli(["stack", "restart", "tally"], capsys)
     assert code == 2 and text.startswith("error: no stack is running from"), text
     assert text.count("\n") == 1 and "Traceback" not in text
+
+
+ROLL = ("voter_id,first_name,middle_name,last_name,suffix,birth_date,street,unit,city,zip,"
+        "county,status,registered_on\n"
+        "V1,Zoë,,Muñoz,,1970-01-02,1 Calle Señora,,Bakersfield,93301,Kern,ACTIVE,2010-01-01\n")
+
+
+def _not_csv(tmp: Path) -> dict[str, tuple[Path, str]]:
+    """Files that are no CSV text, and what the error says about each."""
+    import gzip
+    import random
+
+    rnd = random.Random(7)
+    return {
+        "gzip": (write(tmp, "roll.csv.gz", gzip.compress(ROLL.encode())),
+                 "roll.csv.gz: the file is gzip-compressed, not CSV text; decompress it first "
+                 "(gunzip)"),
+        "binary": (write(tmp, "random.bin", bytes(rnd.randrange(256) for _ in range(5000))),
+                   "random.bin: the file is not a text file (binary data"),
+        "utf-16": (write(tmp, "u16.csv", ROLL.encode("utf-16")),
+                   "u16.csv: the file is UTF-16 text, not CSV"),
+        "utf-16 without BOM": (write(tmp, "u16le.csv", ROLL.encode("utf-16-le")),
+                               "u16le.csv: the file looks like UTF-16 text without a byte-order"),
+        "mixed": (write(tmp, "mixed.csv", ROLL.encode() + "V2,José,,X,,,1 Main St,,Fresno,93701,"
+                        "Fresno,ACTIVE,2010-01-01\n".encode("latin-1")),
+                  "mixed.csv: the file mixes encodings: most of it is UTF-8 but line 3"),
+        "zeros": (write(tmp, "zeros.csv", bytes(4096)), "zeros.csv: the file is not a text file"),
+    }
+
+
+@pytest.mark.parametrize("kind", ["gzip", "binary", "utf-16", "utf-16 without BOM", "mixed",
+                                  "zeros"])
+def test_a_file_that_is_no_csv_text_is_named_for_what_it_is(tmp_path: Path, kind: str) -> None:
+    path, problem = _not_csv(tmp_path)[kind]
+    with pytest.raises(InvalidArgument) as e:
+        detect_encoding(path)
+    assert problem in str(e.value)
+    if kind in ("gzip", "binary", "zeros"):
+        assert "mixes encodings" not in str(e.value)
+
+
+def test_a_text_file_with_a_few_control_bytes_is_still_text(tmp_path: Path) -> None:
+    """A NUL or two in a roll row is that row's problem (rejected by line), not the file's."""
+    data = (ROLL + "V2,Ann,,Lee\x00,,,2 Main St,,Bakersfield,93301,Kern,ACTIVE,2010-01-01\n")
+    assert detect_encoding(write(tmp_path, "roll.csv", data.encode())) == "utf-8"
+
+
+@pytest.mark.parametrize("kind", ["gzip", "binary", "utf-16", "mixed", "zeros"])
+def test_roll_load_refuses_a_file_that_is_no_csv_in_one_line_before_any_call(
+        kind: str, no_stack: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The file is checked before the upload starts (no service answers at 127.0.0.1:9: the
+    check comes first), with submit's words for it; it used to end in a traceback
+    (CancelledError) once the upload had begun, the version recorded as CancelledError."""
+    path, problem = _not_csv(no_stack)[kind]
+    code, text = run_cli(["roll", "load", str(path)], capsys)
+    assert code == 2, text
+    assert text.startswith("error: ") and text.count("\n") == 1, text
+    assert problem in " ".join(text.split()) and "Traceback" not in text
+    code, text = run_cli(["submit", str(path), "--petition", "p", "--county", "Kern"], capsys)
+    assert code == 2 and problem in " ".join(text.split()), text
+
+
+def test_roll_load_refuses_a_device_and_a_file_without_line_ends(
+        no_stack: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, text = run_cli(["roll", "load", "/dev/zero"], capsys)
+    assert code == 2 and text.count("\n") == 1, text
+    assert "error: /dev/zero: is not a regular file" in text
+    one_line = write(no_stack, "one-line.csv", b"voter_id," * (cli_main.MAX_HEADER_BYTES // 9 + 1))
+    code, text = run_cli(["roll", "load", str(one_line)], capsys)
+    assert code == 2 and text.count("\n") == 1, text
+    assert "one-line.csv: no line ends within its first 1,048,576 bytes" in " ".join(text.split())
+
+
+@pytest.mark.parametrize("argv, problem", [
+    (["roll", "activate", "99999999999999999999"], "argument version: version "
+     "'99999999999999999999' is too large: there is no such version"),
+    (["roll", "activate", "0"], "argument version: version must be a positive number, not '0'"),
+    (["roll", "activate", "-1"], "argument version: version must be a positive number, not '-1'"),
+    (["roll", "activate", "two"], "version must be a positive number, not 'two'"),
+    (["model", "show", "--model", "99999999999999999999"], "model id '99999999999999999999' is "
+     "too large"),
+    (["model", "show", "--model", "0"], "model id must be a positive number"),
+    (["model", "train", "--max-signatures", "-5"], "--max-signatures must be a number, 0 or more"),
+])
+def test_a_version_or_id_out_of_range_is_a_usage_error(
+        argv: list[str], problem: str, no_stack: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """They used to reach the request (ValueError: 'unexpected ValueError', exit 70) or the
+    server ('give either a version to activate or previous (rollback)')."""
+    code, text = run_cli(argv, capsys)
+    assert code == 2, text
+    assert problem in " ".join(text.split()), text
+    assert "unexpected" not in text and "previous (rollback)" not in text
+
+
+def test_without_a_stack_home_the_error_says_where_it_looked(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for var in ("SIGVERIFY_HOME", "INTAKE_ADDR", "MATCHING_ADDR", "TALLY_ADDR", "SIGVERIFY_TOKEN",
+                "DATABASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(tmp_path)
+    code, text = run_cli(["roll", "list"], capsys)
+    assert code == 2 and text.count("\n") == 1, text
+    text = " ".join(text.split())
+    assert (f"error: no stack home (.sigverify) in the current directory ({tmp_path.resolve()})"
+            in text)
+    assert "set SIGVERIFY_HOME to that stack's .sigverify folder" in text
+    monkeypatch.setenv("SIGVERIFY_HOME", str(tmp_path / "elsewhere"))
+    code, text = run_cli(["roll", "list"], capsys)
+    assert code == 2
+    assert f"no stack is recorded under {tmp_path / 'elsewhere'} (SIGVERIFY_HOME)" in " ".join(
+        text.split())
+
+
+def test_one_signature_is_one_signature(capsys: pytest.CaptureFixture[str]) -> None:
+    from sigverify.intake.v1 import intake_pb2
+    cli_main.print_receipt(intake_pb2.BatchReceipt(batch_id="b-1", county="Kern", rows_received=1,
+                                                   signatures_accepted=1), "x.csv")
+    text = capsys.readouterr().out
+    assert "1 row, 1 signature accepted" in text
+    cli_main.print_receipt(intake_pb2.BatchReceipt(batch_id="b-2", county="Kern", rows_received=2,
+                                                   signatures_accepted=2), "x.csv")
+    assert "2 rows, 2 signatures accepted" in capsys.readouterr().out

@@ -29,6 +29,21 @@ def home() -> Path:
     return Path(os.environ.get("SIGVERIFY_HOME", ".sigverify")).resolve()
 
 
+def no_stack(where: Path, service: str, env: str) -> str:
+    """Why no address for ``service`` was found when no stack is recorded under ``where``."""
+    if os.environ.get("SIGVERIFY_HOME"):
+        found = (f"no stack is recorded under {where} (SIGVERIFY_HOME): set SIGVERIFY_HOME to "
+                 "the .sigverify folder of a running stack, or run 'sigverify stack up'")
+    elif not where.exists():
+        found = (f"no stack home (.sigverify) in the current directory ({where.parent}): run "
+                 "the command from the folder where 'sigverify stack up' was run, or set "
+                 "SIGVERIFY_HOME to that stack's .sigverify folder")
+    else:
+        found = (f"no stack is running from {where}: 'sigverify stack up' starts one (or set "
+                 "SIGVERIFY_HOME to another stack's .sigverify folder)")
+    return f"{found}; or set {env} to the {service} service's address"
+
+
 @dataclass(frozen=True)
 class Endpoints:
     intake: str
@@ -47,13 +62,16 @@ class Endpoints:
     def discover(cls, token: str | None = None) -> Endpoints:
         """Addresses from the environment or the local stack; the token from ``token``
         (``--token``), else SIGVERIFY_TOKEN, else the local stack's admin token."""
-        state = StackState.load(home())
+        where = home()
+        state = StackState.load(where)
         def pick(env: str, service: str) -> str:
             if os.environ.get(env):
                 return os.environ[env]
             if state and service in state.services:
                 return state.addr(service)
-            raise CliError(f"no address for {service}: set {env} or run 'sigverify stack up'")
+            raise CliError(no_stack(where, service, env) if state is None else
+                           f"no address for {service}: the stack under {where} has no "
+                           f"{service} service; set {env} to its address")
         db = os.environ.get("DATABASE_URL") or (state.database_url if state else "")
         return cls(pick("INTAKE_ADDR", "intake"), pick("MATCHING_ADDR", "matching"),
                    pick("TALLY_ADDR", "tally"), db, credentials.resolve_token(token, home()),

@@ -208,12 +208,13 @@ def model_heading(m: matching_pb2.ModelInfo, in_force: bool = False) -> list[str
     """The lines above the levels: which model, how it was learned, its shares and priors
     (``in_force``: it is the newest model of the active roll version)."""
     when = m.trained_at[:16].replace("T", " ")
-    em = (f"{m.em_iterations} EM iterations, "
+    em = (f"{m.em_iterations} EM iteration{'' if m.em_iterations == 1 else 's'}, "
           + ("converged" if m.em_converged else "stopped before converging"))
     return [
         f"match model {m.model_id} of roll version {m.roll_version}"
         + (": in force for the active roll version" if in_force else ""),
-        f"trained {when} UTC by {m.trained_by or '-'} from {m.signatures:,} signatures: "
+        f"trained {when} UTC by {m.trained_by or '-'} from {m.signatures:,} "
+        f"signature{'' if m.signatures == 1 else 's'}: "
         f"{m.candidate_pairs:,} candidate pairs for m ({em}), {m.random_pairs:,} random "
         "pairs for u",
         f"learned: {100 * m.registered_share:.1f} % of signers are on the roll "

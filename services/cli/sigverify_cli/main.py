@@ -168,10 +168,32 @@ ROLL_STATES = {
 }
 
 
-def _file_chunks(path: Path) -> Iterator[bytes]:
+#: A roll's header line ends within this many bytes, else the file is not a roll CSV.
+MAX_HEADER_BYTES = 1 << 20
+
+
+def roll_encoding(path: Path) -> str:
+    """The encoding of a roll file, which is checked before its upload starts (so that a file
+    that cannot be a roll makes no roll version): a regular file, CSV text in an encoding
+    the loader reads (see ``sigverify_common.textfile``), its first line ending within
+    ``MAX_HEADER_BYTES``. Else CliError, one line naming the file and what is wrong."""
+    check_input_file(path)
+    try:
+        encoding = detect_encoding(path)
+    except InvalidArgument as exc:
+        raise CliError(str(exc)) from None
+    with path.open("rb") as fh:
+        head = fh.read(MAX_HEADER_BYTES)
+    if len(head) == MAX_HEADER_BYTES and b"\n" not in head and b"\r" not in head:
+        raise CliError(f"{path}: no line ends within its first {MAX_HEADER_BYTES:,} bytes, so "
+                       "it has no header row: not a roll CSV file")
+    return encoding
+
+
+def _file_chunks(path: Path, encoding: str | None = None) -> Iterator[bytes]:
     """The file as UTF-8 bytes in chunks: a spreadsheet's cp1252 or latin-1 export is
-    re-encoded (its encoding detected first); UTF-8 goes as it is."""
-    encoding = detect_encoding(path)
+    re-encoded (its encoding detected first, unless given); UTF-8 goes as it is."""
+    encoding = encoding or detect_encoding(path)
     if encoding.startswith("utf-8"):
         with path.open("rb") as fh:
             while chunk := fh.read(ROLL_CHUNK_BYTES):
@@ -190,9 +212,14 @@ async def upload_roll(channel: grpc.aio.Channel, path: Path, max_rejected: str =
     progress message; returns the last (ACTIVE). Refusals raise the RPC's error.
 
     The file follows the server's first answer, and stops when the server says the load is
-    discarded, so that no write is under way when the call ends with its status."""
+    discarded, so that no write is under way when the call ends with its status. The file is
+    checked first (``roll_encoding``): one that cannot be a roll is refused (CliError) before
+    the call, and makes no roll version. Should it become unreadable during the upload, the
+    call is cancelled (the server discards the version) and CliError says why."""
+    encoding = roll_encoding(path)
     sent = 0
     go, stop = asyncio.Event(), False
+    failure: str | None = None
     stub = matching_pb2_grpc.MatchingServiceStub(channel)
     # A caller who may not load rolls is told so by a plain call first: a stream refused
     # before its first message has gone out can end, on the client's side, in an INTERNAL
@@ -201,12 +228,28 @@ async def upload_roll(channel: grpc.aio.Channel, path: Path, max_rejected: str =
     await stub.ListRolls(matching_pb2.ListRollsRequest(), timeout=60)
 
     async def requests() -> AsyncIterator[matching_pb2.LoadRollRequest]:
-        nonlocal sent
+        # An exception raised here is swallowed by gRPC, which cancels the call (the client
+        # sees only CancelledError): why is kept in ``failure``. The stream must not just
+        # end: the server would load the file's first part as if it were all of it.
+        nonlocal sent, failure
         yield matching_pb2.LoadRollRequest(header=matching_pb2.RollHeader(
             source=path.name, max_rejected=max_rejected, activation_timeout_seconds=timeout))
         await go.wait()
-        chunks = _file_chunks(path)
-        while not stop and (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+        chunks = _file_chunks(path, encoding)
+        while not stop:
+            try:
+                chunk = await asyncio.to_thread(next, chunks, None)
+            except InvalidArgument as exc:
+                failure = str(exc)
+            except (OSError, ValueError) as exc:  # UnicodeDecodeError: the file changed
+                failure = (f"{path}: the file could not be read to its end during the upload "
+                           f"({getattr(exc, 'strerror', None) or 'its text changed'}); "
+                           "nothing was loaded")
+            if failure is not None:
+                call.cancel()
+                raise CliError(failure)
+            if chunk is None:
+                return
             yield matching_pb2.LoadRollRequest(data=chunk)
             sent += len(chunk)
 
@@ -220,6 +263,10 @@ async def upload_roll(channel: grpc.aio.Channel, path: Path, max_rejected: str =
             last = p
             if on_progress is not None:
                 on_progress(p, sent)
+    except (asyncio.CancelledError, grpc.aio.AioRpcError):
+        if failure is None:
+            raise
+        raise CliError(failure) from None
     finally:
         stop = True
         go.set()
@@ -228,8 +275,13 @@ async def upload_roll(channel: grpc.aio.Channel, path: Path, max_rejected: str =
     return last
 
 
+def _n(n: int, noun: str) -> str:
+    """``n`` with ``noun``, plural unless n == 1 ("1 signature", "2,000 signatures")."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
 def _rows(n: int) -> str:
-    return f"{n:,} row{'' if n == 1 else 's'}"
+    return _n(n, "row")
 
 
 def _rejections(p: matching_pb2.RollProgress) -> None:
@@ -268,7 +320,7 @@ class _RollPhases:
 
 async def roll_load(ep: Endpoints, path: Path, max_rejected: str = "", timeout: float = 0.0
                     ) -> int:
-    check_input_file(path)
+    check_input_file(path)  # the rest of the file's checks: upload_roll, before any call
     started = time.perf_counter()
     async with ep.channel(ep.matching) as ch:
         with _progress() as prog:
@@ -583,11 +635,15 @@ async def sample_show(ep: Endpoints, args: argparse.Namespace) -> int:
 
 
 def check_input_file(path: Path) -> None:
-    """A file to read: it exists and is not a directory (else a one-line error)."""
+    """A file to read: it exists and is a regular file, not a directory, a device (such as
+    /dev/zero, which would never end) or a pipe (else a one-line error)."""
     if not path.exists():
         raise CliError(f"{path}: no such file")
     if path.is_dir():
         raise CliError(f"{path}: is a directory, not a CSV file")
+    if not path.is_file():
+        raise CliError(f"{path}: is not a regular file (a device, a pipe or a socket), not a "
+                       "CSV file")
 
 
 #: Rejected rows printed with a receipt; the rest: ``sigverify batch show ID --rejections``.
@@ -603,8 +659,8 @@ def print_receipt(r: intake_pb2.BatchReceipt, path: str = "", shown: int = SHOWN
                   ) -> None:
     note = " (resubmission: first receipt returned, nothing counted again)" if r.resubmission else ""
     total = max(r.rows_rejected, len(r.rejected))
-    console.print(escape(f"batch {r.batch_id} {path} county={r.county}: {r.rows_received:,} rows, "
-                         f"{r.signatures_accepted:,} signatures accepted ({r.incomplete:,} "
+    console.print(escape(f"batch {r.batch_id} {path} county={r.county}: {_rows(r.rows_received)}, "
+                         f"{_n(r.signatures_accepted, 'signature')} accepted ({r.incomplete:,} "
                          f"incomplete), {total:,} rejected{note}"), soft_wrap=True)
     for e in r.rejected[:shown]:
         console.print(escape(rejection_line(e)), highlight=False, soft_wrap=True)
@@ -1013,7 +1069,7 @@ async def model_cmd(ep: Endpoints, args: argparse.Namespace) -> int:
                 m = await stub.TrainModel(matching_pb2.TrainModelRequest(
                     max_signatures=args.max_signatures), timeout=args.timeout)
             console.print(f"model {m.model_id} learned for roll version {m.roll_version} from "
-                          f"{m.signatures:,} signatures ({m.em_iterations} EM iterations, "
+                          f"{_n(m.signatures, 'signature')} ({_n(m.em_iterations, 'EM iteration')}, "
                           f"{'converged' if m.em_converged else 'not converged'}); the "
                           "matchers decide with it from their next batch (within about 5 s)")
             return 0
@@ -1260,6 +1316,34 @@ class _Parser(argparse.ArgumentParser):
                                "admin token)")
 
 
+#: The largest id or count a request carries (the protos' int64).
+MAX_INT64 = (1 << 63) - 1
+
+
+def _whole(what: str, least: int) -> Callable[[str], int]:
+    """An argparse type: a whole number from ``least`` up to MAX_INT64, else a plain error
+    naming ``what`` (argparse prints it with the usage and exits with status 2)."""
+    rule = "a positive number" if least > 0 else "a number, 0 or more"
+
+    def parse(text: str) -> int:
+        t = text.strip()
+        try:
+            n = int(t) if t.lstrip("+-").isdigit() and t.isascii() else None
+        except ValueError:  # over the int conversion's digit limit
+            n = None
+        if n is None or n < least:
+            raise argparse.ArgumentTypeError(f"{what} must be {rule}, not {_cut(text)}")
+        if n > MAX_INT64:
+            raise argparse.ArgumentTypeError(f"{what} {_cut(text)} is too large: there is no "
+                                             f"such {what} (at most {MAX_INT64:,})")
+        return n
+    return parse
+
+
+def _cut(text: str, limit: int = 30) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="sigverify", description="Petition signature verification")
     sub = p.add_subparsers(dest="command", required=True)
@@ -1285,7 +1369,8 @@ def parser() -> argparse.ArgumentParser:
     rli.add_argument("--all", action="store_true",
                      help=f"every version (default: the newest {ROLL_LIST_ROWS})")
     ra = rs.add_parser("activate", help="make a kept (ready) roll version active again")
-    ra.add_argument("version", type=int)
+    ra.add_argument("version", type=_whole("version", 1),
+                    help="the version to activate, as 'sigverify roll list' shows it")
     rr = rs.add_parser("rollback", help="make the previous roll version active again")
     for q in (ra, rr):
         q.add_argument("--timeout", type=float, default=900.0, metavar="S",
@@ -1411,13 +1496,14 @@ def parser() -> argparse.ArgumentParser:
     mos = mo.add_subparsers(dest="action", required=True)
     mosh = mos.add_parser("show", help="the model in force: each field's levels with their m, u "
                           "and weight, the learned shares and priors")
-    mosh.add_argument("--model", type=int, default=0, metavar="ID",
+    mosh.add_argument("--model", type=_whole("model id", 1), default=0, metavar="ID",
                       help="an earlier model by its id (default: the newest model of the active "
                            "roll version, the one deciding now)")
     mosh.add_argument("--json", action="store_true")
     motr = mos.add_parser("train", help="learn a new model for the active roll version from the "
                           "signatures received so far (admins); later decisions use it")
-    motr.add_argument("--max-signatures", type=int, default=0, metavar="N",
+    motr.add_argument("--max-signatures", type=_whole("--max-signatures", 0), default=0,
+                      metavar="N",
                       help="learn from at most the N most recent signatures (default: the "
                            "service's MATCH_TRAIN_MAX)")
     motr.add_argument("--timeout", type=float, default=900.0, metavar="S",

@@ -9,8 +9,10 @@ Western locales). ``detect_encoding`` reads the file once, in blocks, and answer
 - otherwise ``cp1252`` when every byte is defined there, else ``latin-1``, which decodes any
   byte (the last resort);
 - but it refuses (``InvalidArgument``) a file that mixes UTF-8 sequences with bytes that are
-  not UTF-8 (decoding it either way would garble some names), UTF-16 text, and spreadsheet
-  workbooks (xlsx, xls) given instead of CSV, naming the problem and what to do.
+  not UTF-8 (decoding it either way would garble some names), UTF-16 text, spreadsheet
+  workbooks (xlsx, xls) given instead of CSV, compressed files (gzip, xz, zstd: known by their
+  first bytes), and binary data (over 5 % of its first block control characters
+  other than tab, line ends and form feed), naming the problem and what to do.
 """
 
 from __future__ import annotations
@@ -30,6 +32,30 @@ _UTF8_SEQUENCE = re.compile(
     rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}")
 
 _SAVE_AS = "save it from the spreadsheet as 'CSV UTF-8' and try again"
+#: Compressed files, by their magic bytes: (magic, name, the tool that decompresses them).
+_COMPRESSED = ((b"\x1f\x8b", "gzip", "gunzip"), (b"\xfd7zXZ\x00", "xz", "unxz"),
+               (b"\x28\xb5\x2f\xfd", "zstd", "unzstd"))
+#: Bytes CSV text does not hold: C0 controls but tab, line feed, form feed and carriage
+#: return; and DEL.
+_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0e-\x1f\x7f]")
+#: Share of control bytes in the first block above which a file is binary, not text.
+BINARY_SHARE = 0.05
+
+
+def _not_text(path: Path, block: bytes) -> str | None:
+    """Why ``block`` (the file's first) is not CSV text, or None when it may be."""
+    if not block:
+        return None
+    controls = len(_CONTROL.findall(block))
+    if controls <= BINARY_SHARE * len(block):
+        return None
+    zeros = sorted((block[0::2].count(0) / len(block[0::2]), block[1::2].count(0) /
+                    max(len(block[1::2]), 1)))
+    if len(block) >= 16 and zeros[1] > 0.9 and zeros[0] < 0.1:  # ASCII text in UTF-16
+        return (f"{path}: the file looks like UTF-16 text without a byte-order mark, not CSV; "
+                f"{_SAVE_AS}")
+    return (f"{path}: the file is not a text file (binary data, {controls:,} control bytes in "
+            f"its first {len(block):,}), so not a CSV file; give the roll or batch as CSV text")
 
 
 def detect_encoding(path: Path) -> str:
@@ -46,6 +72,13 @@ def detect_encoding(path: Path) -> str:
         if head.startswith(b"\xd0\xcf\x11\xe0"):
             raise InvalidArgument(f"{path}: the file is an Excel 97-2003 workbook (xls), not "
                                   f"CSV; {_SAVE_AS}")
+        for magic, kind, tool in _COMPRESSED:
+            if head.startswith(magic):
+                raise InvalidArgument(f"{path}: the file is {kind}-compressed, not CSV text; "
+                                      f"decompress it first ({tool}) and give the CSV file")
+        fh.seek(0)
+        if (why := _not_text(path, fh.read(BLOCK))) is not None:
+            raise InvalidArgument(why)
         fh.seek(0)
         decoder = codecs.getincrementaldecoder("utf-8")()
         line = 1
