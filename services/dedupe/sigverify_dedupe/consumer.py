@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import asyncpg
+from prometheus_client import Counter
 
 from sigverify.events.v1 import events_pb2
 from sigverify_common import ids, kafka, provenance
@@ -26,11 +28,39 @@ from sigverify_dedupe.domain import Entry, Rules, resolve
 log = logging.getLogger(__name__)
 SCHEMA = "dedupe"
 
-#: Every signature of a batch's (petition, voter) pairs. ``voter_id <> ''`` lets the planner
-#: use the partial (petition_id, voter_id) index; without it every batch read the whole
-#: table (a batch's cost grew with the petition: 61 ms at 100,000 signatures, 11 with it).
-VOTERS_ROWS = ("SELECT * FROM dedupe.signatures WHERE voter_id <> '' AND (petition_id, voter_id) "
-               "IN (SELECT * FROM unnest($1::text[], $2::text[]))")
+#: The stored signatures that decide a batch's (petition, voter) groups (see ``domain``): the
+#: two earliest MATCHED signatures of each source and the one that counts now, each read by
+#: its partial index (0003), so that re-resolving a group costs the same at its
+#: 10,000th signature as at its second. Reading the whole group instead made a voter's n
+#: signatures cost n^2 rows read and resolved: 20,000 copies of one row took minutes.
+DECIDING_ROWS = (
+    "SELECT s.* FROM unnest($1::text[], $2::text[]) AS g(petition_id, voter_id) "
+    "CROSS JOIN LATERAL ("
+    "(SELECT * FROM dedupe.signatures WHERE petition_id = g.petition_id "
+    "AND voter_id = g.voter_id AND voter_id <> '' AND match_reason = 'MATCHED' AND NOT online "
+    "ORDER BY signed_on, received_seq LIMIT 2) "
+    "UNION ALL (SELECT * FROM dedupe.signatures WHERE petition_id = g.petition_id "
+    "AND voter_id = g.voter_id AND voter_id <> '' AND match_reason = 'MATCHED' AND online "
+    "ORDER BY signed_on, received_seq LIMIT 2) "
+    "UNION ALL (SELECT * FROM dedupe.signatures WHERE petition_id = g.petition_id "
+    "AND voter_id = g.voter_id AND voter_id <> '' AND status = 'VALID')) AS s"
+)
+
+#: Stored signatures read to re-resolve groups; about one per new or changed signature.
+ROWS_READ = Counter("sigverify_dedupe_rows_read_total",
+                    "Stored signatures read to re-resolve voters' groups")
+
+
+@dataclass
+class BatchStats:
+    """What one batch cost, for the slow-batch log line (counts only: no personal data)."""
+
+    new: int = 0
+    rematched: int = 0
+    groups: int = 0
+    largest_group: int = 0
+    read: int = 0
+    changed: int = 0
 
 
 class PetitionRules:
@@ -56,15 +86,21 @@ class PetitionRules:
 
 
 class DedupeHandler:
+    #: A batch that takes longer than this is logged with what it cost.
+    SLOW_SECONDS = 2.0
+
     def __init__(self, pool: asyncpg.Pool, outbox: kafka.OutboxPublisher | None) -> None:
         self._pool = pool
         self._outbox = outbox
         self._rules = PetitionRules(pool)
+        #: What the last batch applied cost (tests read it).
+        self.last = BatchStats()
 
     async def __call__(self, batch: Sequence[Delivered[events_pb2.SignatureMatched]],
                        dead: Sequence[DeadLetter]) -> list[DeadLetter]:
         """Applies the batch; a SignatureMatched whose signature intake never stored (an
         unknown petition, a made-up id) is refused: set aside as a dead letter."""
+        start = time.perf_counter()
         async with self._pool.acquire() as conn, conn.transaction():
             why = await provenance.refusals(conn, [d.message for d in batch])
             refused = [d.reject(w) for d, w in zip(batch, why, strict=True) if w is not None]
@@ -73,9 +109,17 @@ class DedupeHandler:
                 conn, [d.message for d, w in zip(batch, why, strict=True) if w is None])
         if published and self._outbox is not None:
             self._outbox.wake.set()
+        seconds = time.perf_counter() - start
+        if seconds > self.SLOW_SECONDS:
+            st = self.last
+            log.warning("slow batch: %d record(s) took %.1fs: %d new, %d rematched signature(s) "
+                        "in %d voter group(s) (largest: %d), %d stored signature(s) read, "
+                        "%d re-resolved", len(batch), seconds, st.new, st.rematched, st.groups,
+                        st.largest_group, st.read, st.changed)
         return refused
 
     async def _apply(self, conn: Conn, messages: Sequence[events_pb2.SignatureMatched]) -> int:
+        self.last = BatchStats()
         fresh: dict[str, events_pb2.SignatureMatched] = {}
         for m in messages:
             if m.signature_id not in fresh or fresh[m.signature_id].match_revision < m.match_revision:
@@ -110,16 +154,18 @@ class DedupeHandler:
                 [reason_from_pb(m.reason).value for m in rematched],
                 [m.score for m in rematched], [m.match_revision for m in rematched],
             )
-        # The rows stored for these voters (a rematched one as just changed) and rematched rows
-        # without a voter; the new signatures are resolved with them before they are stored,
-        # so that each is written once, with its status (not stored blank, then updated).
-        stored = [
-            *(await conn.fetch(VOTERS_ROWS, [p for p, _ in voters], [v for _, v in voters])
+        # The stored rows that decide these voters' groups (a rematched one as just changed)
+        # and the rematched rows themselves; the new signatures are resolved with them before
+        # they are stored, so that each is written once, with its status (not stored blank,
+        # then updated). No other stored row can change outcome (see ``domain``).
+        read = [
+            *(await conn.fetch(DECIDING_ROWS, [p for p, _ in voters], [v for _, v in voters])
               if voters else []),
-            *(await conn.fetch(
-                "SELECT * FROM dedupe.signatures WHERE signature_id = ANY($1::uuid[]) "
-                "AND voter_id = ''", [m.signature_id for m in rematched]) if rematched else []),
+            *(await conn.fetch("SELECT * FROM dedupe.signatures WHERE signature_id = ANY($1::uuid[])",
+                               [m.signature_id for m in rematched]) if rematched else []),
         ]
+        ROWS_READ.inc(len(read))
+        stored = list({str(r["signature_id"]): r for r in read}.values())
         rules = await self._rules.get(
             conn, {r["petition_id"] for r in stored} | {m.petition_id for m in new})
         groups: dict[tuple[str, str], list[Entry]] = {}
@@ -135,6 +181,9 @@ class DedupeHandler:
         decided: dict[str, tuple[Status, Reason]] = {}
         for (petition_id, _), entries in groups.items():
             decided.update(resolve(entries, rules[petition_id]))
+        self.last = BatchStats(new=len(new), rematched=len(rematched), groups=len(groups),
+                               largest_group=max((len(g) for g in groups.values()), default=0),
+                               read=len(read))
         rows_by_id = {str(r["signature_id"]): r for r in stored}
         changed = [
             (sid, status, reason) for sid, (status, reason) in decided.items()
@@ -170,6 +219,7 @@ class DedupeHandler:
                 [sid for sid, _, _ in changed], [s.value for _, s, _ in changed],
                 [r.value for _, _, r in changed],
             )
+        self.last.changed = len(changed)
         if not revisions:
             return 0
         events = [self.event(r) for r in revisions]
