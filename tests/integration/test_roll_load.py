@@ -279,7 +279,8 @@ async def test_a_file_that_fails_to_read_during_the_upload_ends_it_with_why(
             with pytest.raises(CliError) as e:
                 await upload_roll(ch, path)
         assert str(e.value) == (f"{path}: the file could not be read to its end during the "
-                                "upload (Input/output error); nothing was loaded")
+                                "upload (Input/output error); the load was abandoned and "
+                                "nothing was loaded")
         version = int(await pool.fetchval("SELECT max(version) FROM matching.roll_versions"))
         for _ in range(100):
             row = await pool.fetchrow(
@@ -287,7 +288,7 @@ async def test_a_file_that_fails_to_read_during_the_upload_ends_it_with_why(
             if row["state"] == "discarded":
                 break
             await asyncio.sleep(0.1)
-        assert row["state"] == "discarded" and "the client stopped the upload" in row["note"]
+        assert row["state"] == "discarded" and "the client abandoned the upload" in row["note"]
         assert await active_version(pool) == before
 
 

@@ -214,11 +214,12 @@ async def upload_roll(channel: grpc.aio.Channel, path: Path, max_rejected: str =
     The file follows the server's first answer, and stops when the server says the load is
     discarded, so that no write is under way when the call ends with its status. The file is
     checked first (``roll_encoding``): one that cannot be a roll is refused (CliError) before
-    the call, and makes no roll version. Should it become unreadable during the upload, the
-    call is cancelled (the server discards the version) and CliError says why."""
+    the call, and makes no roll version. Should it become unreadable during the upload, a
+    second header is sent, which the server refuses (INVALID_ARGUMENT, the version discarded),
+    and CliError says why."""
     encoding = roll_encoding(path)
     sent = 0
-    go, stop = asyncio.Event(), False
+    go, stop, ended = asyncio.Event(), False, asyncio.Event()
     failure: str | None = None
     stub = matching_pb2_grpc.MatchingServiceStub(channel)
     # A caller who may not load rolls is told so by a plain call first: a stream refused
@@ -229,8 +230,10 @@ async def upload_roll(channel: grpc.aio.Channel, path: Path, max_rejected: str =
 
     async def requests() -> AsyncIterator[matching_pb2.LoadRollRequest]:
         # An exception raised here is swallowed by gRPC, which cancels the call (the client
-        # sees only CancelledError): why is kept in ``failure``. The stream must not just
-        # end: the server would load the file's first part as if it were all of it.
+        # sees only CancelledError), and the server may take a cancelled stream for the end
+        # of the file and load its first part as if it were all of it. So a file that fails
+        # to read ends the load in band: a second header, which the server refuses before
+        # anything after it (why is kept in ``failure``); the stream stays open meanwhile.
         nonlocal sent, failure
         yield matching_pb2.LoadRollRequest(header=matching_pb2.RollHeader(
             source=path.name, max_rejected=max_rejected, activation_timeout_seconds=timeout))
@@ -244,10 +247,12 @@ async def upload_roll(channel: grpc.aio.Channel, path: Path, max_rejected: str =
             except (OSError, ValueError) as exc:  # UnicodeDecodeError: the file changed
                 failure = (f"{path}: the file could not be read to its end during the upload "
                            f"({getattr(exc, 'strerror', None) or 'its text changed'}); "
-                           "nothing was loaded")
+                           "the load was abandoned and nothing was loaded")
             if failure is not None:
-                call.cancel()
-                raise CliError(failure)
+                yield matching_pb2.LoadRollRequest(header=matching_pb2.RollHeader(
+                    source=path.name))
+                await ended.wait()
+                return
             if chunk is None:
                 return
             yield matching_pb2.LoadRollRequest(data=chunk)
@@ -263,13 +268,14 @@ async def upload_roll(channel: grpc.aio.Channel, path: Path, max_rejected: str =
             last = p
             if on_progress is not None:
                 on_progress(p, sent)
-    except (asyncio.CancelledError, grpc.aio.AioRpcError):
+    except grpc.aio.AioRpcError:
         if failure is None:
             raise
         raise CliError(failure) from None
     finally:
         stop = True
         go.set()
+        ended.set()
     if last is None or last.state != matching_pb2.ROLL_STATE_ACTIVE:
         raise CliError("the roll load ended without activating a version")
     return last

@@ -229,7 +229,9 @@ class MatchingService(matching_pb2_grpc.MatchingServiceServicer):
             try:
                 async for part in parts:
                     if part.HasField("header"):
-                        raise InvalidArgument("a roll load has exactly one header")
+                        raise InvalidArgument(
+                            "the client abandoned the upload (a second header: a roll load "
+                            "has exactly one)")
                     if part.data and not discarding.is_set():
                         await inbound.put(part.data)
             except InvalidArgument as exc:
