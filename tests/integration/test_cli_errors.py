@@ -14,6 +14,8 @@ from sigverify_cli import stack
 from tests.integration import helpers as h
 from tests.integration.test_model_cli import cli
 
+pytestmark = pytest.mark.integration
+
 
 async def test_a_quote_that_never_closes_is_rejected_naming_its_column_and_lines(
         live_stack: stack.StackState, tmp_path: Path) -> None:
@@ -63,8 +65,6 @@ async def test_review_list_refuses_a_petition_or_county_that_does_not_exist(
         assert out.startswith("0 signature(s) awaiting review"), out
 
 
-@pytest.mark.xfail(strict=True, reason="needs the CLI change to wait_done given in the "
-                   "report (services/cli/sigverify_cli/main.py is another engineer's)")
 async def test_wait_for_a_petition_that_has_received_nothing_returns_at_once(
         live_stack: stack.StackState) -> None:
     # The by-hand trial: the whole timeout was waited, then "timed out after 300s: 0 of 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import os
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from sigverify.intake.v1 import intake_pb2, intake_pb2_grpc
 from sigverify.tally.v1 import tally_pb2, tally_pb2_grpc
 from sigverify_cli import credentials
 from sigverify_cli.stack import StackState
+from sigverify_common.csvtext import CsvRecords
 from sigverify_common.errors import InvalidArgument
 from sigverify_common.textfile import open_text
 
@@ -110,38 +110,25 @@ def read_batch(path: Path) -> tuple[list[str], BatchRows]:
     """The header and the rows of a batch CSV, read lazily in the file's own encoding
     (UTF-8 with or without BOM, cp1252, latin-1; see ``sigverify_common.textfile``).
 
-    A record the csv module cannot read (broken quoting, a field over its 128 KiB limit) is
-    given as unreadable, with the reason, for intake to reject with its record number."""
+    A record that cannot be read as one row (a quote never closed, or closed lines later; a
+    field over the csv module's 128 KiB limit) is given as unreadable, with the lines of the
+    file it took (see ``sigverify_common.csvtext``), for intake to reject with its record
+    number: no line of the file goes unreported."""
     try:
         fh = open_text(path)
     except InvalidArgument as exc:
         raise CliError(str(exc)) from None
-    reader = csv.reader(fh)
+    records = CsvRecords(fh, str(path))
     try:
-        columns = next(reader)
-    except StopIteration:
+        columns = records.header()
+    except InvalidArgument as exc:
         fh.close()
-        raise CliError(f"{path}: the file is empty (no header row)") from None
-    except csv.Error as exc:
-        fh.close()
-        raise CliError(f"{path}: unreadable header: {exc}") from None
+        raise CliError(str(exc)) from None
 
     def rows() -> Generator[BatchRow, None, None]:
-        record = 0
         with fh:
-            while True:
-                record += 1
-                try:
-                    values = next(reader)
-                except StopIteration:
-                    return
-                except csv.Error as exc:
-                    yield record, [], f"line {reader.line_num}: {exc}"
-                    continue
-                if not values or values == [""]:
-                    record -= 1
-                    continue
-                yield record, values, ""
+            for r in records:
+                yield r.number, r.values, r.problem
 
     return columns, BatchRows(fh, rows())
 

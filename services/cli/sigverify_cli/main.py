@@ -886,6 +886,15 @@ async def report_cmd(ep: Endpoints, args: argparse.Namespace) -> int:
     return 0
 
 
+class NothingReceived(CliError):
+    """``wait`` for a petition that has received no signature: it would wait in vain."""
+
+
+#: The exit status of ``wait`` when the petition has received nothing (1 is a refused call,
+#: 2 a timeout: waiting longer would not help either, but a script should tell them apart).
+EXIT_NOTHING_RECEIVED = 3
+
+
 async def wait_done(ep: Endpoints, petition: str, timeout: float) -> tally_pb2.Tally:
     """Until every signature sent to verification has a final status (signatures outside a
     random sample are not pending: they are never verified unless a full count is ordered)."""
@@ -900,7 +909,14 @@ async def wait_done(ep: Endpoints, petition: str, timeout: float) -> tally_pb2.T
                 t = await client.get_tally(ch, petition)
                 prog.update(task, completed=t.total.verified,
                             total=(t.total.received - t.total.not_sampled) or None)
-                if t.total.received > 0 and t.total.pending == 0:
+                if t.total.received == 0:
+                    # The received count is intake's, committed with each batch: nothing
+                    # is on its way that a longer wait would see.
+                    raise NothingReceived(
+                        f"nothing to wait for: petition {petition} has received no signature "
+                        f"({t.rows_rejected:,} rows rejected at intake); submit its batches "
+                        "first")
+                if t.total.pending == 0:
                     return t
                 if time.monotonic() > end:
                     raise CliError(f"timed out after {timeout:.0f}s: {t.total.pending:,} of "
@@ -959,7 +975,11 @@ async def wait_cmd(ep: Endpoints, args: argparse.Namespace) -> int:
         if t.statutory.explanation:
             console.print(escape(t.statutory.explanation))
         return 0
-    t = await wait_done(ep, args.petition, args.timeout)
+    try:
+        t = await wait_done(ep, args.petition, args.timeout)
+    except NothingReceived as exc:
+        _error(str(exc))
+        return EXIT_NOTHING_RECEIVED
     c = t.total
     if c.not_sampled:
         console.print(f"all {c.received - c.not_sampled:,} signatures of {args.petition} sent to "
