@@ -372,6 +372,58 @@ async def test_a_load_the_client_abandons_leaves_nothing_behind(
     assert "1 of 11 rows rejected" in (e.value.details() or "")
 
 
+async def _raw_load(ch: grpc.aio.Channel, path: Path, end: int | None
+                    ) -> tuple[grpc.StatusCode | None, str]:
+    """LoadRoll as a client of its own makes it: the header, the whole file once the server
+    answers, then the end announcing ``end`` bytes (None: no end; the stream just stops,
+    as gRPC may present a client's Ctrl-C to the server)."""
+    go = asyncio.Event()
+
+    async def requests() -> AsyncIterator[matching_pb2.LoadRollRequest]:
+        yield matching_pb2.LoadRollRequest(header=matching_pb2.RollHeader(source=path.name))
+        await go.wait()
+        yield matching_pb2.LoadRollRequest(data=path.read_bytes())
+        if end is not None:
+            yield matching_pb2.LoadRollRequest(end=matching_pb2.RollEnd(bytes=end))
+
+    try:
+        async for _ in matching_pb2_grpc.MatchingServiceStub(ch).LoadRoll(requests(),
+                                                                           timeout=120):
+            go.set()
+    except grpc.aio.AioRpcError as e:
+        return e.code(), e.details() or ""
+    return None, ""
+
+
+async def test_an_upload_that_stops_before_its_end_loads_nothing(
+    live_stack: stack.StackState, loaded_roll: int, tmp_path: Path
+) -> None:
+    """The whole file arrives, but not its end: nothing is loaded, the version is discarded
+    and the roll in use stays. (Before the end message, a stream that stopped was the end of
+    the file: a client's Ctrl-C could load and activate the part sent so far.) An end that
+    announces another length is refused too; with the right one the file loads."""
+    path = write_roll(tmp_path / "whole.csv", 150)  # its one broken row within 1 %
+    size = path.stat().st_size
+    async with database(live_stack) as pool:
+        before = await active_version(pool)
+        async with h.channel(live_stack, "matching") as ch:
+            for end, says in ((None, "the upload stopped before the end of the file"),
+                              (size + 1, f"announced {size + 1:,} bytes of the file, "
+                                         f"{size:,} arrived")):
+                code, details = await _raw_load(ch, path, end)
+                assert code == grpc.StatusCode.INVALID_ARGUMENT and says in details, details
+                version = int(await pool.fetchval(
+                    "SELECT max(version) FROM matching.roll_versions"))
+                row = await pool.fetchrow(
+                    "SELECT state, note FROM matching.roll_versions WHERE version = $1", version)
+                assert row["state"] == "discarded" and says in row["note"], dict(row)
+                assert await active_version(pool) == before
+            assert await _raw_load(ch, path, size) == (None, "")
+        assert await active_version(pool) != before
+        rc, _out, err = await cli(live_stack, "roll", "activate", str(before))
+        assert rc == 0, err
+
+
 # -- list, activate, rollback ----------------------------------------------------------------------
 
 async def test_roll_list_activate_and_rollback(

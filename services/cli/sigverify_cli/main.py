@@ -254,6 +254,8 @@ async def upload_roll(channel: grpc.aio.Channel, path: Path, max_rejected: str =
                 await ended.wait()
                 return
             if chunk is None:
+                # The file is complete: without this the server loads nothing.
+                yield matching_pb2.LoadRollRequest(end=matching_pb2.RollEnd(bytes=sent))
                 return
             yield matching_pb2.LoadRollRequest(data=chunk)
             sent += len(chunk)

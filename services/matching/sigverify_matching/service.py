@@ -226,14 +226,32 @@ class MatchingService(matching_pb2_grpc.MatchingServiceServicer):
         load = RollLoad(source=source)
 
         async def feed() -> None:
+            received, complete = 0, False
             try:
                 async for part in parts:
                     if part.HasField("header"):
                         raise InvalidArgument(
                             "the client abandoned the upload (a second header: a roll load "
                             "has exactly one)")
+                    if complete:
+                        raise InvalidArgument("the upload went on after its end")
+                    if part.HasField("end"):
+                        if part.end.bytes != received:
+                            raise InvalidArgument(
+                                f"the upload's end announced {part.end.bytes:,} bytes of the "
+                                f"file, {received:,} arrived: nothing was loaded")
+                        complete = True
+                        continue
+                    received += len(part.data)
                     if part.data and not discarding.is_set():
                         await inbound.put(part.data)
+                if not complete:
+                    # A stream that ends without the end of the file: the client stopped
+                    # (Ctrl-C) or was cut off. gRPC may present a cancelled upload so; what
+                    # arrived is not the roll, however well it reads.
+                    raise InvalidArgument(
+                        "the upload stopped before the end of the file (the client stopped "
+                        "or was cut off): nothing was loaded")
             except InvalidArgument as exc:
                 await inbound.put(exc)
                 return
