@@ -7,7 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from sigverify_common.errors import InvalidArgument
+from sigverify_common.config import counties_var
+from sigverify_common.errors import ConfigError, InvalidArgument
+from sigverify_common.vocab import CALIFORNIA_COUNTIES, Counties
+from sigverify_intake.config import Config as IntakeConfig
+from sigverify_matching.config import Config as MatchingConfig
 from sigverify_matching.roll import (
     CALIFORNIA,
     DEFAULT_MAX_REJECTED,
@@ -16,7 +20,6 @@ from sigverify_matching.roll import (
     MaxRejected,
     Rejections,
     RollLoad,
-    counties_from_env,
     read_roll,
     read_roll_text,
     refusal,
@@ -244,9 +247,26 @@ def test_an_unknown_county_a_future_birth_and_a_row_without_a_name_are_rejected(
     assert refusal(load, MaxRejected.parse("6")) is None
 
 
+SERVICE_ENV = {"DATABASE_URL": "postgresql://x/y", "KAFKA_BOOTSTRAP_SERVERS": "k:9092",
+               "GRPC_PORT": "50051", "METRICS_PORT": "9100"}
+
+
+def test_matching_and_intake_read_one_county_list() -> None:
+    """One reader of COUNTIES (sigverify_common.config.counties_var) for both services."""
+    assert counties_var({}) is CALIFORNIA_COUNTIES
+    assert counties_var({"COUNTIES": " "}) is CALIFORNIA_COUNTIES
+    assert counties_var({"COUNTIES": "clark,  Washoe ,CLARK"}) == ("Clark", "Washoe")
+    for env in ({}, {"COUNTIES": "clark, Washoe"}):
+        assert MatchingConfig.from_env({**SERVICE_ENV, **env}).counties == \
+            IntakeConfig.from_env({**SERVICE_ENV, **env}).counties == counties_var(env)
+    for config in (MatchingConfig, IntakeConfig):
+        with pytest.raises(ConfigError, match="COUNTIES has an empty name"):
+            config.from_env({**SERVICE_ENV, "COUNTIES": "Kern,,Inyo"})
+
+
 def test_the_counties_a_roll_may_name_are_intakes(tmp_path: Path) -> None:
-    assert counties_from_env({}) is CALIFORNIA and counties_from_env({"COUNTIES": " "}) is CALIFORNIA
-    counties = counties_from_env({"COUNTIES": "Clark, washoe"})
+    assert len(CALIFORNIA) == 58
+    counties = Counties(counties_var({"COUNTIES": "Clark, washoe"}))
     errors: list[tuple[int, str, str]] = []
     path = roll(tmp_path, row("V1", county="WASHOE"), row("V2", county="Fresno"))
     with path.open(newline="", encoding="utf-8") as fh:

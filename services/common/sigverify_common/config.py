@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Self
 
 from sigverify_common.errors import ConfigError
+from sigverify_common.vocab import CALIFORNIA_COUNTIES, canonical_county
 
 
 def require(env: Mapping[str, str], name: str) -> str:
@@ -31,6 +32,21 @@ def int_var(env: Mapping[str, str], name: str, default: int | None = None) -> in
         return int(raw)
     except ValueError:
         raise ConfigError(f"environment variable {name} must be an integer, got {raw!r}") from None
+
+
+def counties_var(env: Mapping[str, str]) -> tuple[str, ...]:
+    """``COUNTIES``: the deployment's counties, comma-separated, each in ``canonical_county``'s
+    spelling (duplicates dropped); unset or blank: California's 58. The one reader of
+    ``COUNTIES``: intake (batches, filings, clerks' tokens) and matching (roll rows, the review
+    list) agree on the list. An empty name ("Kern,,Inyo") is refused."""
+    raw = env.get("COUNTIES")
+    if raw is None or not raw.strip():
+        return CALIFORNIA_COUNTIES
+    names = [canonical_county(n) for n in raw.split(",")]
+    if not all(names):
+        raise ConfigError("environment variable COUNTIES has an empty name (comma-separated "
+                          "county names, e.g. 'Kern,Los Angeles')")
+    return tuple(dict.fromkeys(names))
 
 
 def float_var(env: Mapping[str, str], name: str, default: float) -> float:

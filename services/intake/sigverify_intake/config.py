@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Self
 
-from sigverify_common.config import ServiceConfig, int_var
+from sigverify_common.config import ServiceConfig, counties_var, int_var
 from sigverify_common.errors import ConfigError
-from sigverify_common.vocab import CALIFORNIA_COUNTIES, canonical_county
+from sigverify_common.vocab import CALIFORNIA_COUNTIES
 
 #: A full count keeps at most this many signatures sent to matching and not yet verified, so
 #: that it can stop close to the requirement (AB 2219) without starving the matchers.
@@ -17,18 +17,6 @@ DEFAULT_FULL_COUNT_IN_FLIGHT = 20_000
 #: The largest message intake accepts: far above a client's row chunks (the CLI sends at most
 #: about 1 MiB), far below what would let one request or row stall the pipeline.
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
-
-
-def counties_var(env: Mapping[str, str]) -> tuple[str, ...]:
-    """``COUNTIES``: comma-separated county names; unset: California's 58."""
-    raw = env.get("COUNTIES")
-    if raw is None or not raw.strip():
-        return CALIFORNIA_COUNTIES
-    names = [canonical_county(n) for n in raw.split(",")]
-    if not all(names):
-        raise ConfigError("environment variable COUNTIES has an empty name (comma-separated "
-                          "county names, e.g. 'Kern,Los Angeles')")
-    return tuple(dict.fromkeys(names))
 
 
 @dataclass(frozen=True, slots=True)

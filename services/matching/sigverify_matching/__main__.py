@@ -12,6 +12,7 @@ from sigverify.review.v1 import review_pb2, review_pb2_grpc
 from sigverify_common.kafka import BatchConsumer
 from sigverify_common.service import Runtime, ServiceSpec, run_service
 from sigverify_common.topics import SIGNATURE_MATCHED, SIGNATURE_RECEIVED
+from sigverify_common.vocab import Counties
 from sigverify_matching import store
 from sigverify_matching.config import Config
 from sigverify_matching.consumer import Deadlines, MatchHandler
@@ -37,10 +38,12 @@ async def setup(rt: Runtime, server: grpc.aio.Server) -> Sequence[str]:
         max_records=2000, ahead=True,
     )
     rt.loops.append(consumer.run)
+    counties = Counties(rt.config.counties)
     matching_pb2_grpc.add_MatchingServiceServicer_to_server(
         MatchingService(rt.pool, roll, Deadlines(rt.pool), rt.config.match, rt.config.roll,
-                        models, mc), server)
-    review_pb2_grpc.add_ReviewServiceServicer_to_server(ReviewService(rt.pool, rt.outbox), server)
+                        models, mc, counties), server)
+    review_pb2_grpc.add_ReviewServiceServicer_to_server(
+        ReviewService(rt.pool, rt.outbox, counties), server)
     return [matching_pb2.DESCRIPTOR.services_by_name["MatchingService"].full_name,
             review_pb2.DESCRIPTOR.services_by_name["ReviewService"].full_name]
 

@@ -8,8 +8,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Self
 
-from sigverify_common.config import ServiceConfig, float_var, int_var
+from sigverify_common.config import ServiceConfig, counties_var, float_var, int_var
 from sigverify_common.errors import ConfigError
+from sigverify_common.vocab import CALIFORNIA_COUNTIES
 from sigverify_matching.domain import MatchConfig
 
 
@@ -47,6 +48,8 @@ class Config(ServiceConfig):
     match: MatchConfig = field(default_factory=MatchConfig)
     roll: RollConfig = field(default_factory=RollConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    #: The counties roll rows and the review list may name (COUNTIES, as intake reads it).
+    counties: tuple[str, ...] = CALIFORNIA_COUNTIES
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
@@ -84,4 +87,5 @@ class Config(ServiceConfig):
         if not 0 < match.review_threshold <= match.accept_threshold <= 100:
             raise ConfigError("MATCH_REVIEW_THRESHOLD and MATCH_ACCEPT_THRESHOLD are "
                               "probabilities in percent: 0 < review <= accept <= 100")
-        return cls(**base, match=match, roll=roll, model=model)  # type: ignore[arg-type]
+        return cls(**base, match=match, roll=roll, model=model,  # type: ignore[arg-type]
+                   counties=counties_var(e))

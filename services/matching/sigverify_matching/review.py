@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
 from typing import Any
 
 import asyncpg
@@ -20,10 +19,10 @@ from sigverify.common.v1 import common_pb2
 from sigverify.events.v1 import events_pb2
 from sigverify.review.v1 import review_pb2, review_pb2_grpc
 from sigverify_common import audit, auth, kafka
+from sigverify_common.config import counties_var
 from sigverify_common.convert import date_text, parse_uuid, reason_from_pb, reason_to_pb, source_to_pb
 from sigverify_common.errors import FailedPrecondition, InvalidArgument, NotFound
 from sigverify_common.vocab import (
-    CALIFORNIA_COUNTIES,
     REVIEW_REJECTIONS,
     Counties,
     Decision,
@@ -74,13 +73,6 @@ def item_to_pb(r: asyncpg.Record) -> review_pb2.ReviewItem:
     )
 
 
-def counties_of(env: Mapping[str, str]) -> Counties:
-    """The deployment's counties: ``COUNTIES`` (comma-separated, as intake reads it), else
-    California's 58."""
-    names = [n for n in env.get("COUNTIES", "").split(",") if n.strip()]
-    return Counties(names or CALIFORNIA_COUNTIES)
-
-
 def unknown_county(counties: Counties, text: str) -> InvalidArgument:
     """The error for a county that is not one of ``counties`` (as intake words it)."""
     hint = counties.suggest(text)
@@ -103,7 +95,8 @@ class ReviewService(review_pb2_grpc.ReviewServiceServicer):
                  counties: Counties | None = None) -> None:
         self._pool = pool
         self._outbox = outbox
-        self._counties = counties if counties is not None else counties_of(os.environ)
+        self._counties = (counties if counties is not None
+                          else Counties(counties_var(os.environ)))
 
     async def _listed_county(self, petition_id: str, text: str) -> str:
         """The county a list is narrowed to ("" for all): NOT_FOUND for a petition that does

@@ -26,7 +26,7 @@ import difflib
 import io
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -52,11 +52,6 @@ STATUSES = frozenset({"ACTIVE", "INACTIVE", "CANCELLED"})
 #: The counties a roll may name unless told otherwise.
 CALIFORNIA = Counties(CALIFORNIA_COUNTIES)
 
-
-def counties_from_env(env: Mapping[str, str]) -> Counties:
-    """``COUNTIES`` (comma-separated names, as intake reads it), else California's 58."""
-    names = [n for n in env.get("COUNTIES", "").split(",") if n.strip()]
-    return Counties(names) if names else CALIFORNIA
 
 #: (line, field, reason) of a row that cannot be read; never the row's content.
 Rejection = tuple[int, str, str]

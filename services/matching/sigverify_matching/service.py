@@ -18,6 +18,7 @@ import grpc
 
 from sigverify.matching.v1 import matching_pb2, matching_pb2_grpc
 from sigverify_common import auth
+from sigverify_common.config import counties_var
 from sigverify_common.convert import parse_uuid
 from sigverify_common.db import Conn
 from sigverify_common.errors import (
@@ -27,7 +28,7 @@ from sigverify_common.errors import (
     SigVerifyError,
     Unavailable,
 )
-from sigverify_common.vocab import canonical_county
+from sigverify_common.vocab import Counties, canonical_county
 from sigverify_matching import convert, engine, store, versions
 from sigverify_matching.config import ModelConfig, RollConfig
 from sigverify_matching.consumer import Deadlines
@@ -36,7 +37,6 @@ from sigverify_matching.roll import (
     ChunkStream,
     MaxRejected,
     RollLoad,
-    counties_from_env,
     load_roll_text,
     text_of,
 )
@@ -109,8 +109,8 @@ async def _stream(
 class MatchingService(matching_pb2_grpc.MatchingServiceServicer):
     def __init__(self, pool: asyncpg.Pool, roll: RollIndex, deadlines: Deadlines,
                  config: MatchConfig, roll_config: RollConfig | None = None,
-                 models: store.Models | None = None, model_config: ModelConfig | None = None
-                 ) -> None:
+                 models: store.Models | None = None, model_config: ModelConfig | None = None,
+                 counties: Counties | None = None) -> None:
         self._pool = pool
         self._roll = roll
         self._deadlines = deadlines
@@ -119,7 +119,8 @@ class MatchingService(matching_pb2_grpc.MatchingServiceServicer):
         self._models = models or store.Models(pool)
         self._model_config = model_config or ModelConfig()
         #: The counties a roll's rows may name: intake's (COUNTIES, else California's).
-        self._counties = counties_from_env(os.environ)
+        self._counties = (counties if counties is not None
+                          else Counties(counties_var(os.environ)))
 
     async def ExplainSignature(
         self, request: matching_pb2.ExplainSignatureRequest,
