@@ -283,6 +283,56 @@ def test_a_version_or_id_out_of_range_is_a_usage_error(
     assert "unexpected" not in text and "previous (rollback)" not in text
 
 
+BIG = "99999999999999999999"
+CREATE = ["petition", "create", "--id", "p", "--deadline", "2026-06-30"]
+
+
+@pytest.mark.parametrize("argv, problem", [
+    ([*CREATE, "--required", BIG], f"--required '{BIG}' is too large (at most "
+     "9,223,372,036,854,775,807)"),
+    ([*CREATE, "--required", "0"], "--required must be a positive number, not '0'"),
+    ([*CREATE, "--required", "1e3"], "--required must be a positive number, not '1e3'"),
+    ([*CREATE, "--required", "5", "--sample-minimum", BIG], "--sample-minimum '9999"),
+    ([*CREATE, "--required", "5", "--sample-minimum", "0"],
+     "--sample-minimum must be a positive number, not '0'"),
+    (["review", "list", "--petition", "p", "--limit", "2147483648"],
+     "--limit '2147483648' is too large (at most 2,147,483,647)"),
+    (["review", "list", "--petition", "p", "--limit", "-1"],
+     "--limit must be a positive number, not '-1'"),
+    (["watch", "--petition", "p", "--interval-ms", BIG], "--interval-ms '9999"),
+    (["watch", "--petition", "p", "--interval-ms", "0"], "--interval-ms must be a positive number"),
+    (["demo", "--voters", "0"], "--voters must be a positive number, not '0'"),
+    (["demo", "--seed", "-3"], "--seed must be a number, 0 or more, not '-3'"),
+    (["bench", "--batch-size", "0"], "--batch-size must be a positive number, not '0'"),
+    (["bench", "--signatures", BIG], "--signatures '9999"),
+    (["eval-data", "make", "synth", "--out", "x", "--workers", "0"],
+     "--workers must be a positive number, not '0'"),
+    (["eval-data", "make", "synth", "--out", "x", "--shard-voters", "-1"],
+     "--shard-voters must be a number, 0 or more, not '-1'"),
+])
+def test_every_integer_option_is_range_checked_as_a_usage_error(
+        argv: list[str], problem: str, no_stack: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """They used to reach the request: --required 99999999999999999999 or --limit 2147483648
+    raised ValueError building the protobuf ('unexpected ValueError', exit 70), --limit -1 reached
+    Postgres's LIMIT, --batch-size 0 the generator."""
+    code, text = run_cli(argv, capsys)
+    assert code == 2, text
+    lines = [line for line in text.splitlines() if line.startswith("sigverify")
+             and "error:" in line]
+    assert len(lines) == 1 and problem in lines[0], text
+    assert "unexpected" not in text and "Traceback" not in text
+
+
+def test_integer_options_in_range_parse_as_numbers() -> None:
+    args = cli_main.parser().parse_args([*CREATE, "--required", " 9223372036854775807 ",
+                                         "--sample-minimum", "+500"])
+    assert (args.required, args.sample_minimum) == ((1 << 63) - 1, 500)
+    args = cli_main.parser().parse_args(["review", "list", "--petition", "p", "--limit",
+                                         "2147483647"])
+    assert args.limit == (1 << 31) - 1
+    assert cli_main.parser().parse_args(["review", "list", "--petition", "p"]).limit == 50
+
+
 def test_without_a_stack_home_the_error_says_where_it_looked(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

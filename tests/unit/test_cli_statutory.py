@@ -299,11 +299,14 @@ def test_petition_options_parse_and_check() -> None:
             rules.qualify_above_percent) == (300, "2.5", "90", "")
     assert main.parser().parse_args(["petition", "create", "--id", "p", "--required", "1",
                                      "--deadline", "2026-06-30"]).method == "full-count"
-    for bad in (["--sample-percent", "three"], ["--fail-below", "120"], ["--sample-minimum", "0"]):
+    for bad in (["--sample-percent", "three"], ["--fail-below", "120"]):
         with pytest.raises(CliError):
             main.sampling_of(main.parser().parse_args(
                 ["petition", "set-method", "--petition", "p", "--method", "random-sample",
                  "--reason", "r", *bad]))
+    with pytest.raises(SystemExit):     # --sample-minimum is range-checked as it is parsed
+        main.parser().parse_args(["petition", "set-method", "--petition", "p", "--method",
+                                  "random-sample", "--reason", "r", "--sample-minimum", "0"])
     with pytest.raises(CliError):
         main.check_instant("May 1st", "--filing-closes")
     assert main.check_instant("2026-05-01T17:00:00-07:00", "--filing-closes")

@@ -116,24 +116,26 @@ def score(truth_csv: Path, results_csv: Path,
 
 
 def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
+    from sigverify_cli.main import _whole
+
     ev = sub.add_parser("eval-data", help="evaluation data sets (hostile synthetic, FEBRL) "
                         "and scoring a results export against their truth")
     evs = ev.add_subparsers(dest="action", required=True)
     mk = evs.add_parser("make", help="write a data set: roll, batches, batches.csv, truth")
     mk.add_argument("kind", choices=KINDS)
     mk.add_argument("--out", required=True, help="directory to write into")
-    mk.add_argument("--voters", type=int, default=100_000)
-    mk.add_argument("--signatures", type=int, default=20_000)
-    mk.add_argument("--seed", type=int, default=7)
-    mk.add_argument("--batch-size", type=int, default=1_000)
+    mk.add_argument("--voters", type=_whole("--voters", 1), default=100_000)
+    mk.add_argument("--signatures", type=_whole("--signatures", 1), default=20_000)
+    mk.add_argument("--seed", type=_whole("--seed", 0), default=7)
+    mk.add_argument("--batch-size", type=_whole("--batch-size", 1), default=1_000)
     mk.add_argument("--hostile", action="store_true",
                     help="the hostile profile (the same as the kind 'hostile')")
     mk.add_argument("--holdout", action="store_true",
                     help="FEBRL: leave 10 %% of the originals out of the roll")
     mk.add_argument("--california", action="store_true", help="all 58 California counties")
-    mk.add_argument("--shard-voters", type=int, default=0, metavar="N",
+    mk.add_argument("--shard-voters", type=_whole("--shard-voters", 0), default=0, metavar="N",
                     help="generate in shards of about N voters (bounded memory)")
-    mk.add_argument("--workers", type=int, default=1, help="shards generated at once")
+    mk.add_argument("--workers", type=_whole("--workers", 1), default=1, help="shards generated at once")
     sc = evs.add_parser("score", help="score a `results export` CSV against a truth CSV")
     sc.add_argument("--truth", required=True)
     sc.add_argument("--results", required=True)

@@ -426,8 +426,6 @@ def sampling_of(args: argparse.Namespace) -> common_pb2.SamplingRules:
             ok = False
         if not ok:
             raise CliError(f"{flag} {text!r} is not a decimal number")
-    if args.sample_minimum is not None and args.sample_minimum < 1:
-        raise CliError("--sample-minimum must be at least 1")
     pb = common_pb2.SamplingRules(
         minimum_sample=args.sample_minimum or 0, sample_percent=args.sample_percent.strip(),
         fail_below_percent=args.fail_below.strip(), qualify_above_percent=args.qualify_above.strip())
@@ -1344,13 +1342,18 @@ class _Parser(argparse.ArgumentParser):
                                "admin token)")
 
 
-#: The largest id or count a request carries (the protos' int64).
+#: The largest id or count a request carries (the protos' int64) ...
 MAX_INT64 = (1 << 63) - 1
+#: ... and the largest an int32 field carries (review list's limit, watch's interval).
+MAX_INT32 = (1 << 31) - 1
 
 
-def _whole(what: str, least: int) -> Callable[[str], int]:
-    """An argparse type: a whole number from ``least`` up to MAX_INT64, else a plain error
-    naming ``what`` (argparse prints it with the usage and exits with status 2)."""
+def _whole(what: str, least: int, most: int = MAX_INT64, *,
+           identifier: bool = False) -> Callable[[str], int]:
+    """An argparse type: a whole number from ``least`` to ``most`` (by default the protos'
+    int64), else one plain line naming ``what`` (argparse prints it with the usage and exits
+    with status 2). ``identifier``: ``what`` names a thing (a version, a model id), so a number
+    too large for it is "no such" one rather than "too many"."""
     rule = "a positive number" if least > 0 else "a number, 0 or more"
 
     def parse(text: str) -> int:
@@ -1361,9 +1364,12 @@ def _whole(what: str, least: int) -> Callable[[str], int]:
             n = None
         if n is None or n < least:
             raise argparse.ArgumentTypeError(f"{what} must be {rule}, not {_cut(text)}")
-        if n > MAX_INT64:
-            raise argparse.ArgumentTypeError(f"{what} {_cut(text)} is too large: there is no "
-                                             f"such {what} (at most {MAX_INT64:,})")
+        if n > most:
+            if identifier:
+                raise argparse.ArgumentTypeError(f"{what} {_cut(text)} is too large: there is "
+                                                 f"no such {what} (at most {most:,})")
+            raise argparse.ArgumentTypeError(f"{what} {_cut(text)} is too large (at most "
+                                             f"{most:,})")
         return n
     return parse
 
@@ -1397,7 +1403,7 @@ def parser() -> argparse.ArgumentParser:
     rli.add_argument("--all", action="store_true",
                      help=f"every version (default: the newest {ROLL_LIST_ROWS})")
     ra = rs.add_parser("activate", help="make a kept (ready) roll version active again")
-    ra.add_argument("version", type=_whole("version", 1),
+    ra.add_argument("version", type=_whole("version", 1, identifier=True),
                     help="the version to activate, as 'sigverify roll list' shows it")
     rr = rs.add_parser("rollback", help="make the previous roll version active again")
     for q in (ra, rr):
@@ -1409,7 +1415,8 @@ def parser() -> argparse.ArgumentParser:
     pc = ps.add_parser("create", help="create a petition")
     pc.add_argument("--id", required=True)
     pc.add_argument("--title", default="")
-    pc.add_argument("--required", type=int, required=True, help="valid signatures required")
+    pc.add_argument("--required", type=_whole("--required", 1), required=True, metavar="N",
+                    help="valid signatures required")
     pc.add_argument("--deadline", required=True, help="YYYY-MM-DD")
     pc.add_argument("--duplicate-policy", choices=[p.value for p in DuplicatePolicy],
                     default=DuplicatePolicy.KEEP_FIRST.value,
@@ -1478,7 +1485,9 @@ def parser() -> argparse.ArgumentParser:
     wa = sub.add_parser("watch", help="a live view of a petition's tally")
     wa.add_argument("--petition", required=True)
     wa.add_argument("--once", action="store_true", help="print one frame and exit")
-    wa.add_argument("--interval-ms", type=int, default=1000, help="fastest update rate")
+    wa.add_argument("--interval-ms", type=_whole("--interval-ms", 1, MAX_INT32), default=1000,
+                    metavar="MS", help="at most one update per MS milliseconds (default 1000; "
+                                       "the service sends none faster than 200)")
     wa.add_argument("--for", dest="for_seconds", type=float, default=86_400,
                     help="stop watching after this many seconds")
 
@@ -1497,7 +1506,8 @@ def parser() -> argparse.ArgumentParser:
     rl_ = rvs.add_parser("list", help="signatures awaiting review")
     rl_.add_argument("--petition", required=True)
     rl_.add_argument("--county", default="")
-    rl_.add_argument("--limit", type=int, default=50)
+    rl_.add_argument("--limit", type=_whole("--limit", 1, MAX_INT32), default=50, metavar="N",
+                     help="list at most N (default 50)")
     rl_.add_argument("--include-claimed", action="store_true")
     rl_.add_argument("--json", action="store_true")
     for verb in ("show", "claim", "resolve"):
@@ -1524,7 +1534,7 @@ def parser() -> argparse.ArgumentParser:
     mos = mo.add_subparsers(dest="action", required=True)
     mosh = mos.add_parser("show", help="the model in force: each field's levels with their m, u "
                           "and weight, the learned shares and priors")
-    mosh.add_argument("--model", type=_whole("model id", 1), default=0, metavar="ID",
+    mosh.add_argument("--model", type=_whole("model id", 1, identifier=True), default=0, metavar="ID",
                       help="an earlier model by its id (default: the newest model of the active "
                            "roll version, the one deciding now)")
     mosh.add_argument("--json", action="store_true")
@@ -1538,10 +1548,10 @@ def parser() -> argparse.ArgumentParser:
                       help="how long to wait for the model (default 900)")
 
     be = sub.add_parser("bench", help="measure throughput, memory and accuracy (make bench)")
-    be.add_argument("--voters", type=int, default=1_000_000)
-    be.add_argument("--signatures", type=int, default=100_000)
-    be.add_argument("--batch-size", type=int, default=2_000)
-    be.add_argument("--seed", type=int, default=2017)
+    be.add_argument("--voters", type=_whole("--voters", 1), default=1_000_000)
+    be.add_argument("--signatures", type=_whole("--signatures", 1), default=100_000)
+    be.add_argument("--batch-size", type=_whole("--batch-size", 1), default=2_000)
+    be.add_argument("--seed", type=_whole("--seed", 0), default=2017)
     be.add_argument("--skip-pipeline", action="store_true",
                     help="only the in-process figures: no stack, no roll load, no pipeline")
     be.add_argument("--skip-accuracy", action="store_true",
@@ -1576,9 +1586,9 @@ def parser() -> argparse.ArgumentParser:
     ck.add_argument("--petition", required=True)
 
     d = sub.add_parser("demo", help="generate data, run it through the stack, compare with truth")
-    d.add_argument("--voters", type=int, default=100_000)
-    d.add_argument("--signatures", type=int, default=20_000)
-    d.add_argument("--seed", type=int, default=7)
+    d.add_argument("--voters", type=_whole("--voters", 1), default=100_000)
+    d.add_argument("--signatures", type=_whole("--signatures", 1), default=20_000)
+    d.add_argument("--seed", type=_whole("--seed", 0), default=7)
     d.add_argument("--keep-up", action="store_true", help="leave the stack running afterwards")
     d.add_argument("--bench", action="store_true", help="print throughput figures")
     d.add_argument("--no-sample", dest="sample", action="store_false",
@@ -1593,7 +1603,8 @@ def _method_options(p: argparse.ArgumentParser, default: str | None) -> None:
                    required=default is None,
                    help="full-count: every signature verified; random-sample: California's "
                         "sample per county, projection, full count when in the band")
-    p.add_argument("--sample-minimum", type=int, default=None, metavar="N",
+    p.add_argument("--sample-minimum", type=_whole("--sample-minimum", 1), default=None,
+                   metavar="N",
                    help="every signature is verified in a county with N or fewer; otherwise "
                         "the sample is the greater of N and --sample-percent (default 500)")
     p.add_argument("--sample-percent", default="", metavar="P", help="decimal (default 3)")
