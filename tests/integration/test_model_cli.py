@@ -223,9 +223,14 @@ async def test_explain_prints_each_candidates_waterfall(
     check_waterfalls(out, list(x.candidates))
     best = waterfalls(out)[1]
     assert best[0].group(2) == x.voter_id and best[2] > 0  # odds in the voter's favour
+    # A VALID signature: the voter identified at the address, in the section's county.
+    why = [line for line in out.splitlines() if line.startswith("why: ")]
+    assert why == [f"why: {evidence.why(x)}"], out
+    assert why[0].startswith("why: the voter is identified (p ") and "address agrees" in why[0]
     code, out, err = await cli(live_stack, "explain", sid, "--json")
     assert code == 0, err
     j = json.loads(out)
+    assert j["why"] == evidence.why(x)
     assert (j["model_id"], j["prior_weight"]) == (x.model_id, round(x.prior_weight, 2))
     for c, pb in zip(j["candidates"], x.candidates, strict=True):
         assert c["voter_id"] == pb.voter_id and c["probability"] == round(pb.score, 2)
@@ -291,3 +296,15 @@ async def test_review_list_and_show_print_the_waterfall(
         got = await review_pb2_grpc.ReviewServiceStub(ch).GetReview(
             review_pb2.GetReviewRequest(signature_id=item["signature_id"]), timeout=10)
     check_waterfalls(out, list(got.candidates))
+    async with h.channel(live_stack, "matching") as ch:
+        x = await matching_pb2_grpc.MatchingServiceStub(ch).ExplainSignature(
+            matching_pb2.ExplainSignatureRequest(signature_id=item["signature_id"]), timeout=10)
+    # Why a person has to look: the rule that sent it to review, in words.
+    why = [line.strip() for line in out.splitlines() if line.strip().startswith("why: ")]
+    assert why == [f"why: {evidence.why(x)}"], out
+    assert ("a person says which" in why[0] or "neither confirmed nor refuted" in why[0]), why
+    code, out, err = await cli(live_stack, "review", "show", item["signature_id"], "--json")
+    assert code == 0, err
+    assert json.loads(out)["why"] == evidence.why(x)
+    code, out, err = await cli(live_stack, "explain", item["signature_id"])
+    assert code == 0 and f"why: {evidence.why(x)}" in out.splitlines(), out

@@ -7,7 +7,10 @@ import re
 import numpy as np
 
 from sigverify.common.v1 import common_pb2
+from sigverify.matching.v1 import matching_pb2
 from sigverify_cli import evidence
+from sigverify_common.convert import decision_to_pb, reason_to_pb
+from sigverify_common.vocab import Decision, Reason
 from sigverify_matching import convert, fs, store
 
 STEP = re.compile(r"^  [ +] (.{12}) (.+?)\s+([+-]\d+\.\d\d)\s+([+-]\d+\.\d\d)")
@@ -82,3 +85,64 @@ def test_the_model_shows_every_level_with_its_weight() -> None:
     assert "300 signatures" in heading[1] and "70.0 %" in heading[2]
     table = evidence.model_table(info)
     assert table.row_count == sum(len(v) for v in fs.LEVELS.values())
+
+
+def cand(voter: str, score: float, residence: str, county: str = "Kern",
+         prior: str = "in the section's county") -> common_pb2.Candidate:
+    return common_pb2.Candidate(voter_id=voter, county=county, score=score, evidence=[
+        common_pb2.FieldEvidence(field="prior", level=prior, weight=-20.0),
+        common_pb2.FieldEvidence(field="residence", level=residence, weight=5.0)])
+
+
+def explanation(decision: str, reason: str, voter: str, score: float,
+                *cands: common_pb2.Candidate) -> matching_pb2.Explanation:
+    return matching_pb2.Explanation(
+        decision=decision_to_pb(Decision(decision)), reason=reason_to_pb(Reason(reason)),
+        voter_id=voter, score=score, candidates=list(cands), accept_threshold=95.0,
+        review_threshold=50.0)
+
+
+def test_why_names_the_rule_that_decided() -> None:
+    """README "5. Decision", one sentence per rule, from the Explanation alone."""
+    cases = [
+        (explanation("REVIEW", "PENDING_REVIEW", "V1", 99.1, cand("V1", 99.1, "missing")),
+         "the voter is identified (p 99.10 % >= accept 95 %) but the address can be neither "
+         "confirmed nor refuted (no street name to compare)"),
+        (explanation("REVIEW", "PENDING_REVIEW", "V1", 49.0, cand("V1", 49.0, "exact"),
+                     cand("V2", 48.0, "exact")),
+         "no one candidate reaches accept 95 % (best 49.00 %); the voters at the signature's "
+         "address hold together >= review 50 % (one of them signed: a person says which)"),
+        (explanation("NO_MATCH", "ADDRESS_MISMATCH", "V1", 98.0, cand("V1", 98.0, "same street")),
+         "the voter is identified (p 98.00 % >= accept 95 %), but the signature's address is "
+         "not the voter's registered one (address: same street)"),
+        (explanation("NO_MATCH", "WRONG_COUNTY", "V1", 97.0,
+                     cand("V1", 97.0, "exact", "Inyo", "in another county")),
+         "the voter is identified (p 97.00 % >= accept 95 %), registered in Inyo, not the "
+         "section's county"),
+        (explanation("NO_MATCH", "NOT_REGISTERED", "", 12.0, cand("V1", 12.0, "exact")),
+         "no candidate is likely enough (best 12.00 %, review from 50 %)"),
+        (explanation("NO_MATCH", "NOT_REGISTERED", "", 80.0,
+                     cand("V1", 80.0, "exact", "Inyo", "in another county")),
+         "the best candidate (80.00 %) is below accept 95 % and registered in another county "
+         "(Inyo)"),
+        (explanation("NO_MATCH", "NOT_REGISTERED", "", 0.0), "no voter on the roll came near"),
+        (explanation("MATCH", "MATCHED", "V1", 99.9, cand("V1", 99.9, "exact")),
+         "the voter is identified (p 99.90 % >= accept 95 %), registered in the section's "
+         "county, and the address agrees (address: exact)"),
+        (explanation("MATCH", "VOTER_INACTIVE", "V1", 99.0, cand("V1", 99.0, "exact")),
+         "but the registration is inactive"),
+        (explanation("MATCH", "VOTER_CANCELLED", "V1", 99.0, cand("V1", 99.0, "exact")),
+         "but the registration is cancelled"),
+        (explanation("MATCH", "SIGNED_BEFORE_REGISTRATION", "V1", 99.0, cand("V1", 99.0, "exact")),
+         "but the voter signed before registering"),
+        (explanation("MATCH", "SIGNED_AFTER_DEADLINE", "V1", 99.0, cand("V1", 99.0, "exact")),
+         "but the voter signed after the petition's deadline"),
+        # A reviewer resolved it to the second candidate: its p, and who decided.
+        (explanation("MATCH", "MATCHED", "V2", 49.0, cand("V1", 49.0, "exact"),
+                     cand("V2", 48.0, "exact")),
+         "a reviewer named the voter (p 48.00 %, below accept 95 %)"),
+    ]
+    for x, words in cases:
+        got = evidence.why(x)
+        assert words in got, (words, got)
+        assert "\n" not in got

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from sigverify.common.v1 import common_pb2
 from sigverify.matching.v1 import matching_pb2
+from sigverify_common.convert import decision_from_pb, reason_from_pb
 
 #: The comparisons as a reviewer reads them.
 FIELD_NAMES = {
@@ -241,3 +242,98 @@ def model_table(m: matching_pb2.ModelInfo) -> Table:
                       level_text(c.comparison, lv.level), _pct(lv.m), _pct(lv.u), weight,
                       end_section=i == len(c.levels) - 1)
     return t
+
+
+# -- why: the decision in words ----------------------------------------------------------------
+
+#: Residence levels at which the signature's address is the voter's (``fs.ADDRESS_AGREES``).
+ADDRESS_AGREES = ("exact", "near (a slip)")
+
+#: The eligibility rules (README "5. Decision"), for a voter identified.
+ELIGIBILITY = {
+    "VOTER_INACTIVE": "the registration is inactive, and an inactive voter's signature does "
+                      "not count",
+    "VOTER_CANCELLED": "the registration is cancelled, and a cancelled voter's signature does "
+                       "not count",
+    "SIGNED_BEFORE_REGISTRATION": "the voter signed before registering (a signer must be "
+                                  "registered on the day of signing)",
+    "SIGNED_AFTER_DEADLINE": "the voter signed after the petition's deadline",
+}
+#: Reasons only a reviewer gives.
+REVIEWERS = {
+    "SIGNATURE_MISMATCH": "a reviewer found the signature is not the voter's",
+    "WITHDRAWN": "a reviewer recorded the signature as withdrawn",
+}
+
+
+def level_of(c: common_pb2.Candidate, field: str) -> str:
+    """The candidate's level for ``field`` ("" when it has none)."""
+    return next((e.level for e in c.evidence if e.field == field), "")
+
+
+def _pct2(p: float) -> str:
+    return f"{p:.2f} %"
+
+
+def why(x: matching_pb2.Explanation) -> str:
+    """Why the matcher (or a reviewer) decided as it did, in one sentence, from what the
+    Explanation carries: the decision and reason, the named voter's probability p, the
+    thresholds, and the candidates' evidence (README "5. Decision")."""
+    decision, reason = decision_from_pb(x.decision).value, reason_from_pb(x.reason).value
+    accept, review = f"{x.accept_threshold:g} %", f"{x.review_threshold:g} %"
+    cands = list(x.candidates)
+    named = next((c for c in cands if x.voter_id and c.voter_id == x.voter_id), None)
+    top = named or (cands[0] if cands else None)
+    p = named.score if named is not None else x.score
+    address = level_of(top, "residence") if top is not None else ""
+    if p >= x.accept_threshold:
+        identified = f"the voter is identified (p {_pct2(p)} >= accept {accept})"
+    else:
+        # Only a reviewer names a voter below accept.
+        identified = f"a reviewer named the voter (p {_pct2(p)}, below accept {accept})"
+    if reason in REVIEWERS:
+        return REVIEWERS[reason]
+    if decision == "REVIEW":
+        if p >= x.accept_threshold:
+            return (f"{identified} but the address can be neither confirmed nor refuted (no "
+                    "street name to compare)")
+        return (f"no one candidate reaches accept {accept} (best {_pct2(p)}); the voters at "
+                f"the signature's address hold together >= review {review} (one of them "
+                "signed: a person says which)")
+    if reason == "ADDRESS_MISMATCH":
+        return (f"{identified}, but the signature's address is not the voter's registered one "
+                f"(address: {address or 'not compared'})")
+    if reason == "WRONG_COUNTY":
+        county = top.county if top is not None and top.county else "another county"
+        return f"{identified}, registered in {county}, not the section's county"
+    if reason in ELIGIBILITY:
+        return f"{identified}, but {ELIGIBILITY[reason]}"
+    if reason == "MATCHED":
+        where = ("the address agrees" if address in ADDRESS_AGREES
+                 else "nothing in the address says elsewhere")
+        return (f"{identified}, registered in the section's county, and {where} "
+                f"(address: {address or 'not compared'})")
+    if reason == "NOT_REGISTERED":
+        if not cands:
+            return "no voter on the roll came near the signature"
+        best = cands[0]
+        if x.voter_id and p >= x.accept_threshold:
+            return f"a reviewer found the signer is not the voter named (p {_pct2(p)})"
+        if best.score < x.review_threshold:
+            return (f"no candidate is likely enough (best {_pct2(best.score)}, review from "
+                    f"{review})")
+        if level_of(best, "prior") == "in another county":
+            return (f"the best candidate ({_pct2(best.score)}) is below accept {accept} and "
+                    f"registered in another county ({best.county or '-'}): only voters of the "
+                    "section's county at the signature's address go to review")
+        if level_of(best, "residence") not in ADDRESS_AGREES:
+            return (f"the best candidate ({_pct2(best.score)}) is below accept {accept} and not "
+                    f"at the signature's address (address: {level_of(best, 'residence')}): "
+                    "only voters at that address go to review")
+        return (f"no candidate reaches accept {accept}, and those at the signature's address "
+                f"in the section's county hold together less than review {review}")
+    if reason == "INCOMPLETE":
+        return "the row lacks the printed name or the residence address"
+    if reason == "ONLINE_NOT_ACCEPTED":
+        return "signed online, and the petition does not accept online signatures"
+    return f"{decision}, {reason}"

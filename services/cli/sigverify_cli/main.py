@@ -1064,6 +1064,7 @@ async def explain_cmd(ep: Endpoints, args: argparse.Namespace) -> int:
             "model_id": x.model_id, "prior_weight": round(x.prior_weight, 2),
             "decided_at": x.decided_at,
             "thresholds": {"accept": x.accept_threshold, "review": x.review_threshold},
+            "why": evidence.why(x),
             "candidates": [evidence.candidate_dict(c) for c in x.candidates],
         }))
         return 0
@@ -1079,6 +1080,8 @@ async def explain_cmd(ep: Endpoints, args: argparse.Namespace) -> int:
                   f"{x.score:.2f} % (accept at {x.accept_threshold:g}, review from "
                   f"{x.review_threshold:g}); {model}roll version {x.roll_version}, decided "
                   f"{x.decided_at}")
+    console.print(f"why: {evidence.why(x)}", markup=False, highlight=False,
+                  soft_wrap=True)
     print_candidates(x.candidates)
     return 0
 
@@ -1243,10 +1246,11 @@ async def check_cmd(ep: Endpoints, args: argparse.Namespace) -> int:
 REVIEW_STATES = {1: "pending", 2: "claimed", 3: "resolved"}
 
 
-def print_review_item(item: review_pb2.ReviewItem, full: bool = True, best: bool = False
-                      ) -> None:
-    """A review item: its heading; ``full``: the printed signature and every candidate's
-    waterfall; ``best``: one line on the best candidate."""
+def print_review_item(item: review_pb2.ReviewItem, full: bool = True, best: bool = False,
+                      why: str = "") -> None:
+    """A review item: its heading; ``why``: why the matcher decided as it did; ``full``: the
+    printed signature and every candidate's waterfall; ``best``: one line on the best
+    candidate."""
     p = item.printed
     state = REVIEW_STATES.get(item.state, "?")
     who = f" by {item.claimed_by}" if state == "claimed" else ""
@@ -1256,6 +1260,8 @@ def print_review_item(item: review_pb2.ReviewItem, full: bool = True, best: bool
     console.print(f"[bold]{item.signature_id}[/bold] {escape(item.county)} batch {item.batch_id} "
                   f"line {item.line} (circulator {escape(item.circulator_id or '-')}), "
                   f"probability {item.score:.2f} %, {state}{escape(who)}")
+    if why:
+        console.print(f"  why: {why}", markup=False, highlight=False, soft_wrap=True)
     if best and item.candidates:
         c = item.candidates[0]
         weights = (f", match weight {c.match_weight:+.2f} bits, total "
@@ -1272,10 +1278,11 @@ def print_review_item(item: review_pb2.ReviewItem, full: bool = True, best: bool
         console.print(f"  note: {item.note}", markup=False, highlight=False)
 
 
-def review_dict(item: review_pb2.ReviewItem) -> dict[str, Any]:
-    """A review item for ``--json`` (its candidates with their waterfalls)."""
+def review_dict(item: review_pb2.ReviewItem, why: str | None = None) -> dict[str, Any]:
+    """A review item for ``--json`` (its candidates with their waterfalls; ``why``, when
+    given: why the matcher decided as it did)."""
     p = item.printed
-    return {
+    return ({"why": why} if why is not None else {}) | {
         "signature_id": item.signature_id, "petition_id": item.petition_id,
         "batch_id": item.batch_id, "county": item.county, "line": item.line,
         "circulator_id": item.circulator_id, "state": REVIEW_STATES.get(item.state, "?"),
@@ -1309,10 +1316,13 @@ async def review_cmd(ep: Endpoints, args: argparse.Namespace) -> int:
         if args.action == "show":
             item = await stub.GetReview(
                 review_pb2.GetReviewRequest(signature_id=args.signature_id), timeout=30)
+            x = await matching_pb2_grpc.MatchingServiceStub(ch).ExplainSignature(
+                matching_pb2.ExplainSignatureRequest(signature_id=item.signature_id),
+                timeout=30)
             if args.json:
-                console.print_json(json.dumps(review_dict(item)))
+                console.print_json(json.dumps(review_dict(item, evidence.why(x))))
             else:
-                print_review_item(item)
+                print_review_item(item, why=evidence.why(x))
             return 0
         if args.action == "claim":
             print_review_item(await stub.ClaimReview(review_pb2.ClaimReviewRequest(
