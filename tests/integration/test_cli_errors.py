@@ -8,8 +8,10 @@ import re
 import time
 from pathlib import Path
 
+import grpc
 import pytest
 
+from sigverify.review.v1 import review_pb2, review_pb2_grpc
 from sigverify_cli import stack
 from tests.integration import helpers as h
 from tests.integration.test_model_cli import cli
@@ -57,6 +59,15 @@ async def test_review_list_refuses_a_petition_or_county_that_does_not_exist(
     code, out, err = await cli(live_stack, "review", "list", "--petition", pid,
                                "--county", "Kern County")
     assert code == 1 and "(did you mean 'Kern'?)" in err, (out, err)
+    # A limit the CLI would not send, from a client of its own: refused, not a database error.
+    async with h.channel(live_stack, "matching") as ch:
+        stub = review_pb2_grpc.ReviewServiceStub(ch)
+        for limit in (-1, 10_001):
+            with pytest.raises(grpc.aio.AioRpcError) as e:
+                await stub.ListPending(review_pb2.ListPendingRequest(petition_id=pid,
+                                                                     limit=limit), timeout=10)
+            assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value
+            assert "limit must be from 1 to 10,000" in (e.value.details() or "")
     # A county that is one, in any spelling, with nothing to review: an empty list.
     for county in ("kern", " LOS  ANGELES ", ""):
         code, out, err = await cli(live_stack, "review", "list", "--petition", pid,

@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 #: A claim older than this may be taken over by another reviewer.
 CLAIM_MINUTES = 30
+#: How many items one ListPending answers at most, and when the request names no limit.
+MAX_LISTED, DEFAULT_LISTED = 10_000, 50
 
 _ITEM_SQL = (
     "SELECT r.*, d.score, d.candidates, d.match_revision, s.batch_id, s.county, s.line, "
@@ -132,13 +134,16 @@ class ReviewService(review_pb2_grpc.ReviewServiceServicer):
         if len(request.petition_id) > 200 or "\x00" in request.petition_id:
             raise InvalidArgument("petition_id is not a petition id (over 200 characters or "
                                   "holding a NUL)")
+        if request.limit < 0 or request.limit > MAX_LISTED:
+            raise InvalidArgument(f"limit must be from 1 to {MAX_LISTED:,} (0: {DEFAULT_LISTED})")
         county = await self._listed_county(request.petition_id, request.county)
         states = ["pending", "claimed"] if request.include_claimed else ["pending"]
         where = ("WHERE r.petition_id = $1 AND (r.state = ANY($2::text[]) OR (r.state = 'claimed' "
                  "AND r.claimed_at < now() - make_interval(mins => $5))) "
                  "AND ($3 = '' OR s.county = $3) ")
         rows = await self._pool.fetch(_ITEM_SQL + where + "ORDER BY s.received_seq LIMIT $4",
-                                      request.petition_id, states, county, request.limit or 50,
+                                      request.petition_id, states, county,
+                                      request.limit or DEFAULT_LISTED,
                                       CLAIM_MINUTES)
         total = await self._pool.fetchval(
             "SELECT count(*) FROM matching.reviews r JOIN intake.signatures s USING (signature_id) "
