@@ -49,6 +49,14 @@ def _drop_database(admin_url: str, name: str) -> None:
     asyncio.run(drop())
 
 
+#: The session stack's settings beyond the defaults (a service restarted by a test gets them
+#: again): a full count keeps few signatures in flight, so that test_statutory sees it stop at
+#: the requirement (AB 2219) with signatures left unverified; the first match model waits for
+#: 500 signatures, not 1,000 (the session files 600).
+SERVICE_ENV: dict[str, dict[str, str]] = {"intake": {"FULL_COUNT_IN_FLIGHT": "100"},
+                                          "matching": {"MATCH_TRAIN_MIN": "500"}}
+
+
 @pytest.fixture(scope="session")
 def stack_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("sigverify-home")
@@ -69,12 +77,8 @@ def live_stack(stack_home: Path) -> Iterator[stack.StackState]:
     # test read it from this process's environment).
     mp = pytest.MonkeyPatch()
     mp.setenv("REFUSAL_AUDIT_SECONDS", REFUSAL_AUDIT_SECONDS)
-    # A full count keeps few signatures in flight, so that test_statutory sees it stop at the
-    # requirement (AB 2219) with signatures left unverified.
     try:
-        state = stack.up(stack_home, env, lambda m: None,
-                         service_extra_env={"intake": {"FULL_COUNT_IN_FLIGHT": "100"},
-                                            "matching": {"MATCH_TRAIN_MIN": "500"}})
+        state = stack.up(stack_home, env, lambda m: None, service_extra_env=SERVICE_ENV)
         yield state
     finally:
         stack.down(stack_home, lambda m: None)

@@ -45,6 +45,7 @@ from sigverify_common.db import COMMON_TABLES
 from sigverify_common.errors import Unavailable
 from sigverify_common.grpc_server import HealthMonitor, build_server
 from sigverify_common.topics import SIGNATURE_MATCHED, SIGNATURE_RECEIVED, SIGNATURE_VERIFIED, Topic
+from tests.conftest import SERVICE_ENV
 from tests.integration import helpers as h
 
 pytestmark = pytest.mark.integration
@@ -772,9 +773,10 @@ async def calm(state: stack.StackState, batches: Sequence[tuple[Path, str]]) -> 
 
 
 def respawn(state: stack.StackState, name: str, extra: dict[str, str] | None = None) -> None:
-    """Start ``name`` again on its ports (intake keeps the session's in-flight setting)."""
-    env = {"FULL_COUNT_IN_FLIGHT": "100"} if name == "intake" else {}
-    stack.spawn_service(state, name, {**env, **(extra or {})}, ports=state.services[name])
+    """Start ``name`` again on its ports, with the session's settings (``SERVICE_ENV``:
+    intake's in-flight limit, matching's MATCH_TRAIN_MIN) and ``extra``."""
+    stack.spawn_service(state, name, {**SERVICE_ENV.get(name, {}), **(extra or {})},
+                        ports=state.services[name])
     stack.wait_healthy(state, (name,))
 
 

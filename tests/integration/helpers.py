@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
+import asyncpg
 import grpc
 
 from sigverify.intake.v1 import intake_pb2, intake_pb2_grpc
 from sigverify.tally.v1 import tally_pb2, tally_pb2_grpc
 from sigverify_cli import client, credentials, stack
+from sigverify_common import audit, db
 from sigverify_common.convert import reason_from_pb, status_from_pb
 
 
@@ -84,3 +88,32 @@ def reason_counts(t: tally_pb2.Tally) -> dict[str, int]:
     counts["VALID"] = t.total.valid
     counts["REVIEW"] = t.total.review
     return counts
+
+
+@asynccontextmanager
+async def scratch_database(state: stack.StackState, prefix: str,
+                           schemas: tuple[str, ...] = ("matching",)) -> AsyncIterator[str]:
+    """A database of its own on the stack's server, with these services' tables and the
+    audit log's, dropped afterwards: its URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(state.database_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    url = state.database_url.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
+        try:
+            for schema in schemas:
+                await db.migrate(pool, schema, f"sigverify_{schema}")
+            await db.migrate(pool, audit.SCHEMA, audit.MIGRATIONS)
+        finally:
+            await pool.close()
+        yield url
+    finally:
+        admin = await asyncpg.connect(state.database_url)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()

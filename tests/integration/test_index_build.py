@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator
 from datetime import date
 
@@ -16,9 +15,9 @@ import asyncpg
 import pytest
 
 from sigverify_cli import stack
-from sigverify_common import db
 from sigverify_matching import store
 from sigverify_matching.columnar import IndexBuilder, VoterIndex
+from tests.integration import helpers as h
 
 pytestmark = pytest.mark.integration
 
@@ -35,25 +34,8 @@ TRICKY = [
 @pytest.fixture
 async def scratch(live_stack: stack.StackState) -> AsyncIterator[str]:
     """The URL of a database of its own on the stack's server, with matching's tables."""
-    name = f"sigverify_build_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(live_stack.database_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    url = live_stack.database_url.rsplit("/", 1)[0] + f"/{name}"
-    pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
-    try:
-        await db.migrate(pool, "matching", "sigverify_matching")
-        await pool.close()
+    async with h.scratch_database(live_stack, "sigverify_build") as url:
         yield url
-    finally:
-        await pool.close()
-        admin = await asyncpg.connect(live_stack.database_url)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
 
 
 def _rows(n: int) -> list[tuple[object, ...]]:

@@ -161,6 +161,7 @@ async def test_model_train_refuses_too_few_or_too_many_signatures_in_one_line(
 ) -> None:
     """Below MATCH_TRAIN_MIN (500 in the test stack) a model would be provisional; above
     1,000,000 it was cut to 1,000,000 without a word."""
+    assert live_stack.services["matching"].extra_env.get("MATCH_TRAIN_MIN") == "500"
     pool = await asyncpg.create_pool(live_stack.database_url, min_size=1, max_size=1)
     try:
         before = await pool.fetchval("SELECT count(*) FROM matching.models")

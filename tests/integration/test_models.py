@@ -12,9 +12,9 @@ import asyncpg
 import pytest
 
 from sigverify_cli import stack
-from sigverify_common import audit, db
 from sigverify_matching import store
 from sigverify_matching.columnar import IndexBuilder, VoterIndex
+from tests.integration import helpers as h
 
 pytestmark = pytest.mark.integration
 
@@ -31,30 +31,15 @@ def _voter(i: int) -> tuple[object, ...]:
 
 @pytest.fixture
 async def pool(live_stack: stack.StackState) -> AsyncIterator[asyncpg.Pool]:
-    """A database of its own on the stack's server, with intake's, matching's and the audit
-    log's tables."""
-    name = f"sigverify_models_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(live_stack.database_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    url = live_stack.database_url.rsplit("/", 1)[0] + f"/{name}"
-    p = await asyncpg.create_pool(url, min_size=1, max_size=4)
-    try:
-        await db.migrate(p, "intake", "sigverify_intake")
-        await db.migrate(p, "matching", "sigverify_matching")
-        await db.migrate(p, audit.SCHEMA, audit.MIGRATIONS)
-        await p.execute("INSERT INTO intake.petitions (petition_id, title, required_signatures, "
-                        "deadline) VALUES ('p', 'p', 100, '2030-01-01')")
-        yield p
-    finally:
-        await p.close()
-        admin = await asyncpg.connect(live_stack.database_url)
+    """A database of its own, with intake's, matching's and the audit log's tables."""
+    async with h.scratch_database(live_stack, "sigverify_models", ("intake", "matching")) as url:
+        p = await asyncpg.create_pool(url, min_size=1, max_size=4)
         try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await p.execute("INSERT INTO intake.petitions (petition_id, title, "
+                            "required_signatures, deadline) VALUES ('p', 'p', 100, '2030-01-01')")
+            yield p
         finally:
-            await admin.close()
+            await p.close()
 
 
 async def _index(conn: asyncpg.Connection, voters: int) -> VoterIndex:

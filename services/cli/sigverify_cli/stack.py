@@ -202,6 +202,9 @@ class ServiceProc:
     #: BIND_HOST the service was started with (a stack.json without it predates it: every
     #: interface).
     bind_host: str = "0.0.0.0"  # noqa: S104 - what older stacks bound; never set by `up`
+    #: Settings the service was started with beyond the stack's own (``up``'s
+    #: ``service_extra_env``): ``restart`` starts it with them again.
+    extra_env: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -370,9 +373,12 @@ def spawn_service(state: StackState, name: str, extra_env: Mapping[str, str] | N
     """Start service ``name`` as a process; ``instance`` names a further replica ("matching-2")."""
     key = instance or name
     logdir = Path(state.home) / "logs"
+    if extra_env is None and ports is not None:
+        extra_env = ports.extra_env  # restarted as it was started
     proc = ServiceProc(pid=0, grpc_port=ports.grpc_port if ports else free_port(),
                        metrics_port=ports.metrics_port if ports else free_port(),
-                       log=str(logdir / f"{key}.log"), bind_host=BIND_HOST)
+                       log=str(logdir / f"{key}.log"), bind_host=BIND_HOST,
+                       extra_env=dict(extra_env or {}))
     proc.pid = _spawn([sys.executable, "-m", f"sigverify_{name}"], Path(proc.log),
                       service_env(state, name, proc, extra_env))
     state.services[key] = proc
