@@ -24,10 +24,13 @@ import pytest
 
 from sigverify.events.v1 import events_pb2
 from sigverify_cli import stack
-from sigverify_common.convert import reason_to_pb, source_to_pb
+from sigverify_common.convert import reason_to_pb, source_to_pb, status_to_pb
+from sigverify_common.topics import SIGNATURE_VERIFIED
 from sigverify_common.vocab import DuplicatePolicy, Reason, Source, Status
 from sigverify_dedupe.consumer import DedupeHandler
 from sigverify_dedupe.domain import Entry, Rules, resolve
+from sigverify_tally import repository as tally_repository
+from sigverify_tally.convert import result_from_event
 
 pytestmark = pytest.mark.integration
 
@@ -200,3 +203,67 @@ async def test_the_few_rows_read_decide_as_the_whole_group_would(
             resolved_whole(rows, rules)
     statuses = {r["status"] for r in await stored(conn, list(rules))}
     assert {Status.VALID.value, Status.INVALID.value} <= statuses
+
+
+async def verified_since(conn: asyncpg.Connection, after: int, petition_id: str
+                         ) -> list[events_pb2.SignatureVerified]:
+    """The SignatureVerified events of the petition enqueued in dedupe's outbox after id
+    ``after`` (in the test's transaction: the outbox publisher never sees them)."""
+    rows = await conn.fetch("SELECT value FROM dedupe.outbox WHERE id > $1 AND topic = $2 "
+                            "ORDER BY id", after, SIGNATURE_VERIFIED.name)
+    events = [SIGNATURE_VERIFIED.decode(bytes(r["value"])) for r in rows]
+    return [e for e in events if e.petition_id == petition_id]
+
+
+async def test_a_rematch_to_another_voter_with_the_same_outcome_publishes_the_new_voter(
+    conn: asyncpg.Connection
+) -> None:
+    """A signature rematched (or resolved by a reviewer) to another voter, VALID before and
+    after, is published again with the new voter and a higher revision; tally then holds the
+    new voter and counts the signature once. A redelivery, or a rematch that changes nothing
+    SignatureVerified carries, publishes nothing."""
+    pid = f"p-dd-{uuid.uuid4().hex[:8]}"
+    handler = handler_for({pid: Rules()})
+    mark = await conn.fetchval("SELECT coalesce(max(id), 0) FROM dedupe.outbox")
+
+    async def apply(msgs: list[events_pb2.SignatureMatched]) -> list[events_pb2.SignatureVerified]:
+        nonlocal mark
+        published = await handler._apply(conn, msgs)
+        events = await verified_since(conn, mark, pid)
+        mark = await conn.fetchval("SELECT coalesce(max(id), 0) FROM dedupe.outbox")
+        assert published == len(events)
+        # What tally's consumer does with them.
+        await tally_repository.apply_results(conn, [result_from_event(e) for e in events])
+        return events
+
+    first = matched(pid, "V1", 1)
+    [v1] = await apply([first])
+    assert (v1.voter_id, v1.status) == ("V1", status_to_pb(Status.VALID))
+    # The matcher rematches it to V2 (a corrected roll, a reviewer): still VALID, V2's only one.
+    moved = matched(pid, "V2", 1, revision=1, signature_id=first.signature_id)
+    [v2] = await apply([moved])
+    assert (v2.signature_id, v2.voter_id, v2.status) == (
+        first.signature_id, "V2", status_to_pb(Status.VALID))
+    assert v2.revision > v1.revision
+    # Redelivered: nothing new. Rematched again to the same voter and score: nothing new.
+    assert await apply([moved]) == []
+    assert await apply([matched(pid, "V2", 1, revision=2, signature_id=first.signature_id)]) == []
+    # V1 signs again: now V1's only signature, so it counts; tally has one VALID per voter.
+    [v3] = await apply([matched(pid, "V1", 2)])
+    assert (v3.voter_id, v3.status) == ("V1", status_to_pb(Status.VALID))
+    results = await conn.fetch("SELECT signature_id::text AS id, voter_id, status, revision "
+                               "FROM tally.results WHERE petition_id = $1 ORDER BY 1", pid)
+    assert sorted((r["voter_id"], r["status"]) for r in results) == [
+        ("V1", "VALID"), ("V2", "VALID")]
+    assert {r["id"]: r["revision"] for r in results}[first.signature_id] == v2.revision
+    cells = await conn.fetch("SELECT status, sum(n)::bigint AS n FROM tally.result_counts "
+                             "WHERE petition_id = $1 GROUP BY 1 HAVING sum(n) <> 0", pid)
+    assert {r["status"]: r["n"] for r in cells} == {"VALID": 2}
+    # A rematch that changes only the score is published too (SignatureVerified carries it).
+    rescored = matched(pid, "V2", 1, revision=3, signature_id=first.signature_id)
+    rescored.score = 0.91
+    [v4] = await apply([rescored])
+    assert (v4.voter_id, v4.score, v4.status) == ("V2", 0.91, status_to_pb(Status.VALID))
+    rows = await stored(conn, [pid])
+    assert resolved_whole(rows, {pid: Rules()}) == {
+        str(r["signature_id"]): (r["status"], r["reason"]) for r in rows}

@@ -128,7 +128,8 @@ class DedupeHandler:
             return 0
         known = {
             str(r["signature_id"]): r for r in await conn.fetch(
-                "SELECT signature_id, petition_id, voter_id, match_revision FROM dedupe.signatures "
+                "SELECT signature_id, petition_id, voter_id, score, match_revision "
+                "FROM dedupe.signatures "
                 "WHERE signature_id = ANY($1::uuid[])", list(fresh))
         }
         new = [m for sid, m in fresh.items() if sid not in known]
@@ -185,10 +186,19 @@ class DedupeHandler:
                                largest_group=max((len(g) for g in groups.values()), default=0),
                                read=len(read))
         rows_by_id = {str(r["signature_id"]): r for r in stored}
+        # A rematch or a review can move a signature to another voter (or change its score)
+        # and leave its status and reason as they were: SignatureVerified carries both, so
+        # it is published again (a new revision), or tally and every reader of the topic
+        # would keep the old voter. A redelivery, or a rematch that changes none of them,
+        # publishes nothing.
+        moved = {m.signature_id for m in rematched
+                 if (known[m.signature_id]["voter_id"], known[m.signature_id]["score"])
+                 != (rows_by_id[m.signature_id]["voter_id"], rows_by_id[m.signature_id]["score"])}
         changed = [
             (sid, status, reason) for sid, (status, reason) in decided.items()
             if sid in rows_by_id
-            and (rows_by_id[sid]["status"], rows_by_id[sid]["reason"]) != (status.value, reason.value)
+            and (sid in moved or (rows_by_id[sid]["status"], rows_by_id[sid]["reason"])
+                 != (status.value, reason.value))
         ]
         revisions: list[asyncpg.Record] = []
         if new:
