@@ -85,8 +85,8 @@ def test_an_open_quote_that_runs_past_the_limit_names_its_column_and_lines() -> 
 
 
 @pytest.mark.parametrize("text, problem", [
-    ("", "b.csv: the file is empty (no header row)"),
-    ("\n\n", "b.csv: the file is empty (no header row)"),
+    ("", "b.csv: the file has no header row (it is empty)"),
+    ("\n\n", "b.csv: the file has no header row (it is empty but for blank lines)"),
     ('line,"name,street\n1,A,B\n', "b.csv: unreadable header: a quote opened on line 1 is "
                                    "never closed (it runs to the end of the file, line 2)"),
     ('line,"na\nme",street\n1,A,B\n', "b.csv: unreadable header: a quote opened on line 1 "

@@ -289,3 +289,42 @@ def test_why_a_load_stopped_is_said_in_words() -> None:
         assert type(exc).__name__ not in note and "secret" not in note and "relation" not in note
     assert why_stopped(InvalidArgument("roll.csv: column 'x' appears twice")) == (
         "roll.csv: column 'x' appears twice")
+
+
+def test_a_quote_closed_lines_later_rejects_every_row_it_took(tmp_path: Path) -> None:
+    """A quote opened in a row's street and closed three lines later: the csv module reads
+    lines 3-6 as one record and, before, the three voters in it were lost under one
+    rejection ("expected 13 fields, found ..."): the rejections said 1 where 4 rows went."""
+    errors: list[tuple[int, str, str]] = []
+    broken = row("V2").replace("1 Main St", '"1 Main St')
+    closing = row("V5").replace("1 Main St", '1 Main St"')
+    path = roll(tmp_path, row("V1"), broken, row("V3"), row("V4"), closing, row("V6"))
+    recs = list(read_roll(path, errors))
+    assert [r[0] for r in recs] == ["V1", "V6"]
+    assert [e[0] for e in errors] == [3, 4, 5, 6]
+    _line, column, why = errors[0]
+    assert column == "(row)" and why.startswith("unreadable: lines 3-6: a quote opening column "
+                                                "'street' on line 3 closes only on line 6")
+    assert all(e[2] == "not read: taken into the record of line 3, which is unreadable"
+               for e in errors[1:])
+
+
+def test_a_quote_never_closed_rejects_every_line_to_the_end(tmp_path: Path) -> None:
+    broken = row("V2").replace("Fresno", '"Fresno')
+    path = roll(tmp_path, row("V1"), broken, row("V3"), row("V4"))
+    rejections = Rejections()
+    recs = list(read_roll(path, rejections))
+    assert [r[0] for r in recs] == ["V1"]
+    assert rejections.count == 3 and [e[0] for e in rejections.first] == [3, 4, 5]
+    assert "a quote opening column 'city' on line 3 is never closed" in rejections.first[0][2]
+    # So the file is refused by the default threshold, not loaded without three voters.
+    assert refusal(RollLoad(source="roll.csv", rows=1, rejected=3, errors=rejections.first),
+                   DEFAULT_MAX_REJECTED) is not None
+
+
+def test_a_quoted_line_break_in_a_field_is_one_row(tmp_path: Path) -> None:
+    errors: list[tuple[int, str, str]] = []
+    two_lines = row("V2").replace("1 Main St", '"1 Main St\nBuilding B"')
+    recs = list(read_roll(roll(tmp_path, row("V1"), two_lines, row("V3")), errors))
+    assert errors == [] and [r[0] for r in recs] == ["V1", "V2", "V3"]
+    assert recs[1][6] == "1 Main St\nBuilding B"

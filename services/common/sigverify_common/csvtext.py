@@ -24,8 +24,7 @@ from __future__ import annotations
 import csv
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import TextIO
+from typing import NamedTuple, TextIO
 
 from sigverify_common.errors import InvalidArgument
 
@@ -36,8 +35,7 @@ _BREAK = re.compile(r"\r\n|\r|\n")
 _KEEP_CHARS = 1 << 20
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
+class Record(NamedTuple):
     """One record: its number among the records after the header (blank lines aside), the
     first and last line of the file it took (the header is line 1), its values, and why it
     cannot be read ("" when it can; then ``values`` is empty)."""
@@ -144,7 +142,9 @@ class CsvRecords:
                                       f"({_lines_text(first, self.lines)}): {exc}") from None
             if self._ended:
                 if first > self.lines:
-                    raise InvalidArgument(f"{self._name}: the file is empty (no header row)")
+                    raise InvalidArgument(
+                        f"{self._name}: the file has no header row (it is empty"
+                        + (" but for blank lines)" if self.lines else ")"))
                 raise InvalidArgument(
                     f"{self._name}: unreadable header: a quote opened on line {first:,} is "
                     f"never closed (it runs to the end of the file, line {self.lines:,})")
@@ -160,11 +160,12 @@ class CsvRecords:
 
     def __iter__(self) -> Iterator[Record]:
         number = 0
+        reader, width = self._reader, self._width
         while True:
             first = self.lines + 1
             self._first_text = None
             try:
-                values = next(self._reader)
+                values = next(reader)
             except StopIteration:  # pragma: no cover - the sentinel ends the loop
                 return
             except csv.Error as exc:
@@ -173,18 +174,22 @@ class CsvRecords:
                 if self._ended:
                     return
                 continue
+            last = self.lines
+            if last == first and not self._ended:  # the common case: one line, one row
+                if values and values != [""]:
+                    number += 1
+                    yield Record(number, first, last, values)
+                continue
             if self._ended:
-                if first > self.lines:  # the sentinel alone: no line of the file was open
+                if first > last:  # the sentinel alone: no line of the file was open
                     return
                 number += 1
                 yield self._unterminated(number, first, values)
                 return
-            if not values or values == [""]:
-                continue  # a blank line
+            if not values or values == [""]:  # pragma: no cover - blank lines are one line
+                continue
             number += 1
-            last = self.lines
-            if last > first and (len(values) != self._width or any(
-                    looks_like_rows(v, self._width) for v in values)):
+            if len(values) != width or any(looks_like_rows(v, width) for v in values):
                 yield Record(number, first, last, [], self._absorbed(first, last, values))
                 continue
             yield Record(number, first, last, values)

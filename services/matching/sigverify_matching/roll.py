@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import csv
 import difflib
 import io
 import logging
@@ -36,6 +35,7 @@ from typing import Protocol, TextIO
 
 import asyncpg
 
+from sigverify_common.csvtext import CsvRecords
 from sigverify_common.db import Conn
 from sigverify_common.errors import FailedPrecondition, InvalidArgument
 from sigverify_common.textfile import detect_encoding
@@ -189,25 +189,21 @@ def check_header(first: list[str], name: str, line: int = 1) -> list[str]:
 def read_roll_text(fh: TextIO, name: str, errors: _Sink, *, counties: Counties = CALIFORNIA,
                    today: date | None = None) -> Iterator[tuple[object, ...]]:
     """Yield COPY records (without the version column) from CSV text; append unreadable
-    rows to ``errors``. A file that cannot be read as CSV text at all: InvalidArgument.
-    ``today`` (default: the date in UTC, a day ahead of California's in its evening) is the
-    load's date: no one is born after it."""
-    reader = csv.reader(fh)
-    try:
-        first = next(reader, None)
-        while first == []:  # blank lines before the header
-            first = next(reader, None)
-        if first is None:
-            raise InvalidArgument(
-                f"{name}: the file has no header row (it is empty"
-                + (" but for blank lines)" if reader.line_num else ")"))
-        header = check_header(first, name, reader.line_num)
-        yield from _records(reader, header, errors, counties, today or datetime.now(UTC).date())
-    except csv.Error as exc:
-        raise InvalidArgument(f"{name}: line {reader.line_num}: unreadable CSV ({exc})") from None
+    rows to ``errors``. A file that cannot be read as CSV text at all (no header, an
+    unreadable header): InvalidArgument. ``today`` (default: the date in UTC, a day ahead of
+    California's in its evening) is the load's date: no one is born after it.
+
+    The records are read by ``CsvRecords``, so a quote opened in one row and closed lines
+    later (or never) does not lose the rows it absorbed without a word: the record is
+    rejected naming the lines it took, and each absorbed line counts as a rejected row (a
+    file that loses many voters so is refused by ``--max-rejected``)."""
+    records = CsvRecords(fh, name)
+    first = records.header()
+    header = check_header(first, name, records.lines)
+    yield from _records(records, header, errors, counties, today or datetime.now(UTC).date())
 
 
-def _records(reader: Iterator[list[str]], header: list[str], errors: _Sink,
+def _records(records: CsvRecords, header: list[str], errors: _Sink,
              known: Counties, today: date) -> Iterator[tuple[object, ...]]:
     width = len(header)
     (i_id, i_first, i_middle, i_last, i_suffix, i_birth, i_street, i_unit, i_city, i_zip,
@@ -216,18 +212,15 @@ def _records(reader: Iterator[list[str]], header: list[str], errors: _Sink,
     # As written -> canonical, or why not (a roll has few spellings).
     counties: dict[str, tuple[str, str]] = {}
     dates: dict[str, date | None] = {"": None}
-    while True:
-        try:
-            values = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as exc:  # broken quoting, a field over the csv module's limit
-            errors.append((reader.line_num, "(row)", f"unreadable: {exc}"))  # type: ignore[attr-defined]
+    for rec in records:
+        line, values = rec.first_line, rec.values
+        if rec.problem:
+            errors.append((line, "(row)", f"unreadable: {rec.problem}"))
+            for absorbed in range(line + 1, rec.last_line + 1):
+                errors.append((absorbed, "(row)", f"not read: taken into the record of line "
+                                                  f"{line:,}, which is unreadable"))
             continue
-        line = reader.line_num  # type: ignore[attr-defined]
         if len(values) != width:
-            if not values:
-                continue  # a blank line
             errors.append((line, "(row)", f"expected {width} fields, found {len(values)}"))
             continue
         if not "".join(values).isascii() and (bad := _not_utf8(values)) is not None:
