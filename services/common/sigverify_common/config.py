@@ -65,6 +65,12 @@ def positive(value: float, name: str) -> float:
     return value
 
 
+def not_negative(value: float, name: str) -> float:
+    if not value >= 0:  # NaN too
+        raise ConfigError(f"environment variable {name} must be 0 or more, got {value:g}")
+    return value
+
+
 def tls_from_env(env: Mapping[str, str]) -> dict[str, str]:
     """GRPC_TLS_CERT and GRPC_TLS_KEY (both or neither), optional GRPC_TLS_CLIENT_CA."""
     cert, key, ca = (env.get(n, "").strip() for n in ("GRPC_TLS_CERT", "GRPC_TLS_KEY",
@@ -137,6 +143,9 @@ class ServiceConfig:
     reconcile_interval_seconds: float = 30.0
     reconcile_age_seconds: float = 120.0
     reconcile_cooldown_seconds: float = 900.0
+    #: The event loop's stall watchdog (service.LoopWatchdog): a loop that has not run for
+    #: longer than this is logged, with where it is, and counted (LOOP_STALL_SECONDS; 0: off).
+    loop_stall_seconds: float = 5.0
 
     @classmethod
     def base_from_env(cls, env: Mapping[str, str] | None = None) -> dict[str, object]:
@@ -159,6 +168,8 @@ class ServiceConfig:
             "reconcile_interval_seconds": float_var(e, "RECONCILE_INTERVAL_SECONDS", 30.0),
             "reconcile_age_seconds": float_var(e, "RECONCILE_AGE_SECONDS", 120.0),
             "reconcile_cooldown_seconds": float_var(e, "RECONCILE_COOLDOWN_SECONDS", 900.0),
+            "loop_stall_seconds": not_negative(float_var(e, "LOOP_STALL_SECONDS", 5.0),
+                                               "LOOP_STALL_SECONDS"),
         }
 
     @classmethod

@@ -33,6 +33,15 @@ RPC_LATENCY = Histogram("sigverify_rpc_seconds", "gRPC handler latency", ["metho
 RPC_UNEXPECTED = Counter("sigverify_rpc_unexpected_errors_total",
                          "RPCs that failed with an exception outside the error tree", ["method", "code"])
 HEALTHY = Gauge("sigverify_healthy", "1 when the service reports SERVING")
+#: The event loop's stall watchdog (service.LoopWatchdog), both set from its own thread:
+#: /metrics is served from a thread too, so a scrape answers while the loop is blocked.
+LOOP_STALLS = Histogram("sigverify_loop_stall_seconds",
+                        "Event-loop stalls longer than LOOP_STALL_SECONDS, by their whole length "
+                        "(observed when the loop runs again)",
+                        buckets=(0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0))
+LOOP_BLOCKED = Gauge("sigverify_loop_blocked_seconds",
+                     "Seconds the event loop has been blocked, once past LOOP_STALL_SECONDS "
+                     "(0 while it runs); health checks go unanswered meanwhile")
 ACCESS_REFUSALS = Counter("sigverify_access_refusals_total",
                           "Calls refused by the auth interceptor (written to the audit log "
                           "aggregated, not one entry per call)", ["code", "kind"])

@@ -16,10 +16,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
+import threading
+import time
 import zlib
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from types import FrameType
 from typing import Any
 
 import asyncpg
@@ -147,6 +151,142 @@ class Reconciler:
                             exc.__class__.__name__, self._interval)
 
 
+class LoopWatchdog:
+    """Says in the log when the event loop stops running, and why it looks stuck.
+
+    A blocked loop (a long synchronous computation in a consumer, a blocking call) answers
+    no gRPC call, the health check included: the orchestrator sees NOT_SERVING or a timeout.
+    The loop updates a heartbeat every ``interval`` seconds (``loop.call_later``); a thread,
+    not a coroutine (a blocked loop runs none), looks at it as often. When the heartbeat is
+    older than ``threshold`` (``LOOP_STALL_SECONDS``) it logs ONE warning with how long and
+    where the loop's thread is, and when the loop runs again one line with the stall's whole
+    length (from the last heartbeat before it to the first after). Where: the innermost
+    function and, when that is not the services' own code, the innermost ``sigverify``
+    function under it, each as module, function and line: never a frame's variables, which
+    may hold voter data. A stall no check saw while it lasted (code that holds the GIL keeps
+    the thread from running) is logged once, when it is over.
+
+    Counted in ``sigverify_loop_stall_seconds`` (a histogram of whole stalls) and, while one
+    lasts, shown in ``sigverify_loop_blocked_seconds`` (both set from the thread; /metrics
+    answers from its own thread). ``start`` and ``stop`` are called on the loop's thread;
+    a threshold of 0 turns it off.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, threshold: float,
+                 interval: float = 0.5) -> None:
+        self._loop = loop
+        self.threshold = threshold
+        #: A heartbeat at least four times within the threshold (0.5 s at the default 5 s).
+        self.interval = min(interval, threshold / 4)
+        self._lock = threading.Lock()
+        self._last = 0.0    # when the loop last ran the heartbeat (time.monotonic)
+        self._worst = 0.0   # the longest gap between heartbeats since the thread last looked
+        self._handle: asyncio.TimerHandle | None = None
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._loop_thread = 0
+
+    def __enter__(self) -> LoopWatchdog:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        if self.threshold <= 0 or self._thread is not None:
+            return
+        self._loop_thread = threading.get_ident()
+        self._done.clear()
+        self._last, self._worst = time.monotonic(), 0.0
+        self._handle = self._loop.call_later(self.interval, self._beat)
+        self._thread = threading.Thread(target=self._watch, name="loop-watchdog", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        if self._thread is not None:
+            # The loop runs (this is its thread): a stall that has just ended is reported
+            # by the thread's last look.
+            self._mark()
+            self._done.set()
+            self._thread.join(timeout=5.0)
+            self._thread = None
+        metrics.LOOP_BLOCKED.set(0)
+
+    def _mark(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._worst = max(self._worst, now - self._last)
+            self._last = now
+
+    def _beat(self) -> None:
+        self._mark()
+        if not self._done.is_set():
+            self._handle = self._loop.call_later(self.interval, self._beat)
+
+    def _watch(self) -> None:
+        warned = False  # about the stall in progress
+        while True:
+            done = self._done.wait(self.interval)
+            warned = self._look(warned)
+            if done:
+                return
+
+    def _look(self, warned: bool) -> bool:
+        """One look at the heartbeat; returns whether the stall in progress was warned of."""
+        with self._lock:
+            last, worst = self._last, self._worst
+            self._worst = 0.0
+        if worst > self.threshold:  # a stall ended since the last look
+            metrics.LOOP_STALLS.observe(worst)
+            metrics.LOOP_BLOCKED.set(0)
+            if warned:
+                log.warning("event loop running again after %.1fs blocked", worst)
+            else:
+                log.warning("event loop was blocked for %.1fs (over LOOP_STALL_SECONDS=%gs; "
+                            "seen only once it ran again)", worst, self.threshold)
+            warned = False
+        blocked = time.monotonic() - last
+        if blocked > self.threshold:
+            metrics.LOOP_BLOCKED.set(blocked)
+            if not warned:
+                warned = True
+                log.warning("event loop blocked for %.1fs (over LOOP_STALL_SECONDS=%gs; "
+                            "gRPC calls and health checks wait), in %s",
+                            blocked, self.threshold, self.where())
+        return warned
+
+    def where(self) -> str:
+        """Where the loop's thread is now: module:function line, innermost first."""
+        current = getattr(sys, "_current_frames", None)
+        frame: FrameType | None = current().get(self._loop_thread) if current else None
+        own: FrameType | None = frame
+        try:
+            if frame is None:
+                return "an unknown place"
+            places = [_place(frame)]
+            while own is not None and not _module(own).startswith("sigverify"):
+                own = own.f_back
+            if own is not None and own is not frame:
+                places.append(_place(own))
+            return ", called from ".join(places)
+        finally:
+            del frame, own
+
+
+def _module(frame: FrameType) -> str:
+    name = frame.f_globals.get("__name__")
+    return name if isinstance(name, str) else "?"
+
+
+def _place(frame: FrameType) -> str:
+    code = frame.f_code
+    return f"{_module(frame)}:{getattr(code, 'co_qualname', code.co_name)} line {frame.f_lineno}"
+
+
 async def _connect(url: str, stop: asyncio.Event) -> asyncpg.Pool:
     attempt = 0
     while True:
@@ -170,6 +310,8 @@ async def run_service(spec: ServiceSpec, config: ServiceConfig) -> None:
     metrics.serve(config.metrics_port, config.bind_host)
 
     async with AsyncExitStack() as stack:
+        # First in, so last out: start-up and shutdown stalls are reported too.
+        stack.enter_context(LoopWatchdog(loop, config.loop_stall_seconds))
         pool = await _connect(config.database_url, stop)
         stack.push_async_callback(pool.close)
         await db.migrate(pool, spec.schema, spec.migrations_package)
