@@ -1,6 +1,7 @@
 """Mistakes a user makes by hand get one clear line and a truthful exit status, through the
-real CLI against the live stack: a batch whose quote never closes, a review list for a
-petition or county that does not exist, a wait for a petition that has received nothing."""
+real CLI against the live stack: a batch whose quote never closes, a batch with rejected
+rows, a review list for a petition or county that does not exist, a wait for a petition that
+has received nothing."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ async def test_a_quote_that_never_closes_is_rejected_naming_its_column_and_lines
     path.write_text('line,name,street\n1,"unterminated,1 X ST\n2,A B,2 X ST\n')
     code, out, err = await cli(live_stack, "submit", str(path), "--petition", pid,
                                "--county", "Los Angeles")
-    assert code == 0, err
+    assert code == 4, err  # received, with a rejected row
     text = " ".join(out.split())  # as printed, but for where the console wrapped it
     assert re.search(r"1 rows?, 0 signatures accepted \(0 incomplete\), 1 rejected", text), out
     assert text.count(" rejected ") == 1, out
@@ -88,3 +89,44 @@ async def test_wait_for_a_petition_that_has_received_nothing_returns_at_once(
     assert code == 3, (code, out, err)
     assert err.strip() == (f"error: nothing to wait for: petition {pid} has received no "
                            "signature (0 rows rejected at intake); submit its batches first")
+
+
+async def test_submit_exits_4_when_rows_were_rejected_and_0_when_none_were(
+        live_stack: stack.StackState, tmp_path: Path) -> None:
+    # The by-hand trial: a batch with rejected rows exited 0, as a clean one does, so a
+    # clerk's script could not tell them apart.
+    pid = h.new_petition_id()
+    await h.create_petition(live_stack, pid)
+
+    async def submit(*paths: Path) -> tuple[int, str, str]:
+        code, out, err = await cli(live_stack, "submit", *map(str, paths), "--petition", pid,
+                                   "--county", "Kern")
+        return code, " ".join(out.split()), err
+
+    clean = tmp_path / "clean.csv"
+    clean.write_text("line,name,street\n1,Ann Lee,1 Main St\n2,Bo Li,2 Main St\n")
+    code, out, err = await submit(clean)
+    assert (code, err) == (0, ""), (out, err)
+    assert "2 rows, 2 signatures accepted (0 incomplete), 0 rejected" in out, out
+    code, out, err = await submit(clean)  # a resubmission of a clean batch is still clean
+    assert (code, err) == (0, "") and "resubmission" in out, (out, err)
+
+    bad = tmp_path / "bad-line.csv"  # intake rejects the second row: its line is no number
+    bad.write_text("line,name,street\n1,Cy Do,3 Main St\nx,Di Fa,4 Main St\n")
+    code, out, err = await submit(bad)
+    assert (code, err) == (4, ""), (out, err)
+    assert "2 rows, 1 signature accepted (0 incomplete), 1 rejected" in out, out
+    assert "rejected record 2: line:" in out, out
+    code, out, err = await submit(bad)  # its first receipt again: the rejection stands
+    assert code == 4 and "1 rejected (resubmission" in out, (out, err)
+
+    other = tmp_path / "other.csv"  # a clean file and one with a rejection, sent together
+    other.write_text("line,name,street\n1,Ed Go,5 Main St\n")
+    unread = tmp_path / "unread.csv"  # the CLI cannot read its row (the quote never closes)
+    unread.write_text('line,name,street\n1,"Fay,6 Main St\n')
+    code, out, err = await submit(other, unread)
+    assert code == 4, (out, err)
+    assert "1 row, 1 signature accepted (0 incomplete), 0 rejected" in out, out
+    assert "1 row, 0 signatures accepted (0 incomplete), 1 rejected" in out, out
+    t = await h.tally(live_stack, pid)
+    assert (t.total.received, t.rows_rejected) == (4, 2), t

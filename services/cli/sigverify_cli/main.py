@@ -9,7 +9,7 @@
                               [--filing-closes ISO]
     sigverify petition set-method --petition ID --method M [--sample-* ...] --reason TEXT
     sigverify petition show --petition ID
-    sigverify submit batch.csv --petition ID --county NAME [--key KEY]
+    sigverify submit batch.csv --petition ID --county NAME [--key KEY]   (exit 4: rows rejected)
     sigverify county close --petition ID --county NAME [--seed TEXT]
     sigverify county list --petition ID
     sigverify sample show --petition ID --county NAME [--all] [--out FILE.csv]
@@ -675,10 +675,18 @@ def print_receipt(r: intake_pb2.BatchReceipt, path: str = "", shown: int = SHOWN
                              f"show {r.batch_id} --rejections"), soft_wrap=True)
 
 
+#: The exit status of ``submit`` when every file was received but some of their rows were
+#: rejected (each listed with its receipt): a script tells a clean batch (0) from one to fix.
+#: Other statuses: 1 a call refused or failed, 2 a file or option that cannot be sent,
+#: 70 an unexpected failure.
+EXIT_ROWS_REJECTED = 4
+
+
 async def submit(ep: Endpoints, args: argparse.Namespace) -> int:
     paths = [Path(name) for name in args.files]
     for path in paths:
         check_input_file(path)
+    rejected = 0
     async with ep.channel(ep.intake) as ch:
         for path in paths:
             with _progress() as prog:
@@ -691,7 +699,9 @@ async def submit(ep: Endpoints, args: argparse.Namespace) -> int:
                     ch, path, args.petition, args.county, args.key if len(args.files) == 1 else "",
                     progress=advance)
             print_receipt(receipt, str(path))
-    return 0
+            # Rows the CLI could not read are sent as unreadable, so intake's count has them.
+            rejected += max(receipt.rows_rejected, len(receipt.rejected))
+    return EXIT_ROWS_REJECTED if rejected else 0
 
 
 async def batch_show(ep: Endpoints, args: argparse.Namespace) -> int:
@@ -1469,7 +1479,11 @@ def parser() -> argparse.ArgumentParser:
     sash.add_argument("--out", default="", metavar="FILE.csv",
                       help="write the rows as CSV instead of printing them")
 
-    sb = sub.add_parser("submit", help="submit batch CSV file(s) of one county")
+    sb = sub.add_parser(
+        "submit", help="submit batch CSV file(s) of one county",
+        epilog=f"exit status: 0 every row of every file accepted; {EXIT_ROWS_REJECTED} the "
+               "file(s) received but some rows rejected (listed with each receipt); 1 a call "
+               "refused or failed; 2 a file or option that cannot be sent")
     sb.add_argument("files", nargs="+")
     sb.add_argument("--petition", required=True)
     sb.add_argument("--county", required=True)
