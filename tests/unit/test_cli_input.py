@@ -362,3 +362,48 @@ def test_one_signature_is_one_signature(capsys: pytest.CaptureFixture[str]) -> N
     cli_main.print_receipt(intake_pb2.BatchReceipt(batch_id="b-2", county="Kern", rows_received=2,
                                                    signatures_accepted=2), "x.csv")
     assert "2 rows, 2 signatures accepted" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, problem", [
+    (["wait", "--petition", "p", "--timeout", "-1"],
+     "--timeout must be a number of seconds, 0 or more, not '-1'"),
+    (["wait", "--petition", "p", "--timeout", "nan"],
+     "--timeout must be a number of seconds, 0 or more, not 'nan'"),
+    (["wait", "--petition", "p", "--decision", "--timeout", "inf"],
+     "--timeout 'inf' is too large (at most 2,678,400 seconds, 31 days)"),
+    (["wait", "--petition", "p", "--timeout", "1e12"], "--timeout '1e12' is too large"),
+    (["wait", "--petition", "p", "--timeout", "ten"],
+     "--timeout must be a number of seconds, 0 or more, not 'ten'"),
+    (["roll", "load", "roll.csv", "--timeout", "-0.5"],
+     "--timeout must be a number of seconds, 0 or more, not '-0.5'"),
+    (["roll", "activate", "2", "--timeout", "NaN"], "--timeout must be a number of seconds"),
+    (["roll", "rollback", "--timeout", "1e999"], "--timeout '1e999' is too large"),
+    (["watch", "--petition", "p", "--for", "0"],
+     "--for must be a positive number of seconds, not '0'"),
+    (["watch", "--petition", "p", "--for=-inf"], "--for must be a positive number of seconds"),
+    (["model", "train", "--timeout", "0"],
+     "--timeout must be a positive number of seconds, not '0'"),
+    (["model", "train", "--timeout", "3000000"], "--timeout '3000000' is too large"),
+])
+def test_every_option_in_seconds_is_range_checked_as_a_usage_error(
+        argv: list[str], problem: str, no_stack: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """They were type=float: a negative timeout timed out at once, NaN never did (wait polled
+    for ever), and a deadline beyond gRPC's range (1e12, inf) or of 0 ended the call at once in
+    DEADLINE_EXCEEDED, exit 1, as if the service had been slow."""
+    code, text = run_cli(argv, capsys)
+    assert code == 2, text
+    lines = [line for line in text.splitlines() if line.startswith("sigverify")
+             and "error:" in line]
+    assert len(lines) == 1 and problem in lines[0], text
+    assert "unexpected" not in text and "Traceback" not in text
+
+
+def test_options_in_seconds_in_range_parse_as_numbers() -> None:
+    p = cli_main.parser()
+    assert p.parse_args(["wait", "--petition", "p", "--timeout", " 0 "]).timeout == 0.0
+    assert p.parse_args(["wait", "--petition", "p"]).timeout == 600.0
+    assert p.parse_args(["roll", "load", "r.csv", "--timeout", "2678400"]).timeout == 2_678_400
+    assert p.parse_args(["roll", "rollback", "--timeout", "0"]).timeout == 0.0
+    assert p.parse_args(["watch", "--petition", "p", "--for", "0.5"]).for_seconds == 0.5
+    assert p.parse_args(["model", "train", "--timeout", "1e3"]).timeout == 1000.0
+

@@ -38,6 +38,7 @@ import argparse
 import asyncio
 import csv
 import json
+import math
 import os
 import sys
 import time
@@ -1394,6 +1395,34 @@ def _whole(what: str, least: int, most: int = MAX_INT64, *,
     return parse
 
 
+#: The longest time an option in seconds may give (a timeout, watch's --for): 31 days. A
+#: deadline far beyond it overflows in gRPC, which then ends the call at once.
+MAX_SECONDS = 31 * 86_400
+
+
+def _seconds(what: str, *, zero: bool, most: float = MAX_SECONDS) -> Callable[[str], float]:
+    """An argparse type: a finite number of seconds, more than 0 (0 too when ``zero``: for a
+    timeout whose 0 means something) and at most ``most``; else one plain line naming
+    ``what`` (argparse prints it with the usage and exits with status 2), as ``_whole``."""
+    rule = "a number of seconds, 0 or more" if zero else "a positive number of seconds"
+
+    def parse(text: str) -> float:
+        t = text.strip()
+        try:
+            x = float(t) if t.isascii() else math.nan
+        except ValueError:
+            x = math.nan
+        if not math.isfinite(x) and x > 0:
+            x = most + 1  # inf, 1e999: too large, not "not a number"
+        if math.isnan(x) or x < 0 or (x == 0 and not zero):
+            raise argparse.ArgumentTypeError(f"{what} must be {rule}, not {_cut(text)}")
+        if x > most:
+            raise argparse.ArgumentTypeError(f"{what} {_cut(text)} is too large (at most "
+                                             f"{most:,.0f} seconds, {most / 86_400:g} days)")
+        return x
+    return parse
+
+
 def _cut(text: str, limit: int = 30) -> str:
     return repr(text if len(text) <= limit else text[:limit] + "...")
 
@@ -1415,9 +1444,11 @@ def parser() -> argparse.ArgumentParser:
     rl.add_argument("--max-rejected", default="1%", metavar="N|P%",
                     help="refuse the file when more rows than this are rejected: a count (100) "
                          "or a percentage of its rows (default 1%%)")
-    rl.add_argument("--timeout", type=float, default=900.0, metavar="S",
+    rl.add_argument("--timeout", type=_seconds("--timeout", zero=True), default=900.0,
+                    metavar="S",
                     help="how long to wait for every matcher replica to build the version's "
-                         "index before failing without activating it (default 900)")
+                         "index before failing without activating it (default 900; 0: the "
+                         "service's ROLL_ACTIVATION_TIMEOUT_SECONDS)")
     rli = rs.add_parser("list", help="roll versions, their states, and which matcher serves which")
     rli.add_argument("--json", action="store_true")
     rli.add_argument("--all", action="store_true",
@@ -1427,8 +1458,10 @@ def parser() -> argparse.ArgumentParser:
                     help="the version to activate, as 'sigverify roll list' shows it")
     rr = rs.add_parser("rollback", help="make the previous roll version active again")
     for q in (ra, rr):
-        q.add_argument("--timeout", type=float, default=900.0, metavar="S",
-                       help="how long to wait for the matchers to build its index")
+        q.add_argument("--timeout", type=_seconds("--timeout", zero=True), default=900.0,
+                       metavar="S", help="how long to wait for the matchers to build its index "
+                                         "(default 900; 0: the service's "
+                                         "ROLL_ACTIVATION_TIMEOUT_SECONDS)")
 
     pe = sub.add_parser("petition", help="petitions")
     ps = pe.add_subparsers(dest="action", required=True)
@@ -1498,7 +1531,8 @@ def parser() -> argparse.ArgumentParser:
 
     w = sub.add_parser("wait", help="wait until every received signature is verified")
     w.add_argument("--petition", required=True)
-    w.add_argument("--timeout", type=float, default=600)
+    w.add_argument("--timeout", type=_seconds("--timeout", zero=True), default=600.0,
+                   metavar="S", help="give up after S seconds (default 600; 0: look once)")
     w.add_argument("--decision", action="store_true",
                    help="wait until the petition FAILS or QUALIFIES instead")
 
@@ -1512,7 +1546,8 @@ def parser() -> argparse.ArgumentParser:
     wa.add_argument("--interval-ms", type=_whole("--interval-ms", 1, MAX_INT32), default=1000,
                     metavar="MS", help="at most one update per MS milliseconds (default 1000; "
                                        "the service sends none faster than 200)")
-    wa.add_argument("--for", dest="for_seconds", type=float, default=86_400,
+    wa.add_argument("--for", dest="for_seconds", type=_seconds("--for", zero=False),
+                    default=86_400.0, metavar="S",
                     help="stop watching after this many seconds")
 
     rp = sub.add_parser("report", help="county report: counties.csv, circulators.csv, report.html")
@@ -1568,7 +1603,8 @@ def parser() -> argparse.ArgumentParser:
                       metavar="N",
                       help="learn from at most the N most recent signatures (default: the "
                            "service's MATCH_TRAIN_MAX)")
-    motr.add_argument("--timeout", type=float, default=900.0, metavar="S",
+    motr.add_argument("--timeout", type=_seconds("--timeout", zero=False), default=900.0,
+                      metavar="S",
                       help="how long to wait for the model (default 900)")
 
     be = sub.add_parser("bench", help="measure throughput, memory and accuracy (make bench)")
