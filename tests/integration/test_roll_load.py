@@ -211,13 +211,22 @@ async def test_a_roll_over_max_rejected_is_refused_and_one_within_it_loads(
 async def test_an_unknown_max_rejected_and_a_file_without_roll_columns_are_refused(
     live_stack: stack.StackState, loaded_roll: int, tmp_path: Path
 ) -> None:
+    rc, _, err = await cli(live_stack, "roll", "load", str(write_roll(tmp_path / "r.csv", 10)),
+                           "--max-rejected", "lots")
+    assert rc != 0 and "INVALID_ARGUMENT" in err and "max_rejected 'lots'" in err
     path = tmp_path / "batch.csv"
     path.write_text("line,first_name,last_name\n1,A,B\n", encoding="utf-8")
-    rc, _, err = await cli(live_stack, "roll", "load", str(path), "--max-rejected", "lots")
-    assert rc != 0 and "INVALID_ARGUMENT" in err and "max_rejected 'lots'" in err
-    rc, _, err = await cli(live_stack, "roll", "load", str(path))
-    assert rc != 0 and "INVALID_ARGUMENT" in err
-    assert "batch.csv: roll header lacks column(s): voter_id, middle_name" in err
+    problem = "batch.csv: roll header lacks column(s): voter_id, middle_name"
+    async with database(live_stack) as pool:
+        before = await pool.fetchval("SELECT max(version) FROM matching.roll_versions")
+        # The CLI checks the header before the upload (exit 2, no version made) ...
+        rc, _, err = await cli(live_stack, "roll", "load", str(path))
+        assert rc == 2 and err.startswith("error: ") and problem in err, err
+        assert await pool.fetchval("SELECT max(version) FROM matching.roll_versions") == before
+        # ... and the server still does, for a client of its own.
+        async with h.channel(live_stack, "matching") as ch:
+            code, details = await _raw_load(ch, path, path.stat().st_size)
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and problem in details, details
 
 
 async def test_a_file_that_is_no_csv_text_is_refused_in_one_line_and_makes_no_version(
@@ -295,7 +304,9 @@ async def test_a_file_that_fails_to_read_during_the_upload_ends_it_with_why(
 async def test_a_repeated_or_unknown_roll_column_is_refused_by_name(
     live_stack: stack.StackState, loaded_roll: int, synth_data: SynthOutput, tmp_path: Path
 ) -> None:
-    """Both used to load: the first last_name used and the second dropped, extra ignored."""
+    """Both used to load: the first last_name used and the second dropped, extra ignored.
+    The CLI refuses them before the upload (exit 2, no version made); the server refuses
+    them for a client of its own."""
     lines = synth_data.roll_csv.read_text(encoding="utf-8").splitlines()
     async with database(live_stack) as pool:
         before = await active_version(pool)
@@ -306,9 +317,15 @@ async def test_a_repeated_or_unknown_roll_column_is_refused_by_name(
             path.write_text("\n".join([f"{lines[0]},{column}",
                                        *(f"{line},X" for line in lines[1:])]) + "\n",
                             encoding="utf-8")
+            newest = await pool.fetchval("SELECT max(version) FROM matching.roll_versions")
             rc, _, err = await cli(live_stack, "roll", "load", str(path))
-            assert rc == 1 and err.startswith("error: INVALID_ARGUMENT: "), err
+            assert rc == 2 and err.startswith("error: "), err
             assert f"{column}.csv: {problem}" in err
+            assert await pool.fetchval("SELECT max(version) FROM matching.roll_versions") == newest
+            async with h.channel(live_stack, "matching") as ch:
+                code, details = await _raw_load(ch, path, path.stat().st_size)
+            assert code == grpc.StatusCode.INVALID_ARGUMENT, details
+            assert f"{column}.csv: {problem}" in details
         assert await active_version(pool) == before
 
 

@@ -407,3 +407,47 @@ def test_options_in_seconds_in_range_parse_as_numbers() -> None:
     assert p.parse_args(["watch", "--petition", "p", "--for", "0.5"]).for_seconds == 0.5
     assert p.parse_args(["model", "train", "--timeout", "1e3"]).timeout == 1000.0
 
+
+ROLL_HEADER = ROLL.splitlines()[0]
+
+
+@pytest.mark.parametrize("header, problem", [
+    (ROLL_HEADER.replace(",middle_name", ""), "roll header lacks column(s): middle_name"),
+    (ROLL_HEADER + ",last_name", "column 'last_name' appears twice in the roll header"),
+    (ROLL_HEADER + ",extra", "unknown column 'extra' in the roll header"),
+    (ROLL_HEADER.replace("birth_date", "birthdate") + ",birthdate",
+     "roll header lacks column(s): birth_date"),
+    (ROLL_HEADER + ",", "column 14 of the roll header has no name"),
+    ("line,first_name,last_name", "roll header lacks column(s): voter_id, middle_name"),
+    ("a,b,c", "the file has no header row: line 1 names none of the roll's columns"),
+])
+def test_roll_load_refuses_a_bad_header_in_one_line_before_any_call(
+        header: str, problem: str, no_stack: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The header was checked only by the server, once the upload had made a roll version,
+    which was then discarded. Now the CLI checks it first, with the server's own rule and
+    words (no service answers at 127.0.0.1:9: a call would end in UNAVAILABLE, exit 1)."""
+    from sigverify_matching.roll import check_header
+
+    path = write(no_stack, "roll.csv", (header + "\n" + ROLL.splitlines()[1] + "\n").encode())
+    code, text = run_cli(["roll", "load", str(path)], capsys)
+    assert code == 2, text
+    assert text.startswith("error: ") and text.count("\n") == 1, text
+    assert f"roll.csv: {problem}" in " ".join(text.split()), text
+    with pytest.raises(InvalidArgument) as e:  # the server's words, whatever the file's name
+        check_header(header.split(","), str(path))
+    assert str(e.value) in " ".join(text.split())
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "cp1252", "latin-1"])
+def test_roll_load_reads_the_header_in_the_files_encoding(
+        encoding: str, no_stack: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A byte-order mark is no part of the first column's name, and a spreadsheet's export
+    (cp1252, latin-1) is read as such: a good header passes the check and the load goes on to
+    the service (here none: UNAVAILABLE, exit 1); a bad one names its column as written."""
+    good = write(no_stack, f"good-{encoding}.csv", ROLL.encode(encoding))
+    code, text = run_cli(["roll", "load", str(good)], capsys)
+    assert code == 1 and "UNAVAILABLE" in text, text
+    bad = write(no_stack, f"bad-{encoding}.csv",
+                (ROLL_HEADER + ",año\n" + ROLL.splitlines()[1] + "\n").encode(encoding))
+    code, text = run_cli(["roll", "load", str(bad)], capsys)
+    assert code == 2 and "unknown column 'año' in the roll header" in text, text

@@ -86,6 +86,7 @@ from sigverify_common.convert import (
     rules_from_pb,
     status_from_pb,
 )
+from sigverify_common.csvtext import CsvRecords
 from sigverify_common.errors import InvalidArgument, SigVerifyError
 from sigverify_common.sampling import Method, SamplingRules, sample_size
 from sigverify_common.textfile import detect_encoding
@@ -188,7 +189,31 @@ def roll_encoding(path: Path) -> str:
     if len(head) == MAX_HEADER_BYTES and b"\n" not in head and b"\r" not in head:
         raise CliError(f"{path}: no line ends within its first {MAX_HEADER_BYTES:,} bytes, so "
                        "it has no header row: not a roll CSV file")
+    check_roll_header(path, encoding)
     return encoding
+
+
+def check_roll_header(path: Path, encoding: str) -> None:
+    """The roll's header row, checked by the server's own rule (``sigverify_matching.roll.
+    check_header``: no column missing, repeated, unnamed or unknown) and read as the server
+    reads it (``CsvRecords``, the file decoded as ``open_roll`` decodes it, in ``encoding``,
+    already detected). Else CliError, the server's one line: a bad header would otherwise
+    make a roll version only to have it discarded. The server checks it again (clients of
+    their own)."""
+    # Imported here: the matching package doubles the CLI's start-up time, and only a roll
+    # load needs it.
+    from sigverify_matching.roll import check_header
+
+    if encoding.startswith("utf-8"):  # as open_roll opens it
+        fh = path.open(newline="", encoding="utf-8-sig", errors="surrogateescape")
+    else:
+        fh = path.open(newline="", encoding=encoding)
+    with fh:
+        records = CsvRecords(fh, str(path))
+        try:
+            check_header(records.header(), str(path), records.lines)
+        except InvalidArgument as exc:
+            raise CliError(str(exc)) from None
 
 
 def _file_chunks(path: Path, encoding: str | None = None) -> Iterator[bytes]:
