@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.resources
 import logging
+import time
 import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -69,6 +70,10 @@ CREATE TABLE IF NOT EXISTS "{schema}".outbox_quarantine (
 """
 
 
+#: How long one migration may run (seconds): building indexes on a filled table.
+MIGRATION_TIMEOUT = 6 * 3600.0
+
+
 async def migrate(pool: asyncpg.Pool, schema: str, package: str) -> int:
     """Apply the package's migrations not yet applied to ``schema``; returns how many ran.
 
@@ -89,7 +94,12 @@ async def migrate(pool: asyncpg.Pool, schema: str, package: str) -> int:
             if name in done:
                 continue
             log.info("applying migration %s.%s", schema, name)
-            await conn.execute(sql)
+            started = time.monotonic()
+            # Not the pool's command timeout (60 s): a migration building an index on a
+            # filled table (dedupe's 0003: ~5 s per million signatures) may take longer,
+            # and cut off it would roll back and fail every start after.
+            await conn.execute(sql, timeout=MIGRATION_TIMEOUT)
+            log.info("applied migration %s.%s in %.1fs", schema, name, time.monotonic() - started)
             await conn.execute(f'INSERT INTO "{schema}".schema_migrations (name) VALUES ($1)', name)
             applied += 1
     return applied
