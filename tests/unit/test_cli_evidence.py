@@ -110,8 +110,14 @@ def test_why_names_the_rule_that_decided() -> None:
          "confirmed nor refuted (no street name to compare)"),
         (explanation("REVIEW", "PENDING_REVIEW", "V1", 49.0, cand("V1", 49.0, "exact"),
                      cand("V2", 48.0, "exact")),
-         "no one candidate reaches accept 95 % (best 49.00 %); the voters at the signature's "
+         "no one candidate reaches accept 95 % (best 49.00 %); the 2 voters at the signature's "
          "address hold together >= review 50 % (one of them signed: a person says which)"),
+        # One voter at the address (another, elsewhere, does not share the review): found by
+        # hand on FEBRL, where "one of them signed" named a group of one.
+        (explanation("REVIEW", "PENDING_REVIEW", "V1", 61.6, cand("V1", 61.6, "exact"),
+                     cand("V2", 0.1, "different")),
+         "the one candidate at the signature's address is below accept 95 % (p 61.60 %) but "
+         "not below review 50 %: a person says whether that voter signed"),
         (explanation("NO_MATCH", "ADDRESS_MISMATCH", "V1", 98.0, cand("V1", 98.0, "same street")),
          "the voter is identified (p 98.00 % >= accept 95 %), but the signature's address is "
          "not the voter's registered one (address: same street)"),

@@ -297,9 +297,15 @@ def why(x: matching_pb2.Explanation) -> str:
         if p >= x.accept_threshold:
             return (f"{identified} but the address can be neither confirmed nor refuted (no "
                     "street name to compare)")
-        return (f"no one candidate reaches accept {accept} (best {_pct2(p)}); the voters at "
-                f"the signature's address hold together >= review {review} (one of them "
-                "signed: a person says which)")
+        at_address = [c for c in cands if level_of(c, "residence") in ADDRESS_AGREES
+                      and level_of(c, "prior") != "in another county"]
+        if len(at_address) <= 1:
+            return (f"the one candidate at the signature's address is below accept {accept} "
+                    f"(p {_pct2(p)}) but not below review {review}: a person says whether "
+                    "that voter signed")
+        return (f"no one candidate reaches accept {accept} (best {_pct2(p)}); the "
+                f"{len(at_address)} voters at the signature's address hold together >= review "
+                f"{review} (one of them signed: a person says which)")
     if reason == "ADDRESS_MISMATCH":
         return (f"{identified}, but the signature's address is not the voter's registered one "
                 f"(address: {address or 'not compared'})")
