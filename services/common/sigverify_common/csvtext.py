@@ -12,8 +12,14 @@ break), so a quote that is never closed makes the rest of the file one field: th
   opened on its first line closed lines later; unreadable, naming the lines it absorbed;
 - a record the csv module refuses (a field over its 128 KiB limit): unreadable, with the
   lines it took and the column where it went wrong when that can be known;
-- a record over several lines with the right number of fields is read (a quoted line break
-  is allowed); the reader of its values judges them (intake names a value over its limit).
+- a record over several lines with the right number of fields whose quoting is not well
+  formed (a quote that closed its field is followed by more text, as when a quote opened in
+  one row is closed by the quote opening a field of the next: the csv module, not strict,
+  reads on) or with a value holding a whole row's worth of commas (a quote opened in one row
+  closed at the same field of the next): unreadable, naming the lines it absorbed;
+- any other record over several lines with the right number of fields is read (a quoted line
+  break is allowed); the reader of its values judges them (intake names a value over its
+  limit).
 
 The end of the file is recognised by a sentinel line fed to the csv module after the file's
 last line: were a quote still open, the sentinel ends up inside the last field.
@@ -31,7 +37,7 @@ from sigverify_common.errors import InvalidArgument
 #: Fed to the csv module after the last line (Unicode noncharacters: no text holds them).
 _EOF = "\ufdd0\ufdd1end of file\ufdd1\ufdd0"
 _BREAK = re.compile(r"\r\n|\r|\n")
-#: How much of a record's first line is kept to name the column of a csv error.
+#: How much of a record's first line is scanned to name the column of a csv error.
 _KEEP_CHARS = 1 << 20
 
 
@@ -93,11 +99,14 @@ def lines_spanned(text: str) -> int:
 def looks_like_rows(value: str, width: int) -> int:
     """How many of the lines after a line break in ``value`` (one field) read as rows of a
     file of ``width`` columns (at least ``width - 1`` commas): a quote opened in that field
-    and closed lines later took them. 0 for a line break in a cell (an address's second
-    line), and for every value of a file of fewer than 3 columns."""
+    and closed lines later took them. At least 1 when the value, over its lines, holds
+    ``width - 1`` commas: the end of one row and the start of the next (a quote opened in a
+    field of one row closed at the same field of the next). 0 for a line break in a cell (an
+    address's second line), and for every value of a file of fewer than 3 columns."""
     if width < 3 or ("\n" not in value and "\r" not in value):
         return 0
-    return sum(1 for part in _BREAK.split(value)[1:] if part.count(",") >= width - 1)
+    rows = sum(1 for part in _BREAK.split(value)[1:] if part.count(",") >= width - 1)
+    return rows or (1 if value.count(",") >= width - 1 else 0)
 
 
 class CsvRecords:
@@ -109,8 +118,9 @@ class CsvRecords:
         #: Lines of the file read so far.
         self.lines = 0
         self._ended = False
-        #: The first line of the record being read (cut to _KEEP_CHARS).
+        #: The first line of the record being read, and its other lines (if any).
         self._first_text: str | None = None
+        self._more: list[str] = []
         self._columns: list[str] = []
         self._reader = csv.reader(self._feed())
         self._width = 0
@@ -119,7 +129,9 @@ class CsvRecords:
         for text in self._fh:
             self.lines += 1
             if self._first_text is None:
-                self._first_text = text[:_KEEP_CHARS]
+                self._first_text = text
+            else:
+                self._more.append(text)
             yield text
         self._ended = True
         yield _EOF
@@ -164,6 +176,8 @@ class CsvRecords:
         while True:
             first = self.lines + 1
             self._first_text = None
+            if self._more:
+                self._more = []
             try:
                 values = next(reader)
             except StopIteration:  # pragma: no cover - the sentinel ends the loop
@@ -189,7 +203,8 @@ class CsvRecords:
             if not values or values == [""]:  # pragma: no cover - blank lines are one line
                 continue
             number += 1
-            if len(values) != width or any(looks_like_rows(v, width) for v in values):
+            if (len(values) != width or any(looks_like_rows(v, width) for v in values)
+                    or not self._well_quoted()):
                 yield Record(number, first, last, [], self._absorbed(first, last, values))
                 continue
             yield Record(number, first, last, values)
@@ -213,14 +228,26 @@ class CsvRecords:
                       f"({last - opened:,} line(s) not read as rows); close the quote and send "
                       "the file again")
 
+    def _well_quoted(self) -> bool:
+        """Whether the record's lines, read again strictly, are one well-formed record: every
+        quote that closes a field is followed by a comma or the line's end."""
+        try:
+            return len(list(csv.reader([self._first_text or "", *self._more], strict=True))) == 1
+        except csv.Error:
+            return False
+
     def _absorbed(self, first: int, last: int, values: list[str]) -> str:
         """A record over several lines that is not one row: it has not the header's number
-        of fields, or a value holds lines that read as rows of the file."""
+        of fields, or a value holds lines that read as rows of the file, or a quote closed
+        before the end of its field."""
         index = next((i for i, v in enumerate(values) if looks_like_rows(v, self._width)),
                      None)
         if index is None:
             index = next((i for i, v in enumerate(values) if _BREAK.search(v)), len(values) - 1)
-            found = f"the row has {len(values):,} fields, not {self._width:,}"
+            found = (f"the row has {len(values):,} fields, not {self._width:,}"
+                     if len(values) != self._width else
+                     "the quote that closed it is followed by more text, not by the end of "
+                     "the field")
         else:
             found = f"{looks_like_rows(values[index], self._width):,} of them read as rows"
         return (f"{_lines_text(first, last)}: a quote opening {self._column(index)} on line "
@@ -231,7 +258,7 @@ class CsvRecords:
     def _refused(self, first: int, exc: csv.Error) -> str:
         """A record the csv module refused (a field over its limit)."""
         where = _lines_text(first, self.lines)
-        text = (self._first_text or "").rstrip("\r\n")
+        text = (self._first_text or "")[:_KEEP_CHARS].rstrip("\r\n")
         index, quoted = open_field(text)
         if self.lines > first and quoted:
             return (f"{where}: {exc}: a quote opening {self._column(index)} on line {first:,} "

@@ -35,7 +35,7 @@ from typing import Protocol, TextIO
 
 import asyncpg
 
-from sigverify_common.csvtext import CsvRecords
+from sigverify_common.csvtext import CsvRecords, Record
 from sigverify_common.db import Conn
 from sigverify_common.errors import FailedPrecondition, InvalidArgument
 from sigverify_common.textfile import detect_encoding
@@ -196,7 +196,10 @@ def read_roll_text(fh: TextIO, name: str, errors: _Sink, *, counties: Counties =
     The records are read by ``CsvRecords``, so a quote opened in one row and closed lines
     later (or never) does not lose the rows it absorbed without a word: the record is
     rejected naming the lines it took, and each absorbed line counts as a rejected row (a
-    file that loses many voters so is refused by ``--max-rejected``)."""
+    file that loses many voters so is refused by ``--max-rejected``). So does each further
+    line of any rejected record that ran over several lines (one that reads as a row, its
+    quote closed on the next line by the quote of another row's field, may be rejected for
+    a value: the row it took is not loaded either)."""
     records = CsvRecords(fh, name)
     first = records.header()
     header = check_header(first, name, records.lines)
@@ -213,53 +216,50 @@ def _records(records: CsvRecords, header: list[str], errors: _Sink,
     counties: dict[str, tuple[str, str]] = {}
     dates: dict[str, date | None] = {"": None}
     for rec in records:
-        line, values = rec.first_line, rec.values
+        values = rec.values
         if rec.problem:
-            errors.append((line, "(row)", f"unreadable: {rec.problem}"))
-            for absorbed in range(line + 1, rec.last_line + 1):
-                errors.append((absorbed, "(row)", f"not read: taken into the record of line "
-                                                  f"{line:,}, which is unreadable"))
+            _reject(errors, rec, "(row)", f"unreadable: {rec.problem}", "unreadable")
             continue
         if len(values) != width:
-            errors.append((line, "(row)", f"expected {width} fields, found {len(values)}"))
+            _reject(errors, rec, "(row)", f"expected {width} fields, found {len(values)}")
             continue
         if not "".join(values).isascii() and (bad := _not_utf8(values)) is not None:
-            errors.append((line, header[bad], "not UTF-8 text"))
+            _reject(errors, rec, header[bad], "not UTF-8 text")
             continue
         if "\x00" in "".join(values):
-            errors.append((line, "(row)", "contains a NUL character (byte 0)"))
+            _reject(errors, rec, "(row)", "contains a NUL character (byte 0)")
             continue
         voter_id = values[i_id].strip()
         if not voter_id:
-            errors.append((line, "voter_id", "missing"))
+            _reject(errors, rec, "voter_id", "missing")
             continue
         if voter_id in seen:
-            errors.append((line, "voter_id", "repeated"))
+            _reject(errors, rec, "voter_id", "repeated")
             continue
         if not (values[i_first].strip() or values[i_middle].strip() or values[i_last].strip()):
-            errors.append((line, "last_name", "missing: the row has no name (first_name, "
-                                              "middle_name and last_name are all empty)"))
+            _reject(errors, rec, "last_name", "missing: the row has no name (first_name, "
+                                             "middle_name and last_name are all empty)")
             continue
         status = values[i_status].strip().upper()
         if status not in STATUSES:
-            errors.append((line, "status", "must be ACTIVE, INACTIVE or CANCELLED"))
+            _reject(errors, rec, "status", "must be ACTIVE, INACTIVE or CANCELLED")
             continue
         birth_text, registered_text = values[i_birth].strip(), values[i_registered].strip()
         try:
             birth = dates[birth_text] if birth_text in dates else _date(birth_text)
         except ValueError:
-            errors.append((line, "birth_date", "not a valid ISO date (YYYY-MM-DD)"))
+            _reject(errors, rec, "birth_date", "not a valid ISO date (YYYY-MM-DD)")
             continue
         try:
             registered = (dates[registered_text] if registered_text in dates
                           else _date(registered_text))
         except ValueError:
-            errors.append((line, "registered_on", "not a valid ISO date (YYYY-MM-DD)"))
+            _reject(errors, rec, "registered_on", "not a valid ISO date (YYYY-MM-DD)")
             continue
         if len(dates) < 100_000:
             dates[birth_text], dates[registered_text] = birth, registered
         if birth is not None and birth > today:
-            errors.append((line, "birth_date", f"in the future (after the load's date, {today})"))
+            _reject(errors, rec, "birth_date", f"in the future (after the load's date, {today})")
             continue
         county_text = values[i_county]
         found = counties.get(county_text)
@@ -267,13 +267,23 @@ def _records(records: CsvRecords, header: list[str], errors: _Sink,
             found = counties[county_text] = _county(known, county_text)
         county, why = found
         if why:
-            errors.append((line, "county", why))
+            _reject(errors, rec, "county", why)
             continue
         seen.add(voter_id)
         yield (voter_id, values[i_first].strip(), values[i_middle].strip(),
                values[i_last].strip(), values[i_suffix].strip(), birth,
                values[i_street].strip(), values[i_unit].strip(), values[i_city].strip(),
                values[i_zip].strip(), county, status, registered)
+
+
+def _reject(errors: _Sink, rec: Record, fld: str, why: str, state: str = "rejected") -> None:
+    """Reject the record ``rec``, and each further line of the file it took (a quote opened
+    in it may have closed lines later: the rows on those lines are not loaded either)."""
+    line = rec.first_line
+    errors.append((line, fld, why))
+    for absorbed in range(line + 1, rec.last_line + 1):
+        errors.append((absorbed, "(row)", f"not read: taken into the record of line {line:,}, "
+                                          f"which is {state}"))
 
 
 def _county(known: Counties, text: str) -> tuple[str, str]:
