@@ -27,6 +27,7 @@ from nameparser import HumanName
 
 from sigverify_common.csvtext import lines_spanned, looks_like_rows
 from sigverify_common.errors import InvalidArgument
+from sigverify_common.fields import check_text, shown
 from sigverify_common.vocab import Counties, Source
 
 NAME_COLUMNS = ("first_name", "middle_name", "last_name")
@@ -95,20 +96,6 @@ class Validated:
     @property
     def incomplete(self) -> int:
         return sum(1 for s in self.signatures if s.incomplete)
-
-
-def shown(text: str, limit: int = 40) -> str:
-    """``text`` quoted for an error message, cut to ``limit`` characters."""
-    return repr(text if len(text) <= limit else text[:limit] + "...")
-
-
-def check_text(value: str, name: str, limit: int) -> str:
-    """A request's text argument, stripped; InvalidArgument when too long or holding a NUL."""
-    if len(value) > limit:
-        raise InvalidArgument(f"{name} is {len(value):,} characters long; at most {limit:,}")
-    if "\x00" in value:
-        raise InvalidArgument(f"{name} contains a NUL character")
-    return value.strip()
 
 
 def known_county(counties: Counties, name: str, field: str = "county") -> str:
