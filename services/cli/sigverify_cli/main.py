@@ -710,6 +710,11 @@ EXIT_ROWS_REJECTED = 4
 
 async def submit(ep: Endpoints, args: argparse.Namespace) -> int:
     paths = [Path(name) for name in args.files]
+    if args.key and len(paths) > 1:
+        # A key names one batch: given to the first file only, the others would go unkeyed
+        # without a word (it was so), and the same key on each would be refused as reused.
+        raise CliError(f"--key names one batch: submit each of the {len(paths)} files with "
+                       "its own --key, or send them together without --key")
     for path in paths:
         check_input_file(path)
     rejected = 0
@@ -722,8 +727,7 @@ async def submit(ep: Endpoints, args: argparse.Namespace) -> int:
                     prog.update(task, completed=n)
 
                 receipt = await client.submit_batch(
-                    ch, path, args.petition, args.county, args.key if len(args.files) == 1 else "",
-                    progress=advance)
+                    ch, path, args.petition, args.county, args.key, progress=advance)
             print_receipt(receipt, str(path))
             # Rows the CLI could not read are sent as unreadable, so intake's count has them.
             rejected += max(receipt.rows_rejected, len(receipt.rejected))
@@ -1545,7 +1549,8 @@ def parser() -> argparse.ArgumentParser:
     sb.add_argument("files", nargs="+")
     sb.add_argument("--petition", required=True)
     sb.add_argument("--county", required=True)
-    sb.add_argument("--key", default="", help="client batch key (default: the content decides)")
+    sb.add_argument("--key", default="", help="client batch key (default: the content decides); "
+                    "one file only: a key names one batch")
 
     b = sub.add_parser("batch", help="batches")
     bs = b.add_subparsers(dest="action", required=True)
