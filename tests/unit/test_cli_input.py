@@ -425,7 +425,7 @@ def test_roll_load_refuses_a_bad_header_in_one_line_before_any_call(
         header: str, problem: str, no_stack: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The header was checked only by the server, once the upload had made a roll version,
     which was then discarded. Now the CLI checks it first, with the server's own rule and
-    words (no service answers at 127.0.0.1:9: a call would end in UNAVAILABLE, exit 1)."""
+    words (no service answers at 127.0.0.1:9: a call would end in UNAVAILABLE, exit 5)."""
     from sigverify_matching.roll import check_header
 
     path = write(no_stack, "roll.csv", (header + "\n" + ROLL.splitlines()[1] + "\n").encode())
@@ -443,10 +443,10 @@ def test_roll_load_reads_the_header_in_the_files_encoding(
         encoding: str, no_stack: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A byte-order mark is no part of the first column's name, and a spreadsheet's export
     (cp1252, latin-1) is read as such: a good header passes the check and the load goes on to
-    the service (here none: UNAVAILABLE, exit 1); a bad one names its column as written."""
+    the service (here none: unreachable, exit 5); a bad one names its column as written."""
     good = write(no_stack, f"good-{encoding}.csv", ROLL.encode(encoding))
     code, text = run_cli(["roll", "load", str(good)], capsys)
-    assert code == 1 and "UNAVAILABLE" in text, text
+    assert code == 5 and "intake/matching/tally at 127.0.0.1:9 is unreachable" in text, text
     bad = write(no_stack, f"bad-{encoding}.csv",
                 (ROLL_HEADER + ",año\n" + ROLL.splitlines()[1] + "\n").encode(encoding))
     code, text = run_cli(["roll", "load", str(bad)], capsys)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +21,65 @@ from sigverify_common.textfile import open_text
 
 CHUNK_ROWS = 500
 
+#: The exit status of every command when a service it calls cannot be reached (nothing
+#: answers at its address) or answers UNAVAILABLE (it cannot serve now: retry later). The
+#: others: 1 a call refused or failed, 2 a usage error, 3 ``wait``: nothing received, 4
+#: ``submit``: rows rejected, 70 an unexpected failure.
+EXIT_UNREACHABLE = 5
+
+#: The services' addresses this process opened a channel to, and their names: an UNAVAILABLE
+#: error says which one could not be reached.
+OPENED: dict[str, str] = {}
+
 
 class CliError(RuntimeError):
     pass
+
+
+class ServiceUnreachable(CliError):
+    """A service could not be reached or cannot serve now (exit EXIT_UNREACHABLE)."""
+
+
+_PEER = re.compile(r"(?:ipv4|ipv6|unix):(\[[^\]]*\]:\d+|[^\s:;,]+:\d+)")
+#: Words of gRPC's own errors when no connection could be made or it was lost (as opposed
+#: to an UNAVAILABLE sent by a service that runs but cannot serve now).
+_NO_CONNECTION = ("failed to connect", "connection refused", "socket closed", "stream removed",
+                  "connections to all backends failing", "connection reset", "dns resolution",
+                  "goaway", "broken pipe")
+
+
+def opened_service(details: str) -> tuple[str, str] | None:
+    """(name, address) of the service an error's text names by address, else of the only
+    one this process opened a channel to; None when that cannot be told."""
+    for m in _PEER.finditer(details):
+        peer = m.group(1)
+        same = [(n, a) for a, n in OPENED.items() if a == peer]
+        # A name resolved: "localhost:50051" is connected to as "ipv6:[::1]:50051".
+        same = same or [(n, a) for a, n in OPENED.items()
+                        if a.rsplit(":", 1)[-1] == peer.rsplit(":", 1)[-1]]
+        if len(same) == 1:
+            return same[0]
+    if len(OPENED) == 1:
+        addr, name = next(iter(OPENED.items()))
+        return name, addr
+    return None
+
+
+def unreachable_text(details: str) -> str:
+    """One line for an UNAVAILABLE error: which service at which address, and what to do
+    (gRPC's own text, such as "failed to connect to all addresses; ipv4:...", is not shown
+    when the connection could not be made: the line says so in words)."""
+    found = opened_service(details)
+    if found is not None:
+        who = f"{found[0]} at {found[1]}"
+    elif OPENED:
+        who = "one of " + ", ".join(f"{n} at {a}" for a, n in OPENED.items())
+    else:
+        who = "a service"
+    advice = "'sigverify stack status' shows what runs"
+    if any(w in details.lower() for w in _NO_CONNECTION):
+        return f"{who} is unreachable (no connection could be made, or it was lost); {advice}"
+    return f"{who} cannot serve now: {details}; retry later ({advice})"
 
 
 def home() -> Path:
@@ -56,6 +113,8 @@ class Endpoints:
 
     def channel(self, addr: str) -> grpc.aio.Channel:
         """A channel to one of the services, carrying the token (TLS when configured)."""
+        OPENED[addr] = "/".join(name for name in ("intake", "matching", "tally")
+                                if getattr(self, name) == addr) or "the service"
         return credentials.open_channel(addr, self.token, self.tls)
 
     @classmethod

@@ -27,7 +27,8 @@
     sigverify token list [--all] | revoke TOKEN_ID | bootstrap [--expires WHEN]
     sigverify audit verify
     sigverify check --petition ID       (delivery invariants; exit 1 when one fails)
-    (every command: --token TOKEN, else $SIGVERIFY_TOKEN, else the local stack's admin token)
+    (every command: --token TOKEN, else $SIGVERIFY_TOKEN, else the local stack's admin token;
+    exit 5 when a service it calls cannot be reached or answers UNAVAILABLE)
     sigverify demo                      (what `make run` runs)
     sigverify eval-data make KIND --out DIR | score --truth T --results R --batches MAP
 """
@@ -704,7 +705,7 @@ def print_receipt(r: intake_pb2.BatchReceipt, path: str = "", shown: int = SHOWN
 #: The exit status of ``submit`` when every file was received but some of their rows were
 #: rejected (each listed with its receipt): a script tells a clean batch (0) from one to fix.
 #: Other statuses: 1 a call refused or failed, 2 a file or option that cannot be sent,
-#: 70 an unexpected failure.
+#: 5 intake unreachable (``client.EXIT_UNREACHABLE``), 70 an unexpected failure.
 EXIT_ROWS_REJECTED = 4
 
 
@@ -931,7 +932,8 @@ class NothingReceived(CliError):
 
 
 #: The exit status of ``wait`` when the petition has received nothing (1 is a refused call,
-#: 2 a timeout: waiting longer would not help either, but a script should tell them apart).
+#: 2 a timeout, 5 tally unreachable: waiting longer would not help either, but a script
+#: should tell them apart).
 EXIT_NOTHING_RECEIVED = 3
 
 
@@ -1545,7 +1547,8 @@ def parser() -> argparse.ArgumentParser:
         "submit", help="submit batch CSV file(s) of one county",
         epilog=f"exit status: 0 every row of every file accepted; {EXIT_ROWS_REJECTED} the "
                "file(s) received but some rows rejected (listed with each receipt); 1 a call "
-               "refused or failed; 2 a file or option that cannot be sent")
+               "refused or failed; 2 a file or option that cannot be sent; "
+               f"{client.EXIT_UNREACHABLE} intake unreachable")
     sb.add_argument("files", nargs="+")
     sb.add_argument("--petition", required=True)
     sb.add_argument("--county", required=True)
@@ -1672,7 +1675,7 @@ def parser() -> argparse.ArgumentParser:
     aus.add_parser("verify", help="check the audit log's hash chain (exit 1 when broken)")
 
     ck = sub.add_parser("check", help="check a petition's delivery invariants (exit 1 when one "
-                        "is violated)")
+                        f"is violated, {client.EXIT_UNREACHABLE} when tally is unreachable)")
     ck.add_argument("--petition", required=True)
 
     d = sub.add_parser("demo", help="generate data, run it through the stack, compare with truth")
@@ -1745,14 +1748,19 @@ def main(argv: list[str] | None = None) -> None:
     """Run one command. Whatever happens, it ends with an exit code and, on failure, one
     ``error:`` line; SIGVERIFY_DEBUG=1 adds the traceback of an unexpected exception."""
     args = parser().parse_args(argv)
+    client.OPENED.clear()  # the channels of this command only (tests run several in a process)
     try:
         code = dispatch(args)
     except (CliError, stack.StackError, SigVerifyError) as exc:
         _error(str(exc))
         code = 2
     except grpc.aio.AioRpcError as exc:
-        _error(f"{exc.code().name}: {exc.details()}")
-        code = 1
+        if exc.code() == grpc.StatusCode.UNAVAILABLE:
+            _error(client.unreachable_text(exc.details() or ""))
+            code = client.EXIT_UNREACHABLE
+        else:
+            _error(f"{exc.code().name}: {exc.details()}")
+            code = 1
     except KeyboardInterrupt:
         code = 130
     except OSError as exc:
