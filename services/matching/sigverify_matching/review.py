@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import uuid
 from typing import Any
 
 import asyncpg
@@ -20,8 +21,9 @@ from sigverify.events.v1 import events_pb2
 from sigverify.review.v1 import review_pb2, review_pb2_grpc
 from sigverify_common import audit, auth, kafka
 from sigverify_common.config import counties_var
-from sigverify_common.convert import date_text, parse_uuid, reason_from_pb, reason_to_pb, source_to_pb
+from sigverify_common.convert import date_text, reason_from_pb, reason_to_pb, source_to_pb
 from sigverify_common.errors import FailedPrecondition, InvalidArgument, NotFound
+from sigverify_common.fields import MAX_ID_CHARS, check_text, shown
 from sigverify_common.vocab import (
     REVIEW_REJECTIONS,
     Counties,
@@ -39,6 +41,13 @@ log = logging.getLogger(__name__)
 CLAIM_MINUTES = 30
 #: How many items one ListPending answers at most, and when the request names no limit.
 MAX_LISTED, DEFAULT_LISTED = 10_000, 50
+#: The longest reviewer's note (a 5 MB note was stored, and every later GetReview of the
+#: item then broke gRPC's 4 MiB message limit: the item could no longer be viewed).
+MAX_NOTE_CHARS = 2_000
+#: A reviewer's name as a request gives it (used only when a call carries no token).
+MAX_REVIEWER_CHARS = 200
+#: How many candidates' voter ids an error names at most.
+NAMED_CANDIDATES = 5
 
 _ITEM_SQL = (
     "SELECT r.*, d.score, d.candidates, d.match_revision, s.batch_id, s.county, s.line, "
@@ -78,9 +87,8 @@ def item_to_pb(r: asyncpg.Record) -> review_pb2.ReviewItem:
 def unknown_county(counties: Counties, text: str) -> InvalidArgument:
     """The error for a county that is not one of ``counties`` (as intake words it)."""
     hint = counties.suggest(text)
-    shown = repr(text if len(text) <= 40 else text[:40] + "...")
     return InvalidArgument(
-        f"county: unknown county {shown}, not one of the {len(counties)} configured counties"
+        f"county: unknown county {shown(text)}, not one of the {len(counties)} configured counties"
         + (f" (did you mean {hint!r}?)" if hint else ""))
 
 
@@ -90,6 +98,42 @@ def resolution_reason(voter: VoterRecord, county: str, sig: SignatureInput) -> R
     if canonical_county(voter.county) != canonical_county(county):
         return Reason.WRONG_COUNTY
     return eligibility(voter, sig)
+
+
+def parse_signature_id(text: str) -> uuid.UUID:
+    """A request's signature id: its length checked before it is parsed (an error quoting a
+    20,000-character id whole broke gRPC's 16 KiB limit on trailing metadata)."""
+    text = check_text(text, "signature_id", MAX_ID_CHARS)
+    if not text:
+        raise InvalidArgument("signature_id is required")
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise InvalidArgument(f"signature_id {shown(text)} is not a UUID") from None
+
+
+def caller(reviewer: str) -> str:
+    """Who acts: the token's id. The request's ``reviewer`` is documented (review.proto, and
+    the CLI's --reviewer) as informational, used only by a call without a token; it is checked
+    all the same, so that nothing unreadable is ever stored."""
+    return auth.actor(check_text(reviewer, "reviewer", MAX_REVIEWER_CHARS) or "local")
+
+
+def rejection_reason(number: int) -> Reason:
+    """The reason of a resolution as invalid: INVALID_ARGUMENT naming the field and the
+    reasons a reviewer may give for a number outside the enum or a reason that is not one."""
+    allowed = ", ".join(sorted(r.value for r in REVIEW_REJECTIONS))
+    try:
+        reason = reason_from_pb(number)
+    except ValueError:
+        reason = None
+    if reason is None or reason not in REVIEW_REJECTIONS:
+        given = (reason.value if reason is not None else
+                 "unset (0)" if number == common_pb2.REASON_UNSPECIFIED else
+                 f"{number}, not a known reason,")
+        raise InvalidArgument(f"invalid_reason {given} is not a reason a reviewer may give; "
+                              f"use one of {allowed}")
+    return reason
 
 
 class ReviewService(review_pb2_grpc.ReviewServiceServicer):
@@ -111,7 +155,7 @@ class ReviewService(review_pb2_grpc.ReviewServiceServicer):
         if not await self._pool.fetchval(
                 "SELECT EXISTS (SELECT 1 FROM intake.petitions WHERE petition_id = $1)",
                 petition_id):
-            raise NotFound(f"no petition {petition_id!r}")
+            raise NotFound(f"no petition {shown(petition_id)}")
         if not county or self._counties.resolve(county) is not None:
             return county
         if await self._pool.fetchval(
@@ -131,9 +175,7 @@ class ReviewService(review_pb2_grpc.ReviewServiceServicer):
     ) -> review_pb2.ListPendingResponse:
         if not request.petition_id:
             raise InvalidArgument("petition_id is required")
-        if len(request.petition_id) > 200 or "\x00" in request.petition_id:
-            raise InvalidArgument("petition_id is not a petition id (over 200 characters or "
-                                  "holding a NUL)")
+        check_text(request.petition_id, "petition_id", MAX_ID_CHARS)
         if request.limit < 0 or request.limit > MAX_LISTED:
             raise InvalidArgument(f"limit must be from 1 to {MAX_LISTED:,} (0: {DEFAULT_LISTED})")
         county = await self._listed_county(request.petition_id, request.county)
@@ -155,13 +197,13 @@ class ReviewService(review_pb2_grpc.ReviewServiceServicer):
     async def GetReview(
         self, request: review_pb2.GetReviewRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> review_pb2.ReviewItem:
-        return item_to_pb(await self._item(self._pool, parse_uuid(request.signature_id)))
+        return item_to_pb(await self._item(self._pool, parse_signature_id(request.signature_id)))
 
     async def ClaimReview(
         self, request: review_pb2.ClaimReviewRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> review_pb2.ReviewItem:
-        sid = parse_uuid(request.signature_id)
-        who = auth.actor(request.reviewer or "local")
+        sid = parse_signature_id(request.signature_id)
+        who = caller(request.reviewer)
         async with self._pool.acquire() as conn, conn.transaction():
             row = await self._item(conn, sid)
             claimed = await conn.fetchval(
@@ -180,11 +222,18 @@ class ReviewService(review_pb2_grpc.ReviewServiceServicer):
     async def ResolveReview(
         self, request: review_pb2.ResolveReviewRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> review_pb2.ReviewItem:
-        sid = parse_uuid(request.signature_id)
-        who = auth.actor(request.reviewer or "local")
+        sid = parse_signature_id(request.signature_id)
+        who = caller(request.reviewer)
+        note = check_text(request.note, "note", MAX_NOTE_CHARS)
         outcome = request.WhichOneof("outcome")
         if outcome is None:
             raise InvalidArgument("a resolution names a voter_id or an invalid_reason")
+        named = check_text(request.voter_id, "voter_id", MAX_ID_CHARS)
+        if outcome == "voter_id" and not named:
+            raise InvalidArgument("voter_id is empty: name the voter who signed, or give an "
+                                  "invalid_reason")
+        rejection = rejection_reason(request.invalid_reason) if outcome == "invalid_reason" else None
+        off_candidates = False
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT 1 FROM matching.reviews WHERE signature_id = $1 FOR UPDATE", sid)
             row = await self._item(conn, sid)
@@ -200,9 +249,19 @@ class ReviewService(review_pb2_grpc.ReviewServiceServicer):
                     "SELECT voter_id, first_name, middle_name, last_name, suffix, birth_date, "
                     "street, unit, city, zip, county, status, registered_on FROM matching.voters "
                     "WHERE voter_id = $1 AND version = (SELECT max(version) FROM "
-                    "matching.roll_versions WHERE state = 'active')", request.voter_id)
+                    "matching.roll_versions WHERE state = 'active')", named)
                 if voter is None:
-                    raise NotFound(f"no voter {request.voter_id!r} in the active roll")
+                    raise NotFound(f"voter_id: no voter {shown(named)} in the active roll")
+                proposed = [c.voter_id for c in convert.candidates_from_json(row["candidates"])]
+                off_candidates = named not in proposed
+                if off_candidates and not note:
+                    listed = ", ".join(proposed[:NAMED_CANDIDATES]) + (
+                        ", ..." if len(proposed) > NAMED_CANDIDATES else "")
+                    raise InvalidArgument(
+                        f"voter_id {shown(named)} is not one of the signature's "
+                        f"{len(proposed)} candidates" + (f" ({listed})" if proposed else "")
+                        + ": to resolve it as a voter the matcher did not propose, give a note "
+                        "saying how the signer was found")
                 sig = SignatureInput(
                     first_name=row["first_name"], middle_name=row["middle_name"],
                     last_name=row["last_name"], street=row["street"], unit=row["unit"],
@@ -210,14 +269,10 @@ class ReviewService(review_pb2_grpc.ReviewServiceServicer):
                     signed_on=row["signed_on"], birth_date=row["birth_date"],
                     deadline=row["deadline"])
                 reason = resolution_reason(VoterRecord(**dict(voter)), row["county"], sig)
-                decision, voter_id = Decision.MATCH, request.voter_id
+                decision, voter_id = Decision.MATCH, named
             else:
-                reason = reason_from_pb(request.invalid_reason)
-                if reason not in REVIEW_REJECTIONS:
-                    raise InvalidArgument(
-                        f"{reason.value} is not a reviewer's reason; use one of "
-                        + ", ".join(sorted(r.value for r in REVIEW_REJECTIONS)))
-                decision, voter_id = Decision.NO_MATCH, ""
+                assert rejection is not None
+                reason, decision, voter_id = rejection, Decision.NO_MATCH, ""
             revision = await conn.fetchval(
                 "UPDATE matching.decisions SET decision = $2, reason = $3, voter_id = $4, "
                 "match_revision = match_revision + 1 WHERE signature_id = $1 "
@@ -225,7 +280,7 @@ class ReviewService(review_pb2_grpc.ReviewServiceServicer):
             await conn.execute(
                 "UPDATE matching.reviews SET state = 'resolved', resolved_by = $2, "
                 "resolved_at = now(), voter_id = $3, reason = $4, note = $5 "
-                "WHERE signature_id = $1", sid, who, voter_id, reason.value, request.note)
+                "WHERE signature_id = $1", sid, who, voter_id, reason.value, note)
             received = events_pb2.SignatureReceived(
                 signature_id=str(sid), petition_id=row["petition_id"], batch_id=str(row["batch_id"]),
                 county=row["county"], line=row["line"], circulator_id=row["circulator_id"],
@@ -237,9 +292,11 @@ class ReviewService(review_pb2_grpc.ReviewServiceServicer):
             await kafka.enqueue(conn, "matching", [convert.matched_event(received, result, revision)])
             await audit.record(conn, who, "review.resolved", str(sid), {
                 "petition_id": row["petition_id"], "outcome": decision.value,
-                "reason": reason.value, "voter_id": voter_id, "match_revision": revision})
+                "reason": reason.value, "voter_id": voter_id, "match_revision": revision,
+                **({"among_candidates": not off_candidates} if voter_id else {})})
             item = item_to_pb(await self._item(conn, sid))
         if self._outbox is not None:
             self._outbox.wake.set()
-        log.info("review of %s resolved: %s %s", sid, decision.value, reason.value)
+        log.info("review of %s resolved: %s %s%s", sid, decision.value, reason.value,
+                 " (a voter not among its candidates)" if off_candidates else "")
         return item
