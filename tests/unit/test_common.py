@@ -93,3 +93,14 @@ def test_stored_ids_are_time_ordered_uuid7_and_event_ids_random_uuid4() -> None:
     assert before <= int(first.replace("-", "")[:12], 16) <= after
     assert all(first < t for t in made)
     assert len(set(made)) == len(made) and len(set(events)) == len(events)
+
+
+def test_a_long_value_that_is_not_a_uuid_is_quoted_cut() -> None:
+    """The error travels in gRPC's trailing metadata (16 KiB at most): a 20,000-character
+    id quoted whole made the client get RESOURCE_EXHAUSTED instead of the error."""
+    from sigverify_common.convert import parse_uuid
+    from sigverify_common.errors import InvalidArgument
+
+    with pytest.raises(InvalidArgument) as e:
+        parse_uuid("x" * 20_000, "voter_id")
+    assert str(e.value) == "voter_id 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx...' is not a UUID"

@@ -8,6 +8,7 @@ from typing import Any
 
 from sigverify.common.v1 import common_pb2
 from sigverify_common.errors import InvalidArgument
+from sigverify_common.fields import shown
 from sigverify_common.sampling import CALIFORNIA, Method, SamplingRules, parse_percent
 from sigverify_common.vocab import Decision, DuplicatePolicy, Reason, Source, Status
 
@@ -93,7 +94,7 @@ def parse_uuid(text: str, what: str = "signature_id") -> uuid.UUID:
     try:
         return uuid.UUID(text)
     except ValueError:
-        raise InvalidArgument(f"{what} {text!r} is not a UUID") from None
+        raise InvalidArgument(f"{what} {shown(text)} is not a UUID") from None
 
 
 def policy_to_pb(policy: DuplicatePolicy) -> common_pb2.DuplicatePolicy.ValueType:
