@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from datetime import date
 from typing import Any
@@ -18,22 +19,58 @@ from sigverify_common import ids
 from sigverify_common.convert import (
     date_text,
     decision_to_pb,
-    parse_date_text,
     reason_to_pb,
     source_to_pb,
 )
+from sigverify_common.errors import InvalidArgument
+from sigverify_common.fields import check_text, shown
 from sigverify_common.topics import SIGNATURE_MATCHED
 from sigverify_common.vocab import Decision, Reason, Source
 from sigverify_matching.domain import MatchConfig, MatchResult, ScoredCandidate, SignatureInput
 from sigverify_matching.fs import COMPARISONS, HAS_MISSING, LEVELS
 from sigverify_matching.store import StoredModel
 
+#: The longest value each printed field of a MatchSignature request may hold, in characters:
+#: intake's limits for the same columns of a batch (sigverify_intake.domain.FIELD_LIMITS and
+#: MAX_COUNTY_CHARS), so that anything intake accepts can be matched on request too. A name's
+#: comparison costs the square of its length (a 300,000-character first name took ~19 s of a
+#: worker thread, which went on after the caller's deadline), and the engine keeps a name's
+#: length in 16 bits.
+PRINTED_LIMITS: dict[str, int] = {
+    "first_name": 200, "middle_name": 200, "last_name": 200, "street": 300, "unit": 100,
+    "city": 100, "zip": 20, "county": 100, "signed_on": 20, "birth_date": 20,
+}
+
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def check_printed(p: common_pb2.PrintedSignature, prefix: str = "printed.") -> None:
+    """InvalidArgument naming the first printed field that is too long or holds a NUL."""
+    for name, limit in PRINTED_LIMITS.items():
+        check_text(getattr(p, name), prefix + name, limit)
+
+
+def parse_printed_date(text: str, field: str) -> date | None:
+    """YYYY-MM-DD (around spaces) or empty, as intake reads a batch's dates; InvalidArgument
+    naming ``field`` for anything else."""
+    t = text.strip()
+    if not t:
+        return None
+    if _DATE.fullmatch(t):
+        try:
+            return date.fromisoformat(t)
+        except ValueError:
+            pass
+    raise InvalidArgument(f"{field} {shown(t, 20)} is not a date of the form YYYY-MM-DD")
+
 
 def printed_input(p: common_pb2.PrintedSignature, deadline: date | None) -> SignatureInput:
+    """A MatchSignature request's printed signature (its fields checked by ``check_printed``)."""
     return SignatureInput(
         first_name=p.first_name, middle_name=p.middle_name, last_name=p.last_name,
         street=p.street, unit=p.unit, city=p.city, zip=p.zip, county=p.county,
-        signed_on=parse_date_text(p.signed_on), birth_date=parse_date_text(p.birth_date),
+        signed_on=parse_printed_date(p.signed_on, "printed.signed_on"),
+        birth_date=parse_printed_date(p.birth_date, "printed.birth_date"),
         deadline=deadline,
     )
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
+import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import replace
 from datetime import datetime
@@ -19,7 +21,6 @@ import grpc
 from sigverify.matching.v1 import matching_pb2, matching_pb2_grpc
 from sigverify_common import auth
 from sigverify_common.config import counties_var
-from sigverify_common.convert import parse_uuid
 from sigverify_common.db import Conn
 from sigverify_common.errors import (
     FailedPrecondition,
@@ -28,6 +29,7 @@ from sigverify_common.errors import (
     SigVerifyError,
     Unavailable,
 )
+from sigverify_common.fields import MAX_ID_CHARS, check_text, shown
 from sigverify_common.vocab import Counties, canonical_county
 from sigverify_matching import convert, engine, store, versions
 from sigverify_matching.config import ModelConfig, RollConfig
@@ -51,6 +53,10 @@ TRAIN_CAP = 1_000_000
 SENT_REJECTIONS = 20
 #: How long a refused load goes on reading (and dropping) the rest of the upload.
 DRAIN_SECONDS = 60.0
+#: A roll header's texts, in characters: the file's name (kept as the version's source; a
+#: file name is at most 255 bytes) and the rejected rows allowed ("100", "1%").
+MAX_SOURCE_CHARS = 255
+MAX_REJECTED_CHARS = 40
 
 _STATES: dict[str, matching_pb2.RollState.ValueType] = {
     versions.LOADING: matching_pb2.ROLL_STATE_LOADING,
@@ -60,6 +66,15 @@ _STATES: dict[str, matching_pb2.RollState.ValueType] = {
     versions.RETIRED: matching_pb2.ROLL_STATE_RETIRED,
     versions.DISCARDED: matching_pb2.ROLL_STATE_DISCARDED,
 }
+
+
+def _uuid(text: str, name: str) -> uuid.UUID:
+    """A request's UUID argument; InvalidArgument naming ``name``, the value quoted short."""
+    t = check_text(text, name, MAX_ID_CHARS)
+    try:
+        return uuid.UUID(t)
+    except ValueError:
+        raise InvalidArgument(f"{name} {shown(t)} is not a UUID") from None
 
 
 def _ts(value: datetime | None) -> str:
@@ -126,7 +141,7 @@ class MatchingService(matching_pb2_grpc.MatchingServiceServicer):
         self, request: matching_pb2.ExplainSignatureRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> matching_pb2.Explanation:
-        sid = parse_uuid(request.signature_id)
+        sid = _uuid(request.signature_id, "signature_id")
         row = await self._pool.fetchrow(
             "SELECT * FROM matching.decisions WHERE signature_id = $1", sid)
         if row is None:
@@ -136,21 +151,24 @@ class MatchingService(matching_pb2_grpc.MatchingServiceServicer):
     async def MatchSignature(
         self, request: matching_pb2.MatchSignatureRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> matching_pb2.MatchSignatureResponse:
+        # Every text checked before any matching work: a name's comparison costs the square
+        # of its length, in a worker thread that a caller's deadline does not stop.
         p = request.printed
+        convert.check_printed(p)
         if not (p.first_name or p.last_name) or not p.street or not p.county:
             raise InvalidArgument("printed name, street and county are required")
-        deadline = None
-        if request.petition_id:
-            deadline = (await self._deadlines.get({request.petition_id})).get(request.petition_id)
+        petition_id = check_text(request.petition_id, "petition_id", MAX_ID_CHARS)
+        printed = type(p)()
+        printed.CopyFrom(p)
+        printed.county = canonical_county(p.county)
+        sig = convert.printed_input(printed, None)  # its dates read (InvalidArgument) first
+        if petition_id:
+            sig = replace(sig, deadline=(await self._deadlines.get({petition_id})).get(petition_id))
         version, index = await self._roll.current()
         model = await self._models.current(index)
         config = self._config
         if request.max_candidates > 0:
             config = replace(config, max_candidates=min(request.max_candidates, 20))
-        printed = type(p)()
-        printed.CopyFrom(p)
-        printed.county = canonical_county(p.county)
-        sig = convert.printed_input(printed, deadline)
         decided = await asyncio.to_thread(engine.match_batch, index, model.model, [sig], config)
         return convert.response_to_pb(decided.results()[0], version)
 
@@ -200,6 +218,8 @@ class MatchingService(matching_pb2_grpc.MatchingServiceServicer):
     # -- the voter roll ------------------------------------------------------------------------
 
     def _timeout(self, requested: float) -> float:
+        if not math.isfinite(requested):
+            raise InvalidArgument("activation_timeout_seconds must be a finite number of seconds")
         if requested < 0:
             raise InvalidArgument("activation_timeout_seconds must not be negative")
         return requested or self._roll_config.activation_timeout_seconds
@@ -218,9 +238,14 @@ class MatchingService(matching_pb2_grpc.MatchingServiceServicer):
         if first is None or not first.HasField("header"):
             raise InvalidArgument("the first message of a roll load must be its header")
         header = first.header
-        limit = MaxRejected.parse(header.max_rejected)
+        # The header's texts checked first: a NUL in the source failed at the database (told
+        # as the database's failure), and an error quoting a long value whole went over
+        # gRPC's 16 KiB trailing metadata (the client saw RESOURCE_EXHAUSTED instead).
+        source_text = check_text(header.source, "header.source", MAX_SOURCE_CHARS)
+        limit = MaxRejected.parse(
+            check_text(header.max_rejected, "header.max_rejected", MAX_REJECTED_CHARS))
         timeout = self._timeout(header.activation_timeout_seconds)
-        source = PurePath(header.source.strip() or "roll.csv").name
+        source = PurePath(source_text or "roll.csv").name
         loop = asyncio.get_running_loop()
         inbound: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(maxsize=16)
         discarding = asyncio.Event()
