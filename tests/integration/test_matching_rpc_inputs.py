@@ -155,7 +155,11 @@ async def test_load_roll_refuses_a_bad_source_or_max_rejected_before_storing_any
                     (matching_pb2.RollHeader(source="r" * 1_000_000), "header.source"),
                     (matching_pb2.RollHeader(source="r" * 256), "header.source"),
                     (matching_pb2.RollHeader(max_rejected="1\x00"), "header.max_rejected"),
-                    (matching_pb2.RollHeader(max_rejected="9" * 20_000), "header.max_rejected")):
+                    (matching_pb2.RollHeader(max_rejected="9" * 20_000), "header.max_rejected"),
+                    (matching_pb2.RollHeader(activation_timeout_seconds=float("nan")),
+                     "activation_timeout_seconds"),
+                    (matching_pb2.RollHeader(activation_timeout_seconds=float("inf")),
+                     "activation_timeout_seconds")):
                 await _refused(_header_only(stub, header), field)
             # A bad max_rejected of a readable length is still quoted (cut short).
             details = await _refused(_header_only(stub, matching_pb2.RollHeader(
