@@ -13,13 +13,16 @@ from sigverify.access.v1 import access_pb2, access_pb2_grpc
 from sigverify_common import audit, auth, tokens
 from sigverify_common.access import NEVER, ExpirySpec, Role, parse_instant
 from sigverify_common.errors import InvalidArgument
+from sigverify_common.fields import check_text, shown
 from sigverify_common.tokens import TokenCache, TokenRow
 from sigverify_common.vocab import Counties
-from sigverify_intake.domain import check_text, known_county
+from sigverify_intake.domain import known_county
 
 Context = grpc.aio.ServicerContext[Any, Any]
 ACTOR = "system:intake"
 MAX_SECONDS = 100 * 365 * 86400
+#: ``expires_at``, in characters (an ISO timestamp with microseconds and offset is 32).
+MAX_INSTANT_CHARS = 64
 
 
 def role_to_pb(role: Role) -> access_pb2.Role.ValueType:
@@ -53,10 +56,12 @@ def expiry_from_pb(request: access_pb2.CreateTokenRequest) -> ExpirySpec | None:
                                   f"{MAX_SECONDS} (100 years)")
         return timedelta(seconds=request.expires_in_seconds)
     if which == "expires_at":
+        text = check_text(request.expires_at, "expires_at", MAX_INSTANT_CHARS)
         try:
-            return parse_instant(request.expires_at)
-        except ValueError as exc:
-            raise InvalidArgument(f"expires_at: {exc}") from None
+            return parse_instant(text)
+        except ValueError:
+            raise InvalidArgument(f"expires_at {shown(text)} is not an ISO date or timestamp"
+                                  ) from None
     return None
 
 

@@ -6,17 +6,21 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, date, datetime, time
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
 import grpc
 from google.protobuf.message import DecodeError
 
+from sigverify.common.v1 import common_pb2
 from sigverify.intake.v1 import intake_pb2, intake_pb2_grpc
 from sigverify_common import auth, kafka
 from sigverify_common.convert import method_from_pb, parse_uuid, policy_from_pb, rules_from_pb
 from sigverify_common.errors import InvalidArgument
-from sigverify_common.vocab import Counties
+from sigverify_common.fields import check_text, shown
+from sigverify_common.sampling import Method, SamplingRules
+from sigverify_common.vocab import Counties, DuplicatePolicy
 from sigverify_intake import convert, domain, filings, repository, upload
 
 log = logging.getLogger(__name__)
@@ -31,10 +35,91 @@ MAX_TITLE = 1_000
 
 
 def _text(value: str, name: str, limit: int = MAX_TEXT, required: bool = True) -> str:
-    text = domain.check_text(value, name, limit)
+    text = check_text(value, name, limit)
     if required and not text:
         raise InvalidArgument(f"{name} is required")
     return text
+
+
+#: A petition's dates (deadline, filing_closes_at): a date outside these years is a typo
+#: (0001-01-01 and 1900-01-01 were accepted).
+FIRST_YEAR, LAST_YEAR = 2000, 2100
+#: ``sampling.minimum_sample``: a PostgreSQL integer (2^63-1 was an INTERNAL error).
+MAX_MINIMUM_SAMPLE = 2**31 - 1
+#: The sampling percentages (request field: SamplingRules attribute): their texts, in
+#: characters; their decimal places and highest value (PostgreSQL's numeric holds neither
+#: 1e-99999 nor 1e99999: they were INTERNAL errors).
+PERCENTS = {"sample_percent": "percent", "fail_below_percent": "fail_below",
+            "qualify_above_percent": "qualify_above"}
+MAX_PERCENT_CHARS = 40
+MAX_PERCENT_PLACES = 6
+MAX_PERCENT = Decimal(1_000_000)
+
+
+def new_petition_id(value: str) -> str:
+    """A new petition's id: InvalidArgument naming ``petition_id`` when it is empty, too long,
+    has white space at either end (it was stripped without a word) or holds a character that
+    is not printable (a newline, a tab, a NUL, a Unicode line separator) or a '/' (the id is
+    shown in terminals, logs and reports and goes into metric labels)."""
+    pid = check_text(value, "petition_id", MAX_TEXT)
+    if not pid:
+        raise InvalidArgument("petition_id is required")
+    if pid != value:
+        raise InvalidArgument(f"petition_id {shown(value)} begins or ends with white space")
+    bad = next((c for c in pid if c == "/" or not c.isprintable()), None)
+    if bad is not None:
+        raise InvalidArgument(
+            f"petition_id {shown(value)} contains {bad!r} (U+{ord(bad):04X}); a petition id "
+            "is printable characters other than '/': letters, digits, punctuation, and spaces "
+            "inside it")
+    return pid
+
+
+def _enum(value: int, enum: Any, field: str, parse: Any) -> Any:
+    """``parse(value)``; InvalidArgument naming ``field`` and the values allowed when
+    ``value`` is not one of ``enum``'s numbers (it was an INTERNAL error)."""
+    try:
+        return parse(value)
+    except (ValueError, KeyError):
+        allowed = ", ".join(f"{number} ({name})" for name, number in enum.items())
+        raise InvalidArgument(f"{field} {value} is not one of {allowed}") from None
+
+
+def _policy(value: int) -> DuplicatePolicy:
+    return _enum(value, common_pb2.DuplicatePolicy, "duplicate_policy",  # type: ignore[no-any-return]
+                 policy_from_pb)
+
+
+def _method(value: int) -> Method:
+    return _enum(value, common_pb2.VerificationMethod, "method",  # type: ignore[no-any-return]
+                 method_from_pb)
+
+
+def _rules(pb: common_pb2.SamplingRules) -> SamplingRules:
+    """The sampling rules asked for; InvalidArgument naming a field out of range."""
+    if not 0 <= pb.minimum_sample <= MAX_MINIMUM_SAMPLE:
+        raise InvalidArgument(f"sampling.minimum_sample {pb.minimum_sample:,} is out of range: "
+                              f"1 to {MAX_MINIMUM_SAMPLE:,} (0 for California's "
+                              "default)")
+    for name in PERCENTS:
+        check_text(getattr(pb, name), f"sampling.{name}", MAX_PERCENT_CHARS)
+    rules = rules_from_pb(pb)
+    for name, attr in PERCENTS.items():
+        value: Decimal = getattr(rules, attr)
+        exponent = value.normalize().as_tuple().exponent
+        if isinstance(exponent, int) and exponent < -MAX_PERCENT_PLACES:
+            raise InvalidArgument(f"sampling.{name} {shown(getattr(pb, name).strip())} has more "
+                                  f"than {MAX_PERCENT_PLACES} decimal places")
+        if value > MAX_PERCENT:
+            raise InvalidArgument(f"sampling.{name} {shown(getattr(pb, name).strip())} is over "
+                                  f"{MAX_PERCENT:,}")
+    return rules
+
+
+def _in_years(day: date, field: str, text: str) -> None:
+    if not FIRST_YEAR <= day.year <= LAST_YEAR:
+        raise InvalidArgument(f"{field} {shown(text.strip())} is not between "
+                              f"{FIRST_YEAR}-01-01 and {LAST_YEAR}-12-31")
 
 
 async def _decoded(stream: AsyncIterator[intake_pb2.SubmitBatchRequest]
@@ -129,7 +214,7 @@ class IntakeService(intake_pb2_grpc.IntakeServiceServicer):
     async def CreatePetition(
         self, request: intake_pb2.CreatePetitionRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> intake_pb2.Petition:
-        pid = _text(request.petition_id, "petition_id")
+        pid = new_petition_id(request.petition_id)
         title = _text(request.title, "title", MAX_TITLE, required=False)
         if request.required_signatures <= 0:
             raise InvalidArgument("required_signatures must be positive")
@@ -138,14 +223,19 @@ class IntakeService(intake_pb2_grpc.IntakeServiceServicer):
         except ValueError:
             deadline = None
         if deadline is None:
-            raise InvalidArgument(f"deadline {domain.shown(request.deadline)} is not a date "
+            raise InvalidArgument(f"deadline {shown(request.deadline)} is not a date "
                                   "of the form YYYY-MM-DD")
+        _in_years(deadline, "deadline", request.deadline)
+        policy, method, rules = (_policy(request.duplicate_policy), _method(request.method),
+                                 _rules(request.sampling))
+        closes = parse_instant(request.filing_closes_at, "filing_closes_at")
+        if closes is not None:
+            _in_years(closes.date(), "filing_closes_at", request.filing_closes_at)
         row = await repository.create_petition(
             self._pool, pid, title or pid, request.required_signatures, deadline,
-            actor=auth.actor("system:intake"), policy=policy_from_pb(request.duplicate_policy),
-            accept_online=request.accept_online, method=method_from_pb(request.method),
-            rules=rules_from_pb(request.sampling),
-            filing_closes_at=parse_instant(request.filing_closes_at, "filing_closes_at"),
+            actor=auth.actor("system:intake"), policy=policy,
+            accept_online=request.accept_online, method=method, rules=rules,
+            filing_closes_at=closes,
             counties=expected_counties(self._counties, request.counties),
         )
         return convert.petition_to_pb(row)
@@ -158,8 +248,8 @@ class IntakeService(intake_pb2_grpc.IntakeServiceServicer):
         if not reason:
             raise InvalidArgument("reason is required: it goes into the audit log")
         row = await filings.set_method(
-            self._pool, _text(request.petition_id, "petition_id"), method_from_pb(request.method),
-            rules_from_pb(request.sampling), reason, auth.actor("system:intake"))
+            self._pool, _text(request.petition_id, "petition_id"), _method(request.method),
+            _rules(request.sampling), reason, auth.actor("system:intake"))
         if self._outbox is not None:
             self._outbox.wake.set()
         return convert.petition_to_pb(row)
@@ -211,7 +301,7 @@ def parse_instant(text: str, field: str) -> datetime | None:
             return datetime.combine(date.fromisoformat(text), time.max, UTC)
         instant = datetime.fromisoformat(text)
     except ValueError:
-        raise InvalidArgument(f"{field} {domain.shown(text)} is not an ISO date or timestamp"
+        raise InvalidArgument(f"{field} {shown(text)} is not an ISO date or timestamp"
                               ) from None
     return instant if instant.tzinfo else instant.replace(tzinfo=UTC)
 

@@ -248,8 +248,14 @@ async def result(pool: asyncpg.Pool, signature_id: uuid.UUID) -> asyncpg.Record:
 
 
 async def results(pool: asyncpg.Pool, petition_id: str) -> AsyncIterator[asyncpg.Record]:
-    """Every verified signature, then every one held back from matching (NOT_SAMPLED)."""
+    """Every verified signature, then every one held back from matching (NOT_SAMPLED);
+    NotFound for a petition intake does not have (as ``snapshot``: an export of a misspelt
+    petition is an error, not an empty file)."""
     async with pool.acquire() as conn, conn.transaction(readonly=True):
+        if not await conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM intake.petitions WHERE petition_id = $1)",
+                petition_id):
+            raise NotFound(f"no petition {petition_id!r}")
         async for r in conn.cursor(
             "SELECT * FROM tally.results WHERE petition_id = $1 ORDER BY county, batch_id, line",
             petition_id, prefetch=2000,

@@ -16,6 +16,7 @@ from sigverify.tally.v1 import tally_pb2, tally_pb2_grpc
 from sigverify_common import kafka, provenance
 from sigverify_common.convert import parse_uuid
 from sigverify_common.errors import InvalidArgument, NotFound
+from sigverify_common.fields import MAX_ID_CHARS, check_text
 from sigverify_common.kafka import DeadLetter, Delivered
 from sigverify_common.sampling import Method
 from sigverify_tally import convert, invariants, repository
@@ -50,6 +51,16 @@ INVARIANT_VIOLATIONS = Gauge("sigverify_invariant_violations",
                              "(see sigverify check); 0 when it holds", ["petition", "check"])
 #: ``sigverify_tally_outcome``'s values of ``outcome``: PENDING until a decision.
 OUTCOMES = ("PENDING", *(o.value for o in Outcome))
+
+def _petition_id(value: str) -> str:
+    """A request's petition id: InvalidArgument naming the field when empty, too long or
+    holding a NUL (PostgreSQL refuses a NUL in text: it was an INTERNAL error), before any
+    query."""
+    pid = check_text(value, "petition_id", MAX_ID_CHARS)
+    if not pid:
+        raise InvalidArgument("petition_id is required")
+    return pid
+
 
 #: One series: a gauge and its label values.
 Series = tuple[Gauge, tuple[str, ...]]
@@ -260,19 +271,17 @@ class TallyService(tally_pb2_grpc.TallyServiceServicer):
     async def GetTally(
         self, request: tally_pb2.GetTallyRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> tally_pb2.Tally:
-        if not request.petition_id:
-            raise InvalidArgument("petition_id is required")
-        return convert.tally_to_pb(await repository.snapshot(self._pool, request.petition_id))
+        return convert.tally_to_pb(await repository.snapshot(
+            self._pool, _petition_id(request.petition_id)))
 
     async def WatchTally(
         self, request: tally_pb2.WatchTallyRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[tally_pb2.Tally]:
-        if not request.petition_id:
-            raise InvalidArgument("petition_id is required")
+        pid = _petition_id(request.petition_id)
         interval = max(0.2, (request.min_interval_ms or 1000) / 1000)
         last: bytes | None = None
         while not self._stop.is_set():
-            tally = convert.tally_to_pb(await repository.snapshot(self._pool, request.petition_id))
+            tally = convert.tally_to_pb(await repository.snapshot(self._pool, pid))
             fingerprint = tally_pb2.Tally(
                 total=tally.total, by_county=tally.by_county, rows_rejected=tally.rows_rejected,
                 statutory=tally.statutory,
@@ -288,24 +297,22 @@ class TallyService(tally_pb2_grpc.TallyServiceServicer):
     async def GetResult(
         self, request: tally_pb2.GetResultRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> tally_pb2.SignatureResult:
-        return convert.result_to_pb(await repository.result(self._pool, parse_uuid(request.signature_id)))
+        signature_id = check_text(request.signature_id, "signature_id", MAX_ID_CHARS)
+        return convert.result_to_pb(await repository.result(self._pool, parse_uuid(signature_id)))
 
     async def ListResults(
         self, request: tally_pb2.ListResultsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[tally_pb2.SignatureResult]:
-        if not request.petition_id:
-            raise InvalidArgument("petition_id is required")
-        async for row in repository.results(self._pool, request.petition_id):
+        async for row in repository.results(self._pool, _petition_id(request.petition_id)):
             yield convert.result_to_pb(row)
 
     async def CheckInvariants(
         self, request: tally_pb2.CheckInvariantsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> tally_pb2.InvariantReport:
-        if not request.petition_id:
-            raise InvalidArgument("petition_id is required")
-        if not await invariants.exists(self._pool, request.petition_id):
-            raise NotFound(f"no petition {request.petition_id!r}")
-        checks = await invariants.check(self._pool, request.petition_id)
+        pid = _petition_id(request.petition_id)
+        if not await invariants.exists(self._pool, pid):
+            raise NotFound(f"no petition {pid!r}")
+        checks = await invariants.check(self._pool, pid)
         for c in checks:
-            INVARIANT_VIOLATIONS.labels(request.petition_id, c.name).set(c.violations)
-        return convert.invariants_to_pb(request.petition_id, checks)
+            INVARIANT_VIOLATIONS.labels(pid, c.name).set(c.violations)
+        return convert.invariants_to_pb(pid, checks)
