@@ -17,6 +17,7 @@ others for a moment.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import ipaddress
 import json
 import os
@@ -27,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -40,6 +41,9 @@ DATABASE = "sigverify"
 BIND_HOST = "127.0.0.1"
 #: What a stack home may hold and still be made private (0700) when it already exists.
 HOME_ENTRIES = frozenset({"stack.json", "admin-token", "logs", "pg"})
+#: The lock every change of ``stack.json`` is made under (its name starts as the temporary
+#: files of ``write_private`` do: ``prepare_home`` counts neither as a foreign file).
+LOCK_NAME = ".stack.json.lock"
 
 #: Processes this Python process started, kept so they can be reaped (no zombies, no
 #: "subprocess still running" warnings); a later ``sigverify`` process finds them by pid.
@@ -138,11 +142,24 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def listening(port: int) -> list[str] | None:
-    """The addresses on which something listens on TCP ``port`` of this machine (network
-    namespace), read from /proc/net/tcp and tcp6: ``0.0.0.0`` or ``::`` means every
-    interface. None where /proc/net is not there to tell (not Linux)."""
-    found: set[str] = set()
+@contextlib.contextmanager
+def locked(home: Path) -> Iterator[None]:
+    """Hold the stack home's lock (``flock`` on ``<home>/.stack.json.lock``, 0600): every
+    read-modify-write of ``stack.json`` is made under it, so that two commands at once (two
+    ``stack restart``) do not lose each other's update. Not reentrant: never nested."""
+    fd = os.open(home / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _listen_sockets(port: int) -> list[tuple[str, str]] | None:
+    """(address, socket inode) of each socket listening on TCP ``port`` of this machine
+    (network namespace), read from /proc/net/tcp and tcp6; None where /proc/net is not there
+    to tell (not Linux)."""
+    found: list[tuple[str, str]] = []
     readable = False
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
@@ -163,8 +180,63 @@ def listening(port: int) -> list[str] | None:
             ip = ipaddress.ip_address(raw)
             if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
                 ip = ip.ipv4_mapped
-            found.add(str(ip))
-    return sorted(found) if readable else None
+            found.append((str(ip), fields[9] if len(fields) > 9 else ""))
+    return found if readable else None
+
+
+def listening(port: int) -> list[str] | None:
+    """The addresses on which something listens on TCP ``port`` of this machine (network
+    namespace), read from /proc/net/tcp and tcp6: ``0.0.0.0`` or ``::`` means every
+    interface. None where /proc/net is not there to tell (not Linux)."""
+    sockets = _listen_sockets(port)
+    return None if sockets is None else sorted({addr for addr, _ in sockets})
+
+
+def port_holders(port: int) -> set[int]:
+    """The pids of the processes that hold a socket listening on TCP ``port``, among those
+    whose open files this user may read (/proc/PID/fd); empty when none is found or the
+    system cannot tell."""
+    targets = {f"socket:[{inode}]" for _, inode in _listen_sockets(port) or () if inode}
+    pids: set[int] = set()
+    if not targets:
+        return pids
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError), os.scandir(proc / "fd") as fds:
+            for fd in fds:
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd.path) in targets:
+                        pids.add(int(proc.name))
+                        break
+    return pids
+
+
+def serves(proc: ServiceProc) -> bool:
+    """Whether process ``proc.pid`` itself holds its gRPC and metrics ports (an answer on
+    the port may come from another process left on it: gRPC binds with SO_REUSEPORT); true
+    where the system cannot tell who holds them."""
+    for port in (proc.grpc_port, proc.metrics_port):
+        holders = port_holders(port)
+        if holders and proc.pid not in holders:
+            return False
+    return True
+
+
+def check_ports_free(name: str, proc: ServiceProc) -> None:
+    """Refuse to start ``name`` on ``proc``'s ports while a process (not the one recorded,
+    which is stopped first) still listens on one: the new one would die on it ("Address
+    already in use") while the other answered its health checks."""
+    for what, port in (("gRPC", proc.grpc_port), ("metrics", proc.metrics_port)):
+        if not listening(port):
+            continue
+        pids = sorted(port_holders(port))
+        who = (f"pid {', '.join(map(str, pids))}" if pids
+               else "a process this user cannot see")
+        stop = f"stop it (kill {pids[0]})" if len(pids) == 1 else "stop it"
+        raise StackError(f"{name}'s {what} port {port} is held by {who}, which stack.json does "
+                         f"not record (left from an earlier start?): {stop}, then run "
+                         f"'sigverify stack restart {name}' again")
 
 
 def bound(port: int, recorded: str) -> str:
@@ -371,6 +443,31 @@ def service_env(state: StackState, name: str, proc: ServiceProc,
 def spawn_service(state: StackState, name: str, extra_env: Mapping[str, str] | None = None,
                   ports: ServiceProc | None = None, instance: str = "") -> ServiceProc:
     """Start service ``name`` as a process; ``instance`` names a further replica ("matching-2")."""
+    proc = _start_service(state, name, extra_env, ports, instance)
+    record_service(state, instance or name, proc)
+    return proc
+
+
+def record_service(state: StackState, key: str, proc: ServiceProc) -> None:
+    """Record ``proc`` as service ``key`` in ``stack.json`` (``down`` stops what it records:
+    every process started is recorded), re-read under the home's lock so that what another
+    command recorded meanwhile is kept; ``state`` takes the services recorded."""
+    home = Path(state.home)
+    with locked(home):
+        current = StackState.load(home)
+        if current is None:
+            kill_pid(proc.pid)
+            raise StackError(f"the stack under {home} was stopped meanwhile; {key} was not "
+                             "started")
+        current.services[key] = proc
+        current.save()
+    state.services.clear()
+    state.services.update(current.services)
+
+
+def _start_service(state: StackState, name: str, extra_env: Mapping[str, str] | None,
+                   ports: ServiceProc | None, instance: str) -> ServiceProc:
+    """Start the process (not recorded: the caller records it)."""
     key = instance or name
     logdir = Path(state.home) / "logs"
     if extra_env is None and ports is not None:
@@ -381,8 +478,6 @@ def spawn_service(state: StackState, name: str, extra_env: Mapping[str, str] | N
                        extra_env=dict(extra_env or {}))
     proc.pid = _spawn([sys.executable, "-m", f"sigverify_{name}"], Path(proc.log),
                       service_env(state, name, proc, extra_env))
-    state.services[key] = proc
-    state.save()  # `down` stops what stack.json records: every process started is recorded
     return proc
 
 
@@ -395,7 +490,9 @@ def wait_healthy(state: StackState, names: Sequence[str], timeout: float = 120) 
             if not pid_alive(proc.pid):
                 raise StackError(f"service {name} exited during start; last log lines:\n"
                                  + tail(Path(proc.log)))
-            if healthy(state.addr(name)):
+            # The answer must come from the process started (another one left on the port
+            # would answer for it while the new one dies on "Address already in use").
+            if healthy(state.addr(name)) and serves(proc):
                 pending.remove(name)
         if pending and time.monotonic() > end:
             raise StackError(f"services not healthy after {timeout:.0f}s: {', '.join(pending)}")
@@ -487,21 +584,42 @@ def restart(state: StackState, name: str, log: Callable[[str], None]) -> Service
     20 s) and start it again on the same ports; returns once it is healthy. ``name`` as
     ``stack status`` lists it ("matching-2" for a second replica). What it had not
     committed is redelivered to it: every consumer is idempotent."""
-    proc = state.services.get(name)
-    if proc is None:
-        raise StackError(f"the stack has no service {name!r} (it has "
-                         f"{', '.join(state.services)})")
-    if pid_alive(proc.pid):
-        log(f"stopping {name}")
-    stop_pid(proc.pid)
-    service = name.split("-", 1)[0]
-    log(f"starting {name}")
-    spawn_service(state, service, ports=proc, instance=name if name != service else "")
+    home = Path(state.home)
+    with locked(home):  # what another command recorded meanwhile is kept, and stays true
+        current = StackState.load(home)
+        if current is None:
+            raise StackError(f"no stack is running from {home} (sigverify stack up)")
+        proc = current.services.get(name)
+        if proc is None:
+            raise StackError(f"the stack has no service {name!r} (it has "
+                             f"{', '.join(current.services)})")
+        if pid_alive(proc.pid):
+            log(f"stopping {name}")
+        stop_pid(proc.pid)
+        check_ports_free(name, proc)
+        service = name.split("-", 1)[0]
+        log(f"starting {name}")
+        started = _start_service(current, service, None, proc,
+                                 name if name != service else "")
+        current.services[name] = started
+        current.save()
+    state.services.clear()
+    state.services.update(current.services)
     wait_healthy(state, (name,))
-    return state.services[name]
+    if not pid_alive(started.pid):
+        raise StackError(f"{name} (pid {started.pid}) exited just after it started; last log "
+                         f"lines:\n{tail(Path(started.log))}")
+    return started
 
 
 def down(home: Path, log: Callable[[str], None]) -> bool:
+    if not (home / "stack.json").exists():
+        return False
+    with locked(home):  # a restart under way records its process before or not at all
+        return _down(home, log)
+
+
+def _down(home: Path, log: Callable[[str], None]) -> bool:
     state = StackState.load(home)
     if state is None:
         return False
