@@ -175,3 +175,31 @@ def test_a_process_left_on_a_services_ports_is_named_not_taken_for_the_new_one(
     assert stack.serves(stack.ServiceProc(pid=left, grpc_port=grpc_port,
                                           metrics_port=state.services["intake"].metrics_port,
                                           log=""))
+
+
+def test_a_dead_broker_is_named_by_status_restart_and_up(
+        local: tuple[Path, dict[str, str], list[int]]) -> None:
+    """The trial: 'stack status' showed "broker: tansu (embedded), listening on -" with no word
+    that it was down; 'stack restart dedupe' hung up to 120 s without naming the broker;
+    'stack up' said only that a stack was already running."""
+    home, env, _ = local
+    state = stack.StackState.load(home)
+    assert state is not None
+    kill(state.broker_pid)
+    status = run(SIGVERIFY, "stack", "status", env=env)
+    text = " ".join(status.stdout.split())
+    assert status.returncode == 1, text
+    assert "broker: tansu (embedded), DOWN" in text, text
+    assert (f"its process (pid {state.broker_pid}) is gone" in text
+            and "sigverify stack down && sigverify stack up" in text
+            and "re-publish from PostgreSQL" in text), text
+    dedupe = recorded(home)["dedupe"]
+    started = time.monotonic()
+    restart = run(SIGVERIFY, "stack", "restart", "dedupe", env=env)
+    assert restart.returncode == 2 and time.monotonic() - started < 30
+    assert restart.stderr.startswith("error: dedupe was not restarted: the embedded broker "
+                                     "(tansu) is down"), restart.stderr
+    assert recorded(home)["dedupe"] == dedupe and stack.pid_alive(dedupe)  # left alone
+    up = run(SIGVERIFY, "stack", "up", env=env)
+    assert up.returncode == 2 and "a stack is already running" in up.stderr
+    assert "the embedded broker (tansu) is down" in " ".join(up.stderr.split()), up.stderr

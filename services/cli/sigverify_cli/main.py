@@ -133,7 +133,8 @@ def cmd_stack(args: argparse.Namespace) -> int:
         console.print(f"no stack recorded under {home}")
         return 1
     _print_stack(recorded)
-    return 0 if all(stack.pid_alive(p.pid) for p in recorded.services.values()) else 1
+    return 0 if (all(stack.pid_alive(p.pid) for p in recorded.services.values())
+                 and stack.broker_problem(recorded) is None) else 1
 
 
 def _print_stack(state: stack.StackState) -> None:
@@ -150,6 +151,12 @@ def _print_stack(state: stack.StackState) -> None:
           else f"external ({state.database_url.rsplit('@', 1)[-1]})")
     console.print(f"database: {pg}")
     broker_port = int(state.kafka_bootstrap_servers.rsplit(":", 1)[-1]) if state.broker_pid else 0
+    problem = stack.broker_problem(state)
+    if problem:
+        console.print("broker:   " + ("tansu (embedded), DOWN" if state.broker_pid else
+                                      f"external ({state.kafka_bootstrap_servers}), DOWN"))
+        console.print(escape(problem), soft_wrap=True)
+        return
     console.print("broker:   " + (f"tansu (embedded), listening on {stack.bound(broker_port, '127.0.0.1')}"
                                   if state.broker_pid else f"external ({state.kafka_bootstrap_servers})"))
 

@@ -544,7 +544,9 @@ def up(home: Path, env: Mapping[str, str], log: Callable[[str], None],
     prepare_home(home, log)
     existing = StackState.load(home)
     if existing and any(pid_alive(s.pid) for s in existing.services.values()):
-        raise StackError(f"a stack is already running from {home} (sigverify stack down)")
+        broker = broker_problem(existing)
+        raise StackError(f"a stack is already running from {home} (sigverify stack down)"
+                         + (f"; {broker}" if broker else ""))
     db_url = env.get("DATABASE_URL", "")
     kafka = env.get("KAFKA_BOOTSTRAP_SERVERS", "")
     state = StackState(home=str(home), database_url=db_url, kafka_bootstrap_servers=kafka)
@@ -585,6 +587,10 @@ def restart(state: StackState, name: str, log: Callable[[str], None]) -> Service
     ``stack status`` lists it ("matching-2" for a second replica). What it had not
     committed is redelivered to it: every consumer is idempotent."""
     home = Path(state.home)
+    broker = broker_problem(state)
+    if broker:
+        # The service would wait for it until the health check's timeout (120 s).
+        raise StackError(f"{name} was not restarted: {broker}")
     with locked(home):  # what another command recorded meanwhile is kept, and stays true
         current = StackState.load(home)
         if current is None:
@@ -610,6 +616,40 @@ def restart(state: StackState, name: str, log: Callable[[str], None]) -> Service
         raise StackError(f"{name} (pid {started.pid}) exited just after it started; last log "
                          f"lines:\n{tail(Path(started.log))}")
     return started
+
+
+def broker_problem(state: StackState, timeout: float = 1.0) -> str | None:
+    """Why the stack's broker is down (the embedded one's process gone or its port closed;
+    an external one's port closed), with what to do; None when it listens."""
+    servers = [s.strip() for s in state.kafka_bootstrap_servers.split(",") if s.strip()]
+    if state.broker_pid:
+        port = int(servers[0].rsplit(":", 1)[-1]) if servers else 0
+        if not pid_alive(state.broker_pid):
+            why = f"its process (pid {state.broker_pid}) is gone"
+        elif not _connects("127.0.0.1", port, timeout):
+            why = f"nothing listens on its port {port}"
+        else:
+            return None
+        return (f"the embedded broker (tansu) is down: {why}. It keeps nothing, so restart the "
+                "whole stack: 'sigverify stack down && sigverify stack up' (the services "
+                "re-publish from PostgreSQL what was not finished)")
+    for server in servers:
+        host, _, port_text = server.rpartition(":")
+        if port_text.isdigit() and _connects(host.strip("[]") or "127.0.0.1", int(port_text),
+                                             timeout):
+            return None
+    if not servers:
+        return None
+    return (f"the broker at {state.kafka_bootstrap_servers} does not answer (its port is "
+            "closed): start it again; the services reconnect to it")
+
+
+def _connects(host: str, port: int, timeout: float) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout):
+            return True
+    except OSError:
+        return False
 
 
 def down(home: Path, log: Callable[[str], None]) -> bool:
