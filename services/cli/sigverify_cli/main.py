@@ -342,8 +342,13 @@ class _RollPhases:
         self._task = prog.add_task("uploading", total=total_bytes)
         self._state = 0
         self._built: tuple[int, int] | None = None
+        #: The version the server said it loads or activates, and its last state (0: none).
+        self.version = 0
+        self.state = 0
 
     def __call__(self, p: matching_pb2.RollProgress, sent: int) -> None:
+        if p.version:
+            self.version, self.state = p.version, p.state
         if p.state == matching_pb2.ROLL_STATE_LOADING and p.version:
             self._prog.update(self._task, completed=sent, description=(
                 f"version {p.version}: {p.rows:,} rows, {p.rejected:,} rejected"))
@@ -367,7 +372,12 @@ async def roll_load(ep: Endpoints, path: Path, max_rejected: str = "", timeout: 
     async with ep.channel(ep.matching) as ch:
         with _progress() as prog:
             phases = _RollPhases(prog, path.stat().st_size)
-            done = await upload_roll(ch, path, max_rejected, timeout, phases)
+            try:
+                done = await upload_roll(ch, path, max_rejected, timeout, phases)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE or not phases.version:
+                    raise  # not reached at all: the plain "unreachable" line (exit 5)
+                raise client.ServiceUnreachable(_roll_cut_off(ep.matching, phases)) from None
     secs = time.perf_counter() - started
     console.print(f"roll version {done.version} active: {done.rows:,} voters, "
                   f"{_rows(done.rejected)} rejected; {secs:.1f}s ({done.rows / max(secs, 1e-9):,.0f} rows/s)"
@@ -375,6 +385,16 @@ async def roll_load(ep: Endpoints, path: Path, max_rejected: str = "", timeout: 
                      if done.previous_version else ""))
     _rejections(done)
     return 0
+
+
+def _roll_cut_off(addr: str, phases: _RollPhases) -> str:
+    """Why a roll load ended with matching gone once it had named the version, and what
+    to run next."""
+    state = next((name for k, name in ROLL_STATES.items() if k == phases.state), "loading")
+    return (f"matching at {addr} went away during the load of roll version {phases.version} "
+            f"(last seen {state}); run 'sigverify roll list': if version {phases.version} is "
+            f"ready, 'sigverify roll activate {phases.version}' makes it active, otherwise load "
+            "the file again")
 
 
 def _roll_dict(v: matching_pb2.RollVersion) -> dict[str, Any]:
@@ -695,8 +715,10 @@ def rejection_line(e: intake_pb2.RowError) -> str:
     return f"  rejected {where}: {e.field}: {e.reason}"
 
 
-def print_receipt(r: intake_pb2.BatchReceipt, path: str = "", shown: int = SHOWN_REJECTIONS
-                  ) -> None:
+def print_receipt(r: intake_pb2.BatchReceipt, path: str = "", shown: int = SHOWN_REJECTIONS,
+                  listed_after: bool = False) -> None:
+    """A receipt and its first ``shown`` rejections; ``listed_after``: every rejection is
+    listed next (so no "and N more" line)."""
     note = " (resubmission: first receipt returned, nothing counted again)" if r.resubmission else ""
     total = max(r.rows_rejected, len(r.rejected))
     console.print(escape(f"batch {r.batch_id} {path} county={r.county}: {_rows(r.rows_received)}, "
@@ -704,7 +726,7 @@ def print_receipt(r: intake_pb2.BatchReceipt, path: str = "", shown: int = SHOWN
                          f"incomplete), {total:,} rejected{note}"), soft_wrap=True)
     for e in r.rejected[:shown]:
         console.print(escape(rejection_line(e)), highlight=False, soft_wrap=True)
-    if total > shown:
+    if total > shown and not listed_after:
         console.print(escape(f"  ... and {total - shown:,} more rejected rows: sigverify batch "
                              f"show {r.batch_id} --rejections"), soft_wrap=True)
 
@@ -748,7 +770,7 @@ async def batch_show(ep: Endpoints, args: argparse.Namespace) -> int:
         if not args.rejections:
             print_receipt(r)
             return 0
-        print_receipt(r, shown=0)
+        print_receipt(r, shown=0, listed_after=True)
         async for e in client.all_rejections(ch, args.batch_id):
             console.print(escape(rejection_line(e)), highlight=False, soft_wrap=True)
     return 0
@@ -1347,6 +1369,9 @@ def review_dict(item: review_pb2.ReviewItem, why: str | None = None) -> dict[str
 
 
 async def review_cmd(ep: Endpoints, args: argparse.Namespace) -> int:
+    if args.action == "resolve" and args.reviewer is not None:
+        raise CliError("review resolve takes no --reviewer: the reviewer is the holder of the "
+                       "token the call carries (--token, else $SIGVERIFY_TOKEN)")
     async with ep.channel(ep.matching) as ch:
         stub = review_pb2_grpc.ReviewServiceStub(ch)
         if args.action == "list":
@@ -1379,8 +1404,7 @@ async def review_cmd(ep: Endpoints, args: argparse.Namespace) -> int:
             return 0
         if bool(args.voter) == bool(args.invalid):
             raise CliError("resolve with exactly one of --voter VOTER_ID or --invalid REASON")
-        req = review_pb2.ResolveReviewRequest(signature_id=args.signature_id,
-                                              reviewer=args.reviewer, note=args.note)
+        req = review_pb2.ResolveReviewRequest(signature_id=args.signature_id, note=args.note)
         if args.voter:
             req.voter_id = args.voter
         else:
@@ -1614,12 +1638,15 @@ def parser() -> argparse.ArgumentParser:
         vp.add_argument("signature_id")
         if verb == "show":
             vp.add_argument("--json", action="store_true")
-        vp.add_argument("--reviewer", default=os.environ.get("USER", ""),
-                        help="your name (a token's identity takes precedence)")
+        if verb != "resolve":
+            vp.add_argument("--reviewer", default=os.environ.get("USER", ""),
+                            help="your name (a token's identity takes precedence)")
         if verb == "resolve":
+            # Refused when given (it was taken and ignored): the token's holder resolves.
+            vp.add_argument("--reviewer", default=None, help=argparse.SUPPRESS)
             vp.add_argument("--voter", default="", help="the signer is this voter")
             vp.add_argument("--invalid", default="",
-                            choices=["", *sorted(r.value for r in REVIEW_REJECTIONS)],
+                            choices=sorted(r.value for r in REVIEW_REJECTIONS),
                             help="the signature is invalid for this reason")
             vp.add_argument("--note", default="")
 
@@ -1758,6 +1785,9 @@ def main(argv: list[str] | None = None) -> None:
     client.OPENED.clear()  # the channels of this command only (tests run several in a process)
     try:
         code = dispatch(args)
+    except client.ServiceUnreachable as exc:
+        _error(str(exc))
+        code = client.EXIT_UNREACHABLE
     except (CliError, stack.StackError, SigVerifyError) as exc:
         _error(str(exc))
         code = 2
