@@ -379,3 +379,46 @@ async def test_wait_mentions_signatures_not_sampled(monkeypatch: pytest.MonkeyPa
                         lambda *a, **k: done(None, "", 0))
     assert await main.wait_cmd(FakeEndpoints(), args) == 0  # type: ignore[arg-type]
     assert "petition prop-x: QUALIFIES" in out.getvalue() and EXPLANATION in out.getvalue()
+
+
+def test_a_broken_sample_listing_leaves_no_partial_file(tmp_path: Path) -> None:
+    """The listing stream breaks (the service stops, the petition is refused): the earlier
+    file stays as it was and no ``.part`` file is left beside it."""
+    out = tmp_path / "sample.csv"
+    out.write_text("an earlier listing\n", encoding="utf-8")
+
+    def entries() -> Iterator[intake_pb2.SampleEntry]:
+        yield intake_pb2.SampleEntry(rank=1, signature_id="s1", batch_id="b1", line=1)
+        raise RuntimeError("the stream broke")
+
+    with pytest.raises(RuntimeError):
+        main.write_sample_csv(out, entries())
+    assert out.read_text(encoding="utf-8") == "an earlier listing\n"
+    assert list(tmp_path.iterdir()) == [out]
+
+
+async def test_a_refused_results_export_leaves_no_partial_file(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """ListResults refuses (an unknown petition: NOT_FOUND) or breaks after some rows: no
+    ``.part`` file is left behind, and an earlier export is not replaced."""
+    class Refused(Exception):
+        pass
+
+    class Stub:
+        def __init__(self, channel: object) -> None:
+            pass
+
+        async def _rows(self) -> AsyncIterator[tally_pb2.SignatureResult]:
+            yield tally_pb2.SignatureResult(signature_id="s1", line=1)
+            raise Refused
+
+        def ListResults(self, request: object, timeout: float) -> AsyncIterator[Any]:
+            return self._rows()
+
+    monkeypatch.setattr(main.tally_pb2_grpc, "TallyServiceStub", Stub)
+    out = tmp_path / "results.csv"
+    out.write_text("an earlier export\n", encoding="utf-8")
+    with pytest.raises(Refused):
+        await main.export_results(FakeEndpoints(), "nosuch", out)  # type: ignore[arg-type]
+    assert out.read_text(encoding="utf-8") == "an earlier export\n"
+    assert list(tmp_path.iterdir()) == [out]

@@ -640,14 +640,17 @@ SAMPLE_COLUMNS = ("rank", "signature_id", "batch_id", "line", "sampled", "draw_k
 def write_sample_csv(path: Path, entries: Iterable[intake_pb2.SampleEntry]) -> int:
     tmp = path.with_name(path.name + ".part")
     n = 0
-    with tmp.open("w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(SAMPLE_COLUMNS)
-        for e in entries:
-            w.writerow((e.rank, e.signature_id, e.batch_id, e.line, str(e.sampled).lower(),
-                        e.draw_key))
-            n += 1
-    tmp.replace(path)
+    try:
+        with tmp.open("w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(SAMPLE_COLUMNS)
+            for e in entries:
+                w.writerow((e.rank, e.signature_id, e.batch_id, e.line, str(e.sampled).lower(),
+                            e.draw_key))
+                n += 1
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return n
 
 
@@ -1081,14 +1084,19 @@ async def export_results(ep: Endpoints, petition: str, out: Path) -> int:
     async with ep.channel(ep.tally) as ch:
         stub = tally_pb2_grpc.TallyServiceStub(ch)
         tmp = out.with_name(out.name + ".part")
-        with tmp.open("w", newline="", encoding="utf-8") as fh:
-            w = csv.writer(fh)
-            w.writerow(EXPORT_COLUMNS)
-            async for r in stub.ListResults(tally_pb2.ListResultsRequest(petition_id=petition),
-                                            timeout=600):
-                w.writerow(export_row(r))
-                n += 1
-        tmp.replace(out)
+        try:
+            with tmp.open("w", newline="", encoding="utf-8") as fh:
+                w = csv.writer(fh)
+                w.writerow(EXPORT_COLUMNS)
+                async for r in stub.ListResults(
+                        tally_pb2.ListResultsRequest(petition_id=petition), timeout=600):
+                    w.writerow(export_row(r))
+                    n += 1
+            tmp.replace(out)
+        finally:
+            # A refused or broken export leaves no partial file behind (nor an earlier one
+            # replaced): only a complete export is written to ``out``.
+            tmp.unlink(missing_ok=True)
     return n
 
 
