@@ -16,8 +16,9 @@ A version's states (``matching.roll_versions.state``)::
   transaction (with its audit entry) once every live replica holds the version's index, and
   the replicas switch at their next batch.
 - ``ready``: rows kept, not active: the previous version (so ``roll rollback`` is
-  possible) or a load whose activation timed out. Activating another version retires every
-  ``ready`` version but the one it replaces.
+  possible), a load whose activation timed out, or a version whose load or activation was
+  interrupted while it was ``building`` (its note says so). Activating another version
+  retires every ``ready`` version but the one it replaces.
 - ``retired``: rows deleted.
 
 No decision is recorded against a version that is not active: the matcher's transaction
@@ -28,7 +29,15 @@ batch decided with a version that stopped being active is decided again
 
 Each replica heartbeats into ``matching.replicas`` (the version it serves, the versions
 whose index it holds); a replica is live while its heartbeat is recent. One lifecycle
-operation (load, activation) runs at a time: a session advisory lock.
+operation (load, activation) runs at a time: a session advisory lock, held by the
+operation's database session from before it makes a version ``loading`` or ``building``
+until that version has left the state. So a version ``loading`` or ``building`` while
+nobody holds the lock was left by an operation whose matcher stopped (killed, crashed) or
+lost its database session: every replica looks for such versions at each heartbeat (and so
+when it starts) and settles them at once (``settle_abandoned``): ``loading`` becomes
+``discarded``, ``building`` becomes ``ready`` with a note saying why (its rows kept, the
+active version unchanged: ``roll activate N`` activates it). Nothing is activated
+automatically: the registrar who asked for it has not seen it succeed.
 """
 
 from __future__ import annotations
@@ -65,6 +74,8 @@ ROLL_SERVING = Gauge("sigverify_roll_version_serving",
 ROLL_SIZE = Gauge("sigverify_roll_voters", "Voters in the roll version this matcher serves")
 
 _LOCK = zlib.crc32(b"sigverify-roll-lifecycle")
+#: The audit log's actor of what the service decides by itself.
+SYSTEM = "system:matching"
 
 
 class RollVersionChanged(Unavailable):
@@ -78,7 +89,7 @@ async def lifecycle_lock(pool: asyncpg.Pool) -> AsyncIterator[Conn]:
     """A connection holding the roll lifecycle's lock (FAILED_PRECONDITION when another load
     or activation holds it). Leftovers of a load that died are cleared first."""
     async with pool.acquire() as conn:
-        if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _LOCK):
+        if not await _try_lock(conn, tries=LOCK_TRIES):
             busy = await conn.fetchval(
                 "SELECT version FROM matching.roll_versions WHERE state IN ('loading', 'building') "
                 "ORDER BY version DESC LIMIT 1")
@@ -93,16 +104,70 @@ async def lifecycle_lock(pool: asyncpg.Pool) -> AsyncIterator[Conn]:
                 await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK)
 
 
-async def _clear_leftovers(conn: Conn) -> None:
-    """Under the lock no load runs: a version still 'loading' belongs to a loader that died,
-    one still 'building' to a loader that stopped waiting; retired rows may be left over."""
-    stale = await conn.fetch(
-        "UPDATE matching.roll_versions SET state = CASE state WHEN 'loading' THEN 'discarded' "
-        "ELSE 'ready' END, note = CASE state WHEN 'loading' THEN 'the load was interrupted' "
-        "ELSE note END WHERE state IN ('loading', 'building') RETURNING version, state")
+#: lifecycle_lock tries this often, 0.2 s apart, before it refuses: a replica settling an
+#: abandoned version (``settle_abandoned``) holds the lock for one short transaction.
+LOCK_TRIES = 5
+
+
+async def _try_lock(conn: Conn, tries: int = 1) -> bool:
+    for attempt in range(tries):
+        if await conn.fetchval("SELECT pg_try_advisory_lock($1)", _LOCK):
+            return True
+        if attempt + 1 < tries:
+            await asyncio.sleep(0.2)
+    return False
+
+
+#: Said of a version left 'building' by an operation whose matcher stopped.
+INTERRUPTED = ("its activation was interrupted: the matching service waiting for the replicas "
+               "to build its index stopped (killed, or its database session lost) before "
+               "deciding; the active version is unchanged. 'sigverify roll activate {version}' "
+               "activates it")
+
+
+async def _settle(conn: Conn) -> list[asyncpg.Record]:
+    """Under the lock: a version still 'loading' belongs to a load whose matcher died (now
+    'discarded'), one still 'building' to a load or activation that stopped waiting (now
+    'ready', with a note saying so). Recorded in the audit log."""
+    async with conn.transaction():
+        stale = await conn.fetch(
+            "UPDATE matching.roll_versions SET state = CASE state WHEN 'loading' THEN 'discarded' "
+            "ELSE 'ready' END, note = CASE state WHEN 'loading' THEN 'the load was interrupted: "
+            "the matching service loading it stopped before all its rows were in' "
+            "ELSE replace($1, '{version}', version::text) END "
+            "WHERE state IN ('loading', 'building') RETURNING version, state", INTERRUPTED)
+        for r in stale:
+            await audit.record(conn, SYSTEM, "roll.interrupted", f"roll-version-{r['version']}",
+                               {"now": r["state"]})
     for r in stale:
-        log.warning("roll version %d was left half-way; now %s", r["version"], r["state"])
+        log.warning("roll version %d was left half-way by a load or activation that stopped; "
+                    "now %s", r["version"], r["state"])
+    return stale
+
+
+async def _clear_leftovers(conn: Conn) -> None:
+    """Under the lock no load runs: settle what a stopped one left; retired rows may be left
+    over."""
+    await _settle(conn)
     await delete_rows(conn)
+
+
+async def settle_abandoned(pool: asyncpg.Pool) -> list[int]:
+    """Settle the versions left 'loading' or 'building' by a load or activation whose matcher
+    stopped; returns them. Nothing is done while the lifecycle lock is held (the operation
+    holding it is alive and decides itself): this holds the lock for one short transaction,
+    and a load starting meanwhile waits for it (``LOCK_TRIES``) rather than being refused."""
+    async with pool.acquire() as conn:
+        if not await _try_lock(conn):
+            return []
+        try:
+            stale = await _settle(conn)
+        finally:
+            with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+                await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK)
+    if any(r["state"] == DISCARDED for r in stale):
+        await delete_rows(pool)
+    return [int(r["version"]) for r in stale]
 
 
 async def delete_rows(conn: Conn | asyncpg.Pool) -> None:
@@ -231,7 +296,7 @@ async def activate(conn: Conn, version: int, actor: str, reason: str,
                 "WHERE version = $1 AND deactivated_at IS NULL", previous, now)
         await conn.execute(
             "UPDATE matching.roll_versions SET state = 'active', activated_at = $2, "
-            "deactivated_at = NULL WHERE version = $1", version, now)
+            "deactivated_at = NULL, note = '' WHERE version = $1", version, now)
         await conn.execute(
             "INSERT INTO matching.roll_activations (version, previous, actor, reason, activated_at) "
             "VALUES ($1, $2, $3, $4, $5)", version, previous or None, actor, reason, now)
@@ -262,7 +327,7 @@ async def activate_when_built(
     the job later) and FAILED_PRECONDITION names the replicas that had not built it.
     """
     state = await conn.fetchval(
-        "UPDATE matching.roll_versions SET state = 'building' WHERE version = $1 "
+        "UPDATE matching.roll_versions SET state = 'building', note = '' WHERE version = $1 "
         "AND state IN ('ready', 'building') RETURNING state", version)
     if state is None:
         _check_activatable(version, await conn.fetchval(
@@ -413,10 +478,17 @@ class RollIndex:
                  time.perf_counter() - started)
 
     async def sync(self) -> None:
-        """Build the indexes wanted (the active version's, those being activated), drop the
-        others, switch to the active version when its index is here, heartbeat."""
+        """Settle versions a stopped load or activation left half-way, build the indexes
+        wanted (the active version's, those being activated), drop the others, switch to the
+        active version when its index is here, heartbeat."""
         rows = await self._pool.fetch(
-            "SELECT version, state FROM matching.roll_versions WHERE state IN ('active', 'building')")
+            "SELECT version, state FROM matching.roll_versions "
+            "WHERE state IN ('active', 'building', 'loading')")
+        if any(r["state"] != ACTIVE for r in rows) and await self._settle():
+            rows = await self._pool.fetch(
+                "SELECT version, state FROM matching.roll_versions "
+                "WHERE state IN ('active', 'building')")
+        rows = [r for r in rows if r["state"] in (ACTIVE, BUILDING)]
         wanted = {int(r["version"]) for r in rows}
         active = next((int(r["version"]) for r in rows if r["state"] == ACTIVE), 0)
         for version in wanted:
@@ -441,6 +513,15 @@ class RollIndex:
             "heartbeat_at) VALUES ($1, $2, $3, clock_timestamp()) ON CONFLICT (replica_id) DO "
             "UPDATE SET serving_version = $2, built_versions = $3, heartbeat_at = clock_timestamp()",
             self.replica_id, self.version or None, sorted(self.indexes))
+
+    async def _settle(self) -> list[int]:
+        """``settle_abandoned``; its failure is logged and does not stop the heartbeat."""
+        try:
+            return await settle_abandoned(self._pool)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+            log.warning("settling an interrupted roll version failed (%s); retrying",
+                        exc.__class__.__name__)
+            return []
 
     async def run(self, stop: asyncio.Event) -> None:
         try:
