@@ -43,12 +43,14 @@ import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import (
     CorruptRecordException,
     InvalidTopicError,
@@ -68,6 +70,7 @@ from sigverify_common.topics import ALL_TOPICS, Topic
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=Message)
+T = TypeVar("T")
 
 
 def is_retriable(exc: BaseException) -> bool:
@@ -119,8 +122,8 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicParti
 async def topic_is_empty(bootstrap: str, topic: str) -> bool:
     """True when no record was ever written to ``topic`` (a new broker, or one that forgot)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
     try:
+        await consumer.start()
         ends = await consumer.end_offsets(await _partitions(consumer, topic))
         return all(offset == 0 for offset in ends.values())
     finally:
@@ -136,8 +139,10 @@ async def caught_up(bootstrap: str, group: str, topic: str, wait_ms: int = 1500)
                                enable_auto_commit=False)
     reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                               fetch_max_wait_ms=200, max_partition_fetch_bytes=64 * 1024)
-    await members.start()
     try:
+        # Stopped also when starting failed (the broker is gone), or asyncio complains of
+        # an unclosed consumer at each reconciliation pass.
+        await members.start()
         await reader.start()
         tps = await _partitions(members, topic)
         if not tps:
@@ -160,6 +165,183 @@ async def caught_up(bootstrap: str, group: str, topic: str, wait_ms: int = 1500)
         await members.stop()
 
 
+#: How long stopping waits for what needs the broker (an outbox round in flight, the last
+#: drain, the producer's flush, the consumer's leaving its group): the broker reachable, or
+#: known unreachable (``BrokerWatch``). Nothing is lost by not waiting: PostgreSQL is the
+#: record of truth, an outbox row is deleted only once acknowledged (the next start sends
+#: what is left), and a batch is committed to Kafka only after its transaction (the next
+#: start reads it again).
+CLOSING_SECONDS = 5.0
+CLOSING_SECONDS_UNREACHABLE = 1.0
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+class BrokerWatch:
+    """Whether the broker answers, and the one place that says so in the log.
+
+    ``run`` asks for the cluster's metadata every ``interval`` seconds (within ``timeout``).
+    When the broker stops answering it logs ONE warning (the service, the bootstrap address,
+    since when), then a reminder every ``remind`` seconds with how long it has lasted, and
+    one line when it answers again; aiokafka's own reconnect errors meanwhile are held back
+    by ``logs.RepeatFilter``. ``sigverify_broker_reachable`` is 1 or 0 (0 until the first
+    check). The watch a service runs is ``current()``: shutdown waits less for a broker
+    known to be unreachable (``closing_seconds``).
+    """
+
+    def __init__(self, bootstrap: str, service: str, interval: float = 2.0,
+                 timeout: float = 3.0, remind: float = 60.0) -> None:
+        self.bootstrap = bootstrap
+        self.service = service
+        self.interval = interval
+        self.timeout = timeout
+        self.remind = remind
+        #: None until the first check.
+        self.reachable: bool | None = None
+        self.down_since = 0.0     # time.monotonic() of the first failed check of the outage
+        self._down_wall = ""      # the same as a wall-clock time, for the log
+        self._reminded = 0.0
+        metrics.BROKER_REACHABLE.set(0)
+
+    def unreachable_seconds(self, now: float | None = None) -> float:
+        if self.reachable is not False:
+            return 0.0
+        return max(0.0, (time.monotonic() if now is None else now) - self.down_since)
+
+    def observe(self, ok: bool, now: float | None = None) -> None:
+        """Take one check's outcome: log a change of state, or a reminder when it is due."""
+        now = time.monotonic() if now is None else now
+        metrics.BROKER_REACHABLE.set(1 if ok else 0)
+        if ok:
+            if self.reachable is False:
+                log.warning("%s: broker at %s reachable again after %s unreachable",
+                            self.service, self.bootstrap, _duration(now - self.down_since))
+            self.reachable = True
+            return
+        if self.reachable is not False:
+            self.reachable = False
+            self.down_since = self._reminded = now
+            self._down_wall = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %z")
+            log.warning("%s: broker at %s unreachable since %s; its clients keep retrying "
+                        "(their connection errors are held back to one a minute each), a "
+                        "reminder every %.0fs", self.service, self.bootstrap,
+                        self._down_wall, self.remind)
+        elif now - self._reminded >= self.remind:
+            self._reminded = now
+            log.warning("%s: broker at %s still unreachable, for %s (since %s)", self.service,
+                        self.bootstrap, _duration(now - self.down_since), self._down_wall)
+
+    async def check(self, client: AIOKafkaClient) -> bool:
+        try:
+            async with asyncio.timeout(self.timeout):
+                await client.fetch_all_metadata()
+            return True
+        except Exception:  # noqa: BLE001 - any failure to reach the broker is unreachable
+            return False
+
+    async def run(self, stop: asyncio.Event) -> None:
+        client = AIOKafkaClient(bootstrap_servers=self.bootstrap, request_timeout_ms=5000)
+        try:
+            with contextlib.suppress(Exception):
+                await client.bootstrap()
+            while not stop.is_set():
+                self.observe(await self.check(client))
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.interval)
+        finally:
+            await client.close()
+
+
+_WATCH: BrokerWatch | None = None
+
+
+def current() -> BrokerWatch | None:
+    """The broker watch this process runs (``watch_broker``), if any."""
+    return _WATCH
+
+
+def closing_seconds() -> float:
+    """How long stopping waits for what needs the broker (see ``CLOSING_SECONDS``)."""
+    watch = _WATCH
+    if watch is not None and watch.reachable is False:
+        return CLOSING_SECONDS_UNREACHABLE
+    return CLOSING_SECONDS
+
+
+@asynccontextmanager
+async def watch_broker(bootstrap: str, service: str) -> AsyncIterator[BrokerWatch]:
+    """Run a ``BrokerWatch`` as the process's ``current()`` for the block's duration."""
+    global _WATCH
+    watch = BrokerWatch(bootstrap, service)
+    stop = asyncio.Event()
+    task = asyncio.create_task(watch.run(stop), name="broker-watch")
+    previous, _WATCH = _WATCH, watch
+    try:
+        yield watch
+    finally:
+        _WATCH = previous
+        stop.set()
+        await bounded(task, CLOSING_SECONDS, "the broker watch")
+
+
+async def bounded(aw: Awaitable[Any], seconds: float, what: str) -> bool:
+    """Await ``aw`` (closing something that talks to the broker) for at most ``seconds``;
+    then cancel it and say so. True when it finished in time. Its errors are logged, not
+    raised: it is part of stopping. A cancellation from inside it is taken as its end
+    (aiokafka's consumer lets one escape from ``stop`` when a fetch was backing off)."""
+    task = asyncio.ensure_future(aw)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=seconds)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if not done:
+        task.cancel()
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        log.warning("stopping: %s did not finish within %.0fs (the broker is %s); going on "
+                    "without it", what, seconds,
+                    "unreachable" if closing_seconds() < CLOSING_SECONDS
+                    else "slow or unreachable")
+        return False
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.warning("stopping: %s failed (%s)", what, exc.__class__.__name__)
+    return True
+
+
+class GaveUp(Exception):
+    """The service stops and what needed the broker did not finish within ``closing_seconds``."""
+
+
+async def until_stopped(aw: Awaitable[T], stop: asyncio.Event) -> T:
+    """``await aw``; once ``stop`` is set, for at most ``closing_seconds()`` more. Then it is
+    cancelled (a transaction inside rolls back) and ``GaveUp`` is raised."""
+    task = asyncio.ensure_future(aw)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():
+            await asyncio.wait({task}, timeout=closing_seconds())
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    finally:
+        stopping.cancel()
+    if not task.done():
+        task.cancel()
+        # Let it unwind (roll back) before going on, within bounds too.
+        await asyncio.wait({task}, timeout=CLOSING_SECONDS_UNREACHABLE)
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        raise GaveUp
+    return task.result()
+
+
 @asynccontextmanager
 async def open_producer(bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
     producer = AIOKafkaProducer(
@@ -174,7 +356,11 @@ async def open_producer(bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
     try:
         yield producer
     finally:
-        await producer.stop()
+        # stop() flushes what is pending, each batch waiting up to request_timeout_ms (15 s)
+        # for a broker that is gone; what is not acknowledged stays in the outbox.
+        if not await bounded(producer.stop(), closing_seconds(), "the producer's flush"):
+            await bounded(producer.client.close(), CLOSING_SECONDS_UNREACHABLE,
+                          "the producer's connections")
 
 
 #: Kinds of dead letter (the ``reason`` label of ``sigverify_dead_letters_total``).
@@ -354,18 +540,36 @@ class BatchConsumer(Generic[M]):
                 await self._pipeline(consumer, self._staged, stop)
                 return
             while not stop.is_set():
-                batch = await self._poll(consumer)
+                batch = await self._poll(consumer, stop)
                 if batch:
                     delivered, dead = self._split(batch)
                     await self._apply(consumer, batch, delivered, dead, stop)
         finally:
             self._consumer = None
-            await consumer.stop()
+            # Leaving the group asks the broker; when it is gone, aiokafka would wait for it.
+            await bounded(consumer.stop(), closing_seconds(), f"group {self.group}'s consumer")
 
-    async def _poll(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, list[Any]]:
+    async def _poll(self, consumer: AIOKafkaConsumer, stop: asyncio.Event
+                    ) -> dict[TopicPartition, list[Any]]:
+        """The next batch ({} when there is none, or the service stops). getmany's timeout
+        does not bound a poll made while the group is (re)joining: it waits for an
+        assignment, for ever while the broker is gone, so the poll is given up when
+        ``stop`` is set (what it would have returned is read again after a restart)."""
+        poll = asyncio.ensure_future(consumer.getmany(timeout_ms=self._poll_timeout_ms,
+                                                      max_records=self._max_records))
+        stopping = asyncio.ensure_future(stop.wait())
         try:
-            batch: dict[TopicPartition, list[Any]] = await consumer.getmany(
-                timeout_ms=self._poll_timeout_ms, max_records=self._max_records)
+            await asyncio.wait({poll, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if not poll.done():
+                poll.cancel()
+                with contextlib.suppress(asyncio.CancelledError, KafkaError):
+                    await poll
+        if poll.cancelled():
+            return {}
+        try:
+            batch: dict[TopicPartition, list[Any]] = poll.result()
             return batch
         except KafkaError as exc:
             log.warning("group %s: polling failed (%s); retrying", self.group,
@@ -380,7 +584,7 @@ class BatchConsumer(Generic[M]):
         ahead: _Ahead[M] | None = None
         try:
             while not stop.is_set():
-                batch = await self._poll(consumer)
+                batch = await self._poll(consumer, stop)
                 if not batch:
                     if applying is not None and applying[1].done():
                         # An error of the last batch's apply stops the consumer now, not
@@ -468,7 +672,12 @@ class BatchConsumer(Generic[M]):
                 return False
             offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
             try:
-                await consumer.commit(offsets)
+                # Retried by aiokafka for as long as the broker is gone: bounded at stop.
+                await until_stopped(consumer.commit(offsets), stop)
+            except GaveUp:
+                log.warning("group %s: stopping before %d record(s) could be committed to the "
+                            "broker; applied, they will be redelivered at the next start, which "
+                            "changes nothing", self.group, len(delivered) + len(dead))
             except KafkaError as exc:
                 # CommitFailedError / IllegalStateError: the group rebalanced and the
                 # partitions may belong to another member now. The effects are in Postgres
@@ -705,9 +914,15 @@ class OutboxPublisher:
         backoff = 0.0
         while not stop.is_set():
             try:
-                handled = await self.publish_once()
+                # A round waits up to request_timeout_ms for a broker that is gone: at stop
+                # it is given up (rolled back: its rows stay for the next start).
+                handled = await until_stopped(self.publish_once(), stop)
                 self.failing_since = None
                 backoff = 0.0
+            except GaveUp:
+                log.warning("stopping: an outbox round was given up unfinished; its rows stay in "
+                            "%s.outbox for the next start", self._schema)
+                return
             except (PublishIncomplete, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
                     OSError, KafkaError) as exc:
                 cause = exc.cause if isinstance(exc, PublishIncomplete) else exc.__class__.__name__
@@ -724,10 +939,16 @@ class OutboxPublisher:
                 self.wake.clear()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), timeout=0.25)
-        # Drain what is committed before stopping, so a graceful stop leaves no backlog.
+        # Drain what is committed before stopping, so a graceful stop leaves no backlog;
+        # not when the broker is failing, and for a few seconds at most: what is left is
+        # sent at the next start (the outbox is read from its first row).
+        watch = current()
+        if self.failing_since is not None or (watch is not None and watch.reachable is False):
+            return
         with contextlib.suppress(Exception):
-            while await self.publish_once():
-                pass
+            async with asyncio.timeout(closing_seconds()):
+                while await self.publish_once():
+                    pass
 
     async def _send_all(self, rows: Sequence[asyncpg.Record]) -> list[BaseException | None]:
         """Each row's outcome: None when acknowledged, else the error."""
@@ -753,7 +974,12 @@ class OutboxPublisher:
                 continue
             pending[fut] = i
         if pending:
-            done, not_done = await asyncio.wait(pending, timeout=self._send_timeout)
+            try:
+                done, not_done = await asyncio.wait(pending, timeout=self._send_timeout)
+            except asyncio.CancelledError:
+                for fut in pending:
+                    fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+                raise
             for fut in done:
                 outcome[pending[fut]] = (TimeoutError("send cancelled") if fut.cancelled()
                                          else fut.exception())

@@ -25,6 +25,9 @@ OUTBOX_FAILURES = Counter("sigverify_outbox_failures_total",
 OUTBOX_FAILING = Gauge("sigverify_outbox_failing_seconds",
                        "Seconds the outbox publisher has been failing without a successful round "
                        "(0 when it is not failing); alert above a minute", ["schema"])
+#: Set by kafka.BrokerWatch from a metadata request every 2 s (0 until the first answer).
+BROKER_REACHABLE = Gauge("sigverify_broker_reachable",
+                         "1 when the Kafka broker answers a metadata request, else 0")
 REDRIVEN = Counter("sigverify_redriven_total",
                    "Events re-published from the database for work the next stage lacks",
                    ["service"])

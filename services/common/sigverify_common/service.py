@@ -318,6 +318,9 @@ async def run_service(spec: ServiceSpec, config: ServiceConfig) -> None:
         # Shared by every service: tokens (read by all) and the audit log (appended by all).
         await db.migrate(pool, tokens.SCHEMA, tokens.MIGRATIONS)
         await db.migrate(pool, audit.SCHEMA, audit.MIGRATIONS)
+        # Says once when the broker is gone and when it is back; stops after the producer.
+        await stack.enter_async_context(kafka.watch_broker(config.kafka_bootstrap_servers,
+                                                           spec.name))
         await kafka.ensure_topics(config.kafka_bootstrap_servers, config.topic_partitions,
                                  config.topic_replication)
         rt = Runtime(config=config, pool=pool, stop=stop)
