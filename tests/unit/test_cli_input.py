@@ -451,3 +451,15 @@ def test_roll_load_reads_the_header_in_the_files_encoding(
                 (ROLL_HEADER + ",año\n" + ROLL.splitlines()[1] + "\n").encode(encoding))
     code, text = run_cli(["roll", "load", str(bad)], capsys)
     assert code == 2 and "unknown column 'año' in the roll header" in text, text
+
+
+@pytest.mark.parametrize("argv", [
+    ["demo", "--voters", "20000", "--signatures", "40000"],
+    ["bench", "--voters", "1000", "--signatures", "501"],
+    ["eval-data", "make", "hostile", "--out", "x", "--voters", "100", "--signatures", "51"],
+])
+def test_more_signatures_than_half_the_voters_is_a_usage_error(
+        argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """Found by hand: the generator's rule surfaced as 'unexpected ValueError', exit 70."""
+    code, text = run_cli(argv, capsys)
+    assert code == 2 and "is more than half of --voters" in text

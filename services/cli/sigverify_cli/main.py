@@ -1786,10 +1786,27 @@ def _error(message: str) -> None:
     err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
 
 
+def _check_sizes(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The generator's own rule for a synthetic data set (demo, bench, eval-data make synth
+    or hostile), checked with the options: at most one signature for every two voters (a
+    petition's signers are a share of the roll, duplicates and strangers included). It was
+    found only inside the generator: 'unexpected ValueError', exit 70."""
+    synthetic = args.command in ("demo", "bench") or (
+        args.command == "eval-data" and getattr(args, "action", "") == "make"
+        and getattr(args, "kind", "") in ("synth", "hostile"))
+    voters, signatures = getattr(args, "voters", None), getattr(args, "signatures", None)
+    if synthetic and voters is not None and signatures is not None and signatures > voters // 2:
+        p.error(f"--signatures {signatures:,} is more than half of --voters {voters:,}: the "
+                f"generator makes at most one signature for every two voters (at most "
+                f"{voters // 2:,} here)")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run one command. Whatever happens, it ends with an exit code and, on failure, one
     ``error:`` line; SIGVERIFY_DEBUG=1 adds the traceback of an unexpected exception."""
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
+    _check_sizes(p, args)
     client.OPENED.clear()  # the channels of this command only (tests run several in a process)
     try:
         code = dispatch(args)
