@@ -65,11 +65,14 @@ async def test_a_roll_loaded_mid_filing_decides_nothing_against_the_old_version_
                     await asyncio.sleep(1.0)
 
             filing = asyncio.create_task(file_until_loaded())
-            for _ in range(200):  # matching is under way with the old version
+            for _ in range(1200):  # matching is under way with the old version
                 if filed and await pool.fetchval("SELECT count(*) FROM matching.decisions "
                                                  "WHERE petition_id = ANY($1)", list(filed)):
                     break
                 await asyncio.sleep(0.05)
+            else:  # (it fell through after 10 s once, in a full suite: the load then came
+                # before any decision, and the test could not see what it checks)
+                raise AssertionError("no decision within 60 s of the first petition")
             rc, _out, err = await cli(live_stack, "roll", "load", str(synth_data.roll_csv))
             loaded.set()
             assert rc == 0, err
