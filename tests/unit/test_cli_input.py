@@ -105,6 +105,15 @@ def no_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+def assert_usage_error(code: int, text: str, problem: str) -> None:
+    """Exit 2 with argparse's usage and one ``error:`` line holding ``problem``."""
+    assert code == 2, text
+    lines = [line for line in text.splitlines() if line.startswith("sigverify")
+             and "error:" in line]
+    assert len(lines) == 1 and problem in lines[0], text
+    assert "unexpected" not in text and "Traceback" not in text
+
+
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     with pytest.raises(SystemExit) as e:
         cli_main.main(argv)
@@ -315,12 +324,7 @@ def test_every_integer_option_is_range_checked_as_a_usage_error(
     """They used to reach the request: --required 99999999999999999999 or --limit 2147483648
     raised ValueError building the protobuf ('unexpected ValueError', exit 70), --limit -1 reached
     Postgres's LIMIT, --batch-size 0 the generator."""
-    code, text = run_cli(argv, capsys)
-    assert code == 2, text
-    lines = [line for line in text.splitlines() if line.startswith("sigverify")
-             and "error:" in line]
-    assert len(lines) == 1 and problem in lines[0], text
-    assert "unexpected" not in text and "Traceback" not in text
+    assert_usage_error(*run_cli(argv, capsys), problem)
 
 
 def test_integer_options_in_range_parse_as_numbers() -> None:
@@ -390,12 +394,7 @@ def test_every_option_in_seconds_is_range_checked_as_a_usage_error(
     """They were type=float: a negative timeout timed out at once, NaN never did (wait polled
     for ever), and a deadline beyond gRPC's range (1e12, inf) or of 0 ended the call at once in
     DEADLINE_EXCEEDED, exit 1, as if the service had been slow."""
-    code, text = run_cli(argv, capsys)
-    assert code == 2, text
-    lines = [line for line in text.splitlines() if line.startswith("sigverify")
-             and "error:" in line]
-    assert len(lines) == 1 and problem in lines[0], text
-    assert "unexpected" not in text and "Traceback" not in text
+    assert_usage_error(*run_cli(argv, capsys), problem)
 
 
 def test_options_in_seconds_in_range_parse_as_numbers() -> None:
@@ -463,3 +462,15 @@ def test_more_signatures_than_half_the_voters_is_a_usage_error(
     """Found by hand: the generator's rule surfaced as 'unexpected ValueError', exit 70."""
     code, text = run_cli(argv, capsys)
     assert code == 2 and "is more than half of --voters" in text
+
+
+def test_a_small_batch_with_control_characters_in_a_value_is_text(tmp_path: Path) -> None:
+    """Found by intake's fuzz test: 3 control bytes in a 58-byte batch were over 5 % of it,
+    and the whole file was refused as binary; its rows go to intake, which rejects the one
+    holding them by its field."""
+    path = tmp_path / "fuzz.csv"
+    path.write_bytes(b"line,street,first_name,last_name,circulator_id\r\n1,,,,\x1f\x1f\x08\r\n")
+    columns, rows = read_batch(path)
+    assert columns == ["line", "street", "first_name", "last_name", "circulator_id"]
+    assert list(rows) == [(1, ["1", "", "", "", "\x1f\x1f\x08"], "")]
+    rows.close()
