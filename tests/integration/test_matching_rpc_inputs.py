@@ -173,3 +173,25 @@ async def test_load_roll_refuses_a_bad_source_or_max_rejected_before_storing_any
         assert await pool.fetchval("SELECT max(version) FROM matching.roll_versions") == before
     finally:
         await pool.close()
+
+
+async def test_load_roll_refuses_a_source_naming_no_file(
+    live_stack: stack.StackState, loaded_roll: int, synth_data: SynthOutput
+) -> None:
+    """A source of "/" was stored as an empty name (blank in 'sigverify roll list'): a source
+    whose last component is empty, "." or ".." is refused before any version is begun."""
+    pool = await asyncpg.create_pool(live_stack.database_url, min_size=1, max_size=2)
+    try:
+        before = await pool.fetchval("SELECT max(version) FROM matching.roll_versions")
+        async with h.channel(live_stack, "matching") as ch:
+            stub = matching_pb2_grpc.MatchingServiceStub(ch)
+            for source in ("/", "dir/", " / ", ".."):
+                details = await _refused(_header_only(stub, matching_pb2.RollHeader(
+                    source=source)), "header.source")
+                assert "names no file" in details, details
+            listed = await stub.ListRolls(matching_pb2.ListRollsRequest(), timeout=10)
+            assert all(r.source.strip() for r in listed.versions)
+            await _still_matches(stub, _voter(synth_data))
+        assert await pool.fetchval("SELECT max(version) FROM matching.roll_versions") == before
+    finally:
+        await pool.close()

@@ -387,6 +387,14 @@ async def roll_load(ep: Endpoints, path: Path, max_rejected: str = "", timeout: 
     return 0
 
 
+def activated_line(version: int, rows: int, previous: int) -> str:
+    """What 'sigverify roll activate|rollback' prints: the version made active and the one
+    kept for a rollback, or that there is none (it read "version - kept for ..." then)."""
+    kept = (f"version {previous} kept for 'sigverify roll rollback'" if previous
+            else "no earlier version to roll back to")
+    return f"roll version {version} active ({rows:,} voters); {kept}"
+
+
 def _roll_cut_off(addr: str, phases: _RollPhases) -> str:
     """Why a roll load ended with matching gone once it had named the version, and what
     to run next."""
@@ -425,8 +433,7 @@ async def roll_cmd(ep: Endpoints, args: argparse.Namespace) -> int:
                     last = p
             if last is None or last.state != matching_pb2.ROLL_STATE_ACTIVE:
                 raise CliError("the activation ended without activating a version")
-            console.print(f"roll version {last.version} active ({last.rows:,} voters); version "
-                          f"{last.previous_version or '-'} kept for 'sigverify roll rollback'")
+            console.print(activated_line(last.version, last.rows, last.previous_version))
             return 0
         listed = await stub.ListRolls(matching_pb2.ListRollsRequest(), timeout=30)
     if args.json:

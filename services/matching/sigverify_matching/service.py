@@ -12,7 +12,6 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import replace
 from datetime import datetime
-from pathlib import PurePath
 from typing import Any, TextIO
 
 import asyncpg
@@ -66,6 +65,20 @@ _STATES: dict[str, matching_pb2.RollState.ValueType] = {
     versions.RETIRED: matching_pb2.ROLL_STATE_RETIRED,
     versions.DISCARDED: matching_pb2.ROLL_STATE_DISCARDED,
 }
+
+
+def roll_source_name(text: str) -> str:
+    """The version's source: the last '/'-separated component of the header's (already
+    checked and stripped) source, "roll.csv" when none was sent. InvalidArgument when that
+    component is empty (a source of "/" was stored as an empty name, shown blank by
+    'sigverify roll list'; "dir/" names a directory) or only "." / ".."."""
+    if not text:
+        return "roll.csv"
+    name = text.rsplit("/", 1)[-1].strip()
+    if name in ("", ".", ".."):
+        raise InvalidArgument(f"header.source {shown(text)} names no file (its last path "
+                              "component is empty, '.' or '..'); send the roll file's name")
+    return name
 
 
 def _uuid(text: str, name: str) -> uuid.UUID:
@@ -245,7 +258,7 @@ class MatchingService(matching_pb2_grpc.MatchingServiceServicer):
         limit = MaxRejected.parse(
             check_text(header.max_rejected, "header.max_rejected", MAX_REJECTED_CHARS))
         timeout = self._timeout(header.activation_timeout_seconds)
-        source = PurePath(source_text or "roll.csv").name
+        source = roll_source_name(source_text)
         loop = asyncio.get_running_loop()
         inbound: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(maxsize=16)
         discarding = asyncio.Event()
