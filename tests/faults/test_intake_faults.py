@@ -9,6 +9,7 @@ through the real intake process, PostgreSQL and the broker:
 - a client cancelling mid-stream and SIGTERM to intake mid-upload: nothing of the batch
   stored, and sending it again stores it exactly once;
 - batch keys scoped to (petition, county), a reused key with other content refused;
+- a batch with no rows (a header only) refused, nothing stored;
 - unknown columns and counties refused, hostile values (``²``, 2^63, NUL) rejected by row,
   a cp1252 file from Excel stored with its accents, and the CLI's one-line errors.
 """
@@ -630,3 +631,30 @@ async def test_sigterm_to_intake_during_an_upload_stores_nothing(
                         ports=live_stack.services["intake"])
     await asyncio.to_thread(stack.wait_healthy, live_stack, ("intake",))
     await resubmit_stores_once(live_stack, pid, tmp_path)
+
+
+# -- empty batches ---------------------------------------------------------------------------------
+
+async def test_a_batch_with_no_rows_is_refused_and_nothing_is_stored(
+        live_stack: stack.StackState, tmp_path: Path) -> None:
+    """A header and no rows (the wrong file, an export that failed) is a clerk's mistake:
+    refused with INVALID_ARGUMENT naming the file, nothing stored, from a raw client (end
+    counting 0, with or without an empty chunk, with a key) and from ``sigverify submit``."""
+    pid = await new_petition(live_stack)
+    for messages in ([header(pid), end_msg(0)], [header(pid), rows_msg([]), end_msg(0)],
+                     [header(pid, key="k-empty"), end_msg(0)]):
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await raw_submit(live_stack, messages)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "'raw.csv' has no rows (only a header): nothing stored" in (
+            e.value.details() or "")
+    empty = write_csv(tmp_path / "kern-export.csv", COLUMNS, [])
+    p = cli(live_stack, "submit", str(empty), "--petition", pid, "--county", "Kern")
+    assert p.returncode == 1, (p.returncode, p.stdout, p.stderr)
+    one_error_line(p, "INVALID_ARGUMENT", "'kern-export.csv' has no rows (only a header)")
+    assert (await stored(live_stack, pid)) == Stored(0, 0, 0)
+    # The key was not taken: the real file under it is stored.
+    receipt = await raw_submit(live_stack, [header(pid, key="k-empty"),
+                                            rows_msg([(1, good_row(1))]), end_msg(1)])
+    assert receipt.rows_received == 1 and not receipt.resubmission
+    assert (await stored(live_stack, pid)) == Stored(1, 1, 0)

@@ -5,6 +5,7 @@ client's end message has arrived. Intake keeps no rows: per batch only the count
 line number seen, the running SHA-256 of the content and the first rejections for the
 receipt, so its memory stays flat whatever the file's size. A stream that stops early (the
 client cancelled, the connection broke, intake is stopping) rolls back: nothing half-stored.
+A batch whose end comes with no rows (a file with only its header) is refused and rolls back.
 
 Keys and content are scoped to (petition, county). A key already used there: the stream is
 only hashed; the same content returns the first receipt, other content is refused
@@ -65,7 +66,8 @@ class Header:
     columns: tuple[str, ...]
 
 
-async def _hash_only(parts: AsyncIterator[Part], digest: domain.ContentDigest) -> None:
+async def _hash_only(parts: AsyncIterator[Part], digest: domain.ContentDigest,
+                     filename: str) -> None:
     """Consume the stream without storing it, to learn its content's hash."""
     rows, end = 0, None
     async for part in parts:
@@ -80,16 +82,22 @@ async def _hash_only(parts: AsyncIterator[Part], digest: domain.ContentDigest) -
                 raise InvalidArgument(f"the batch has more than {domain.MAX_ROWS:,} rows: "
                                       "split the file into several batches")
             digest.add(values, unreadable)
-    _check_end(end, rows)
+    _check_end(end, rows, filename)
 
 
-def _check_end(end: End | None, rows: int) -> None:
+def _check_end(end: End | None, rows: int, filename: str) -> None:
     if end is None:
         raise InvalidArgument("the batch's stream ended without its end message (an "
                               "interrupted upload?): nothing stored; send it again")
     if end.rows != rows:
         raise InvalidArgument(f"the batch's end message counts {end.rows:,} rows but "
                               f"{rows:,} arrived: nothing stored; send it again")
+    if rows == 0:
+        # A header and no rows is a mistake (the wrong file, an export that failed), not a
+        # batch: storing it would give a receipt and a batch that count nothing.
+        named = f"batch {filename!r}" if filename else "batch"
+        raise InvalidArgument(f"the {named} has no rows (only a header): nothing stored; "
+                              "check that it is the file meant to be sent")
 
 
 class _Batch:
@@ -175,7 +183,7 @@ async def receive(conn: Conn, header: Header, parts: AsyncIterator[Part],
                 digest.add(values, unreadable)
                 if batch.add(validator.check(record, values, unreadable)):
                     await batch.flush()
-        _check_end(end, validator.rows)
+        _check_end(end, validator.rows, h.filename)
         await batch.flush()
         content = digest.hexdigest()
         same = await repository.find_by_content(conn, h.petition_id, h.county, content)
@@ -226,7 +234,7 @@ def _key_taken(h: Header, existing: asyncpg.Record) -> AlreadyExists:
 
 async def _known(conn: Conn, h: Header, parts: AsyncIterator[Part],
                  digest: domain.ContentDigest, existing: asyncpg.Record) -> Receipt:
-    await _hash_only(parts, digest)
+    await _hash_only(parts, digest, h.filename)
     if existing["content_sha256"] != digest.hexdigest():
         raise _key_taken(h, existing)
     return await repository.receipt_of(conn, existing, resubmission=True)
@@ -234,7 +242,7 @@ async def _known(conn: Conn, h: Header, parts: AsyncIterator[Part],
 
 async def _closed(conn: Conn, h: Header, parts: AsyncIterator[Part],
                   digest: domain.ContentDigest, why: str) -> Receipt:
-    await _hash_only(parts, digest)
+    await _hash_only(parts, digest, h.filename)
     same = await repository.find_by_content(conn, h.petition_id, h.county, digest.hexdigest())
     if same is None:
         raise FailedPrecondition(why)
