@@ -117,3 +117,25 @@ async def scratch_database(state: stack.StackState, prefix: str,
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await admin.close()
+
+
+@asynccontextmanager
+async def slow_replica(pool: asyncpg.Pool, serving_version: int) -> AsyncIterator[str]:
+    """A live replica that never builds a new version's index: an activation waits."""
+    name = f"slow-replica-{uuid.uuid4().hex[:6]}"
+
+    async def heartbeat() -> None:
+        while True:
+            await pool.execute(
+                "INSERT INTO matching.replicas (replica_id, serving_version, heartbeat_at) "
+                "VALUES ($1, $2, clock_timestamp()) ON CONFLICT (replica_id) DO UPDATE "
+                "SET heartbeat_at = clock_timestamp()", name, serving_version)
+            await asyncio.sleep(0.5)
+
+    beating = asyncio.create_task(heartbeat())
+    try:
+        yield name
+    finally:
+        beating.cancel()
+        await asyncio.gather(beating, return_exceptions=True)
+        await pool.execute("DELETE FROM matching.replicas WHERE replica_id = $1", name)

@@ -509,20 +509,9 @@ async def test_a_version_is_not_activated_while_a_live_matcher_lacks_its_index(
 ) -> None:
     """A replica that heartbeats but never builds the new index holds the activation back
     until the timeout; the load then fails, the version kept, the active one unchanged."""
-    slow = f"slow-replica-{uuid.uuid4().hex[:6]}"
     async with database(live_stack) as pool:
         before = await active_version(pool)
-
-        async def heartbeat() -> None:
-            while True:
-                await pool.execute(
-                    "INSERT INTO matching.replicas (replica_id, serving_version, heartbeat_at) "
-                    "VALUES ($1, $2, clock_timestamp()) ON CONFLICT (replica_id) DO UPDATE "
-                    "SET heartbeat_at = clock_timestamp()", slow, before)
-                await asyncio.sleep(0.5)
-
-        beating = asyncio.create_task(heartbeat())
-        try:
+        async with h.slow_replica(pool, before) as slow:
             started = time.monotonic()
             rc, _, err = await cli(live_stack, "roll", "load", str(synth_data.roll_csv),
                                    "--timeout", "5")
@@ -539,10 +528,6 @@ async def test_a_version_is_not_activated_while_a_live_matcher_lacks_its_index(
                 "SELECT detail FROM audit.entries WHERE action = 'roll.activation_failed' AND "
                 "subject = $1", f"roll-version-{kept}")
             assert failed is not None and slow in failed["detail"]
-        finally:
-            beating.cancel()
-            await asyncio.gather(beating, return_exceptions=True)
-            await pool.execute("DELETE FROM matching.replicas WHERE replica_id = $1", slow)
         # Without the slow replica the kept version can be activated.
         rc, _out, err = await cli(live_stack, "roll", "activate", str(kept))
         assert rc == 0, err

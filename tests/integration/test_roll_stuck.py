@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -57,28 +56,6 @@ async def until(what: str, check: Callable[[], Awaitable[Any]], timeout: float =
         await asyncio.sleep(0.2)
 
 
-@contextlib.asynccontextmanager
-async def slow_replica(pool: asyncpg.Pool, serving_version: int) -> AsyncIterator[str]:
-    """A live replica that never builds a new version's index: an activation waits."""
-    name = f"slow-replica-{uuid.uuid4().hex[:6]}"
-
-    async def heartbeat() -> None:
-        while True:
-            await pool.execute(
-                "INSERT INTO matching.replicas (replica_id, serving_version, heartbeat_at) "
-                "VALUES ($1, $2, clock_timestamp()) ON CONFLICT (replica_id) DO UPDATE "
-                "SET heartbeat_at = clock_timestamp()", name, serving_version)
-            await asyncio.sleep(0.5)
-
-    beating = asyncio.create_task(heartbeat())
-    try:
-        yield name
-    finally:
-        beating.cancel()
-        await asyncio.gather(beating, return_exceptions=True)
-        await pool.execute("DELETE FROM matching.replicas WHERE replica_id = $1", name)
-
-
 async def state_of(pool: asyncpg.Pool, version: int) -> asyncpg.Record:
     row = await pool.fetchrow(
         "SELECT state, note, rows FROM matching.roll_versions WHERE version = $1", version)
@@ -109,7 +86,7 @@ async def test_a_load_whose_matcher_is_killed_while_building_leaves_the_version_
     async with database(live_stack) as pool:
         before = await active_version(pool)
         newest = int(await pool.fetchval("SELECT max(version) FROM matching.roll_versions"))
-        async with slow_replica(pool, before):
+        async with h.slow_replica(pool, before):
             load = asyncio.create_task(cli(live_stack, "roll", "load", str(synth_data.roll_csv),
                                            "--timeout", "600"))
             version = await until("the load to be building",
@@ -158,7 +135,7 @@ async def test_a_rollback_whose_matcher_is_killed_leaves_the_previous_version_re
             "SELECT previous FROM matching.roll_activations WHERE version = $1 "
             "AND deactivated_at IS NULL", active))
         assert (await state_of(pool, previous))["state"] == "ready"
-        async with slow_replica(pool, active):
+        async with h.slow_replica(pool, active):
             back = asyncio.create_task(cli(live_stack, "roll", "rollback", "--timeout", "600"))
 
             async def building() -> bool:
