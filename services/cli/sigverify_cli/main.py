@@ -375,7 +375,13 @@ async def roll_load(ep: Endpoints, path: Path, max_rejected: str = "", timeout: 
             try:
                 done = await upload_roll(ch, path, max_rejected, timeout, phases)
             except grpc.aio.AioRpcError as exc:
-                if exc.code() != grpc.StatusCode.UNAVAILABLE or not phases.version:
+                # A stream broken under the upload: UNAVAILABLE, or gRPC's own INTERNAL
+                # for a transport cut mid-stream (seen in 1 run in 4 of the test's stand-in;
+                # the service's INTERNAL answers carry a reference instead).
+                cut = exc.code() == grpc.StatusCode.UNAVAILABLE or (
+                    exc.code() == grpc.StatusCode.INTERNAL
+                    and (exc.details() or "").startswith("Internal error from Core"))
+                if not cut or not phases.version:
                     raise  # not reached at all: the plain "unreachable" line (exit 5)
                 raise client.ServiceUnreachable(_roll_cut_off(ep.matching, phases)) from None
     secs = time.perf_counter() - started
