@@ -8,7 +8,7 @@ from typing import Any
 
 from sigverify.common.v1 import common_pb2
 from sigverify_common.errors import InvalidArgument
-from sigverify_common.fields import shown
+from sigverify_common.fields import MAX_ID_CHARS, check_text, shown
 from sigverify_common.sampling import CALIFORNIA, Method, SamplingRules, parse_percent
 from sigverify_common.vocab import Decision, DuplicatePolicy, Reason, Source, Status
 
@@ -91,6 +91,9 @@ def source_from_pb(value: int) -> Source:
 
 
 def parse_uuid(text: str, what: str = "signature_id") -> uuid.UUID:
+    """A request's UUID argument: its length and NULs checked first (``fields.check_text``),
+    InvalidArgument naming ``what`` with the value quoted short."""
+    text = check_text(text, what, MAX_ID_CHARS)
     try:
         return uuid.UUID(text)
     except ValueError:

@@ -200,8 +200,6 @@ class CsvRecords:
                 number += 1
                 yield self._unterminated(number, first, values)
                 return
-            if not values or values == [""]:  # pragma: no cover - blank lines are one line
-                continue
             number += 1
             if (len(values) != width or any(looks_like_rows(v, width) for v in values)
                     or not self._well_quoted()):

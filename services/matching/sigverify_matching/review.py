@@ -21,7 +21,13 @@ from sigverify.events.v1 import events_pb2
 from sigverify.review.v1 import review_pb2, review_pb2_grpc
 from sigverify_common import audit, auth, kafka
 from sigverify_common.config import counties_var
-from sigverify_common.convert import date_text, reason_from_pb, reason_to_pb, source_to_pb
+from sigverify_common.convert import (
+    date_text,
+    parse_uuid,
+    reason_from_pb,
+    reason_to_pb,
+    source_to_pb,
+)
 from sigverify_common.errors import FailedPrecondition, InvalidArgument, NotFound
 from sigverify_common.fields import MAX_ID_CHARS, check_text, shown
 from sigverify_common.vocab import (
@@ -103,13 +109,9 @@ def resolution_reason(voter: VoterRecord, county: str, sig: SignatureInput) -> R
 def parse_signature_id(text: str) -> uuid.UUID:
     """A request's signature id: its length checked before it is parsed (an error quoting a
     20,000-character id whole broke gRPC's 16 KiB limit on trailing metadata)."""
-    text = check_text(text, "signature_id", MAX_ID_CHARS)
-    if not text:
+    if not text.strip():
         raise InvalidArgument("signature_id is required")
-    try:
-        return uuid.UUID(text)
-    except ValueError:
-        raise InvalidArgument(f"signature_id {shown(text)} is not a UUID") from None
+    return parse_uuid(text, "signature_id")
 
 
 def caller(reviewer: str) -> str:

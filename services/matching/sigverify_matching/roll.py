@@ -38,6 +38,7 @@ import asyncpg
 from sigverify_common.csvtext import CsvRecords, Record
 from sigverify_common.db import Conn
 from sigverify_common.errors import FailedPrecondition, InvalidArgument
+from sigverify_common.fields import shown
 from sigverify_common.textfile import detect_encoding
 from sigverify_common.vocab import CALIFORNIA_COUNTIES, Counties
 from sigverify_matching import versions
@@ -154,11 +155,6 @@ def _date(text: str) -> date | None:
     return date.fromisoformat(text) if text else None
 
 
-def _shown(text: str, limit: int = 40) -> str:
-    """``text`` quoted for a message, cut to ``limit`` characters."""
-    return repr(text if len(text) <= limit else text[:limit] + "...")
-
-
 def check_header(first: list[str], name: str, line: int = 1) -> list[str]:
     """The roll header's column names (stripped, lower case); InvalidArgument naming what is
     wrong: no header at all, a missing, repeated, unnamed or unknown column."""
@@ -180,7 +176,7 @@ def check_header(first: list[str], name: str, line: int = 1) -> list[str]:
             close = difflib.get_close_matches(c, ROLL_COLUMNS, n=1, cutoff=0.6)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise InvalidArgument(
-                f"{name}: unknown column {_shown(c)} in the roll header{hint}; a roll has "
+                f"{name}: unknown column {shown(c)} in the roll header{hint}; a roll has "
                 f"exactly these columns: {', '.join(ROLL_COLUMNS)}")
         seen.add(c)
     return header
@@ -294,7 +290,7 @@ def _county(known: Counties, text: str) -> tuple[str, str]:
     if county is not None:
         return county, ""
     hint = known.suggest(text)
-    return "", (f"unknown county {_shown(text.strip())}, not one of the {len(known)} counties"
+    return "", (f"unknown county {shown(text.strip())}, not one of the {len(known)} counties"
                 + (f" (did you mean {hint!r}?)" if hint else ""))
 
 

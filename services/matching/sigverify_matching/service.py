@@ -8,7 +8,6 @@ import contextlib
 import logging
 import math
 import os
-import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import replace
 from datetime import datetime
@@ -20,6 +19,7 @@ import grpc
 from sigverify.matching.v1 import matching_pb2, matching_pb2_grpc
 from sigverify_common import auth
 from sigverify_common.config import counties_var
+from sigverify_common.convert import parse_uuid
 from sigverify_common.db import Conn
 from sigverify_common.errors import (
     FailedPrecondition,
@@ -79,15 +79,6 @@ def roll_source_name(text: str) -> str:
         raise InvalidArgument(f"header.source {shown(text)} names no file (its last path "
                               "component is empty, '.' or '..'); send the roll file's name")
     return name
-
-
-def _uuid(text: str, name: str) -> uuid.UUID:
-    """A request's UUID argument; InvalidArgument naming ``name``, the value quoted short."""
-    t = check_text(text, name, MAX_ID_CHARS)
-    try:
-        return uuid.UUID(t)
-    except ValueError:
-        raise InvalidArgument(f"{name} {shown(t)} is not a UUID") from None
 
 
 def _ts(value: datetime | None) -> str:
@@ -154,7 +145,7 @@ class MatchingService(matching_pb2_grpc.MatchingServiceServicer):
         self, request: matching_pb2.ExplainSignatureRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> matching_pb2.Explanation:
-        sid = _uuid(request.signature_id, "signature_id")
+        sid = parse_uuid(request.signature_id, "signature_id")
         row = await self._pool.fetchrow(
             "SELECT * FROM matching.decisions WHERE signature_id = $1", sid)
         if row is None:
