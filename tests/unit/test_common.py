@@ -102,5 +102,8 @@ def test_a_long_value_that_is_not_a_uuid_is_quoted_cut() -> None:
     from sigverify_common.errors import InvalidArgument
 
     with pytest.raises(InvalidArgument) as e:
-        parse_uuid("x" * 20_000, "voter_id")
+        parse_uuid("x" * 150, "voter_id")
     assert str(e.value) == "voter_id 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx...' is not a UUID"
+    with pytest.raises(InvalidArgument) as e:
+        parse_uuid("x" * 20_000, "voter_id")
+    assert str(e.value) == "voter_id is 20,000 characters long; at most 200"
